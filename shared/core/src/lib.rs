@@ -1,0 +1,14 @@
+//! Sluice core: the application model, validation, references and templates, the engine as
+//! a pure state machine, and the ports through which runtimes reach the world.
+//!
+//! Nothing in this crate performs I/O: every decision is a function of its inputs, so the
+//! semantics are tested fast and exhaustively here, and every adapter (embedded SQLite,
+//! AWS) inherits them unchanged.
+
+pub mod json;
+pub mod model;
+pub mod ports;
+pub mod redact;
+pub mod step;
+
+pub use json::{Invalid, Issue};

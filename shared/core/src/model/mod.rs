@@ -1,0 +1,14 @@
+//! The documents users write (applications, configurations, schedules) and the records
+//! the engine keeps (runs, logs).
+
+pub mod application;
+pub mod condition;
+pub mod configuration;
+pub mod run;
+pub mod schedule;
+
+pub use application::*;
+pub use condition::*;
+pub use configuration::*;
+pub use run::*;
+pub use schedule::*;

@@ -1,0 +1,317 @@
+//! Runs: one execution of an application, with per-step and per-unit state. This is the
+//! record the engine transforms and the stores persist (with optimistic `version`).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Default retention of runs, outputs and logs (SPEC §4): 7 days.
+pub const DEFAULT_RESULT_EXPIRES_SECONDS: i64 = 604_800;
+
+/// Prefix of every run id.
+pub const RUN_ID_PREFIX: &str = "isapp-";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunState {
+    Pending,
+    Running,
+    Success,
+    Failure,
+    Revoked,
+}
+
+impl RunState {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Success | Self::Failure | Self::Revoked)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Success => "success",
+            Self::Failure => "failure",
+            Self::Revoked => "revoked",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "pending" => Self::Pending,
+            "running" => Self::Running,
+            "success" => Self::Success,
+            "failure" => Self::Failure,
+            "revoked" => Self::Revoked,
+            _ => return None,
+        })
+    }
+}
+
+/// A step's state within a run.
+///
+/// `queued`: ready, waiting for a worker (or for a retry delay); `waiting`: a blocking
+/// `trigger_application` waiting for its child run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepState {
+    Pending,
+    Queued,
+    Running,
+    Waiting,
+    Success,
+    Warning,
+    Failed,
+    Skipped,
+    Cancelled,
+}
+
+impl StepState {
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Self::Success | Self::Warning | Self::Failed | Self::Skipped | Self::Cancelled
+        )
+    }
+
+    pub fn succeeded(self) -> bool {
+        matches!(self, Self::Success | Self::Warning)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Waiting => "waiting",
+            Self::Success => "success",
+            Self::Warning => "warning",
+            Self::Failed => "failed",
+            Self::Skipped => "skipped",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// The state of one unit of work: the whole step, or one item (batch) of a `for_each`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnitState {
+    /// Not yet dispatched (a `for_each` item beyond `max_concurrency`).
+    Pending,
+    /// Dispatched to a queue; may not start before `not_before`.
+    Queued,
+    /// Claimed by a worker at `claimed_at`.
+    Running,
+    /// Finished successfully.
+    Done,
+    /// Failed after its last attempt.
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Unit {
+    pub state: UnitState,
+    /// The current (or last) attempt number, from 1.
+    pub attempt: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+impl Unit {
+    pub fn pending() -> Self {
+        Self {
+            state: UnitState::Pending,
+            attempt: 0,
+            not_before: None,
+            claimed_at: None,
+            error: None,
+            warnings: Vec::new(),
+        }
+    }
+}
+
+/// A step of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRun {
+    pub id: String,
+    pub state: StepState,
+    /// Highest attempt number started over the step's units.
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child_run: Option<String>,
+    /// `Some(n)` when the step fanned out over `n` items (or batches): its output is the
+    /// list of the units' outputs in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fan_out: Option<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub units: Vec<Unit>,
+}
+
+impl StepRun {
+    pub fn new(id: &str) -> Self {
+        Self {
+            id: id.to_string(),
+            state: StepState::Pending,
+            attempts: 0,
+            started_at: None,
+            finished_at: None,
+            error: None,
+            warnings: Vec::new(),
+            child_run: None,
+            fan_out: None,
+            units: Vec::new(),
+        }
+    }
+}
+
+/// The step of a parent run that started this run through `trigger_application`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParentRef {
+    pub run_id: String,
+    pub step_id: String,
+    /// Whether the parent step waits for this run to end.
+    #[serde(default)]
+    pub blocking: bool,
+}
+
+/// One execution of an application.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    pub id: String,
+    pub application: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub configuration: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    /// 10 debug, 20 info, 30 warning, 40 error.
+    pub loglevel: u8,
+    /// The params the run was started with (reserved ones included).
+    #[serde(default)]
+    pub params: Map<String, Value>,
+    pub state: RunState,
+    pub created_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParentRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_of: Option<String>,
+    /// When the run, its outputs and logs expire (`result_expires`).
+    pub expires_at: DateTime<Utc>,
+    /// One entry per application step, in application order.
+    pub steps: Vec<StepRun>,
+    /// Optimistic-concurrency version, bumped by every stored transition.
+    #[serde(default)]
+    pub version: u64,
+}
+
+impl Run {
+    pub fn step(&self, id: &str) -> Option<&StepRun> {
+        self.steps.iter().find(|s| s.id == id)
+    }
+}
+
+/// A new, time-ordered run id: `isapp-<uuid v7>`.
+pub fn new_run_id() -> String {
+    format!("{RUN_ID_PREFIX}{}", uuid::Uuid::now_v7())
+}
+
+/// A run id that is the same every time for the same `seed` and time: used for child
+/// runs so that a redelivered `trigger_application` never starts a second child.
+pub fn deterministic_run_id(at: DateTime<Utc>, seed: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(seed.as_bytes());
+    let mut random = [0u8; 10];
+    random.copy_from_slice(&digest[..10]);
+    let millis = at.timestamp_millis().max(0) as u64;
+    let uuid = uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid();
+    format!("{RUN_ID_PREFIX}{uuid}")
+}
+
+/// Severity of a step log entry. `FLOW` marks step start and stop and is always kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warning,
+    Error,
+    Flow,
+}
+
+impl LogLevel {
+    /// The numeric level as in `loglevel` (FLOW passes every filter).
+    pub fn number(self) -> u8 {
+        match self {
+            Self::Debug => 10,
+            Self::Info => 20,
+            Self::Warning => 30,
+            Self::Error => 40,
+            Self::Flow => 100,
+        }
+    }
+
+    pub fn enabled_at(self, loglevel: u8) -> bool {
+        self.number() >= loglevel
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Debug => "DEBUG",
+            Self::Info => "INFO",
+            Self::Warning => "WARNING",
+            Self::Error => "ERROR",
+            Self::Flow => "FLOW",
+        }
+    }
+}
+
+/// One step log entry (SPEC §4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogEntry {
+    pub ts: DateTime<Utc>,
+    pub level: LogLevel,
+    pub step: String,
+    pub attempt: u32,
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deterministic_ids_repeat_and_differ_by_seed() {
+        let at = Utc::now();
+        let a = deterministic_run_id(at, "run-1/Step/0/1");
+        assert_eq!(a, deterministic_run_id(at, "run-1/Step/0/1"));
+        assert_ne!(a, deterministic_run_id(at, "run-1/Step/0/2"));
+        assert!(a.starts_with(RUN_ID_PREFIX));
+        let uuid = uuid::Uuid::parse_str(&a[RUN_ID_PREFIX.len()..]).unwrap();
+        assert_eq!(uuid.get_version_num(), 7);
+    }
+
+    #[test]
+    fn log_levels_filter() {
+        assert!(LogLevel::Flow.enabled_at(40));
+        assert!(!LogLevel::Debug.enabled_at(20));
+        assert!(LogLevel::Debug.enabled_at(10));
+    }
+}

@@ -1,0 +1,210 @@
+//! Ports: the traits through which the runtime reaches storage, queues, secrets and the
+//! scheduler. Each is shaped so that an embedded adapter (SQLite) and an AWS adapter
+//! (DynamoDB conditional writes, SQS, Secrets Manager, EventBridge Scheduler) implement
+//! it one to one.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::model::{Application, Configuration, LogEntry, Run, RunState, Schedule};
+
+/// Failures of a store adapter.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A conditional write lost: the stored version was not the expected one.
+    #[error("the record changed concurrently (version conflict)")]
+    Conflict,
+    #[error("{0}")]
+    Backend(String),
+}
+
+/// Failures of a queue adapter.
+#[derive(Debug, thiserror::Error)]
+#[error("queue error: {0}")]
+pub struct QueueError(pub String);
+
+/// Failures of a secret store.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// The stored ciphertext could not be decrypted (wrong key, tampering).
+    #[error("cannot decrypt the secrets of configuration \"{configuration}\": {reason}")]
+    Decrypt {
+        configuration: String,
+        reason: String,
+    },
+    #[error("secret store error: {0}")]
+    Backend(String),
+}
+
+/// Applications and configurations. Configurations are stored with every encrypted
+/// value set to `null`; the plaintext lives only in the [`SecretStore`].
+#[async_trait]
+pub trait DefinitionStore: Send + Sync {
+    async fn put_application(&self, app: &Application) -> Result<(), StoreError>;
+    async fn get_application(&self, name: &str) -> Result<Option<Application>, StoreError>;
+    async fn list_applications(&self) -> Result<Vec<Application>, StoreError>;
+    async fn delete_application(&self, name: &str) -> Result<bool, StoreError>;
+
+    async fn put_configuration(&self, config: &Configuration) -> Result<(), StoreError>;
+    async fn get_configuration(&self, name: &str) -> Result<Option<Configuration>, StoreError>;
+    async fn list_configurations(&self) -> Result<Vec<Configuration>, StoreError>;
+    async fn delete_configuration(&self, name: &str) -> Result<bool, StoreError>;
+}
+
+/// Identifies the output of one unit of a step (unit 0 for a step without `for_each`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct OutputKey {
+    pub run_id: String,
+    pub step_id: String,
+    pub unit: u32,
+}
+
+/// Filters of a run listing (newest first).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunQuery {
+    pub application: Option<String>,
+    pub state: Option<RunState>,
+    pub configuration: Option<String>,
+    pub queue: Option<String>,
+    /// Runs created at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Runs created before.
+    pub until: Option<DateTime<Utc>>,
+    /// Only runs whose id sorts before this one (the previous page's last id).
+    pub before_id: Option<String>,
+    pub limit: usize,
+}
+
+/// Runs, their application snapshots, step outputs and logs. Every read treats a record
+/// past its `expires_at` as absent, whether or not the backend has deleted it yet.
+#[async_trait]
+pub trait RunStore: Send + Sync {
+    /// Inserts a run and the application snapshot it executes. `Ok(false)` when a run with
+    /// this id already exists (nothing is written): creating is idempotent.
+    async fn create_run(&self, run: &Run, app: &Application) -> Result<bool, StoreError>;
+    async fn get_run(&self, id: &str) -> Result<Option<Run>, StoreError>;
+    /// Writes `run` only if the stored version is `expected_version`; the caller has set
+    /// `run.version` to the new version. [`StoreError::Conflict`] otherwise.
+    async fn update_run(&self, run: &Run, expected_version: u64) -> Result<(), StoreError>;
+    /// The application document as it was when the run was created.
+    async fn get_snapshot(&self, run_id: &str) -> Result<Option<Application>, StoreError>;
+    async fn list_runs(&self, query: &RunQuery) -> Result<Vec<Run>, StoreError>;
+    /// Ids of runs that are not in a terminal state (for resumption after a crash).
+    async fn unfinished_runs(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Stores a unit's output (overwriting: a redelivered attempt writes the same key).
+    async fn put_output(
+        &self,
+        key: &OutputKey,
+        value: &Value,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    async fn get_output(&self, key: &OutputKey) -> Result<Option<Value>, StoreError>;
+
+    async fn append_logs(
+        &self,
+        run_id: &str,
+        entries: &[LogEntry],
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// Log entries with a sequence number greater than `after`, oldest first, with their
+    /// sequence numbers (a cursor for `--follow`).
+    async fn get_logs(
+        &self,
+        run_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, LogEntry)>, StoreError>;
+}
+
+/// The key/value cache that steps share across runs.
+#[async_trait]
+pub trait Cache: Send + Sync {
+    async fn get(&self, key: &str) -> Result<Option<Value>, StoreError>;
+    async fn put(&self, key: &str, value: &Value, ttl: Option<Duration>) -> Result<(), StoreError>;
+    async fn delete(&self, key: &str) -> Result<bool, StoreError>;
+}
+
+/// Encrypted configuration values, one secret per configuration.
+#[async_trait]
+pub trait SecretStore: Send + Sync {
+    /// Replaces every encrypted value of `configuration`.
+    async fn put_secrets(
+        &self,
+        configuration: &str,
+        values: &BTreeMap<String, Value>,
+    ) -> Result<(), SecretError>;
+    /// The decrypted values (empty when the configuration has none).
+    async fn get_secrets(&self, configuration: &str) -> Result<BTreeMap<String, Value>, SecretError>;
+    async fn delete_secrets(&self, configuration: &str) -> Result<(), SecretError>;
+}
+
+/// The body of a step-queue message: execute `attempt` of `unit` of a step.
+/// Messages carry ids only, never parameters or secrets.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TaskMessage {
+    pub run_id: String,
+    pub step_id: String,
+    pub unit: u32,
+    pub attempt: u32,
+}
+
+/// A received message and the handle to acknowledge it.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub message: TaskMessage,
+    /// Opaque handle for [`Queue::ack`] and [`Queue::release`].
+    pub receipt: String,
+    /// How many times this message has been received, this time included.
+    pub receive_count: u32,
+}
+
+/// Messages are delivered at least once; a received message is invisible for the
+/// visibility timeout, then delivered again unless acknowledged. After
+/// [`MAX_RECEIVE_COUNT`] receives it moves to the queue's dead-letter queue, named by
+/// [`dead_letter_queue`].
+#[async_trait]
+pub trait Queue: Send + Sync {
+    async fn send(&self, queue: &str, message: &TaskMessage, delay: Duration) -> Result<(), QueueError>;
+    /// Up to `max` messages, waiting up to `wait` for the first one.
+    async fn receive(
+        &self,
+        queue: &str,
+        max: usize,
+        visibility: Duration,
+        wait: Duration,
+    ) -> Result<Vec<Delivery>, QueueError>;
+    /// Deletes a received message.
+    async fn ack(&self, queue: &str, receipt: &str) -> Result<(), QueueError>;
+    /// Makes a received message visible again after `delay`.
+    async fn release(&self, queue: &str, receipt: &str, delay: Duration) -> Result<(), QueueError>;
+}
+
+/// Receives after which a message is dead-lettered (SQS `maxReceiveCount`).
+pub const MAX_RECEIVE_COUNT: u32 = 5;
+
+/// The dead-letter queue of a queue.
+pub fn dead_letter_queue(queue: &str) -> String {
+    format!("{queue}-dlq")
+}
+
+/// Schedules and their run statistics.
+#[async_trait]
+pub trait ScheduleStore: Send + Sync {
+    async fn put_schedule(&self, schedule: &Schedule) -> Result<(), StoreError>;
+    async fn get_schedule(&self, entry_id: &str) -> Result<Option<Schedule>, StoreError>;
+    async fn list_schedules(&self) -> Result<Vec<Schedule>, StoreError>;
+    async fn delete_schedule(&self, entry_id: &str) -> Result<bool, StoreError>;
+}
+
+/// Something that fires schedules: EventBridge Scheduler on AWS, a loop when embedded.
+#[async_trait]
+pub trait Scheduler: Send + Sync {
+    async fn upsert(&self, schedule: &Schedule) -> Result<(), StoreError>;
+    async fn remove(&self, entry_id: &str) -> Result<(), StoreError>;
+}
