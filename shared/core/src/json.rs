@@ -145,7 +145,7 @@ mod tests {
     fn unknown_field_names_its_path() {
         let text = r#"{"name": "a", "author": "x", "steps": [{"id": "A", "type": "echo", "bogus": 1}]}"#;
         let err = parse_document::<Application>(text).unwrap_err();
-        assert_eq!(err.issues[0].path, "steps[0]");
+        assert_eq!(err.issues[0].path, "steps[0].bogus");
         assert!(err.issues[0].message.contains("unknown field `bogus`"), "{err}");
     }
 

@@ -12,3 +12,7 @@ pub mod redact;
 pub mod step;
 
 pub use json::{Invalid, Issue};
+pub mod condition;
+pub mod reference;
+pub mod template;
+pub mod engine;

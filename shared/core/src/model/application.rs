@@ -201,28 +201,20 @@ impl Application {
     }
 }
 
-/// Lower-cases and replaces runs of other characters with `_`, keeping to 64 characters.
+/// Lower-cases, keeps ASCII letters and digits, and turns each run of anything else into
+/// one `_`, keeping to 64 characters.
 pub fn slugify(text: &str) -> String {
     let mut slug = String::new();
-    let mut pending_sep = false;
     for ch in text.chars() {
         if ch.is_ascii_alphanumeric() {
-            if pending_sep && !slug.is_empty() {
-                slug.push('_');
-            }
-            pending_sep = false;
             slug.push(ch.to_ascii_lowercase());
-        } else if ch == '-' || ch == '_' {
-            if !slug.is_empty() {
-                pending_sep = false;
-                slug.push(ch);
-            }
-        } else {
-            pending_sep = true;
+        } else if !slug.is_empty() && !slug.ends_with('_') {
+            slug.push('_');
         }
     }
+    let mut slug = slug.trim_end_matches('_').to_string();
     slug.truncate(64);
-    slug
+    slug.trim_end_matches('_').to_string()
 }
 
 #[cfg(test)]
@@ -232,7 +224,7 @@ mod tests {
     #[test]
     fn slugify_friendly_names() {
         assert_eq!(slugify("Device Sync"), "device_sync");
-        assert_eq!(slugify("  ACME -- Inventory!! v2 "), "acme_--_inventory_v2");
+        assert_eq!(slugify("  ACME -- Inventory!! v2 "), "acme_inventory_v2");
         assert_eq!(slugify("Ünïcode Name"), "n_code_name");
     }
 

@@ -1,0 +1,146 @@
+//! Evaluation of `when` conditions.
+
+use serde_json::{Map, Value};
+
+use crate::model::{Condition, ConditionKind};
+use crate::reference::{resolve_str, resolve_value, Interpolation, Scope};
+use crate::template;
+
+/// Evaluates a condition. `template_context` builds the Jinja2 context on first use.
+pub fn evaluate(
+    condition: &Condition,
+    scope: &dyn Scope,
+    template_context: &dyn Fn() -> Map<String, Value>,
+) -> Result<bool, String> {
+    let label = |e: String| match &condition.label {
+        Some(label) => format!("condition \"{label}\": {e}"),
+        None => e,
+    };
+    let kind = condition
+        .kind()
+        .ok_or_else(|| label("a condition needs exactly one of equal, numeric, template, and, or, not".into()))?;
+    match kind {
+        ConditionKind::Equal(eq) => {
+            let value = resolve_value(&eq.value, scope).map_err(|e| label(e.to_string()))?;
+            let to = resolve_value(&eq.to, scope).map_err(|e| label(e.to_string()))?;
+            Ok(json_equal(&value, &to))
+        }
+        ConditionKind::Numeric(numeric) => {
+            let value = resolve_value(&numeric.value, scope).map_err(|e| label(e.to_string()))?;
+            let number = as_number(&value)
+                .ok_or_else(|| label(format!("numeric: value {value} is not a number")))?;
+            Ok(numeric.above.is_none_or(|above| number > above)
+                && numeric.below.is_none_or(|below| number < below))
+        }
+        ConditionKind::Template(expression) => {
+            let expression = resolve_str(expression, scope, Interpolation::Expression)
+                .map_err(|e| label(e.to_string()))?;
+            let expression = expression.as_str().unwrap_or_default();
+            template::evaluate_truth(expression, &template_context())
+                .map_err(|e| label(format!("template: {e}")))
+        }
+        ConditionKind::And(all) => {
+            for c in all {
+                if !evaluate(c, scope, template_context).map_err(label)? {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        }
+        ConditionKind::Or(any) => {
+            for c in any {
+                if evaluate(c, scope, template_context).map_err(label)? {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        }
+        ConditionKind::Not(inner) => Ok(!evaluate(inner, scope, template_context).map_err(label)?),
+    }
+}
+
+/// A number, or a string that parses as one.
+fn as_number(value: &Value) -> Option<f64> {
+    match value {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// JSON equality where numbers compare by value (`1 == 1.0`).
+pub fn json_equal(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| json_equal(a, b))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_equal(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reference::RunScope;
+    use serde_json::json;
+
+    fn scope() -> RunScope {
+        let mut scope = RunScope::default();
+        scope.steps.insert("Check".into(), json!({"count": 3, "found": true, "name": "x", "n": "7"}));
+        scope
+    }
+
+    fn eval(condition: Value) -> Result<bool, String> {
+        let condition: Condition = serde_json::from_value(condition).unwrap();
+        let scope = scope();
+        evaluate(&condition, &scope, &|| scope.template_context(&["Check".to_string()]))
+    }
+
+    #[test]
+    fn equal_compares_json_values() {
+        assert!(eval(json!({"equal": {"value": "${Check.found}", "to": true}})).unwrap());
+        assert!(eval(json!({"equal": {"value": "${Check.count}", "to": 3.0}})).unwrap());
+        assert!(!eval(json!({"equal": {"value": "${Check.name}", "to": "y"}})).unwrap());
+    }
+
+    #[test]
+    fn numeric_bounds_are_exclusive_and_optional() {
+        assert!(eval(json!({"numeric": {"value": "${Check.count}", "above": 0}})).unwrap());
+        assert!(!eval(json!({"numeric": {"value": "${Check.count}", "above": 3}})).unwrap());
+        assert!(eval(json!({"numeric": {"value": "${Check.count}", "above": 2, "below": 4}})).unwrap());
+        assert!(!eval(json!({"numeric": {"value": "${Check.count}", "below": 3}})).unwrap());
+        assert!(eval(json!({"numeric": {"value": "${Check.n}", "above": 6}})).unwrap());
+        let err = eval(json!({"numeric": {"value": "${Check.name}", "above": 0}, "label": "has items"})).unwrap_err();
+        assert_eq!(err, "condition \"has items\": numeric: value \"x\" is not a number");
+    }
+
+    #[test]
+    fn template_conditions_see_steps_and_references() {
+        assert!(eval(json!({"template": "Check.count > 0 and Check.found"})).unwrap());
+        assert!(eval(json!({"template": "input.count == 3"})).unwrap());
+        assert!(eval(json!({"template": "${Check.count} > 2 and ${Check.name} == 'x'"})).unwrap());
+        assert!(!eval(json!({"template": "${Check.count} > 5"})).unwrap());
+    }
+
+    #[test]
+    fn boolean_combinators() {
+        let yes = json!({"equal": {"value": 1, "to": 1}});
+        let no = json!({"equal": {"value": 1, "to": 2}});
+        assert!(eval(json!({"and": [yes, yes]})).unwrap());
+        assert!(!eval(json!({"and": [yes, no]})).unwrap());
+        assert!(eval(json!({"or": [no, yes]})).unwrap());
+        assert!(!eval(json!({"or": []})).unwrap());
+        assert!(eval(json!({"and": []})).unwrap());
+        assert!(eval(json!({"not": no})).unwrap());
+    }
+
+    #[test]
+    fn malformed_conditions_fail() {
+        assert!(eval(json!({})).is_err());
+        assert!(eval(json!({"equal": {"value": 1, "to": 1}, "not": {"equal": {"value": 1, "to": 1}}})).is_err());
+    }
+}

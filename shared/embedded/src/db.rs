@@ -1,0 +1,260 @@
+//! The one SQLite database of a data directory: opening, pragmas, schema migrations, and
+//! the helpers every adapter shares (time stamps, error mapping, the connection mutex).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use aes_gcm::Aes256Gcm;
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, TransactionBehavior};
+use sluice_core::ports::StoreError;
+use tokio::sync::Notify;
+
+/// File name of the database inside the data directory.
+pub const DATABASE_FILE: &str = "sluice.db";
+/// Folder (inside the data directory) of outputs too large to keep in a row.
+pub const OUTPUTS_DIR: &str = "outputs";
+
+/// Schema version written to `PRAGMA user_version`; bump it and add a step to
+/// [`MIGRATIONS`] for every schema change.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// `MIGRATIONS[n]` brings a database from `user_version` n to n + 1.
+const MIGRATIONS: &[&str] = &[SCHEMA_V1];
+
+/// Every filtered or purged column is indexed. Times are nanoseconds since the Unix epoch
+/// (exact for `since`/`until` comparisons, clamped outside 1677..2262).
+const SCHEMA_V1: &str = r#"
+CREATE TABLE applications (
+    name TEXT PRIMARY KEY NOT NULL,
+    doc  TEXT NOT NULL
+);
+CREATE TABLE configurations (
+    name TEXT PRIMARY KEY NOT NULL,
+    doc  TEXT NOT NULL
+);
+CREATE TABLE schedules (
+    entry_id TEXT PRIMARY KEY NOT NULL,
+    doc      TEXT NOT NULL
+);
+
+-- The run JSON plus the columns listings filter on. `terminal` is RunState::is_terminal()
+-- at write time, so `unfinished_runs` does not hard-code the list of states.
+CREATE TABLE runs (
+    id            TEXT PRIMARY KEY NOT NULL,
+    application   TEXT NOT NULL,
+    state         TEXT NOT NULL,
+    terminal      INTEGER NOT NULL,
+    configuration TEXT,
+    queue         TEXT,
+    created_at    INTEGER NOT NULL,
+    expires_at    INTEGER NOT NULL,
+    version       INTEGER NOT NULL,
+    doc           TEXT NOT NULL
+);
+CREATE INDEX runs_application   ON runs (application, id);
+CREATE INDEX runs_state         ON runs (state, id);
+CREATE INDEX runs_configuration ON runs (configuration, id);
+CREATE INDEX runs_queue         ON runs (queue, id);
+CREATE INDEX runs_created       ON runs (created_at);
+CREATE INDEX runs_expires       ON runs (expires_at);
+CREATE INDEX runs_unfinished    ON runs (id) WHERE terminal = 0;
+
+-- Kept apart from `runs` so that the frequent run updates do not rewrite the snapshot.
+CREATE TABLE run_snapshots (
+    run_id TEXT PRIMARY KEY NOT NULL,
+    doc    TEXT NOT NULL
+);
+
+-- Exactly one of `value` (inline JSON) and `file` (name under outputs/) is set.
+CREATE TABLE outputs (
+    run_id     TEXT NOT NULL,
+    step_id    TEXT NOT NULL,
+    unit       INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    value      TEXT,
+    file       TEXT,
+    PRIMARY KEY (run_id, step_id, unit)
+);
+CREATE INDEX outputs_expires ON outputs (expires_at);
+CREATE INDEX outputs_file    ON outputs (file) WHERE file IS NOT NULL;
+
+-- AUTOINCREMENT: sequence numbers are never reused, even after a purge, so a
+-- `--follow` cursor never skips a new entry.
+CREATE TABLE logs (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id     TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    entry      TEXT NOT NULL
+);
+CREATE INDEX logs_run     ON logs (run_id, seq);
+CREATE INDEX logs_expires ON logs (expires_at);
+
+CREATE TABLE cache (
+    key        TEXT PRIMARY KEY NOT NULL,
+    value      TEXT NOT NULL,
+    expires_at INTEGER
+);
+CREATE INDEX cache_expires ON cache (expires_at) WHERE expires_at IS NOT NULL;
+
+-- A receipt is "<id>.<random>"; it is replaced on every receive and cleared on release.
+CREATE TABLE messages (
+    id            INTEGER PRIMARY KEY,
+    queue         TEXT NOT NULL,
+    body          TEXT NOT NULL,
+    visible_at    INTEGER NOT NULL,
+    receive_count INTEGER NOT NULL DEFAULT 0,
+    receipt       TEXT,
+    sent_at       INTEGER NOT NULL
+);
+CREATE INDEX messages_visible  ON messages (queue, visible_at, id);
+CREATE INDEX messages_inflight ON messages (visible_at) WHERE receipt IS NOT NULL;
+
+-- AES-256-GCM of the JSON map name -> value, with the configuration name as associated data.
+CREATE TABLE secrets (
+    configuration TEXT PRIMARY KEY NOT NULL,
+    nonce         BLOB NOT NULL,
+    ciphertext    BLOB NOT NULL
+);
+"#;
+
+/// State shared by the store, the queue and the secret store of one data directory.
+pub(crate) struct Shared {
+    /// One connection: SQLite serialises writers anyway, and each operation holds the
+    /// lock for tens of microseconds, never across an `.await`.
+    conn: Mutex<Connection>,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) outputs_dir: PathBuf,
+    /// In-process wake-ups of `receive` waiters, one per queue name.
+    notifiers: Mutex<HashMap<String, Arc<Notify>>>,
+    /// The secret key, loaded (or created) on first use.
+    pub(crate) cipher: OnceLock<Aes256Gcm>,
+}
+
+impl Shared {
+    pub(crate) fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            StoreError::Backend(format!(
+                "cannot create the data directory {}: {e}",
+                data_dir.display()
+            ))
+        })?;
+        let outputs_dir = data_dir.join(OUTPUTS_DIR);
+        std::fs::create_dir_all(&outputs_dir).map_err(|e| {
+            StoreError::Backend(format!("cannot create {}: {e}", outputs_dir.display()))
+        })?;
+        let path = data_dir.join(DATABASE_FILE);
+        let mut conn = Connection::open(&path).map_err(|e| {
+            StoreError::Backend(format!("cannot open the database {}: {e}", path.display()))
+        })?;
+        configure(&conn).map_err(sql)?;
+        migrate(&mut conn)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+            data_dir: data_dir.to_path_buf(),
+            outputs_dir,
+            notifiers: Mutex::new(HashMap::new()),
+            cipher: OnceLock::new(),
+        })
+    }
+
+    /// The connection. A panic while it was held leaves nothing half-done (an open
+    /// transaction rolls back when dropped), so a poisoned lock is simply taken over.
+    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn notifier(&self, queue: &str) -> Arc<Notify> {
+        let mut map = self
+            .notifiers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(notify) = map.get(queue) {
+            return notify.clone();
+        }
+        let notify = Arc::new(Notify::new());
+        map.insert(queue.to_string(), notify.clone());
+        notify
+    }
+
+    /// Wakes every waiter of every queue (after a bulk change such as `release_inflight`).
+    pub(crate) fn notify_all(&self) {
+        let map = self
+            .notifiers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for notify in map.values() {
+            notify.notify_waiters();
+        }
+    }
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    // WAL: readers do not block the writer; NORMAL: no fsync per commit (a power cut may
+    // lose the last commits, never corrupt), which is what makes ~20k commits/s possible.
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(mode, "SQLite refused WAL mode; continuing with this journal mode");
+    }
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // Other processes (a CLI next to `sluice serve`) may hold the write lock briefly.
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    conn.pragma_update(None, "cache_size", -16_384)?; // 16 MiB
+    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(())
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    // IMMEDIATE: two processes opening a fresh directory at once must not both create.
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sql)?;
+    let version: i64 = tx
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(sql)?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::Backend(format!(
+            "the database has schema version {version}, newer than this sluice understands \
+             ({SCHEMA_VERSION}); upgrade sluice"
+        )));
+    }
+    for (from, step) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        tx.execute_batch(step).map_err(|e| {
+            StoreError::Backend(format!("schema migration {from} -> {}: {e}", from + 1))
+        })?;
+    }
+    if version < SCHEMA_VERSION {
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(sql)?;
+    }
+    tx.commit().map_err(sql)
+}
+
+/// Maps an SQLite failure to the store's error.
+pub(crate) fn sql(error: rusqlite::Error) -> StoreError {
+    StoreError::Backend(format!("sqlite: {error}"))
+}
+
+pub(crate) fn json_error(error: serde_json::Error) -> StoreError {
+    StoreError::Backend(format!("json: {error}"))
+}
+
+/// Nanoseconds since the epoch, clamped to what an `i64` holds (years 1677..2262): a
+/// far-future expiry simply never expires.
+pub(crate) fn nanos(at: DateTime<Utc>) -> i64 {
+    at.timestamp_nanos_opt()
+        .unwrap_or(if at.timestamp() < 0 { i64::MIN } else { i64::MAX })
+}
+
+pub(crate) fn now_nanos() -> i64 {
+    nanos(Utc::now())
+}
+
+pub(crate) fn add_duration(at: i64, duration: Duration) -> i64 {
+    let delta = i64::try_from(duration.as_nanos()).unwrap_or(i64::MAX);
+    at.saturating_add(delta)
+}

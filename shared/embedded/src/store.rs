@@ -1,0 +1,852 @@
+//! [`EmbeddedStore`]: definitions, runs, outputs, logs, cache and schedules in SQLite,
+//! with outputs over [`INLINE_OUTPUT_LIMIT`] kept as files beside the database.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use sluice_core::model::{Application, Configuration, LogEntry, Run, Schedule};
+use sluice_core::ports::{
+    Cache, DefinitionStore, OutputKey, RunQuery, RunStore, ScheduleStore, StoreError,
+};
+
+use crate::db::{add_duration, json_error, nanos, now_nanos, sql, Shared};
+use crate::queue::EmbeddedQueue;
+use crate::secrets::EmbeddedSecrets;
+use crate::Ports;
+
+/// Outputs whose JSON is larger than this are written to a file under `outputs/` and the
+/// row only names the file: big rows would bloat the WAL and every page cache.
+pub const INLINE_OUTPUT_LIMIT: usize = 256 * 1024;
+
+/// Page size of [`RunQuery`] when its `limit` is 0.
+pub const DEFAULT_LIST_LIMIT: usize = 50;
+
+/// Page size of `get_logs` when its `limit` is 0.
+pub const DEFAULT_LOG_LIMIT: usize = 1000;
+
+/// Rows deleted per transaction by [`EmbeddedStore::purge_expired`], so that purging a
+/// large backlog never holds the connection for long.
+const PURGE_BATCH: i64 = 500;
+
+/// Files in `outputs/` that no row references are deleted by a purge once this old (a
+/// crash between writing the file and committing its row leaves one).
+const ORPHAN_AGE: Duration = Duration::from_secs(3600);
+
+/// The embedded store of one data directory. Cheap to clone: clones share the connection.
+///
+/// It implements [`DefinitionStore`], [`RunStore`], [`Cache`] and [`ScheduleStore`];
+/// [`EmbeddedStore::queue`] and [`EmbeddedStore::secrets`] give the queue and the secret
+/// store on the same database.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// What one [`EmbeddedStore::purge_expired`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PurgeReport {
+    pub runs: u64,
+    pub outputs: u64,
+    pub logs: u64,
+    pub cache_entries: u64,
+    /// Output files removed (those of expired outputs and orphans).
+    pub files: u64,
+}
+
+impl EmbeddedStore {
+    /// Opens (creating when needed) the data directory and its `sluice.db`, migrating the
+    /// schema to the current version.
+    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        Ok(Self {
+            shared: Arc::new(Shared::open(data_dir)?),
+        })
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.shared.data_dir
+    }
+
+    /// The durable queue on the same database.
+    pub fn queue(&self) -> EmbeddedQueue {
+        EmbeddedQueue {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// The secret store on the same database (key file `secret.key` in the data dir).
+    pub fn secrets(&self) -> EmbeddedSecrets {
+        EmbeddedSecrets {
+            shared: self.shared.clone(),
+        }
+    }
+
+    pub fn definitions(&self) -> Arc<dyn DefinitionStore> {
+        Arc::new(self.clone())
+    }
+
+    pub fn runs(&self) -> Arc<dyn RunStore> {
+        Arc::new(self.clone())
+    }
+
+    pub fn cache(&self) -> Arc<dyn Cache> {
+        Arc::new(self.clone())
+    }
+
+    pub fn schedules(&self) -> Arc<dyn ScheduleStore> {
+        Arc::new(self.clone())
+    }
+
+    /// Every port of this data directory as trait objects.
+    pub fn ports(&self) -> Ports {
+        Ports {
+            definitions: self.definitions(),
+            runs: self.runs(),
+            cache: self.cache(),
+            schedules: self.schedules(),
+            queue: Arc::new(self.queue()),
+            secrets: Arc::new(self.secrets()),
+        }
+    }
+
+    /// Deletes expired runs (with their snapshots), outputs (with their files), logs and
+    /// cache entries, in small batches. Reads already ignore expired records; this only
+    /// reclaims space. Also removes output files no row references (older than an hour).
+    pub async fn purge_expired(&self) -> Result<PurgeReport, StoreError> {
+        let mut report = PurgeReport::default();
+        let now = now_nanos();
+
+        report.runs = self
+            .purge_batches(
+                "DELETE FROM runs WHERE id IN \
+                 (SELECT id FROM runs WHERE expires_at <= ?1 LIMIT ?2)",
+                now,
+            )
+            .await?;
+        {
+            let conn = self.shared.conn();
+            conn.execute(
+                "DELETE FROM run_snapshots WHERE NOT EXISTS \
+                 (SELECT 1 FROM runs WHERE runs.id = run_snapshots.run_id)",
+                [],
+            )
+            .map_err(sql)?;
+        }
+        report.logs = self
+            .purge_batches(
+                "DELETE FROM logs WHERE seq IN \
+                 (SELECT seq FROM logs WHERE expires_at <= ?1 LIMIT ?2)",
+                now,
+            )
+            .await?;
+        report.cache_entries = self
+            .purge_batches(
+                "DELETE FROM cache WHERE key IN (SELECT key FROM cache \
+                 WHERE expires_at IS NOT NULL AND expires_at <= ?1 LIMIT ?2)",
+                now,
+            )
+            .await?;
+
+        // Outputs: delete rows first, then their files, so a reader never finds a row
+        // whose file is gone for good.
+        loop {
+            let files: Vec<String> = {
+                let mut conn = self.shared.conn();
+                let tx = conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(sql)?;
+                let rows: Vec<(i64, Option<String>)> = {
+                    let mut stmt = tx
+                        .prepare_cached(
+                            "SELECT rowid, file FROM outputs WHERE expires_at <= ?1 LIMIT ?2",
+                        )
+                        .map_err(sql)?;
+                    let rows = stmt
+                        .query_map(params![now, PURGE_BATCH], |row| {
+                            Ok((row.get(0)?, row.get(1)?))
+                        })
+                        .map_err(sql)?
+                        .collect::<Result<_, _>>()
+                        .map_err(sql)?;
+                    rows
+                };
+                if rows.is_empty() {
+                    break;
+                }
+                {
+                    let mut delete = tx
+                        .prepare_cached("DELETE FROM outputs WHERE rowid = ?1")
+                        .map_err(sql)?;
+                    for (rowid, _) in &rows {
+                        delete.execute([rowid]).map_err(sql)?;
+                    }
+                }
+                tx.commit().map_err(sql)?;
+                report.outputs += rows.len() as u64;
+                rows.into_iter().filter_map(|(_, file)| file).collect()
+            };
+            for file in files {
+                if remove_file_quietly(&self.shared.outputs_dir.join(file)) {
+                    report.files += 1;
+                }
+            }
+            tokio::task::yield_now().await;
+        }
+        report.files += self.remove_orphan_files()?;
+        Ok(report)
+    }
+
+    /// Runs a `DELETE … LIMIT ?2` statement until it deletes nothing, yielding between
+    /// batches so that workers get the connection.
+    async fn purge_batches(&self, statement: &str, now: i64) -> Result<u64, StoreError> {
+        let mut total = 0;
+        loop {
+            let deleted = {
+                let conn = self.shared.conn();
+                let mut stmt = conn.prepare_cached(statement).map_err(sql)?;
+                stmt.execute(params![now, PURGE_BATCH]).map_err(sql)?
+            };
+            total += deleted as u64;
+            if deleted == 0 {
+                return Ok(total);
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    fn remove_orphan_files(&self) -> Result<u64, StoreError> {
+        let Ok(entries) = std::fs::read_dir(&self.shared.outputs_dir) else {
+            return Ok(0);
+        };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let old_enough = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|modified| SystemTime::now().duration_since(modified).ok())
+                .is_some_and(|age| age >= ORPHAN_AGE);
+            if !old_enough {
+                continue;
+            }
+            let referenced = if name.ends_with(".tmp") {
+                false
+            } else {
+                let conn = self.shared.conn();
+                let mut stmt = conn
+                    .prepare_cached("SELECT 1 FROM outputs WHERE file = ?1")
+                    .map_err(sql)?;
+                stmt.exists([&name]).map_err(sql)?
+            };
+            if !referenced && remove_file_quietly(&entry.path()) {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    fn get_doc<T: DeserializeOwned>(&self, statement: &str, key: &str) -> Result<Option<T>, StoreError> {
+        let text: Option<String> = {
+            let conn = self.shared.conn();
+            let mut stmt = conn.prepare_cached(statement).map_err(sql)?;
+            stmt.query_row([key], |row| row.get(0))
+                .optional()
+                .map_err(sql)?
+        };
+        text.map(|t| serde_json::from_str(&t).map_err(json_error))
+            .transpose()
+    }
+
+    fn list_docs<T: DeserializeOwned>(&self, statement: &str) -> Result<Vec<T>, StoreError> {
+        let texts: Vec<String> = {
+            let conn = self.shared.conn();
+            let mut stmt = conn.prepare_cached(statement).map_err(sql)?;
+            let rows = stmt
+                .query_map([], |row| row.get(0))
+                .map_err(sql)?
+                .collect::<Result<_, _>>()
+                .map_err(sql)?;
+            rows
+        };
+        texts
+            .iter()
+            .map(|t| serde_json::from_str(t).map_err(json_error))
+            .collect()
+    }
+
+    fn put_doc(&self, statement: &str, key: &str, doc: &str) -> Result<(), StoreError> {
+        let conn = self.shared.conn();
+        let mut stmt = conn.prepare_cached(statement).map_err(sql)?;
+        stmt.execute([key, doc]).map_err(sql)?;
+        Ok(())
+    }
+
+    fn delete_key(&self, statement: &str, key: &str) -> Result<bool, StoreError> {
+        let conn = self.shared.conn();
+        let mut stmt = conn.prepare_cached(statement).map_err(sql)?;
+        Ok(stmt.execute([key]).map_err(sql)? > 0)
+    }
+
+    /// Reads an output row: its inline JSON, or the file name holding it.
+    fn output_row(&self, key: &OutputKey) -> Result<Option<(Option<String>, Option<String>)>, StoreError> {
+        let conn = self.shared.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT value, file FROM outputs \
+                 WHERE run_id = ?1 AND step_id = ?2 AND unit = ?3 AND expires_at > ?4",
+            )
+            .map_err(sql)?;
+        stmt.query_row(
+            params![key.run_id, key.step_id, key.unit, now_nanos()],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()
+        .map_err(sql)
+    }
+}
+
+fn remove_file_quietly(path: &Path) -> bool {
+    match std::fs::remove_file(path) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot remove an output file");
+            false
+        }
+    }
+}
+
+/// Writes `bytes` to a fresh file under `dir` atomically (temporary file, fsync, rename)
+/// and returns its name. Unique names mean a reader of the previous version is never
+/// disturbed by an overwrite.
+fn write_output_file(dir: &Path, bytes: &[u8]) -> Result<String, StoreError> {
+    let name = format!("{}.json", uuid::Uuid::now_v7());
+    let final_path = dir.join(&name);
+    let temp_path: PathBuf = dir.join(format!("{name}.tmp"));
+    let io = |e: std::io::Error| {
+        StoreError::Backend(format!("cannot write output file {}: {e}", final_path.display()))
+    };
+    let result = (|| -> std::io::Result<()> {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp_path)?;
+        file.write_all(bytes)?;
+        // The row that names the file may survive a power cut; the file must too.
+        file.sync_data()?;
+        std::fs::rename(&temp_path, &final_path)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&temp_path);
+        return Err(io(e));
+    }
+    Ok(name)
+}
+
+fn opt_text(value: Option<&str>) -> SqlValue {
+    value.map_or(SqlValue::Null, |v| SqlValue::Text(v.to_string()))
+}
+
+#[async_trait]
+impl DefinitionStore for EmbeddedStore {
+    async fn put_application(&self, app: &Application) -> Result<(), StoreError> {
+        if app.name.is_empty() {
+            return Err(StoreError::Backend("the application has no name".into()));
+        }
+        let doc = serde_json::to_string(app).map_err(json_error)?;
+        self.put_doc(
+            "INSERT INTO applications (name, doc) VALUES (?1, ?2) \
+             ON CONFLICT (name) DO UPDATE SET doc = excluded.doc",
+            &app.name,
+            &doc,
+        )
+    }
+
+    async fn get_application(&self, name: &str) -> Result<Option<Application>, StoreError> {
+        self.get_doc("SELECT doc FROM applications WHERE name = ?1", name)
+    }
+
+    async fn list_applications(&self) -> Result<Vec<Application>, StoreError> {
+        self.list_docs("SELECT doc FROM applications ORDER BY name")
+    }
+
+    async fn delete_application(&self, name: &str) -> Result<bool, StoreError> {
+        self.delete_key("DELETE FROM applications WHERE name = ?1", name)
+    }
+
+    /// Stores [`Configuration::redacted`]: whatever the caller passes, an encrypted value
+    /// never reaches this table (its plaintext belongs in the secret store only).
+    async fn put_configuration(&self, config: &Configuration) -> Result<(), StoreError> {
+        if config.name.is_empty() {
+            return Err(StoreError::Backend("the configuration has no name".into()));
+        }
+        let doc = serde_json::to_string(&config.redacted()).map_err(json_error)?;
+        self.put_doc(
+            "INSERT INTO configurations (name, doc) VALUES (?1, ?2) \
+             ON CONFLICT (name) DO UPDATE SET doc = excluded.doc",
+            &config.name,
+            &doc,
+        )
+    }
+
+    async fn get_configuration(&self, name: &str) -> Result<Option<Configuration>, StoreError> {
+        self.get_doc("SELECT doc FROM configurations WHERE name = ?1", name)
+    }
+
+    async fn list_configurations(&self) -> Result<Vec<Configuration>, StoreError> {
+        self.list_docs("SELECT doc FROM configurations ORDER BY name")
+    }
+
+    async fn delete_configuration(&self, name: &str) -> Result<bool, StoreError> {
+        self.delete_key("DELETE FROM configurations WHERE name = ?1", name)
+    }
+}
+
+#[async_trait]
+impl ScheduleStore for EmbeddedStore {
+    async fn put_schedule(&self, schedule: &Schedule) -> Result<(), StoreError> {
+        if schedule.entry_id.is_empty() {
+            return Err(StoreError::Backend("the schedule has no entry_id".into()));
+        }
+        let doc = serde_json::to_string(schedule).map_err(json_error)?;
+        self.put_doc(
+            "INSERT INTO schedules (entry_id, doc) VALUES (?1, ?2) \
+             ON CONFLICT (entry_id) DO UPDATE SET doc = excluded.doc",
+            &schedule.entry_id,
+            &doc,
+        )
+    }
+
+    async fn get_schedule(&self, entry_id: &str) -> Result<Option<Schedule>, StoreError> {
+        self.get_doc("SELECT doc FROM schedules WHERE entry_id = ?1", entry_id)
+    }
+
+    async fn list_schedules(&self) -> Result<Vec<Schedule>, StoreError> {
+        self.list_docs("SELECT doc FROM schedules ORDER BY entry_id")
+    }
+
+    async fn delete_schedule(&self, entry_id: &str) -> Result<bool, StoreError> {
+        self.delete_key("DELETE FROM schedules WHERE entry_id = ?1", entry_id)
+    }
+}
+
+#[async_trait]
+impl RunStore for EmbeddedStore {
+    /// Insert-if-absent. A run that exists but has expired counts as absent (as for every
+    /// read) and is replaced.
+    async fn create_run(&self, run: &Run, app: &Application) -> Result<bool, StoreError> {
+        let doc = serde_json::to_string(run).map_err(json_error)?;
+        let snapshot = serde_json::to_string(app).map_err(json_error)?;
+        let now = now_nanos();
+        let mut conn = self.shared.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql)?;
+        let inserted = {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO runs (id, application, state, terminal, configuration, queue, \
+                     created_at, expires_at, version, doc) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+                     ON CONFLICT (id) DO UPDATE SET application = excluded.application, \
+                     state = excluded.state, terminal = excluded.terminal, \
+                     configuration = excluded.configuration, queue = excluded.queue, \
+                     created_at = excluded.created_at, expires_at = excluded.expires_at, \
+                     version = excluded.version, doc = excluded.doc \
+                     WHERE runs.expires_at <= ?11",
+                )
+                .map_err(sql)?;
+            stmt.execute(params![
+                run.id,
+                run.application,
+                run.state.as_str(),
+                run.state.is_terminal(),
+                run.configuration,
+                run.queue,
+                nanos(run.created_at),
+                nanos(run.expires_at),
+                run.version as i64,
+                doc,
+                now,
+            ])
+            .map_err(sql)?
+                == 1
+        };
+        if !inserted {
+            return Ok(false);
+        }
+        tx.prepare_cached(
+            "INSERT INTO run_snapshots (run_id, doc) VALUES (?1, ?2) \
+             ON CONFLICT (run_id) DO UPDATE SET doc = excluded.doc",
+        )
+        .map_err(sql)?
+        .execute(params![run.id, snapshot])
+        .map_err(sql)?;
+        tx.commit().map_err(sql)?;
+        Ok(true)
+    }
+
+    async fn get_run(&self, id: &str) -> Result<Option<Run>, StoreError> {
+        let text: Option<String> = {
+            let conn = self.shared.conn();
+            let mut stmt = conn
+                .prepare_cached("SELECT doc FROM runs WHERE id = ?1 AND expires_at > ?2")
+                .map_err(sql)?;
+            stmt.query_row(params![id, now_nanos()], |row| row.get(0))
+                .optional()
+                .map_err(sql)?
+        };
+        text.map(|t| serde_json::from_str(&t).map_err(json_error))
+            .transpose()
+    }
+
+    /// Compare-and-swap on `version`. A missing or expired run is a [`StoreError::Conflict`]
+    /// too (the DynamoDB condition `version = :expected` fails the same way). Only the
+    /// mutable columns are written: application, configuration, queue and created_at of a
+    /// run never change.
+    async fn update_run(&self, run: &Run, expected_version: u64) -> Result<(), StoreError> {
+        if run.version == expected_version {
+            return Err(StoreError::Backend(format!(
+                "update_run of {}: run.version must be the new version, not the expected one \
+                 ({expected_version})",
+                run.id
+            )));
+        }
+        let doc = serde_json::to_string(run).map_err(json_error)?;
+        let now = now_nanos();
+        let changed = {
+            let conn = self.shared.conn();
+            let mut stmt = conn
+                .prepare_cached(
+                    "UPDATE runs SET state = ?1, terminal = ?2, expires_at = ?3, version = ?4, \
+                     doc = ?5 WHERE id = ?6 AND version = ?7 AND expires_at > ?8",
+                )
+                .map_err(sql)?;
+            stmt.execute(params![
+                run.state.as_str(),
+                run.state.is_terminal(),
+                nanos(run.expires_at),
+                run.version as i64,
+                doc,
+                run.id,
+                expected_version as i64,
+                now,
+            ])
+            .map_err(sql)?
+        };
+        if changed == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict)
+        }
+    }
+
+    async fn get_snapshot(&self, run_id: &str) -> Result<Option<Application>, StoreError> {
+        let text: Option<String> = {
+            let conn = self.shared.conn();
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT s.doc FROM run_snapshots s JOIN runs r ON r.id = s.run_id \
+                     WHERE s.run_id = ?1 AND r.expires_at > ?2",
+                )
+                .map_err(sql)?;
+            stmt.query_row(params![run_id, now_nanos()], |row| row.get(0))
+                .optional()
+                .map_err(sql)?
+        };
+        text.map(|t| serde_json::from_str(&t).map_err(json_error))
+            .transpose()
+    }
+
+    async fn list_runs(&self, query: &RunQuery) -> Result<Vec<Run>, StoreError> {
+        let mut statement = String::from("SELECT doc FROM runs WHERE expires_at > ?1");
+        let mut values: Vec<SqlValue> = vec![SqlValue::Integer(now_nanos())];
+        let mut filter = |clause: &str, value: SqlValue| {
+            values.push(value);
+            statement.push_str(&format!(" AND {clause} ?{}", values.len()));
+        };
+        if let Some(application) = &query.application {
+            filter("application =", opt_text(Some(application)));
+        }
+        if let Some(state) = query.state {
+            filter("state =", opt_text(Some(state.as_str())));
+        }
+        if let Some(configuration) = &query.configuration {
+            filter("configuration =", opt_text(Some(configuration)));
+        }
+        if let Some(queue) = &query.queue {
+            filter("queue =", opt_text(Some(queue)));
+        }
+        if let Some(since) = query.since {
+            filter("created_at >=", SqlValue::Integer(nanos(since)));
+        }
+        if let Some(until) = query.until {
+            filter("created_at <", SqlValue::Integer(nanos(until)));
+        }
+        if let Some(before) = &query.before_id {
+            filter("id <", opt_text(Some(before)));
+        }
+        let limit = if query.limit == 0 {
+            DEFAULT_LIST_LIMIT
+        } else {
+            query.limit
+        };
+        values.push(SqlValue::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
+        statement.push_str(&format!(" ORDER BY id DESC LIMIT ?{}", values.len()));
+
+        let texts: Vec<String> = {
+            let conn = self.shared.conn();
+            let mut stmt = conn.prepare_cached(&statement).map_err(sql)?;
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(values), |row| row.get(0))
+                .map_err(sql)?
+                .collect::<Result<_, _>>()
+                .map_err(sql)?;
+            rows
+        };
+        texts
+            .iter()
+            .map(|t| serde_json::from_str(t).map_err(json_error))
+            .collect()
+    }
+
+    async fn unfinished_runs(&self) -> Result<Vec<String>, StoreError> {
+        let conn = self.shared.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT id FROM runs WHERE terminal = 0 AND expires_at > ?1 ORDER BY id",
+            )
+            .map_err(sql)?;
+        let ids = stmt
+            .query_map([now_nanos()], |row| row.get(0))
+            .map_err(sql)?
+            .collect::<Result<_, _>>()
+            .map_err(sql)?;
+        Ok(ids)
+    }
+
+    async fn put_output(
+        &self,
+        key: &OutputKey,
+        value: &Value,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let text = serde_json::to_string(value).map_err(json_error)?;
+        let (inline, file) = if text.len() > INLINE_OUTPUT_LIMIT {
+            let name = write_output_file(&self.shared.outputs_dir, text.as_bytes())?;
+            (None, Some(name))
+        } else {
+            (Some(text), None)
+        };
+        let previous_file: Option<String> = {
+            let mut conn = self.shared.conn();
+            let result = (|| -> rusqlite::Result<Option<String>> {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let previous: Option<String> = tx
+                    .prepare_cached(
+                        "SELECT file FROM outputs WHERE run_id = ?1 AND step_id = ?2 AND unit = ?3",
+                    )?
+                    .query_row(params![key.run_id, key.step_id, key.unit], |row| row.get(0))
+                    .optional()?
+                    .flatten();
+                tx.prepare_cached(
+                    "INSERT INTO outputs (run_id, step_id, unit, expires_at, value, file) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                     ON CONFLICT (run_id, step_id, unit) DO UPDATE SET \
+                     expires_at = excluded.expires_at, value = excluded.value, \
+                     file = excluded.file",
+                )?
+                .execute(params![
+                    key.run_id,
+                    key.step_id,
+                    key.unit,
+                    nanos(expires_at),
+                    inline,
+                    file
+                ])?;
+                tx.commit()?;
+                Ok(previous)
+            })();
+            match result {
+                Ok(previous) => previous,
+                Err(e) => {
+                    drop(conn);
+                    if let Some(name) = &file {
+                        remove_file_quietly(&self.shared.outputs_dir.join(name));
+                    }
+                    return Err(sql(e));
+                }
+            }
+        };
+        if let Some(name) = previous_file {
+            remove_file_quietly(&self.shared.outputs_dir.join(name));
+        }
+        Ok(())
+    }
+
+    async fn get_output(&self, key: &OutputKey) -> Result<Option<Value>, StoreError> {
+        // An overwrite may delete the file between reading the row and opening it: read
+        // the row again then (the new row names the new file).
+        for _ in 0..3 {
+            let Some((inline, file)) = self.output_row(key)? else {
+                return Ok(None);
+            };
+            if let Some(text) = inline {
+                return serde_json::from_str(&text).map(Some).map_err(json_error);
+            }
+            let Some(name) = file else {
+                return Err(StoreError::Backend(format!(
+                    "output {}/{}/{} has neither a value nor a file",
+                    key.run_id, key.step_id, key.unit
+                )));
+            };
+            let path = self.shared.outputs_dir.join(&name);
+            match std::fs::read(&path) {
+                Ok(bytes) => return serde_json::from_slice(&bytes).map(Some).map_err(json_error),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    return Err(StoreError::Backend(format!(
+                        "cannot read output file {}: {e}",
+                        path.display()
+                    )))
+                }
+            }
+        }
+        Err(StoreError::Backend(format!(
+            "the file of output {}/{}/{} is missing from {}",
+            key.run_id,
+            key.step_id,
+            key.unit,
+            self.shared.outputs_dir.display()
+        )))
+    }
+
+    async fn append_logs(
+        &self,
+        run_id: &str,
+        entries: &[LogEntry],
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let texts = entries
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(json_error)?;
+        let expires = nanos(expires_at);
+        let mut conn = self.shared.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql)?;
+        {
+            let mut stmt = tx
+                .prepare_cached("INSERT INTO logs (run_id, expires_at, entry) VALUES (?1, ?2, ?3)")
+                .map_err(sql)?;
+            for text in &texts {
+                stmt.execute(params![run_id, expires, text]).map_err(sql)?;
+            }
+        }
+        tx.commit().map_err(sql)
+    }
+
+    /// `limit` 0 means [`DEFAULT_LOG_LIMIT`].
+    async fn get_logs(
+        &self,
+        run_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, LogEntry)>, StoreError> {
+        let limit = if limit == 0 { DEFAULT_LOG_LIMIT } else { limit };
+        let rows: Vec<(i64, String)> = {
+            let conn = self.shared.conn();
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT seq, entry FROM logs WHERE run_id = ?1 AND seq > ?2 \
+                     AND expires_at > ?3 ORDER BY seq LIMIT ?4",
+                )
+                .map_err(sql)?;
+            let rows = stmt
+                .query_map(
+                    params![
+                        run_id,
+                        i64::try_from(after).unwrap_or(i64::MAX),
+                        now_nanos(),
+                        i64::try_from(limit).unwrap_or(i64::MAX)
+                    ],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .map_err(sql)?
+                .collect::<Result<_, _>>()
+                .map_err(sql)?;
+            rows
+        };
+        rows.into_iter()
+            .map(|(seq, text)| {
+                let entry = serde_json::from_str(&text).map_err(json_error)?;
+                Ok((seq as u64, entry))
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl Cache for EmbeddedStore {
+    async fn get(&self, key: &str) -> Result<Option<Value>, StoreError> {
+        let text: Option<String> = {
+            let conn = self.shared.conn();
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT value FROM cache WHERE key = ?1 \
+                     AND (expires_at IS NULL OR expires_at > ?2)",
+                )
+                .map_err(sql)?;
+            stmt.query_row(params![key, now_nanos()], |row| row.get(0))
+                .optional()
+                .map_err(sql)?
+        };
+        text.map(|t| serde_json::from_str(&t).map_err(json_error))
+            .transpose()
+    }
+
+    async fn put(&self, key: &str, value: &Value, ttl: Option<Duration>) -> Result<(), StoreError> {
+        let text = serde_json::to_string(value).map_err(json_error)?;
+        let expires = ttl.map(|ttl| add_duration(now_nanos(), ttl));
+        let conn = self.shared.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "INSERT INTO cache (key, value, expires_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, \
+                 expires_at = excluded.expires_at",
+            )
+            .map_err(sql)?;
+        stmt.execute(params![key, text, expires]).map_err(sql)?;
+        Ok(())
+    }
+
+    /// `true` only when a live (unexpired) entry was deleted.
+    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        let conn = self.shared.conn();
+        let mut stmt = conn
+            .prepare_cached("DELETE FROM cache WHERE key = ?1 RETURNING expires_at")
+            .map_err(sql)?;
+        let expires: Option<Option<i64>> = stmt
+            .query_row([key], |row| row.get(0))
+            .optional()
+            .map_err(sql)?;
+        Ok(match expires {
+            None => false,
+            Some(None) => true,
+            Some(Some(at)) => at > now_nanos(),
+        })
+    }
+}
