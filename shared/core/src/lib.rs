@@ -16,3 +16,6 @@ pub mod condition;
 pub mod reference;
 pub mod template;
 pub mod engine;
+pub mod operators;
+pub mod task;
+pub mod validate;

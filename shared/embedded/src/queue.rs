@@ -1,0 +1,292 @@
+//! [`EmbeddedQueue`]: a durable queue with SQS semantics in the data directory's SQLite
+//! database — visibility timeout, receive count, dead-letter queue, fresh receipts.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use sluice_core::ports::{
+    dead_letter_queue, Delivery, Queue, QueueError, TaskMessage, MAX_RECEIVE_COUNT,
+};
+use tokio::time::Instant;
+
+use crate::db::{add_duration, now_nanos, Shared};
+
+/// A `receive` waiter re-reads the table at least this often, so that messages sent by
+/// another process (which cannot wake this one's in-process waiters) are still picked up.
+const CROSS_PROCESS_POLL: Duration = Duration::from_secs(1);
+
+/// The queue of one data directory (all queue names share one table). Cheap to clone.
+#[derive(Clone)]
+pub struct EmbeddedQueue {
+    pub(crate) shared: Arc<Shared>,
+}
+
+fn queue_error(error: rusqlite::Error) -> QueueError {
+    QueueError(format!("sqlite: {error}"))
+}
+
+/// Splits a receipt `<id>.<random>` into the message id (so acks are primary-key
+/// lookups) and checks its shape.
+fn parse_receipt(receipt: &str) -> Result<i64, QueueError> {
+    receipt
+        .split_once('.')
+        .and_then(|(id, _)| id.parse().ok())
+        .ok_or_else(|| QueueError(format!("malformed receipt {receipt:?}")))
+}
+
+/// What one pass over the table found.
+struct Received {
+    deliveries: Vec<Delivery>,
+    /// Messages moved to the dead-letter queue in this pass.
+    dead_lettered: usize,
+    /// The earliest time (nanoseconds) a currently invisible message becomes visible.
+    next_visible_at: Option<i64>,
+}
+
+impl EmbeddedQueue {
+    /// Messages of `queue`, visible or not.
+    pub async fn depth(&self, queue: &str) -> Result<u64, QueueError> {
+        let conn = self.shared.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT COUNT(*) FROM messages WHERE queue = ?1")
+            .map_err(queue_error)?;
+        let count: i64 = stmt
+            .query_row([queue], |row| row.get(0))
+            .map_err(queue_error)?;
+        Ok(count as u64)
+    }
+
+    /// Makes every received-but-unacknowledged message of every queue visible now (their
+    /// receipts stop working; receive counts are kept). Only for a process that holds the
+    /// [`crate::DataDirLock`] at startup: no other worker can be processing them. Messages
+    /// delayed by `send` or `release` keep their delay. Returns how many were released.
+    pub async fn release_inflight(&self) -> Result<u64, QueueError> {
+        let released = {
+            let now = now_nanos();
+            let conn = self.shared.conn();
+            let mut stmt = conn
+                .prepare_cached(
+                    "UPDATE messages SET visible_at = ?1, receipt = NULL \
+                     WHERE receipt IS NOT NULL AND visible_at > ?1",
+                )
+                .map_err(queue_error)?;
+            stmt.execute([now]).map_err(queue_error)?
+        };
+        if released > 0 {
+            self.shared.notify_all();
+        }
+        Ok(released as u64)
+    }
+
+    /// One non-blocking pass: claims up to `max` visible messages, oldest visible first,
+    /// dead-lettering those received too often.
+    fn receive_now(
+        &self,
+        queue: &str,
+        max: usize,
+        visibility: Duration,
+    ) -> Result<Received, rusqlite::Error> {
+        let now = now_nanos();
+        let invisible_until = add_duration(now, visibility);
+        let dlq = dead_letter_queue(queue);
+        let mut conn = self.shared.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut deliveries = Vec::new();
+        let mut dead_lettered = 0;
+        // Ids handled in this pass: with a zero visibility a delivered message is still
+        // visible, and must not be delivered twice in one batch.
+        let mut handled = HashSet::new();
+        loop {
+            let want = max - deliveries.len();
+            let candidates: Vec<(i64, String, u32)> = {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT id, body, receive_count FROM messages \
+                     WHERE queue = ?1 AND visible_at <= ?2 ORDER BY visible_at, id LIMIT ?3",
+                )?;
+                let rows = stmt
+                    .query_map(
+                        params![queue, now, (want + handled.len()) as i64],
+                        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                    )?
+                    .collect::<Result<_, _>>()?;
+                rows
+            };
+            let mut dead_this_round = 0;
+            let mut fresh = 0;
+            for (id, body, receive_count) in candidates {
+                if deliveries.len() >= max {
+                    break;
+                }
+                if !handled.insert(id) {
+                    continue;
+                }
+                fresh += 1;
+                let message = match serde_json::from_str::<TaskMessage>(&body) {
+                    Ok(message) if receive_count < MAX_RECEIVE_COUNT => Some(message),
+                    Ok(_) => None,
+                    Err(e) => {
+                        tracing::error!(queue, id, error = %e, "undecodable queue message");
+                        None
+                    }
+                };
+                let Some(message) = message else {
+                    tx.prepare_cached(
+                        "UPDATE messages SET queue = ?1, receive_count = 0, receipt = NULL, \
+                         visible_at = ?2 WHERE id = ?3",
+                    )?
+                    .execute(params![dlq, now, id])?;
+                    tracing::warn!(
+                        queue,
+                        dead_letter_queue = %dlq,
+                        id,
+                        receive_count,
+                        "message moved to the dead-letter queue"
+                    );
+                    dead_this_round += 1;
+                    continue;
+                };
+                let receipt = format!("{id}.{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>());
+                tx.prepare_cached(
+                    "UPDATE messages SET visible_at = ?1, receive_count = ?2, receipt = ?3 \
+                     WHERE id = ?4",
+                )?
+                .execute(params![invisible_until, receive_count + 1, receipt, id])?;
+                deliveries.push(Delivery {
+                    message,
+                    receipt,
+                    receive_count: receive_count + 1,
+                });
+            }
+            dead_lettered += dead_this_round;
+            // Another round only when dead letters took places in this batch.
+            if deliveries.len() >= max || dead_this_round == 0 || fresh == 0 {
+                break;
+            }
+        }
+        let next_visible_at = if deliveries.is_empty() {
+            tx.prepare_cached(
+                "SELECT MIN(visible_at) FROM messages WHERE queue = ?1 AND visible_at > ?2",
+            )?
+            .query_row(params![queue, now], |row| row.get(0))
+            .optional()?
+            .flatten()
+        } else {
+            None
+        };
+        tx.commit()?;
+        Ok(Received {
+            deliveries,
+            dead_lettered,
+            next_visible_at,
+        })
+    }
+}
+
+#[async_trait]
+impl Queue for EmbeddedQueue {
+    async fn send(&self, queue: &str, message: &TaskMessage, delay: Duration) -> Result<(), QueueError> {
+        let body = serde_json::to_string(message).map_err(|e| QueueError(format!("json: {e}")))?;
+        {
+            let now = now_nanos();
+            let conn = self.shared.conn();
+            let mut stmt = conn
+                .prepare_cached(
+                    "INSERT INTO messages (queue, body, visible_at, receive_count, receipt, sent_at) \
+                     VALUES (?1, ?2, ?3, 0, NULL, ?4)",
+                )
+                .map_err(queue_error)?;
+            stmt.execute(params![queue, body, add_duration(now, delay), now])
+                .map_err(queue_error)?;
+        }
+        // Wakes one waiter: it takes the message, or (delayed) re-arms its sleep for it.
+        self.shared.notifier(queue).notify_one();
+        Ok(())
+    }
+
+    /// Waits for the first message on an in-process [`tokio::sync::Notify`] (woken by
+    /// `send` and `release`) or until the earliest delayed/invisible message becomes
+    /// visible, never longer than `wait`; no busy polling. `max` 0 is taken as 1.
+    async fn receive(
+        &self,
+        queue: &str,
+        max: usize,
+        visibility: Duration,
+        wait: Duration,
+    ) -> Result<Vec<Delivery>, QueueError> {
+        let max = max.max(1);
+        let deadline = Instant::now() + wait;
+        let notify = self.shared.notifier(queue);
+        loop {
+            // Registered before reading the table, so a send in between is not missed.
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+
+            let received = self
+                .receive_now(queue, max, visibility)
+                .map_err(queue_error)?;
+            if received.dead_lettered > 0 {
+                self.shared
+                    .notifier(&dead_letter_queue(queue))
+                    .notify_one();
+            }
+            if !received.deliveries.is_empty() {
+                return Ok(received.deliveries);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(Vec::new());
+            }
+            let mut until = deadline.min(now + CROSS_PROCESS_POLL);
+            if let Some(at) = received.next_visible_at {
+                let in_nanos = at.saturating_sub(now_nanos()).max(0) as u64;
+                until = until.min(now + Duration::from_nanos(in_nanos));
+            }
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep_until(until) => {}
+            }
+        }
+    }
+
+    /// Deletes the message if `receipt` is still its current one. A stale receipt (the
+    /// message was received again, or released) deletes nothing and is not an error, as
+    /// on SQS where a late ack must not fail the worker.
+    async fn ack(&self, queue: &str, receipt: &str) -> Result<(), QueueError> {
+        let id = parse_receipt(receipt)?;
+        let conn = self.shared.conn();
+        let mut stmt = conn
+            .prepare_cached("DELETE FROM messages WHERE id = ?1 AND queue = ?2 AND receipt = ?3")
+            .map_err(queue_error)?;
+        if stmt.execute(params![id, queue, receipt]).map_err(queue_error)? == 0 {
+            tracing::debug!(queue, receipt, "ack with a stale receipt ignored");
+        }
+        Ok(())
+    }
+
+    /// Makes the message visible after `delay` and invalidates `receipt`. A stale receipt
+    /// changes nothing.
+    async fn release(&self, queue: &str, receipt: &str, delay: Duration) -> Result<(), QueueError> {
+        let id = parse_receipt(receipt)?;
+        let changed = {
+            let conn = self.shared.conn();
+            let mut stmt = conn
+                .prepare_cached(
+                    "UPDATE messages SET visible_at = ?1, receipt = NULL \
+                     WHERE id = ?2 AND queue = ?3 AND receipt = ?4",
+                )
+                .map_err(queue_error)?;
+            stmt.execute(params![add_duration(now_nanos(), delay), id, queue, receipt])
+                .map_err(queue_error)?
+        };
+        if changed > 0 {
+            self.shared.notifier(queue).notify_one();
+        } else {
+            tracing::debug!(queue, receipt, "release with a stale receipt ignored");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,102 @@
+//! A rough per-step cost measurement: the store and queue operations the runtime does for
+//! one step. Run with
+//! `cargo test -p sluice-embedded --release -- --ignored --nocapture step_overhead`.
+
+use std::time::{Duration, Instant};
+
+use chrono::{Duration as ChronoDuration, Utc};
+use serde_json::json;
+use sluice_core::model::{LogEntry, LogLevel, RunState, StepRun};
+use sluice_core::ports::{OutputKey, Queue, RunStore, TaskMessage};
+
+use super::{app, run, temp_store};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark; run in release"]
+async fn step_overhead() {
+    let (_dir, store) = temp_store();
+    let q = store.queue();
+    let mut r = run("isapp-bench", "bench", Utc::now());
+    r.steps = (0..20).map(|i| StepRun::new(&format!("S{i}"))).collect();
+    r.state = RunState::Running;
+    store.create_run(&r, &app("bench")).await.unwrap();
+    let expires = Utc::now() + ChronoDuration::days(7);
+
+    let workers = 2;
+    let steps_per_worker = 5_000u32;
+    for w in 0..workers {
+        q.send(
+            &format!("q{w}"),
+            &TaskMessage {
+                run_id: "isapp-bench".into(),
+                step_id: "S0".into(),
+                unit: 0,
+                attempt: 1,
+            },
+            Duration::ZERO,
+        )
+        .await
+        .unwrap();
+    }
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let store = store.clone();
+        let q = store.queue();
+        tasks.push(tokio::spawn(async move {
+            let queue = format!("q{w}");
+            for i in 0..steps_per_worker {
+                let got = q
+                    .receive(&queue, 1, Duration::from_secs(300), Duration::from_secs(1))
+                    .await
+                    .unwrap();
+                let delivery = &got[0];
+                // Claim: read and CAS-update the run.
+                loop {
+                    let mut run = store.get_run("isapp-bench").await.unwrap().unwrap();
+                    let expected = run.version;
+                    run.version += 1;
+                    run.steps[1].attempts = i;
+                    if store.update_run(&run, expected).await.is_ok() {
+                        break;
+                    }
+                }
+                let key = OutputKey {
+                    run_id: "isapp-bench".into(),
+                    step_id: format!("S{w}"),
+                    unit: i,
+                };
+                store
+                    .put_output(&key, &json!({"i": i, "name": "device"}), expires)
+                    .await
+                    .unwrap();
+                store
+                    .append_logs(
+                        "isapp-bench",
+                        &[LogEntry {
+                            ts: Utc::now(),
+                            level: LogLevel::Flow,
+                            step: "S1".into(),
+                            attempt: 1,
+                            message: "stop S1|0.001".into(),
+                        }],
+                        expires,
+                    )
+                    .await
+                    .unwrap();
+                q.send(&queue, &delivery.message, Duration::ZERO).await.unwrap();
+                q.ack(&queue, &delivery.receipt).await.unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    let steps = f64::from(steps_per_worker) * workers as f64;
+    println!(
+        "{steps} steps in {elapsed:?}: {:.0} steps/s, {:.1} µs per step",
+        steps / elapsed.as_secs_f64(),
+        elapsed.as_secs_f64() * 1e6 / steps
+    );
+}
