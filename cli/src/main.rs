@@ -1,1 +1,192 @@
-fn main() {}
+//! `sluice`: run integration applications on this machine (embedded SQLite data
+//! directory) and manage their documents, runs and cache.
+
+mod bench;
+mod commands;
+mod local;
+mod progress;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Exit code: the run failed or was revoked.
+const EXIT_RUN_FAILED: u8 = 1;
+/// Exit code: invalid input (documents, parameters, references).
+const EXIT_INVALID: u8 = 2;
+/// Exit code: anything else.
+const EXIT_OTHER: u8 = 3;
+
+#[derive(Parser)]
+#[command(name = "sluice", version, about = "Run integration applications step by step, on this machine or on AWS Lambda.")]
+struct Cli {
+    /// Data directory of the embedded runtime.
+    #[arg(long, global = true, env = "SLUICE_DATA_DIR", default_value = ".sluice")]
+    data_dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Store the documents given, run an application to its end with live progress, and
+    /// print a summary.
+    Run(RunArgs),
+    /// Finish runs left unfinished by a killed process (finished steps never rerun).
+    Resume {
+        /// One run; every unfinished run when absent.
+        run_id: Option<String>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+        #[arg(long, default_value_t = 16)]
+        workers: usize,
+    },
+    /// Validate application, configuration or schedule documents.
+    Validate {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Print the JSON Schema of a document.
+    Schema {
+        #[arg(value_enum, default_value_t = SchemaKind::Application)]
+        kind: SchemaKind,
+    },
+    /// Manage stored applications.
+    #[command(subcommand)]
+    Apps(DocCommand),
+    /// Manage stored configurations (encrypted values are never shown).
+    #[command(subcommand)]
+    Configs(DocCommand),
+    /// Inspect and control runs.
+    #[command(subcommand)]
+    Runs(RunsCommand),
+    /// Read or delete cache entries.
+    #[command(subcommand)]
+    Cache(CacheCommand),
+    /// Measure the embedded runtime (use a release build).
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// An application file, or the name of a stored application.
+    app: String,
+    /// A configuration file to store before the run.
+    #[arg(short = 'c', long = "config")]
+    config: Option<PathBuf>,
+    /// Run params, NAME=VALUE; VALUE is parsed as JSON when it is valid JSON.
+    #[arg(short = 'p', long = "param", value_name = "NAME=VALUE")]
+    params: Vec<String>,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    output: OutputFormat,
+    /// Step executions in flight at once.
+    #[arg(long, default_value_t = 16)]
+    workers: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SchemaKind {
+    Application,
+    Configuration,
+    Schedule,
+}
+
+#[derive(Subcommand)]
+enum DocCommand {
+    /// Validate and store a document.
+    Push { file: PathBuf },
+    List,
+    Get { name: String },
+    Delete { name: String },
+}
+
+#[derive(Subcommand)]
+enum RunsCommand {
+    /// Runs, newest first.
+    List {
+        #[arg(long)]
+        application: Option<String>,
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
+    /// A run's task document, with each step's output.
+    Get { id: String },
+    /// A run's step logs.
+    Logs {
+        id: String,
+        /// Only this step's entries.
+        #[arg(long)]
+        step: Option<String>,
+        /// Keep printing until the run ends.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Start a new run with the same application, params, configuration and queue, and
+    /// run it to its end.
+    Replay {
+        id: String,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
+    /// Revoke a run: nothing further starts; unfinished steps are cancelled.
+    Revoke { id: String },
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    Get { key: String },
+    Delete { key: String },
+}
+
+/// Invalid input: exit code 2, the message names the file, field or line.
+#[derive(Debug)]
+pub struct InvalidInput(pub String);
+
+impl std::fmt::Display for InvalidInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InvalidInput {}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_OTHER);
+        }
+    };
+    match runtime.block_on(commands::dispatch(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            if let Some(invalid) = e.downcast_ref::<InvalidInput>() {
+                eprintln!("{invalid}");
+                ExitCode::from(EXIT_INVALID)
+            } else {
+                eprintln!("error: {e:#}");
+                ExitCode::from(EXIT_OTHER)
+            }
+        }
+    }
+}

@@ -147,6 +147,14 @@ pub enum Event {
         attempt: u32,
         child_run: String,
     },
+    /// A step message exhausted its receives and was dead-lettered: the attempt fails
+    /// for good, whether or not it was ever claimed.
+    DeadLettered {
+        step: String,
+        unit: u32,
+        attempt: u32,
+        error: String,
+    },
     /// Revoke the run: nothing further starts; unfinished steps are cancelled.
     Revoke,
     /// The only process running workers restarted: attempts it had claimed are
@@ -341,6 +349,34 @@ impl Machine<'_> {
                         s.child_run = Some(child_run.clone());
                         self.changed = true;
                     }
+                }
+                None
+            }
+            Event::DeadLettered {
+                step,
+                unit,
+                attempt,
+                error,
+            } => {
+                let live = self.live_step(step).and_then(|i| {
+                    let u = self.run.steps[i].units.get(*unit as usize)?;
+                    (u.attempt == *attempt
+                        && matches!(u.state, UnitState::Queued | UnitState::Running))
+                    .then_some(i)
+                });
+                if let Some(i) = live {
+                    // Dead-lettering is final: no retry policy applies.
+                    let unit_state = &mut self.run.steps[i].units[*unit as usize];
+                    unit_state.state = UnitState::Running;
+                    self.finished(
+                        step,
+                        *unit,
+                        *attempt,
+                        &AttemptResult::Failure {
+                            error: error.clone(),
+                            retryable: false,
+                        },
+                    );
                 }
                 None
             }

@@ -82,6 +82,9 @@ pub enum RefError {
         segment: String,
         found: String,
     },
+    /// An encrypted variable whose plaintext was not loaded: load the secrets and retry.
+    #[error("{reference}: encrypted configuration variable \"{name}\" is not available here")]
+    Withheld { reference: String, name: String },
     #[error("{reference}: ${{item}} is only defined inside for_each")]
     NoItem { reference: String },
     #[error("{reference}: {message}")]
@@ -327,9 +330,9 @@ impl ConfigValues {
         chain.push(name.to_string());
         let raw = self.values.get(name).ok_or_else(|| {
             if self.withheld.iter().any(|w| w == name) {
-                RefError::Other {
+                RefError::Withheld {
                     reference: reference.to_string(),
-                    message: format!("encrypted configuration variable \"{name}\" was not decrypted"),
+                    name: name.to_string(),
                 }
             } else {
                 RefError::UnknownConfig {

@@ -633,7 +633,7 @@ pub fn validate_configuration(config: &Configuration) -> Result<(), Invalid> {
         };
         if let Err(e) = values.get(&var.name, &mut Vec::new(), &probe) {
             // Withheld (encrypted) values are only known at run time.
-            if !matches!(e, crate::reference::RefError::Other { .. }) {
+            if !matches!(e, crate::reference::RefError::Withheld { .. }) {
                 issues.push(Issue::new(format!("data[{i}].value"), e.to_string()));
             }
         }

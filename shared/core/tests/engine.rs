@@ -602,6 +602,23 @@ fn duplicate_events_reissue_outstanding_effects_after_a_crash() {
 }
 
 #[test]
+fn dead_lettered_messages_fail_their_step_for_good() {
+    let p = plan(json!([
+        {"id": "A", "type": "echo", "retry": {"max_attempts": 3}},
+        {"id": "B", "type": "echo", "depends_on": ["A"]}
+    ]));
+    let mut run = p.new_run("r".into(), t0(), t0());
+    apply(&p, &mut run, &Event::Start, t0());
+    let dead = Event::DeadLettered { step: "A".into(), unit: 0, attempt: 1, error: "dead-lettered after 5 receives".into() };
+    assert!(apply(&p, &mut run, &dead, t0()).changed);
+    let a = run.step("A").unwrap();
+    assert_eq!((a.state, a.error.as_deref()), (StepState::Failed, Some("dead-lettered after 5 receives")));
+    assert_eq!(run.step("B").unwrap().state, StepState::Cancelled);
+    assert_eq!(run.state, RunState::Failure);
+    assert!(!apply(&p, &mut run, &dead, t0()).changed);
+}
+
+#[test]
 fn recover_requeues_claimed_attempts_without_consuming_an_attempt() {
     let p = plan(json!([{"id": "A", "type": "echo"}, {"id": "B", "type": "echo"}]));
     let mut run = p.new_run("r".into(), t0(), t0());

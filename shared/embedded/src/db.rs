@@ -1,9 +1,9 @@
 //! The one SQLite database of a data directory: opening, pragmas, schema migrations, and
 //! the helpers every adapter shares (time stamps, error mapping, the connection mutex).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use aes_gcm::Aes256Gcm;
@@ -120,17 +120,122 @@ CREATE TABLE secrets (
 );
 "#;
 
+/// How often the background thread checkpoints the WAL into the database file.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Recent commit failures remembered for the operations that joined the failed
+/// transaction but did not run its `COMMIT` themselves.
+const REMEMBERED_FAILURES: usize = 64;
+
+/// A failure of a database operation: of its own statements, or of the group commit of
+/// the transaction it joined.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DbError {
+    #[error("sqlite: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("sqlite: the transaction holding this write failed to commit: {0}")]
+    Commit(String),
+}
+
+/// The connection and the group-commit bookkeeping, behind one mutex.
+struct DbState {
+    conn: Connection,
+    /// Id of the open write transaction, if any.
+    open_txn: Option<u64>,
+    next_txn: u64,
+    failed: VecDeque<(u64, String)>,
+}
+
+impl DbState {
+    fn begin(&mut self) -> rusqlite::Result<u64> {
+        if let Some(txn) = self.open_txn {
+            return Ok(txn);
+        }
+        // IMMEDIATE takes the write lock now: no deadlock-prone upgrade from a read lock.
+        self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        let txn = self.next_txn;
+        self.next_txn += 1;
+        self.open_txn = Some(txn);
+        Ok(txn)
+    }
+
+    fn commit(&mut self, txn: u64) -> Result<(), DbError> {
+        if self.open_txn == Some(txn) {
+            self.open_txn = None;
+            let result = self.conn.prepare_cached("COMMIT").and_then(|mut s| s.execute([]));
+            if let Err(e) = result {
+                if !self.conn.is_autocommit() {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                }
+                let message = e.to_string();
+                tracing::error!(error = %message, "SQLite commit failed");
+                if self.failed.len() == REMEMBERED_FAILURES {
+                    self.failed.pop_front();
+                }
+                self.failed.push_back((txn, message));
+                return Err(DbError::Sql(e));
+            }
+            return Ok(());
+        }
+        match self.failed.iter().find(|(id, _)| *id == txn) {
+            Some((_, message)) => Err(DbError::Commit(message.clone())),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Undoes a half-done operation (an error or a panic inside it) back to its savepoint,
+/// so that the group commit never commits part of an operation.
+struct OpScope<'a> {
+    conn: &'a Connection,
+    done: bool,
+}
+
+impl OpScope<'_> {
+    fn release(mut self) -> rusqlite::Result<()> {
+        self.done = true;
+        self.conn.prepare_cached("RELEASE op")?.execute([])?;
+        Ok(())
+    }
+}
+
+impl Drop for OpScope<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.conn.execute_batch("ROLLBACK TO op; RELEASE op");
+        }
+    }
+}
+
+/// Commits the caller's transaction even when its future is dropped while waiting (a
+/// cancelled caller must not leave the write lock held).
+struct CommitGuard<'a> {
+    shared: &'a Shared,
+    /// The transaction still to commit.
+    txn: Option<u64>,
+}
+
+impl Drop for CommitGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(txn) = self.txn.take() {
+            let _ = self.shared.state().commit(txn);
+        }
+    }
+}
+
 /// State shared by the store, the queue and the secret store of one data directory.
 pub(crate) struct Shared {
     /// One connection: SQLite serialises writers anyway, and each operation holds the
     /// lock for tens of microseconds, never across an `.await`.
-    conn: Mutex<Connection>,
+    db: Mutex<DbState>,
     pub(crate) data_dir: PathBuf,
     pub(crate) outputs_dir: PathBuf,
     /// In-process wake-ups of `receive` waiters, one per queue name.
     notifiers: Mutex<HashMap<String, Arc<Notify>>>,
     /// The secret key, loaded (or created) on first use.
     pub(crate) cipher: OnceLock<Aes256Gcm>,
+    /// Dropping it stops the checkpoint thread.
+    _checkpointer: Option<mpsc::Sender<()>>,
 }
 
 impl Shared {
@@ -152,18 +257,73 @@ impl Shared {
         configure(&conn).map_err(sql)?;
         migrate(&mut conn)?;
         Ok(Self {
-            conn: Mutex::new(conn),
+            db: Mutex::new(DbState {
+                conn,
+                open_txn: None,
+                next_txn: 1,
+                failed: VecDeque::new(),
+            }),
             data_dir: data_dir.to_path_buf(),
             outputs_dir,
             notifiers: Mutex::new(HashMap::new()),
             cipher: OnceLock::new(),
+            _checkpointer: spawn_checkpointer(&path),
         })
     }
 
-    /// The connection. A panic while it was held leaves nothing half-done (an open
-    /// transaction rolls back when dropped), so a poisoned lock is simply taken over.
-    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// A panic while the lock was held leaves nothing half-done (see [`OpScope`]), so a
+    /// poisoned lock is simply taken over.
+    fn state(&self) -> MutexGuard<'_, DbState> {
+        self.db.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs read-only statements. They also see writes of the open group transaction,
+    /// whose callers are about to commit it.
+    pub(crate) fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, DbError> {
+        Ok(f(&self.state().conn)?)
+    }
+
+    /// Runs one write operation atomically (a savepoint) inside the shared write
+    /// transaction, then commits it (group commit): the caller yields once so that the
+    /// operations of other ready tasks join the same transaction, and whoever resumes
+    /// first commits for all. Every caller returns only once its writes are committed,
+    /// so a process crash never loses an acknowledged write, while one commit's cost
+    /// (WAL frames, file locks) is shared by all the writes that joined it.
+    pub(crate) async fn write<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, DbError> {
+        // Declared first so that it is dropped last, after the mutex guard, even when `f`
+        // panics.
+        let mut guard = CommitGuard {
+            shared: self,
+            txn: None,
+        };
+        let result = {
+            let mut state = self.state();
+            let txn = state.begin()?;
+            guard.txn = Some(txn);
+            let conn = &state.conn;
+            conn.prepare_cached("SAVEPOINT op")
+                .and_then(|mut s| s.execute([]))
+                .and_then(|_| {
+                    let scope = OpScope { conn, done: false };
+                    let value = f(conn)?;
+                    scope.release()?;
+                    Ok(value)
+                })
+        };
+        tokio::task::yield_now().await;
+        let committed = match guard.txn.take() {
+            Some(txn) => self.state().commit(txn),
+            None => Ok(()),
+        };
+        let value = result?;
+        committed?;
+        Ok(value)
     }
 
     pub(crate) fn notifier(&self, queue: &str) -> Arc<Notify> {
@@ -191,6 +351,33 @@ impl Shared {
     }
 }
 
+/// Checkpoints the WAL from a thread of its own, with its own connection: copying pages
+/// into the database file and its fsyncs then happen off the connection mutex (and off the
+/// async workers), and the WAL stays small and is reused from its start. The main
+/// connection's own auto-checkpoint stays as a backstop at a high threshold.
+fn spawn_checkpointer(path: &Path) -> Option<mpsc::Sender<()>> {
+    let conn = Connection::open(path)
+        .and_then(|c| c.busy_timeout(Duration::from_millis(100)).map(|_| c))
+        .map_err(|e| tracing::warn!(error = %e, "no background WAL checkpoints"))
+        .ok()?;
+    let (stop, stopped) = mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("sluice-wal-checkpoint".into())
+        .spawn(move || {
+            while let Err(mpsc::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(CHECKPOINT_INTERVAL)
+            {
+                let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "WAL checkpoint skipped");
+                }
+            }
+        })
+        .map_err(|e| tracing::warn!(error = %e, "no background WAL checkpoints"))
+        .ok()?;
+    Some(stop)
+}
+
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     // WAL: readers do not block the writer; NORMAL: no fsync per commit (a power cut may
     // lose the last commits, never corrupt), which is what makes ~20k commits/s possible.
@@ -204,6 +391,8 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.pragma_update(None, "cache_size", -16_384)?; // 16 MiB
     conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
+    // The checkpoint thread keeps the WAL short; this is only the backstop.
+    conn.pragma_update(None, "wal_autocheckpoint", 10_000)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(())
 }
@@ -234,9 +423,9 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     tx.commit().map_err(sql)
 }
 
-/// Maps an SQLite failure to the store's error.
-pub(crate) fn sql(error: rusqlite::Error) -> StoreError {
-    StoreError::Backend(format!("sqlite: {error}"))
+/// Maps a database failure to the store's error.
+pub(crate) fn sql(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(error.to_string())
 }
 
 pub(crate) fn json_error(error: serde_json::Error) -> StoreError {

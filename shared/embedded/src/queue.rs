@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, OptionalExtension};
 use sluice_core::ports::{
     dead_letter_queue, Delivery, Queue, QueueError, TaskMessage, MAX_RECEIVE_COUNT,
 };
 use tokio::time::Instant;
 
-use crate::db::{add_duration, now_nanos, Shared};
+use crate::db::{add_duration, now_nanos, DbError, Shared};
 
 /// A `receive` waiter re-reads the table at least this often, so that messages sent by
 /// another process (which cannot wake this one's in-process waiters) are still picked up.
@@ -24,8 +24,8 @@ pub struct EmbeddedQueue {
     pub(crate) shared: Arc<Shared>,
 }
 
-fn queue_error(error: rusqlite::Error) -> QueueError {
-    QueueError(format!("sqlite: {error}"))
+fn queue_error(error: DbError) -> QueueError {
+    QueueError(error.to_string())
 }
 
 /// Splits a receipt `<id>.<random>` into the message id (so acks are primary-key
@@ -49,12 +49,12 @@ struct Received {
 impl EmbeddedQueue {
     /// Messages of `queue`, visible or not.
     pub async fn depth(&self, queue: &str) -> Result<u64, QueueError> {
-        let conn = self.shared.conn();
-        let mut stmt = conn
-            .prepare_cached("SELECT COUNT(*) FROM messages WHERE queue = ?1")
-            .map_err(queue_error)?;
-        let count: i64 = stmt
-            .query_row([queue], |row| row.get(0))
+        let count: i64 = self
+            .shared
+            .read(|conn| {
+                conn.prepare_cached("SELECT COUNT(*) FROM messages WHERE queue = ?1")?
+                    .query_row([queue], |row| row.get(0))
+            })
             .map_err(queue_error)?;
         Ok(count as u64)
     }
@@ -64,17 +64,18 @@ impl EmbeddedQueue {
     /// [`crate::DataDirLock`] at startup: no other worker can be processing them. Messages
     /// delayed by `send` or `release` keep their delay. Returns how many were released.
     pub async fn release_inflight(&self) -> Result<u64, QueueError> {
-        let released = {
-            let now = now_nanos();
-            let conn = self.shared.conn();
-            let mut stmt = conn
-                .prepare_cached(
+        let now = now_nanos();
+        let released = self
+            .shared
+            .write(|conn| {
+                conn.prepare_cached(
                     "UPDATE messages SET visible_at = ?1, receipt = NULL \
                      WHERE receipt IS NOT NULL AND visible_at > ?1",
-                )
-                .map_err(queue_error)?;
-            stmt.execute([now]).map_err(queue_error)?
-        };
+                )?
+                .execute([now])
+            })
+            .await
+            .map_err(queue_error)?;
         if released > 0 {
             self.shared.notify_all();
         }
@@ -83,105 +84,109 @@ impl EmbeddedQueue {
 
     /// One non-blocking pass: claims up to `max` visible messages, oldest visible first,
     /// dead-lettering those received too often.
-    fn receive_now(
+    async fn receive_now(
         &self,
         queue: &str,
         max: usize,
         visibility: Duration,
-    ) -> Result<Received, rusqlite::Error> {
+    ) -> Result<Received, QueueError> {
         let now = now_nanos();
         let invisible_until = add_duration(now, visibility);
         let dlq = dead_letter_queue(queue);
-        let mut conn = self.shared.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut deliveries = Vec::new();
-        let mut dead_lettered = 0;
-        // Ids handled in this pass: with a zero visibility a delivered message is still
-        // visible, and must not be delivered twice in one batch.
-        let mut handled = HashSet::new();
-        loop {
-            let want = max - deliveries.len();
-            let candidates: Vec<(i64, String, u32)> = {
-                let mut stmt = tx.prepare_cached(
-                    "SELECT id, body, receive_count FROM messages \
-                     WHERE queue = ?1 AND visible_at <= ?2 ORDER BY visible_at, id LIMIT ?3",
-                )?;
-                let rows = stmt
-                    .query_map(
-                        params![queue, now, (want + handled.len()) as i64],
-                        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-                    )?
-                    .collect::<Result<_, _>>()?;
-                rows
-            };
-            let mut dead_this_round = 0;
-            let mut fresh = 0;
-            for (id, body, receive_count) in candidates {
-                if deliveries.len() >= max {
-                    break;
-                }
-                if !handled.insert(id) {
-                    continue;
-                }
-                fresh += 1;
-                let message = match serde_json::from_str::<TaskMessage>(&body) {
-                    Ok(message) if receive_count < MAX_RECEIVE_COUNT => Some(message),
-                    Ok(_) => None,
-                    Err(e) => {
-                        tracing::error!(queue, id, error = %e, "undecodable queue message");
-                        None
+        self.shared
+            .write(|conn| {
+                let mut deliveries = Vec::new();
+                let mut dead_lettered = 0;
+                // Ids handled in this pass: with a zero visibility a delivered message is
+                // still visible, and must not be delivered twice in one batch.
+                let mut handled = HashSet::new();
+                loop {
+                    let want = max - deliveries.len();
+                    let candidates: Vec<(i64, String, u32)> = conn
+                        .prepare_cached(
+                            "SELECT id, body, receive_count FROM messages \
+                             WHERE queue = ?1 AND visible_at <= ?2 \
+                             ORDER BY visible_at, id LIMIT ?3",
+                        )?
+                        .query_map(
+                            params![queue, now, (want + handled.len()) as i64],
+                            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                        )?
+                        .collect::<Result<_, _>>()?;
+                    let mut dead_this_round = 0;
+                    let mut fresh = 0;
+                    for (id, body, receive_count) in candidates {
+                        if deliveries.len() >= max {
+                            break;
+                        }
+                        if !handled.insert(id) {
+                            continue;
+                        }
+                        fresh += 1;
+                        let message = match serde_json::from_str::<TaskMessage>(&body) {
+                            Ok(message) if receive_count < MAX_RECEIVE_COUNT => Some(message),
+                            Ok(_) => None,
+                            Err(e) => {
+                                tracing::error!(queue, id, error = %e, "undecodable queue message");
+                                None
+                            }
+                        };
+                        let Some(message) = message else {
+                            conn.prepare_cached(
+                                "UPDATE messages SET queue = ?1, receive_count = 0, \
+                                 receipt = NULL, visible_at = ?2 WHERE id = ?3",
+                            )?
+                            .execute(params![dlq, now, id])?;
+                            tracing::warn!(
+                                queue,
+                                dead_letter_queue = %dlq,
+                                id,
+                                receive_count,
+                                "message moved to the dead-letter queue"
+                            );
+                            dead_this_round += 1;
+                            continue;
+                        };
+                        let receipt = format!(
+                            "{id}.{:016x}{:016x}",
+                            rand::random::<u64>(),
+                            rand::random::<u64>()
+                        );
+                        conn.prepare_cached(
+                            "UPDATE messages SET visible_at = ?1, receive_count = ?2, \
+                             receipt = ?3 WHERE id = ?4",
+                        )?
+                        .execute(params![invisible_until, receive_count + 1, receipt, id])?;
+                        deliveries.push(Delivery {
+                            message,
+                            receipt,
+                            receive_count: receive_count + 1,
+                        });
                     }
-                };
-                let Some(message) = message else {
-                    tx.prepare_cached(
-                        "UPDATE messages SET queue = ?1, receive_count = 0, receipt = NULL, \
-                         visible_at = ?2 WHERE id = ?3",
+                    dead_lettered += dead_this_round;
+                    // Another round only when dead letters took places in this batch.
+                    if deliveries.len() >= max || dead_this_round == 0 || fresh == 0 {
+                        break;
+                    }
+                }
+                let next_visible_at = if deliveries.is_empty() {
+                    conn.prepare_cached(
+                        "SELECT MIN(visible_at) FROM messages WHERE queue = ?1 AND visible_at > ?2",
                     )?
-                    .execute(params![dlq, now, id])?;
-                    tracing::warn!(
-                        queue,
-                        dead_letter_queue = %dlq,
-                        id,
-                        receive_count,
-                        "message moved to the dead-letter queue"
-                    );
-                    dead_this_round += 1;
-                    continue;
+                    .query_row(params![queue, now], |row| row.get(0))
+                    .optional()?
+                    .flatten()
+                } else {
+                    None
                 };
-                let receipt = format!("{id}.{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>());
-                tx.prepare_cached(
-                    "UPDATE messages SET visible_at = ?1, receive_count = ?2, receipt = ?3 \
-                     WHERE id = ?4",
-                )?
-                .execute(params![invisible_until, receive_count + 1, receipt, id])?;
-                deliveries.push(Delivery {
-                    message,
-                    receipt,
-                    receive_count: receive_count + 1,
-                });
-            }
-            dead_lettered += dead_this_round;
-            // Another round only when dead letters took places in this batch.
-            if deliveries.len() >= max || dead_this_round == 0 || fresh == 0 {
-                break;
-            }
-        }
-        let next_visible_at = if deliveries.is_empty() {
-            tx.prepare_cached(
-                "SELECT MIN(visible_at) FROM messages WHERE queue = ?1 AND visible_at > ?2",
-            )?
-            .query_row(params![queue, now], |row| row.get(0))
-            .optional()?
-            .flatten()
-        } else {
-            None
-        };
-        tx.commit()?;
-        Ok(Received {
-            deliveries,
-            dead_lettered,
-            next_visible_at,
-        })
+                Ok(Received {
+                    deliveries,
+                    dead_lettered,
+                    next_visible_at,
+                })
+            })
+            .await
+            .map_err(queue_error)
     }
 }
 
@@ -189,18 +194,17 @@ impl EmbeddedQueue {
 impl Queue for EmbeddedQueue {
     async fn send(&self, queue: &str, message: &TaskMessage, delay: Duration) -> Result<(), QueueError> {
         let body = serde_json::to_string(message).map_err(|e| QueueError(format!("json: {e}")))?;
-        {
-            let now = now_nanos();
-            let conn = self.shared.conn();
-            let mut stmt = conn
-                .prepare_cached(
-                    "INSERT INTO messages (queue, body, visible_at, receive_count, receipt, sent_at) \
-                     VALUES (?1, ?2, ?3, 0, NULL, ?4)",
-                )
-                .map_err(queue_error)?;
-            stmt.execute(params![queue, body, add_duration(now, delay), now])
-                .map_err(queue_error)?;
-        }
+        let now = now_nanos();
+        self.shared
+            .write(|conn| {
+                conn.prepare_cached(
+                    "INSERT INTO messages (queue, body, visible_at, receive_count, receipt, \
+                     sent_at) VALUES (?1, ?2, ?3, 0, NULL, ?4)",
+                )?
+                .execute(params![queue, body, add_duration(now, delay), now])
+            })
+            .await
+            .map_err(queue_error)?;
         // Wakes one waiter: it takes the message, or (delayed) re-arms its sleep for it.
         self.shared.notifier(queue).notify_one();
         Ok(())
@@ -225,9 +229,7 @@ impl Queue for EmbeddedQueue {
             tokio::pin!(notified);
             notified.as_mut().enable();
 
-            let received = self
-                .receive_now(queue, max, visibility)
-                .map_err(queue_error)?;
+            let received = self.receive_now(queue, max, visibility).await?;
             if received.dead_lettered > 0 {
                 self.shared
                     .notifier(&dead_letter_queue(queue))
@@ -257,11 +259,17 @@ impl Queue for EmbeddedQueue {
     /// on SQS where a late ack must not fail the worker.
     async fn ack(&self, queue: &str, receipt: &str) -> Result<(), QueueError> {
         let id = parse_receipt(receipt)?;
-        let conn = self.shared.conn();
-        let mut stmt = conn
-            .prepare_cached("DELETE FROM messages WHERE id = ?1 AND queue = ?2 AND receipt = ?3")
+        let deleted = self
+            .shared
+            .write(|conn| {
+                conn.prepare_cached(
+                    "DELETE FROM messages WHERE id = ?1 AND queue = ?2 AND receipt = ?3",
+                )?
+                .execute(params![id, queue, receipt])
+            })
+            .await
             .map_err(queue_error)?;
-        if stmt.execute(params![id, queue, receipt]).map_err(queue_error)? == 0 {
+        if deleted == 0 {
             tracing::debug!(queue, receipt, "ack with a stale receipt ignored");
         }
         Ok(())
@@ -271,17 +279,18 @@ impl Queue for EmbeddedQueue {
     /// changes nothing.
     async fn release(&self, queue: &str, receipt: &str, delay: Duration) -> Result<(), QueueError> {
         let id = parse_receipt(receipt)?;
-        let changed = {
-            let conn = self.shared.conn();
-            let mut stmt = conn
-                .prepare_cached(
+        let visible_at = add_duration(now_nanos(), delay);
+        let changed = self
+            .shared
+            .write(|conn| {
+                conn.prepare_cached(
                     "UPDATE messages SET visible_at = ?1, receipt = NULL \
                      WHERE id = ?2 AND queue = ?3 AND receipt = ?4",
-                )
-                .map_err(queue_error)?;
-            stmt.execute(params![add_duration(now_nanos(), delay), id, queue, receipt])
-                .map_err(queue_error)?
-        };
+                )?
+                .execute(params![visible_at, id, queue, receipt])
+            })
+            .await
+            .map_err(queue_error)?;
         if changed > 0 {
             self.shared.notifier(queue).notify_one();
         } else {

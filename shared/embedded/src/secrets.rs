@@ -142,29 +142,31 @@ impl SecretStore for EmbeddedSecrets {
             )
             .map_err(|_| backend("encryption failed"))?;
         drop(plaintext);
-        let conn = self.shared.conn();
-        let mut stmt = conn
-            .prepare_cached(
-                "INSERT INTO secrets (configuration, nonce, ciphertext) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (configuration) DO UPDATE SET nonce = excluded.nonce, \
-                 ciphertext = excluded.ciphertext",
-            )
-            .map_err(|e| backend(format!("sqlite: {e}")))?;
-        stmt.execute(params![configuration, nonce.as_slice(), ciphertext])
-            .map_err(|e| backend(format!("sqlite: {e}")))?;
+        self.shared
+            .write(|conn| {
+                conn.prepare_cached(
+                    "INSERT INTO secrets (configuration, nonce, ciphertext) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (configuration) DO UPDATE SET nonce = excluded.nonce, \
+                     ciphertext = excluded.ciphertext",
+                )?
+                .execute(params![configuration, nonce.as_slice(), ciphertext])
+            })
+            .await
+            .map_err(backend)?;
         Ok(())
     }
 
     async fn get_secrets(&self, configuration: &str) -> Result<BTreeMap<String, Value>, SecretError> {
-        let row: Option<(Vec<u8>, Vec<u8>)> = {
-            let conn = self.shared.conn();
-            let mut stmt = conn
-                .prepare_cached("SELECT nonce, ciphertext FROM secrets WHERE configuration = ?1")
-                .map_err(|e| backend(format!("sqlite: {e}")))?;
-            stmt.query_row([configuration], |row| Ok((row.get(0)?, row.get(1)?)))
+        let row: Option<(Vec<u8>, Vec<u8>)> = self
+            .shared
+            .read(|conn| {
+                conn.prepare_cached(
+                    "SELECT nonce, ciphertext FROM secrets WHERE configuration = ?1",
+                )?
+                .query_row([configuration], |row| Ok((row.get(0)?, row.get(1)?)))
                 .optional()
-                .map_err(|e| backend(format!("sqlite: {e}")))?
-        };
+            })
+            .map_err(backend)?;
         let Some((nonce, ciphertext)) = row else {
             return Ok(BTreeMap::new());
         };
@@ -195,12 +197,13 @@ impl SecretStore for EmbeddedSecrets {
     }
 
     async fn delete_secrets(&self, configuration: &str) -> Result<(), SecretError> {
-        let conn = self.shared.conn();
-        let mut stmt = conn
-            .prepare_cached("DELETE FROM secrets WHERE configuration = ?1")
-            .map_err(|e| backend(format!("sqlite: {e}")))?;
-        stmt.execute([configuration])
-            .map_err(|e| backend(format!("sqlite: {e}")))?;
+        self.shared
+            .write(|conn| {
+                conn.prepare_cached("DELETE FROM secrets WHERE configuration = ?1")?
+                    .execute([configuration])
+            })
+            .await
+            .map_err(backend)?;
         Ok(())
     }
 }

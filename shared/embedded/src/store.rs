@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::types::Value as SqlValue;
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, OptionalExtension};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sluice_core::model::{Application, Configuration, LogEntry, Run, Schedule};
@@ -130,15 +130,16 @@ impl EmbeddedStore {
                 now,
             )
             .await?;
-        {
-            let conn = self.shared.conn();
-            conn.execute(
-                "DELETE FROM run_snapshots WHERE NOT EXISTS \
-                 (SELECT 1 FROM runs WHERE runs.id = run_snapshots.run_id)",
-                [],
-            )
+        self.shared
+            .write(|conn| {
+                conn.prepare_cached(
+                    "DELETE FROM run_snapshots WHERE NOT EXISTS \
+                     (SELECT 1 FROM runs WHERE runs.id = run_snapshots.run_id)",
+                )?
+                .execute([])
+            })
+            .await
             .map_err(sql)?;
-        }
         report.logs = self
             .purge_batches(
                 "DELETE FROM logs WHERE seq IN \
@@ -157,67 +158,53 @@ impl EmbeddedStore {
         // Outputs: delete rows first, then their files, so a reader never finds a row
         // whose file is gone for good.
         loop {
-            let files: Vec<String> = {
-                let mut conn = self.shared.conn();
-                let tx = conn
-                    .transaction_with_behavior(TransactionBehavior::Immediate)
-                    .map_err(sql)?;
-                let rows: Vec<(i64, Option<String>)> = {
-                    let mut stmt = tx
+            let rows: Vec<(i64, Option<String>)> = self
+                .shared
+                .write(|conn| {
+                    let rows: Vec<(i64, Option<String>)> = conn
                         .prepare_cached(
                             "SELECT rowid, file FROM outputs WHERE expires_at <= ?1 LIMIT ?2",
-                        )
-                        .map_err(sql)?;
-                    let rows = stmt
+                        )?
                         .query_map(params![now, PURGE_BATCH], |row| {
                             Ok((row.get(0)?, row.get(1)?))
-                        })
-                        .map_err(sql)?
-                        .collect::<Result<_, _>>()
-                        .map_err(sql)?;
-                    rows
-                };
-                if rows.is_empty() {
-                    break;
-                }
-                {
-                    let mut delete = tx
-                        .prepare_cached("DELETE FROM outputs WHERE rowid = ?1")
-                        .map_err(sql)?;
+                        })?
+                        .collect::<Result<_, _>>()?;
+                    let mut delete = conn.prepare_cached("DELETE FROM outputs WHERE rowid = ?1")?;
                     for (rowid, _) in &rows {
-                        delete.execute([rowid]).map_err(sql)?;
+                        delete.execute([rowid])?;
                     }
-                }
-                tx.commit().map_err(sql)?;
-                report.outputs += rows.len() as u64;
-                rows.into_iter().filter_map(|(_, file)| file).collect()
-            };
-            for file in files {
+                    Ok(rows)
+                })
+                .await
+                .map_err(sql)?;
+            if rows.is_empty() {
+                break;
+            }
+            report.outputs += rows.len() as u64;
+            for file in rows.into_iter().filter_map(|(_, file)| file) {
                 if remove_file_quietly(&self.shared.outputs_dir.join(file)) {
                     report.files += 1;
                 }
             }
-            tokio::task::yield_now().await;
         }
         report.files += self.remove_orphan_files()?;
         Ok(report)
     }
 
-    /// Runs a `DELETE … LIMIT ?2` statement until it deletes nothing, yielding between
-    /// batches so that workers get the connection.
+    /// Runs a `DELETE … LIMIT ?2` statement until it deletes nothing: short transactions
+    /// that let the workers in between.
     async fn purge_batches(&self, statement: &str, now: i64) -> Result<u64, StoreError> {
         let mut total = 0;
         loop {
-            let deleted = {
-                let conn = self.shared.conn();
-                let mut stmt = conn.prepare_cached(statement).map_err(sql)?;
-                stmt.execute(params![now, PURGE_BATCH]).map_err(sql)?
-            };
+            let deleted = self
+                .shared
+                .write(|conn| conn.prepare_cached(statement)?.execute(params![now, PURGE_BATCH]))
+                .await
+                .map_err(sql)?;
             total += deleted as u64;
             if deleted == 0 {
                 return Ok(total);
             }
-            tokio::task::yield_now().await;
         }
     }
 
@@ -237,15 +224,14 @@ impl EmbeddedStore {
             if !old_enough {
                 continue;
             }
-            let referenced = if name.ends_with(".tmp") {
-                false
-            } else {
-                let conn = self.shared.conn();
-                let mut stmt = conn
-                    .prepare_cached("SELECT 1 FROM outputs WHERE file = ?1")
+            let referenced = !name.ends_with(".tmp")
+                && self
+                    .shared
+                    .read(|conn| {
+                        conn.prepare_cached("SELECT 1 FROM outputs WHERE file = ?1")?
+                            .exists([&name])
+                    })
                     .map_err(sql)?;
-                stmt.exists([&name]).map_err(sql)?
-            };
             if !referenced && remove_file_quietly(&entry.path()) {
                 removed += 1;
             }
@@ -253,63 +239,85 @@ impl EmbeddedStore {
         Ok(removed)
     }
 
-    fn get_doc<T: DeserializeOwned>(&self, statement: &str, key: &str) -> Result<Option<T>, StoreError> {
-        let text: Option<String> = {
-            let conn = self.shared.conn();
-            let mut stmt = conn.prepare_cached(statement).map_err(sql)?;
-            stmt.query_row([key], |row| row.get(0))
-                .optional()
-                .map_err(sql)?
-        };
-        text.map(|t| serde_json::from_str(&t).map_err(json_error))
+    /// The JSON text of the first column of the row `statement` selects with `params`.
+    fn read_text<P: rusqlite::Params>(
+        &self,
+        statement: &str,
+        params: P,
+    ) -> Result<Option<String>, StoreError> {
+        self.shared
+            .read(|conn| {
+                conn.prepare_cached(statement)?
+                    .query_row(params, |row| row.get(0))
+                    .optional()
+            })
+            .map_err(sql)
+    }
+
+    fn get_doc<T: DeserializeOwned, P: rusqlite::Params>(
+        &self,
+        statement: &str,
+        params: P,
+    ) -> Result<Option<T>, StoreError> {
+        self.read_text(statement, params)?
+            .map(|t| serde_json::from_str(&t).map_err(json_error))
             .transpose()
     }
 
-    fn list_docs<T: DeserializeOwned>(&self, statement: &str) -> Result<Vec<T>, StoreError> {
-        let texts: Vec<String> = {
-            let conn = self.shared.conn();
-            let mut stmt = conn.prepare_cached(statement).map_err(sql)?;
-            let rows = stmt
-                .query_map([], |row| row.get(0))
-                .map_err(sql)?
-                .collect::<Result<_, _>>()
-                .map_err(sql)?;
-            rows
-        };
+    fn list_docs<T: DeserializeOwned, P: rusqlite::Params>(
+        &self,
+        statement: &str,
+        params: P,
+    ) -> Result<Vec<T>, StoreError> {
+        let texts: Vec<String> = self
+            .shared
+            .read(|conn| {
+                conn.prepare_cached(statement)?
+                    .query_map(params, |row| row.get(0))?
+                    .collect()
+            })
+            .map_err(sql)?;
         texts
             .iter()
             .map(|t| serde_json::from_str(t).map_err(json_error))
             .collect()
     }
 
-    fn put_doc(&self, statement: &str, key: &str, doc: &str) -> Result<(), StoreError> {
-        let conn = self.shared.conn();
-        let mut stmt = conn.prepare_cached(statement).map_err(sql)?;
-        stmt.execute([key, doc]).map_err(sql)?;
+    async fn put_doc(&self, statement: &str, key: &str, doc: &str) -> Result<(), StoreError> {
+        self.shared
+            .write(|conn| conn.prepare_cached(statement)?.execute([key, doc]))
+            .await
+            .map_err(sql)?;
         Ok(())
     }
 
-    fn delete_key(&self, statement: &str, key: &str) -> Result<bool, StoreError> {
-        let conn = self.shared.conn();
-        let mut stmt = conn.prepare_cached(statement).map_err(sql)?;
-        Ok(stmt.execute([key]).map_err(sql)? > 0)
+    async fn delete_key(&self, statement: &str, key: &str) -> Result<bool, StoreError> {
+        let deleted = self
+            .shared
+            .write(|conn| conn.prepare_cached(statement)?.execute([key]))
+            .await
+            .map_err(sql)?;
+        Ok(deleted > 0)
     }
 
     /// Reads an output row: its inline JSON, or the file name holding it.
-    fn output_row(&self, key: &OutputKey) -> Result<Option<(Option<String>, Option<String>)>, StoreError> {
-        let conn = self.shared.conn();
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT value, file FROM outputs \
-                 WHERE run_id = ?1 AND step_id = ?2 AND unit = ?3 AND expires_at > ?4",
-            )
-            .map_err(sql)?;
-        stmt.query_row(
-            params![key.run_id, key.step_id, key.unit, now_nanos()],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )
-        .optional()
-        .map_err(sql)
+    fn output_row(
+        &self,
+        key: &OutputKey,
+    ) -> Result<Option<(Option<String>, Option<String>)>, StoreError> {
+        self.shared
+            .read(|conn| {
+                conn.prepare_cached(
+                    "SELECT value, file FROM outputs \
+                     WHERE run_id = ?1 AND step_id = ?2 AND unit = ?3 AND expires_at > ?4",
+                )?
+                .query_row(
+                    params![key.run_id, key.step_id, key.unit, now_nanos()],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .optional()
+            })
+            .map_err(sql)
     }
 }
 
@@ -351,8 +359,8 @@ fn write_output_file(dir: &Path, bytes: &[u8]) -> Result<String, StoreError> {
     Ok(name)
 }
 
-fn opt_text(value: Option<&str>) -> SqlValue {
-    value.map_or(SqlValue::Null, |v| SqlValue::Text(v.to_string()))
+fn text(value: &str) -> SqlValue {
+    SqlValue::Text(value.to_string())
 }
 
 #[async_trait]
@@ -368,18 +376,20 @@ impl DefinitionStore for EmbeddedStore {
             &app.name,
             &doc,
         )
+        .await
     }
 
     async fn get_application(&self, name: &str) -> Result<Option<Application>, StoreError> {
-        self.get_doc("SELECT doc FROM applications WHERE name = ?1", name)
+        self.get_doc("SELECT doc FROM applications WHERE name = ?1", [name])
     }
 
     async fn list_applications(&self) -> Result<Vec<Application>, StoreError> {
-        self.list_docs("SELECT doc FROM applications ORDER BY name")
+        self.list_docs("SELECT doc FROM applications ORDER BY name", [])
     }
 
     async fn delete_application(&self, name: &str) -> Result<bool, StoreError> {
         self.delete_key("DELETE FROM applications WHERE name = ?1", name)
+            .await
     }
 
     /// Stores [`Configuration::redacted`]: whatever the caller passes, an encrypted value
@@ -395,18 +405,20 @@ impl DefinitionStore for EmbeddedStore {
             &config.name,
             &doc,
         )
+        .await
     }
 
     async fn get_configuration(&self, name: &str) -> Result<Option<Configuration>, StoreError> {
-        self.get_doc("SELECT doc FROM configurations WHERE name = ?1", name)
+        self.get_doc("SELECT doc FROM configurations WHERE name = ?1", [name])
     }
 
     async fn list_configurations(&self) -> Result<Vec<Configuration>, StoreError> {
-        self.list_docs("SELECT doc FROM configurations ORDER BY name")
+        self.list_docs("SELECT doc FROM configurations ORDER BY name", [])
     }
 
     async fn delete_configuration(&self, name: &str) -> Result<bool, StoreError> {
         self.delete_key("DELETE FROM configurations WHERE name = ?1", name)
+            .await
     }
 }
 
@@ -423,18 +435,20 @@ impl ScheduleStore for EmbeddedStore {
             &schedule.entry_id,
             &doc,
         )
+        .await
     }
 
     async fn get_schedule(&self, entry_id: &str) -> Result<Option<Schedule>, StoreError> {
-        self.get_doc("SELECT doc FROM schedules WHERE entry_id = ?1", entry_id)
+        self.get_doc("SELECT doc FROM schedules WHERE entry_id = ?1", [entry_id])
     }
 
     async fn list_schedules(&self) -> Result<Vec<Schedule>, StoreError> {
-        self.list_docs("SELECT doc FROM schedules ORDER BY entry_id")
+        self.list_docs("SELECT doc FROM schedules ORDER BY entry_id", [])
     }
 
     async fn delete_schedule(&self, entry_id: &str) -> Result<bool, StoreError> {
         self.delete_key("DELETE FROM schedules WHERE entry_id = ?1", entry_id)
+            .await
     }
 }
 
@@ -446,66 +460,52 @@ impl RunStore for EmbeddedStore {
         let doc = serde_json::to_string(run).map_err(json_error)?;
         let snapshot = serde_json::to_string(app).map_err(json_error)?;
         let now = now_nanos();
-        let mut conn = self.shared.conn();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql)?;
-        let inserted = {
-            let mut stmt = tx
-                .prepare_cached(
-                    "INSERT INTO runs (id, application, state, terminal, configuration, queue, \
-                     created_at, expires_at, version, doc) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
-                     ON CONFLICT (id) DO UPDATE SET application = excluded.application, \
-                     state = excluded.state, terminal = excluded.terminal, \
-                     configuration = excluded.configuration, queue = excluded.queue, \
-                     created_at = excluded.created_at, expires_at = excluded.expires_at, \
-                     version = excluded.version, doc = excluded.doc \
-                     WHERE runs.expires_at <= ?11",
-                )
-                .map_err(sql)?;
-            stmt.execute(params![
-                run.id,
-                run.application,
-                run.state.as_str(),
-                run.state.is_terminal(),
-                run.configuration,
-                run.queue,
-                nanos(run.created_at),
-                nanos(run.expires_at),
-                run.version as i64,
-                doc,
-                now,
-            ])
-            .map_err(sql)?
-                == 1
-        };
-        if !inserted {
-            return Ok(false);
-        }
-        tx.prepare_cached(
-            "INSERT INTO run_snapshots (run_id, doc) VALUES (?1, ?2) \
-             ON CONFLICT (run_id) DO UPDATE SET doc = excluded.doc",
-        )
-        .map_err(sql)?
-        .execute(params![run.id, snapshot])
-        .map_err(sql)?;
-        tx.commit().map_err(sql)?;
-        Ok(true)
+        self.shared
+            .write(|conn| {
+                let inserted = conn
+                    .prepare_cached(
+                        "INSERT INTO runs (id, application, state, terminal, configuration, \
+                         queue, created_at, expires_at, version, doc) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+                         ON CONFLICT (id) DO UPDATE SET application = excluded.application, \
+                         state = excluded.state, terminal = excluded.terminal, \
+                         configuration = excluded.configuration, queue = excluded.queue, \
+                         created_at = excluded.created_at, expires_at = excluded.expires_at, \
+                         version = excluded.version, doc = excluded.doc \
+                         WHERE runs.expires_at <= ?11",
+                    )?
+                    .execute(params![
+                        run.id,
+                        run.application,
+                        run.state.as_str(),
+                        run.state.is_terminal(),
+                        run.configuration,
+                        run.queue,
+                        nanos(run.created_at),
+                        nanos(run.expires_at),
+                        run.version as i64,
+                        doc,
+                        now,
+                    ])?
+                    == 1;
+                if inserted {
+                    conn.prepare_cached(
+                        "INSERT INTO run_snapshots (run_id, doc) VALUES (?1, ?2) \
+                         ON CONFLICT (run_id) DO UPDATE SET doc = excluded.doc",
+                    )?
+                    .execute(params![run.id, snapshot])?;
+                }
+                Ok(inserted)
+            })
+            .await
+            .map_err(sql)
     }
 
     async fn get_run(&self, id: &str) -> Result<Option<Run>, StoreError> {
-        let text: Option<String> = {
-            let conn = self.shared.conn();
-            let mut stmt = conn
-                .prepare_cached("SELECT doc FROM runs WHERE id = ?1 AND expires_at > ?2")
-                .map_err(sql)?;
-            stmt.query_row(params![id, now_nanos()], |row| row.get(0))
-                .optional()
-                .map_err(sql)?
-        };
-        text.map(|t| serde_json::from_str(&t).map_err(json_error))
-            .transpose()
+        self.get_doc(
+            "SELECT doc FROM runs WHERE id = ?1 AND expires_at > ?2",
+            params![id, now_nanos()],
+        )
     }
 
     /// Compare-and-swap on `version`. A missing or expired run is a [`StoreError::Conflict`]
@@ -522,26 +522,26 @@ impl RunStore for EmbeddedStore {
         }
         let doc = serde_json::to_string(run).map_err(json_error)?;
         let now = now_nanos();
-        let changed = {
-            let conn = self.shared.conn();
-            let mut stmt = conn
-                .prepare_cached(
+        let changed = self
+            .shared
+            .write(|conn| {
+                conn.prepare_cached(
                     "UPDATE runs SET state = ?1, terminal = ?2, expires_at = ?3, version = ?4, \
                      doc = ?5 WHERE id = ?6 AND version = ?7 AND expires_at > ?8",
-                )
-                .map_err(sql)?;
-            stmt.execute(params![
-                run.state.as_str(),
-                run.state.is_terminal(),
-                nanos(run.expires_at),
-                run.version as i64,
-                doc,
-                run.id,
-                expected_version as i64,
-                now,
-            ])
-            .map_err(sql)?
-        };
+                )?
+                .execute(params![
+                    run.state.as_str(),
+                    run.state.is_terminal(),
+                    nanos(run.expires_at),
+                    run.version as i64,
+                    doc,
+                    run.id,
+                    expected_version as i64,
+                    now,
+                ])
+            })
+            .await
+            .map_err(sql)?;
         if changed == 1 {
             Ok(())
         } else {
@@ -550,20 +550,11 @@ impl RunStore for EmbeddedStore {
     }
 
     async fn get_snapshot(&self, run_id: &str) -> Result<Option<Application>, StoreError> {
-        let text: Option<String> = {
-            let conn = self.shared.conn();
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT s.doc FROM run_snapshots s JOIN runs r ON r.id = s.run_id \
-                     WHERE s.run_id = ?1 AND r.expires_at > ?2",
-                )
-                .map_err(sql)?;
-            stmt.query_row(params![run_id, now_nanos()], |row| row.get(0))
-                .optional()
-                .map_err(sql)?
-        };
-        text.map(|t| serde_json::from_str(&t).map_err(json_error))
-            .transpose()
+        self.get_doc(
+            "SELECT s.doc FROM run_snapshots s JOIN runs r ON r.id = s.run_id \
+             WHERE s.run_id = ?1 AND r.expires_at > ?2",
+            params![run_id, now_nanos()],
+        )
     }
 
     async fn list_runs(&self, query: &RunQuery) -> Result<Vec<Run>, StoreError> {
@@ -574,16 +565,16 @@ impl RunStore for EmbeddedStore {
             statement.push_str(&format!(" AND {clause} ?{}", values.len()));
         };
         if let Some(application) = &query.application {
-            filter("application =", opt_text(Some(application)));
+            filter("application =", text(application));
         }
         if let Some(state) = query.state {
-            filter("state =", opt_text(Some(state.as_str())));
+            filter("state =", text(state.as_str()));
         }
         if let Some(configuration) = &query.configuration {
-            filter("configuration =", opt_text(Some(configuration)));
+            filter("configuration =", text(configuration));
         }
         if let Some(queue) = &query.queue {
-            filter("queue =", opt_text(Some(queue)));
+            filter("queue =", text(queue));
         }
         if let Some(since) = query.since {
             filter("created_at >=", SqlValue::Integer(nanos(since)));
@@ -592,7 +583,7 @@ impl RunStore for EmbeddedStore {
             filter("created_at <", SqlValue::Integer(nanos(until)));
         }
         if let Some(before) = &query.before_id {
-            filter("id <", opt_text(Some(before)));
+            filter("id <", text(before));
         }
         let limit = if query.limit == 0 {
             DEFAULT_LIST_LIMIT
@@ -601,36 +592,19 @@ impl RunStore for EmbeddedStore {
         };
         values.push(SqlValue::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
         statement.push_str(&format!(" ORDER BY id DESC LIMIT ?{}", values.len()));
-
-        let texts: Vec<String> = {
-            let conn = self.shared.conn();
-            let mut stmt = conn.prepare_cached(&statement).map_err(sql)?;
-            let rows = stmt
-                .query_map(rusqlite::params_from_iter(values), |row| row.get(0))
-                .map_err(sql)?
-                .collect::<Result<_, _>>()
-                .map_err(sql)?;
-            rows
-        };
-        texts
-            .iter()
-            .map(|t| serde_json::from_str(t).map_err(json_error))
-            .collect()
+        self.list_docs(&statement, rusqlite::params_from_iter(values))
     }
 
     async fn unfinished_runs(&self) -> Result<Vec<String>, StoreError> {
-        let conn = self.shared.conn();
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT id FROM runs WHERE terminal = 0 AND expires_at > ?1 ORDER BY id",
-            )
-            .map_err(sql)?;
-        let ids = stmt
-            .query_map([now_nanos()], |row| row.get(0))
-            .map_err(sql)?
-            .collect::<Result<_, _>>()
-            .map_err(sql)?;
-        Ok(ids)
+        self.shared
+            .read(|conn| {
+                conn.prepare_cached(
+                    "SELECT id FROM runs WHERE terminal = 0 AND expires_at > ?1 ORDER BY id",
+                )?
+                .query_map([now_nanos()], |row| row.get(0))?
+                .collect()
+            })
+            .map_err(sql)
     }
 
     async fn put_output(
@@ -646,18 +620,18 @@ impl RunStore for EmbeddedStore {
         } else {
             (Some(text), None)
         };
-        let previous_file: Option<String> = {
-            let mut conn = self.shared.conn();
-            let result = (|| -> rusqlite::Result<Option<String>> {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let previous: Option<String> = tx
+        let result = self
+            .shared
+            .write(|conn| {
+                let previous: Option<String> = conn
                     .prepare_cached(
-                        "SELECT file FROM outputs WHERE run_id = ?1 AND step_id = ?2 AND unit = ?3",
+                        "SELECT file FROM outputs \
+                         WHERE run_id = ?1 AND step_id = ?2 AND unit = ?3",
                     )?
                     .query_row(params![key.run_id, key.step_id, key.unit], |row| row.get(0))
                     .optional()?
                     .flatten();
-                tx.prepare_cached(
+                conn.prepare_cached(
                     "INSERT INTO outputs (run_id, step_id, unit, expires_at, value, file) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
                      ON CONFLICT (run_id, step_id, unit) DO UPDATE SET \
@@ -672,24 +646,23 @@ impl RunStore for EmbeddedStore {
                     inline,
                     file
                 ])?;
-                tx.commit()?;
                 Ok(previous)
-            })();
-            match result {
-                Ok(previous) => previous,
-                Err(e) => {
-                    drop(conn);
-                    if let Some(name) = &file {
-                        remove_file_quietly(&self.shared.outputs_dir.join(name));
-                    }
-                    return Err(sql(e));
+            })
+            .await;
+        match result {
+            Ok(previous) => {
+                if let Some(name) = previous {
+                    remove_file_quietly(&self.shared.outputs_dir.join(name));
                 }
+                Ok(())
             }
-        };
-        if let Some(name) = previous_file {
-            remove_file_quietly(&self.shared.outputs_dir.join(name));
+            Err(e) => {
+                if let Some(name) = &file {
+                    remove_file_quietly(&self.shared.outputs_dir.join(name));
+                }
+                Err(sql(e))
+            }
         }
-        Ok(())
     }
 
     async fn get_output(&self, key: &OutputKey) -> Result<Option<Value>, StoreError> {
@@ -744,19 +717,18 @@ impl RunStore for EmbeddedStore {
             .collect::<Result<Vec<_>, _>>()
             .map_err(json_error)?;
         let expires = nanos(expires_at);
-        let mut conn = self.shared.conn();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql)?;
-        {
-            let mut stmt = tx
-                .prepare_cached("INSERT INTO logs (run_id, expires_at, entry) VALUES (?1, ?2, ?3)")
-                .map_err(sql)?;
-            for text in &texts {
-                stmt.execute(params![run_id, expires, text]).map_err(sql)?;
-            }
-        }
-        tx.commit().map_err(sql)
+        self.shared
+            .write(|conn| {
+                let mut stmt = conn.prepare_cached(
+                    "INSERT INTO logs (run_id, expires_at, entry) VALUES (?1, ?2, ?3)",
+                )?;
+                for text in &texts {
+                    stmt.execute(params![run_id, expires, text])?;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(sql)
     }
 
     /// `limit` 0 means [`DEFAULT_LOG_LIMIT`].
@@ -767,15 +739,13 @@ impl RunStore for EmbeddedStore {
         limit: usize,
     ) -> Result<Vec<(u64, LogEntry)>, StoreError> {
         let limit = if limit == 0 { DEFAULT_LOG_LIMIT } else { limit };
-        let rows: Vec<(i64, String)> = {
-            let conn = self.shared.conn();
-            let mut stmt = conn
-                .prepare_cached(
+        let rows: Vec<(i64, String)> = self
+            .shared
+            .read(|conn| {
+                conn.prepare_cached(
                     "SELECT seq, entry FROM logs WHERE run_id = ?1 AND seq > ?2 \
                      AND expires_at > ?3 ORDER BY seq LIMIT ?4",
-                )
-                .map_err(sql)?;
-            let rows = stmt
+                )?
                 .query_map(
                     params![
                         run_id,
@@ -784,12 +754,10 @@ impl RunStore for EmbeddedStore {
                         i64::try_from(limit).unwrap_or(i64::MAX)
                     ],
                     |row| Ok((row.get(0)?, row.get(1)?)),
-                )
-                .map_err(sql)?
-                .collect::<Result<_, _>>()
-                .map_err(sql)?;
-            rows
-        };
+                )?
+                .collect()
+            })
+            .map_err(sql)?;
         rows.into_iter()
             .map(|(seq, text)| {
                 let entry = serde_json::from_str(&text).map_err(json_error)?;
@@ -802,46 +770,39 @@ impl RunStore for EmbeddedStore {
 #[async_trait]
 impl Cache for EmbeddedStore {
     async fn get(&self, key: &str) -> Result<Option<Value>, StoreError> {
-        let text: Option<String> = {
-            let conn = self.shared.conn();
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT value FROM cache WHERE key = ?1 \
-                     AND (expires_at IS NULL OR expires_at > ?2)",
-                )
-                .map_err(sql)?;
-            stmt.query_row(params![key, now_nanos()], |row| row.get(0))
-                .optional()
-                .map_err(sql)?
-        };
-        text.map(|t| serde_json::from_str(&t).map_err(json_error))
-            .transpose()
+        self.get_doc(
+            "SELECT value FROM cache WHERE key = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
+            params![key, now_nanos()],
+        )
     }
 
     async fn put(&self, key: &str, value: &Value, ttl: Option<Duration>) -> Result<(), StoreError> {
         let text = serde_json::to_string(value).map_err(json_error)?;
         let expires = ttl.map(|ttl| add_duration(now_nanos(), ttl));
-        let conn = self.shared.conn();
-        let mut stmt = conn
-            .prepare_cached(
-                "INSERT INTO cache (key, value, expires_at) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, \
-                 expires_at = excluded.expires_at",
-            )
+        self.shared
+            .write(|conn| {
+                conn.prepare_cached(
+                    "INSERT INTO cache (key, value, expires_at) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value, \
+                     expires_at = excluded.expires_at",
+                )?
+                .execute(params![key, text, expires])
+            })
+            .await
             .map_err(sql)?;
-        stmt.execute(params![key, text, expires]).map_err(sql)?;
         Ok(())
     }
 
     /// `true` only when a live (unexpired) entry was deleted.
     async fn delete(&self, key: &str) -> Result<bool, StoreError> {
-        let conn = self.shared.conn();
-        let mut stmt = conn
-            .prepare_cached("DELETE FROM cache WHERE key = ?1 RETURNING expires_at")
-            .map_err(sql)?;
-        let expires: Option<Option<i64>> = stmt
-            .query_row([key], |row| row.get(0))
-            .optional()
+        let expires: Option<Option<i64>> = self
+            .shared
+            .write(|conn| {
+                conn.prepare_cached("DELETE FROM cache WHERE key = ?1 RETURNING expires_at")?
+                    .query_row([key], |row| row.get(0))
+                    .optional()
+            })
+            .await
             .map_err(sql)?;
         Ok(match expires {
             None => false,

@@ -88,7 +88,10 @@ impl TypedStep for CacheStep {
             return refuse("default");
         }
         let backend = |e: sluice_core::ports::StoreError| {
-            StepError::Failed(format!("cache {} of key \"{key}\" failed: {e}", action_name(action)))
+            StepError::Failed(format!(
+                "cache {} of key \"{key}\" failed: {e}",
+                action_name(action)
+            ))
         };
 
         match action {

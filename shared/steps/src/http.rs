@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use reqwest::{Client, Method, Url};
 use schemars::JsonSchema;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sluice_core::step::{StepContext, StepError, StepOutput, TypedStep};
 
@@ -15,7 +15,7 @@ use sluice_core::step::{StepContext, StepError, StepOutput, TypedStep};
 const ERROR_BODY_CHARS: usize = 300;
 
 /// How the response becomes the step's output.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ResponseMode {
     /// The body parsed as JSON (an empty body gives `null`).
@@ -31,6 +31,7 @@ pub enum ResponseMode {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BasicAuth {
+    /// The user name.
     pub username: String,
     /// Omitted: only the user name is sent.
     #[serde(default)]
@@ -161,7 +162,9 @@ impl TypedStep for HttpRequest {
             )));
         }
         if !(params.timeout_seconds.is_finite() && params.timeout_seconds > 0.0) {
-            return Err(fatal("\"timeout_seconds\" must be a positive number".into()));
+            return Err(fatal(
+                "\"timeout_seconds\" must be a positive number".into(),
+            ));
         }
         if !params.query.is_empty() {
             let mut pairs = url.query_pairs_mut();
@@ -221,7 +224,10 @@ impl TypedStep for HttpRequest {
                     params.timeout_seconds
                 ))
             } else if e.is_builder() {
-                StepError::Fatal(format!("cannot build the request {method} {shown}: {}", chain(e)))
+                StepError::Fatal(format!(
+                    "cannot build the request {method} {shown}: {}",
+                    chain(e)
+                ))
             } else {
                 StepError::Failed(format!("{method} {shown} failed: {}", chain(e)))
             }

@@ -12,7 +12,7 @@ mod sql;
 
 pub use cache::{CacheAction, CacheParams, CacheStep};
 pub use echo::{Echo, EchoParams};
-pub use http::{Auth, BasicAuth, HttpRequest, HttpRequestParams, ResponseMode};
+pub use http::{Auth, BasicAuth, HttpRequest, HttpRequestParams, ResponseMode, Scalar};
 pub use sql::{Sql, SqlMode, SqlParams};
 
 use sluice_core::step::StepRegistry;

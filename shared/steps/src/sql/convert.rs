@@ -7,12 +7,12 @@
 use std::str::FromStr;
 
 use base64::Engine as _;
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, SecondsFormat, Utc};
 use serde_json::{Map, Number, Value};
 use sqlx::error::BoxDynError;
 use sqlx::mysql::{MySql, MySqlRow, MySqlTypeInfo, MySqlValueRef};
 use sqlx::postgres::{PgRow, PgTypeInfo, PgTypeKind, PgValueRef, Postgres};
 use sqlx::sqlite::{Sqlite, SqliteRow, SqliteTypeInfo, SqliteValueRef};
-use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, SecondsFormat, Utc};
 use sqlx::types::{BigDecimal, JsonValue, Uuid};
 use sqlx::{Column, Decode, Row, TypeInfo, ValueRef};
 
@@ -93,9 +93,13 @@ fn float32(value: f32) -> Value {
         .unwrap_or_else(|_| float(f64::from(value)))
 }
 
-/// A number when a double holds the decimal exactly, else its exact text.
+/// A number when a double holds the decimal exactly, else its exact text (without
+/// trailing fractional zeros, which PostgreSQL's wire format may add).
 fn decimal(value: BigDecimal) -> Value {
-    let text = value.to_string();
+    let mut text = value.to_string();
+    if text.contains('.') && !text.contains(['e', 'E']) {
+        text.truncate(text.trim_end_matches('0').trim_end_matches('.').len());
+    }
     if value.is_integer() {
         if let Ok(i) = text.parse::<i64>() {
             return Value::Number(i.into());
@@ -195,7 +199,11 @@ fn pg_decode(value: PgValueRef<'_>, info: &PgTypeInfo) -> Result<Value, BoxDynEr
         "INT2" => Value::Number(<i16 as Decode<Postgres>>::decode(value)?.into()),
         "INT4" => Value::Number(<i32 as Decode<Postgres>>::decode(value)?.into()),
         "INT8" => Value::Number(<i64 as Decode<Postgres>>::decode(value)?.into()),
-        "OID" => Value::Number(<sqlx::postgres::types::Oid as Decode<Postgres>>::decode(value)?.0.into()),
+        "OID" => Value::Number(
+            <sqlx::postgres::types::Oid as Decode<Postgres>>::decode(value)?
+                .0
+                .into(),
+        ),
         "FLOAT4" => float32(Decode::<Postgres>::decode(value)?),
         "FLOAT8" => float(Decode::<Postgres>::decode(value)?),
         "NUMERIC" => decimal(
@@ -213,10 +221,18 @@ fn pg_decode(value: PgValueRef<'_>, info: &PgTypeInfo) -> Result<Value, BoxDynEr
         })?),
         "TIME" => time(Decode::<Postgres>::decode(value)?),
         "TIMESTAMP" => datetime(Decode::<Postgres>::decode(value).map_err(|_| {
-            cast_hint("PostgreSQL", "TIMESTAMP (infinite or out of range)", "col::text")
+            cast_hint(
+                "PostgreSQL",
+                "TIMESTAMP (infinite or out of range)",
+                "col::text",
+            )
         })?),
         "TIMESTAMPTZ" => datetime_utc(Decode::<Postgres>::decode(value).map_err(|_| {
-            cast_hint("PostgreSQL", "TIMESTAMPTZ (infinite or out of range)", "col::text")
+            cast_hint(
+                "PostgreSQL",
+                "TIMESTAMPTZ (infinite or out of range)",
+                "col::text",
+            )
         })?),
         "VOID" => Value::Null,
         _ => return Err(cast_hint("PostgreSQL", name, "col::text or to_json(col)")),
@@ -224,6 +240,11 @@ fn pg_decode(value: PgValueRef<'_>, info: &PgTypeInfo) -> Result<Value, BoxDynEr
 }
 
 // ---- MySQL / MariaDB: by the column's type ----
+//
+// The protocol marks text with a binary collation (`utf8mb4_bin`, MariaDB's JSON) as
+// binary, and sqlx does not expose the collation that would tell them apart: such
+// columns come back as base64 like true binary ones, consistently for every row.
+// `CAST(col AS CHAR)` in the query gives text.
 
 impl sqlx::Type<MySql> for Cell {
     fn type_info() -> MySqlTypeInfo {
@@ -256,18 +277,29 @@ impl<'r> Decode<'r, MySql> for Cell {
             "JSON" => <JsonValue as Decode<MySql>>::decode(value)?,
             "BINARY" | "VARBINARY" | "TINYBLOB" | "BLOB" | "MEDIUMBLOB" | "LONGBLOB"
             | "GEOMETRY" => bytes(Decode::<MySql>::decode(value)?),
-            "DATE" => date(
-                Decode::<MySql>::decode(value)
-                    .map_err(|_| cast_hint("MySQL", "DATE (zero or out of range)", "CAST(col AS CHAR)"))?,
-            ),
+            "DATE" => date(Decode::<MySql>::decode(value).map_err(|_| {
+                cast_hint("MySQL", "DATE (zero or out of range)", "CAST(col AS CHAR)")
+            })?),
             "DATETIME" => datetime(Decode::<MySql>::decode(value).map_err(|_| {
-                cast_hint("MySQL", "DATETIME (zero or out of range)", "CAST(col AS CHAR)")
+                cast_hint(
+                    "MySQL",
+                    "DATETIME (zero or out of range)",
+                    "CAST(col AS CHAR)",
+                )
             })?),
             "TIMESTAMP" => datetime_utc(Decode::<MySql>::decode(value).map_err(|_| {
-                cast_hint("MySQL", "TIMESTAMP (zero or out of range)", "CAST(col AS CHAR)")
+                cast_hint(
+                    "MySQL",
+                    "TIMESTAMP (zero or out of range)",
+                    "CAST(col AS CHAR)",
+                )
             })?),
             "TIME" => time(Decode::<MySql>::decode(value).map_err(|_| {
-                cast_hint("MySQL", "TIME (negative or past 24 hours)", "CAST(col AS CHAR)")
+                cast_hint(
+                    "MySQL",
+                    "TIME (negative or past 24 hours)",
+                    "CAST(col AS CHAR)",
+                )
             })?),
             // CHAR, VARCHAR, the TEXT types, ENUM, SET.
             _ => Value::String(

@@ -15,12 +15,14 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use schemars::JsonSchema;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use sluice_core::step::{StepContext, StepError, StepOutput, TypedStep};
 use sqlx::error::BoxDynError;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
-use sqlx::postgres::{PgArgumentBuffer, PgConnectOptions, PgPool, PgPoolOptions, PgTypeInfo, Postgres};
+use sqlx::postgres::{
+    PgArgumentBuffer, PgConnectOptions, PgPool, PgPoolOptions, PgTypeInfo, Postgres,
+};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use sqlx::{Executor, Row};
 
@@ -33,7 +35,7 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// What the `sql` step does with `query`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SqlMode {
     /// Run `query` and return its rows as a list of objects keyed by column name.
@@ -105,9 +107,8 @@ impl Sql {
         }
         let backend = backend_of(url)?;
         let shown = display_url(url);
-        let connect_error = |e: sqlx::Error| {
-            classify(backend, &format!("cannot connect to {shown}"), e)
-        };
+        let connect_error =
+            |e: sqlx::Error| classify(backend, &format!("cannot connect to {shown}"), e);
         let pool = match backend {
             Backend::Sqlite => {
                 let options = sqlite_options(url)?;
@@ -136,9 +137,8 @@ impl Sql {
                 )
             }
             Backend::MySql => {
-                let options = MySqlConnectOptions::from_str(url).map_err(|e| {
-                    StepError::Fatal(format!("invalid MySQL URL {shown}: {e}"))
-                })?;
+                let options = MySqlConnectOptions::from_str(url)
+                    .map_err(|e| StepError::Fatal(format!("invalid MySQL URL {shown}: {e}")))?;
                 Pool::MySql(
                     MySqlPoolOptions::new()
                         .max_connections(POOL_MAX_CONNECTIONS)
@@ -179,7 +179,9 @@ impl TypedStep for Sql {
                     return fatal("sql: mode \"describe\" needs a \"table\"");
                 }
                 if params.query.is_some() || !params.params.is_empty() {
-                    return fatal("sql: mode \"describe\" takes a \"table\", not \"query\" or \"params\"");
+                    return fatal(
+                        "sql: mode \"describe\" takes a \"table\", not \"query\" or \"params\"",
+                    );
                 }
             }
         }
@@ -187,16 +189,26 @@ impl TypedStep for Sql {
         let pool = self.pool(&params.url).await?;
         let shown = display_url(&params.url);
         let started = Instant::now();
-        let failed = |e: sqlx::Error| classify(backend, &format!("{} on {shown} failed", mode_name(params.mode)), e);
+        let failed = |e: sqlx::Error| {
+            classify(
+                backend,
+                &format!("{} on {shown} failed", mode_name(params.mode)),
+                e,
+            )
+        };
 
         let value = match params.mode {
             SqlMode::Select => {
                 let query = params.query.as_deref().unwrap_or_default();
                 ctx.log.debug(format!("query: {query}"));
-                let rows = select(&pool, query, &params.params).await.map_err(|e| match e {
-                    QueryError::Sql(e) => failed(e),
-                    QueryError::Convert(m) => StepError::Fatal(format!("select on {shown}: {m}")),
-                })?;
+                let rows = select(&pool, query, &params.params)
+                    .await
+                    .map_err(|e| match e {
+                        QueryError::Sql(e) => failed(e),
+                        QueryError::Convert(m) => {
+                            StepError::Fatal(format!("select on {shown}: {m}"))
+                        }
+                    })?;
                 ctx.log.info(format!(
                     "select on {shown}: {} row{} ({} ms)",
                     rows.len(),
@@ -208,7 +220,9 @@ impl TypedStep for Sql {
             SqlMode::Execute => {
                 let query = params.query.as_deref().unwrap_or_default();
                 ctx.log.debug(format!("query: {query}"));
-                let affected = execute(&pool, query, &params.params).await.map_err(failed)?;
+                let affected = execute(&pool, query, &params.params)
+                    .await
+                    .map_err(failed)?;
                 ctx.log.info(format!(
                     "execute on {shown}: {affected} row{} affected ({} ms)",
                     if affected == 1 { "" } else { "s" },
@@ -220,7 +234,9 @@ impl TypedStep for Sql {
                 let table = params.table.as_deref().unwrap_or_default().trim();
                 let columns = describe(&pool, table).await.map_err(failed)?;
                 if columns.is_empty() {
-                    return Err(StepError::Fatal(format!("table \"{table}\" not found in {shown}")));
+                    return Err(StepError::Fatal(format!(
+                        "table \"{table}\" not found in {shown}"
+                    )));
                 }
                 ctx.log.info(format!(
                     "describe {table} on {shown}: {} columns ({} ms)",
@@ -275,23 +291,36 @@ macro_rules! bind_params {
     }};
 }
 
-async fn select(pool: &Pool, sql: &str, params: &[Value]) -> Result<Vec<Map<String, Value>>, QueryError> {
+async fn select(
+    pool: &Pool,
+    sql: &str,
+    params: &[Value],
+) -> Result<Vec<Map<String, Value>>, QueryError> {
     let convert = QueryError::Convert;
     match pool {
         Pool::Sqlite(pool) => {
             let query = bind_params!(sqlx::query(sql), params, None::<String>, Value::to_string);
             let rows = query.fetch_all(pool).await?;
-            rows.iter().map(convert::sqlite_row_object).collect::<Result<_, _>>().map_err(convert)
+            rows.iter()
+                .map(convert::sqlite_row_object)
+                .collect::<Result<_, _>>()
+                .map_err(convert)
         }
         Pool::Postgres(pool) => {
             let query = bind_params!(sqlx::query(sql), params, UntypedNull, sqlx::types::Json);
             let rows = query.fetch_all(pool).await?;
-            rows.iter().map(convert::pg_row_object).collect::<Result<_, _>>().map_err(convert)
+            rows.iter()
+                .map(convert::pg_row_object)
+                .collect::<Result<_, _>>()
+                .map_err(convert)
         }
         Pool::MySql(pool) => {
             let query = bind_params!(sqlx::query(sql), params, None::<String>, Value::to_string);
             let rows = query.fetch_all(pool).await?;
-            rows.iter().map(convert::mysql_row_object).collect::<Result<_, _>>().map_err(convert)
+            rows.iter()
+                .map(convert::mysql_row_object)
+                .collect::<Result<_, _>>()
+                .map_err(convert)
         }
     }
 }
@@ -300,9 +329,15 @@ async fn select(pool: &Pool, sql: &str, params: &[Value]) -> Result<Vec<Map<Stri
 /// so a script of several statements (`CREATE TABLE …; INSERT …`) runs whole.
 async fn execute(pool: &Pool, sql: &str, params: &[Value]) -> Result<u64, sqlx::Error> {
     Ok(match pool {
-        Pool::Sqlite(pool) if params.is_empty() => pool.execute(sqlx::raw_sql(sql)).await?.rows_affected(),
-        Pool::Postgres(pool) if params.is_empty() => pool.execute(sqlx::raw_sql(sql)).await?.rows_affected(),
-        Pool::MySql(pool) if params.is_empty() => pool.execute(sqlx::raw_sql(sql)).await?.rows_affected(),
+        Pool::Sqlite(pool) if params.is_empty() => {
+            pool.execute(sqlx::raw_sql(sql)).await?.rows_affected()
+        }
+        Pool::Postgres(pool) if params.is_empty() => {
+            pool.execute(sqlx::raw_sql(sql)).await?.rows_affected()
+        }
+        Pool::MySql(pool) if params.is_empty() => {
+            pool.execute(sqlx::raw_sql(sql)).await?.rows_affected()
+        }
         Pool::Sqlite(pool) => {
             bind_params!(sqlx::query(sql), params, None::<String>, Value::to_string)
                 .execute(pool)
@@ -327,9 +362,7 @@ async fn execute(pool: &Pool, sql: &str, params: &[Value]) -> Result<u64, sqlx::
 /// The columns of `table` as `{"name", "type", "nullable"}`, in table order; empty when
 /// the table does not exist. `type` is the declared type as the database shows it.
 async fn describe(pool: &Pool, table: &str) -> Result<Vec<Value>, sqlx::Error> {
-    let column = |name: String, ty: String, nullable: bool| {
-        json!({ "name": name, "type": ty, "nullable": nullable })
-    };
+    let column = |name: String, ty: String, nullable: bool| json!({ "name": name, "type": ty, "nullable": nullable });
     let (schema, name) = match table.rsplit_once('.') {
         Some((schema, name)) => (Some(schema), name),
         None => (None, table),
@@ -344,7 +377,13 @@ async fn describe(pool: &Pool, table: &str) -> Result<Vec<Value>, sqlx::Error> {
             .fetch_all(pool)
             .await?;
             rows.iter()
-                .map(|r| Ok(column(r.try_get(0)?, r.try_get(1)?, r.try_get::<i64, _>(2)? == 0)))
+                .map(|r| {
+                    Ok(column(
+                        r.try_get(0)?,
+                        r.try_get(1)?,
+                        r.try_get::<i64, _>(2)? == 0,
+                    ))
+                })
                 .collect()
         }
         Pool::Postgres(pool) => {
@@ -485,7 +524,9 @@ fn classify(backend: Backend, context: &str, error: sqlx::Error) -> StepError {
                 // (serialization, deadlock), insufficient resources, operator
                 // intervention, system error; and lock_not_available.
                 Backend::Postgres | Backend::MySql => {
-                    ["08", "40", "53", "57", "58"].iter().any(|c| code.starts_with(c))
+                    ["08", "40", "53", "57", "58"]
+                        .iter()
+                        .any(|c| code.starts_with(c))
                         || code == "55P03"
                         || mysql_lock_timeout(db.as_ref())
                 }

@@ -1,0 +1,451 @@
+//! The commands on the embedded data directory.
+
+use std::path::Path;
+
+use anyhow::{anyhow, Context};
+use serde_json::{Map, Value};
+use sluice_core::json::parse_document;
+use sluice_core::model::{Application, Configuration, LogEntry, RunState, Schedule};
+use sluice_core::ports::RunQuery;
+use sluice_core::task::{rfc3339, task_document};
+use sluice_core::validate::{parse_application, parse_configuration};
+use sluice_core::Invalid;
+use sluice_runtime::{Runtime, StartError, StartRequest};
+
+use crate::local::Local;
+use crate::progress::{summary, wait_for, Printer};
+use crate::{
+    CacheCommand, Cli, Command, DocCommand, InvalidInput, OutputFormat, RunArgs, RunsCommand, SchemaKind,
+    EXIT_INVALID, EXIT_RUN_FAILED,
+};
+
+pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
+    match cli.command {
+        Command::Validate { files } => validate(&files),
+        Command::Schema { kind } => {
+            println!("{}", serde_json::to_string_pretty(&schema(kind))?);
+            Ok(0)
+        }
+        Command::Bench(args) => crate::bench::run(args).await,
+        command => {
+            let local = Local::open(&cli.data_dir)?;
+            match command {
+                Command::Run(args) => run(&local, args).await,
+                Command::Resume {
+                    run_id,
+                    output,
+                    workers,
+                } => resume(&local, run_id, output, workers).await,
+                Command::Apps(cmd) => apps(&local.runtime, cmd).await,
+                Command::Configs(cmd) => configs(&local.runtime, cmd).await,
+                Command::Runs(cmd) => runs(&local, cmd).await,
+                Command::Cache(cmd) => cache(&local.runtime, cmd).await,
+                Command::Validate { .. } | Command::Schema { .. } | Command::Bench(_) => unreachable!(),
+            }
+        }
+    }
+}
+
+/// The JSON Schema of a document kind.
+pub fn schema(kind: SchemaKind) -> Value {
+    match kind {
+        SchemaKind::Application => schemars::schema_for!(Application).to_value(),
+        SchemaKind::Configuration => schemars::schema_for!(Configuration).to_value(),
+        SchemaKind::Schedule => schemars::schema_for!(Schedule).to_value(),
+    }
+}
+
+fn read(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).map_err(|e| InvalidInput(format!("{}: cannot read: {e}", path.display())).into())
+}
+
+fn invalid(path: &Path, e: &Invalid) -> anyhow::Error {
+    let lines: Vec<String> = e.issues.iter().map(|i| format!("{}: {i}", path.display())).collect();
+    InvalidInput(lines.join("\n")).into()
+}
+
+fn load_application(path: &Path, runtime: &Runtime) -> anyhow::Result<Application> {
+    parse_application(&read(path)?, runtime.catalog()).map_err(|e| invalid(path, &e))
+}
+
+fn load_configuration(path: &Path) -> anyhow::Result<Configuration> {
+    parse_configuration(&read(path)?).map_err(|e| invalid(path, &e))
+}
+
+/// Maps a start failure to exit code 2 (input) or 3 (anything else).
+fn start_error(e: StartError) -> anyhow::Error {
+    match e {
+        StartError::Invalid(invalid) => InvalidInput(invalid.to_string()).into(),
+        StartError::NotFound(message) => InvalidInput(message).into(),
+        StartError::Runtime(e) => e.into(),
+    }
+}
+
+/// `-p NAME=VALUE`: VALUE as JSON when it parses, else as a string.
+fn parse_params(raw: &[String]) -> anyhow::Result<Map<String, Value>> {
+    let mut params = Map::new();
+    for item in raw {
+        let (name, value) = item
+            .split_once('=')
+            .ok_or_else(|| InvalidInput(format!("-p {item}: expected NAME=VALUE")))?;
+        if name.is_empty() {
+            return Err(InvalidInput(format!("-p {item}: the name is empty")).into());
+        }
+        let value = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_string()));
+        params.insert(name.to_string(), value);
+    }
+    Ok(params)
+}
+
+async fn run(local: &Local, args: RunArgs) -> anyhow::Result<u8> {
+    let runtime = &local.runtime;
+    let params = parse_params(&args.params)?;
+    let path = Path::new(&args.app);
+    // Everything is checked before anything is stored: nothing is half written.
+    let app = if path.is_file() {
+        Some(load_application(path, runtime)?)
+    } else {
+        None
+    };
+    let config = args.config.as_deref().map(load_configuration).transpose()?;
+    if let Some(config) = &config {
+        runtime.put_configuration(config).await.map_err(start_error)?;
+    }
+    let name = match &app {
+        Some(app) => {
+            runtime.put_application(app).await.map_err(start_error)?;
+            app.name.clone()
+        }
+        None => args.app.clone(),
+    };
+    let workers = local.start_workers(args.workers).await?;
+    let updates = runtime.subscribe();
+    let started = runtime
+        .start(StartRequest {
+            application: name,
+            params,
+            ..StartRequest::default()
+        })
+        .await;
+    let run = match started {
+        Ok(run) => run,
+        Err(e) => {
+            workers.shutdown().await;
+            return Err(start_error(e));
+        }
+    };
+    if args.output == OutputFormat::Text {
+        eprintln!("Started {} ({})", run.id, run.application);
+    }
+    let mut printer = Printer::new(args.output == OutputFormat::Text);
+    let finished = wait_for(runtime, std::slice::from_ref(&run.id), updates, &mut printer).await;
+    workers.shutdown().await;
+    let finished = finished?;
+    let run = finished.get(&run.id).cloned().ok_or_else(|| anyhow!("run disappeared"))?;
+    report(runtime, &[run], args.output).await
+}
+
+/// Prints the summary (text) or the task documents with outputs (json); the exit code
+/// says whether every run succeeded.
+async fn report(runtime: &Runtime, runs: &[sluice_core::model::Run], output: OutputFormat) -> anyhow::Result<u8> {
+    for run in runs {
+        match output {
+            OutputFormat::Text => {
+                let plan = runtime.plan_of(run).await?;
+                let mut finals = Vec::new();
+                for step in &run.steps {
+                    let is_final = !plan.app.steps.iter().any(|s| s.depends_on.contains(&step.id));
+                    if is_final && step.state.succeeded() {
+                        finals.push((step.id.clone(), runtime.read_output(run, &step.id).await?));
+                    }
+                }
+                print!("{}", summary(run, &finals))
+            }
+            OutputFormat::Json => {
+                let outputs = runtime.outputs(run).await?;
+                println!("{}", serde_json::to_string_pretty(&task_document(run, Some(&outputs)))?);
+            }
+        }
+    }
+    Ok(if runs.iter().all(|r| r.state == RunState::Success) {
+        0
+    } else {
+        EXIT_RUN_FAILED
+    })
+}
+
+async fn resume(local: &Local, run_id: Option<String>, output: OutputFormat, workers: usize) -> anyhow::Result<u8> {
+    let runtime = &local.runtime;
+    let workers = local.start_workers(workers).await?;
+    let updates = runtime.subscribe();
+    let ids = match &run_id {
+        Some(id) => {
+            runtime.resume(id, true).await?;
+            vec![id.clone()]
+        }
+        None => runtime.resume_all(true).await?,
+    };
+    if ids.is_empty() {
+        workers.shutdown().await;
+        if output == OutputFormat::Text {
+            eprintln!("No unfinished runs.");
+        } else {
+            println!("[]");
+        }
+        return Ok(0);
+    }
+    if output == OutputFormat::Text {
+        eprintln!("Resuming {} run(s): {}", ids.len(), ids.join(", "));
+    }
+    let mut printer = Printer::new(output == OutputFormat::Text);
+    let finished = wait_for(runtime, &ids, updates, &mut printer).await;
+    workers.shutdown().await;
+    let finished = finished?;
+    let runs: Vec<_> = ids.iter().filter_map(|id| finished.get(id).cloned()).collect();
+    report(runtime, &runs, output).await
+}
+
+/// Which document a file holds, by its top-level fields.
+fn validate(files: &[std::path::PathBuf]) -> anyhow::Result<u8> {
+    let catalog = sluice_core::validate::StepCatalog::new(&sluice_steps::builtin_registry());
+    let mut code = 0;
+    for file in files {
+        let text = match read(file) {
+            Ok(text) => text,
+            Err(e) => {
+                eprintln!("{e}");
+                code = EXIT_INVALID;
+                continue;
+            }
+        };
+        let kind = serde_json::from_str::<Value>(&text).ok().map(|v| {
+            if v.get("data").is_some() {
+                "configuration"
+            } else if v.get("schedule").is_some() {
+                "schedule"
+            } else {
+                "application"
+            }
+        });
+        let result = match kind.unwrap_or("application") {
+            "configuration" => parse_configuration(&text).map(|_| "configuration"),
+            "schedule" => parse_document::<Schedule>(&text).map(|_| "schedule"),
+            _ => parse_application(&text, &catalog).map(|_| "application"),
+        };
+        match result {
+            Ok(kind) => println!("{}: valid {kind}", file.display()),
+            Err(e) => {
+                eprintln!("{}", invalid(file, &e));
+                code = EXIT_INVALID;
+            }
+        }
+    }
+    Ok(code)
+}
+
+async fn apps(runtime: &Runtime, cmd: DocCommand) -> anyhow::Result<u8> {
+    let definitions = &runtime.backend().definitions;
+    match cmd {
+        DocCommand::Push { file } => {
+            let app = load_application(&file, runtime)?;
+            runtime.put_application(&app).await.map_err(start_error)?;
+            println!("Stored application {} ({} steps)", app.name, app.steps.len());
+        }
+        DocCommand::List => {
+            for app in definitions.list_applications().await? {
+                println!(
+                    "{:<32} {:<10} {:>3} steps  {}",
+                    app.name,
+                    app.version,
+                    app.steps.len(),
+                    app.friendly_name.as_deref().unwrap_or(&app.description)
+                );
+            }
+        }
+        DocCommand::Get { name } => {
+            let app = definitions
+                .get_application(&name)
+                .await?
+                .ok_or_else(|| InvalidInput(format!("application \"{name}\" not found")))?;
+            println!("{}", serde_json::to_string_pretty(&app)?);
+        }
+        DocCommand::Delete { name } => {
+            if !definitions.delete_application(&name).await? {
+                return Err(InvalidInput(format!("application \"{name}\" not found")).into());
+            }
+            println!("Deleted application {name}");
+        }
+    }
+    Ok(0)
+}
+
+async fn configs(runtime: &Runtime, cmd: DocCommand) -> anyhow::Result<u8> {
+    let definitions = &runtime.backend().definitions;
+    match cmd {
+        DocCommand::Push { file } => {
+            let config = load_configuration(&file)?;
+            let stored = runtime.put_configuration(&config).await.map_err(start_error)?;
+            let encrypted = stored.data.iter().filter(|v| v.encrypted).count();
+            println!(
+                "Stored configuration {} ({} variables, {encrypted} encrypted)",
+                stored.name,
+                stored.data.len()
+            );
+        }
+        DocCommand::List => {
+            for config in definitions.list_configurations().await? {
+                println!("{:<32} {:<10} {:>3} variables", config.name, config.version, config.data.len());
+            }
+        }
+        DocCommand::Get { name } => {
+            let config = definitions
+                .get_configuration(&name)
+                .await?
+                .ok_or_else(|| InvalidInput(format!("configuration \"{name}\" not found")))?;
+            // Stored redacted already; redact again so no path can ever show a secret.
+            println!("{}", serde_json::to_string_pretty(&config.redacted())?);
+        }
+        DocCommand::Delete { name } => {
+            if !runtime.delete_configuration(&name).await? {
+                return Err(InvalidInput(format!("configuration \"{name}\" not found")).into());
+            }
+            println!("Deleted configuration {name}");
+        }
+    }
+    Ok(0)
+}
+
+async fn runs(local: &Local, cmd: RunsCommand) -> anyhow::Result<u8> {
+    let runtime = &local.runtime;
+    let store = &runtime.backend().runs;
+    match cmd {
+        RunsCommand::List {
+            application,
+            state,
+            limit,
+            output,
+        } => {
+            let state = state
+                .map(|s| RunState::parse(&s).ok_or_else(|| InvalidInput(format!("--state {s}: expected pending, running, success, failure or revoked"))))
+                .transpose()?;
+            let list = store
+                .list_runs(&RunQuery {
+                    application,
+                    state,
+                    limit,
+                    ..RunQuery::default()
+                })
+                .await?;
+            match output {
+                OutputFormat::Json => {
+                    let docs: Vec<Value> = list.iter().map(|r| task_document(r, None)).collect();
+                    println!("{}", serde_json::to_string_pretty(&docs)?);
+                }
+                OutputFormat::Text => {
+                    for run in list {
+                        println!(
+                            "{}  {:<24} {:<8} {}  {}",
+                            run.id,
+                            run.application,
+                            run.state.as_str(),
+                            rfc3339(&run.created_at),
+                            run.finished_at.map(|t| rfc3339(&t)).unwrap_or_default()
+                        );
+                    }
+                }
+            }
+            Ok(0)
+        }
+        RunsCommand::Get { id } => {
+            let run = find_run(runtime, &id).await?;
+            let outputs = runtime.outputs(&run).await?;
+            println!("{}", serde_json::to_string_pretty(&task_document(&run, Some(&outputs)))?);
+            Ok(0)
+        }
+        RunsCommand::Logs { id, step, follow } => {
+            find_run(runtime, &id).await?;
+            let mut after = 0;
+            loop {
+                let entries = store.get_logs(&id, after, 1000).await?;
+                for (seq, entry) in &entries {
+                    after = *seq;
+                    if step.as_ref().is_none_or(|s| *s == entry.step) {
+                        println!("{}", format_log(entry));
+                    }
+                }
+                if !entries.is_empty() {
+                    continue;
+                }
+                if !follow || find_run(runtime, &id).await?.state.is_terminal() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            }
+            Ok(0)
+        }
+        RunsCommand::Replay { id, output } => {
+            find_run(runtime, &id).await?;
+            let workers = local.start_workers(16).await?;
+            let updates = runtime.subscribe();
+            let run = match runtime.replay(&id).await {
+                Ok(run) => run,
+                Err(e) => {
+                    workers.shutdown().await;
+                    return Err(start_error(e));
+                }
+            };
+            if output == OutputFormat::Text {
+                eprintln!("Started {} (replay of {id})", run.id);
+            }
+            let mut printer = Printer::new(output == OutputFormat::Text);
+            let finished = wait_for(runtime, std::slice::from_ref(&run.id), updates, &mut printer).await;
+            workers.shutdown().await;
+            let finished = finished?;
+            let runs: Vec<_> = finished.get(&run.id).cloned().into_iter().collect();
+            report(runtime, &runs, output).await
+        }
+        RunsCommand::Revoke { id } => {
+            find_run(runtime, &id).await?;
+            let run = runtime.revoke(&id).await?;
+            println!("Run {} is {}", run.id, run.state.as_str());
+            Ok(0)
+        }
+    }
+}
+
+async fn find_run(runtime: &Runtime, id: &str) -> anyhow::Result<sluice_core::model::Run> {
+    match runtime.get_run(id).await {
+        Ok(run) => Ok(run),
+        Err(sluice_runtime::RuntimeError::NotFound(_)) => Err(InvalidInput(format!("run \"{id}\" not found")).into()),
+        Err(e) => Err(e).context("cannot read the run"),
+    }
+}
+
+/// One log line: `ts LEVEL step[attempt] message`.
+pub fn format_log(entry: &LogEntry) -> String {
+    format!(
+        "{} {:<7} {}[{}] {}",
+        rfc3339(&entry.ts),
+        entry.level.as_str(),
+        entry.step,
+        entry.attempt,
+        entry.message
+    )
+}
+
+async fn cache(runtime: &Runtime, cmd: CacheCommand) -> anyhow::Result<u8> {
+    let cache = &runtime.backend().cache;
+    match cmd {
+        CacheCommand::Get { key } => match cache.get(&key).await? {
+            Some(value) => println!("{}", serde_json::to_string_pretty(&value)?),
+            None => return Err(InvalidInput(format!("cache key \"{key}\" not found")).into()),
+        },
+        CacheCommand::Delete { key } => {
+            if !cache.delete(&key).await? {
+                return Err(InvalidInput(format!("cache key \"{key}\" not found")).into());
+            }
+            println!("Deleted {key}");
+        }
+    }
+    Ok(0)
+}

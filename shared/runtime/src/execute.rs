@@ -1,0 +1,610 @@
+//! Executing one claimed attempt: building the scope its parameters resolve in (loading
+//! secrets only when a parameter needs them), running the step type or operator under its
+//! timeout, storing the redacted output and the logs.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use serde_json::{json, Value};
+use sluice_core::condition;
+use sluice_core::engine::{AttemptResult, Claim, Decision, Event, Plan};
+use sluice_core::model::{LogLevel, ParentRef, Run, StepSpec};
+use sluice_core::operators::{self, TransformOutput, TransformParams, TriggerParams};
+use sluice_core::ports::{OutputKey, TaskMessage};
+use sluice_core::redact::Redactor;
+use sluice_core::reference::{self, ConfigValues, RefError, RunScope};
+use sluice_core::step::{StepContext, StepError, StepLogger, StepOutput};
+use sluice_core::template;
+use sluice_core::validate::run_variables;
+
+use crate::runtime::{Runtime, RuntimeError};
+use crate::service::StartRequest;
+
+/// What became of a message.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// Executed: apply these events (the output is already stored).
+    Done(Vec<Event>),
+    /// Nothing to do: drop the message.
+    Duplicate,
+    /// Try again after this many milliseconds.
+    Busy(u64),
+}
+
+/// The scope of one step with the redactor for whatever secrets went into it.
+struct Prepared {
+    scope: RunScope,
+    redactor: Redactor,
+}
+
+impl Runtime {
+    /// Builds the scope a step resolves in. Secrets are read only when `with_secrets`.
+    async fn scope(
+        &self,
+        run: &Run,
+        plan: &Plan,
+        spec: &StepSpec,
+        with_secrets: bool,
+    ) -> Result<Prepared, StepError> {
+        let mut config = ConfigValues::default();
+        let mut redactor = Redactor::default();
+        if let Some(name) = &run.configuration {
+            let stored = self
+                .backend
+                .definitions
+                .get_configuration(name)
+                .await
+                .map_err(|e| StepError::Failed(e.to_string()))?
+                .ok_or_else(|| StepError::Fatal(format!("configuration \"{name}\" not found")))?;
+            let secrets = if with_secrets {
+                Some(self.secrets_of(name).await?)
+            } else {
+                None
+            };
+            for var in &stored.data {
+                if var.encrypted {
+                    match secrets.as_ref().and_then(|s| s.get(&var.name)) {
+                        Some(value) => {
+                            config.values.insert(var.name.clone(), value.clone());
+                        }
+                        None => config.withheld.push(var.name.clone()),
+                    }
+                } else {
+                    config
+                        .values
+                        .entry(var.name.clone())
+                        .or_insert_with(|| var.value.clone());
+                }
+            }
+            if let Some(secrets) = &secrets {
+                redactor = Redactor::new(secrets.values());
+            }
+        }
+        let mut steps = BTreeMap::new();
+        for id in visible_steps(plan, spec) {
+            let output = self
+                .read_output(run, &id)
+                .await
+                .map_err(|e| StepError::Failed(e.to_string()))?;
+            steps.insert(id, output);
+        }
+        Ok(Prepared {
+            scope: RunScope {
+                config,
+                vars: run_variables(&plan.app, &run.params),
+                run: json!({"id": run.id, "application": run.application}),
+                steps,
+                item: None,
+            },
+            redactor,
+        })
+    }
+
+    /// Decrypted secrets of a configuration, reused for a short while.
+    async fn secrets_of(&self, configuration: &str) -> Result<Arc<BTreeMap<String, Value>>, StepError> {
+        if let Some((at, secrets)) = self.secret_cache.lock().expect("secret cache").get(configuration) {
+            if at.elapsed() < self.config.secret_ttl {
+                return Ok(secrets.clone());
+            }
+        }
+        let secrets = Arc::new(
+            self.backend
+                .secrets
+                .get_secrets(configuration)
+                .await
+                .map_err(|e| StepError::Fatal(e.to_string()))?,
+        );
+        self.secret_cache
+            .lock()
+            .expect("secret cache")
+            .insert(configuration.to_string(), (Instant::now(), secrets.clone()));
+        Ok(secrets)
+    }
+
+    /// Resolves with the plain scope first and reads secrets only when a reference needs
+    /// an encrypted value.
+    async fn resolve_with<T>(
+        &self,
+        run: &Run,
+        plan: &Plan,
+        spec: &StepSpec,
+        needs_secrets: bool,
+        resolve: impl Fn(&RunScope) -> Result<T, ResolveFailure>,
+    ) -> Result<(T, Prepared), StepError> {
+        let prepared = self.scope(run, plan, spec, needs_secrets).await?;
+        match resolve(&prepared.scope) {
+            Ok(value) => Ok((value, prepared)),
+            Err(ResolveFailure::Withheld) if !needs_secrets => {
+                let prepared = self.scope(run, plan, spec, true).await?;
+                match resolve(&prepared.scope) {
+                    Ok(value) => Ok((value, prepared)),
+                    Err(e) => Err(StepError::Fatal(prepared.redactor.redact_str(&e.message()))),
+                }
+            }
+            Err(e) => Err(StepError::Fatal(prepared.redactor.redact_str(&e.message()))),
+        }
+    }
+
+    /// Evaluates a ready step's `when` and `for_each`.
+    pub(crate) async fn evaluate(&self, run: &Run, step_id: &str) -> Result<Decision, RuntimeError> {
+        let plan = self.plan(&run.id).await?;
+        let Some(spec) = plan.app.step(step_id) else {
+            return Ok(Decision::Fail(format!("unknown step {step_id}")));
+        };
+        let predecessors = plan.predecessors(step_id);
+        let needs_secrets = spec
+            .when
+            .as_ref()
+            .is_some_and(|w| serde_json::to_string(w).unwrap_or_default().contains("config"));
+        let decided = self
+            .resolve_with(run, &plan, spec, needs_secrets, |scope| {
+                if let Some(when) = &spec.when {
+                    let holds = condition::evaluate(when, scope, &|| scope.template_context(&predecessors))
+                        .map_err(ResolveFailure::from_message)?;
+                    if !holds {
+                        return Ok(Decision::Skip);
+                    }
+                }
+                match &spec.for_each {
+                    None => Ok(Decision::Run { units: None }),
+                    Some(for_each) => {
+                        let items = for_each_items(spec, scope)?;
+                        let batches = items.len().div_ceil(for_each.batch_size.max(1));
+                        Ok(Decision::Run {
+                            units: Some(batches as u32),
+                        })
+                    }
+                }
+            })
+            .await;
+        Ok(match decided {
+            Ok((decision, _)) => decision,
+            Err(e) => Decision::Fail(e.message().to_string()),
+        })
+    }
+
+    /// Claims and executes one attempt of a step.
+    pub(crate) async fn execute(&self, message: &TaskMessage) -> Result<Outcome, RuntimeError> {
+        let claim = Event::Claim {
+            step: message.step_id.clone(),
+            unit: message.unit,
+            attempt: message.attempt,
+        };
+        let (run, applied) = match self.transition(&message.run_id, &claim).await {
+            Ok(done) => done,
+            // An expired or deleted run: nothing left to do.
+            Err(RuntimeError::NotFound(_)) => return Ok(Outcome::Duplicate),
+            Err(e) => return Err(e),
+        };
+        match applied.claim {
+            Some(Claim::Granted) => {}
+            Some(Claim::Busy { retry_after_ms }) => return Ok(Outcome::Busy(retry_after_ms)),
+            _ => return Ok(Outcome::Duplicate),
+        }
+        let plan = self.plan(&run.id).await?;
+        let spec = plan
+            .app
+            .step(&message.step_id)
+            .ok_or_else(|| RuntimeError::NotFound(format!("step {}", message.step_id)))?;
+
+        let started = Instant::now();
+        let flow = StepLogger::new(&spec.id, message.attempt, run.loglevel, Redactor::default());
+        flow.log(LogLevel::Flow, format!("Start {}", spec.id));
+        let (result, logger) = self.attempt(&run, &plan, spec, message).await;
+        let logger = logger.unwrap_or_else(|| flow.clone().into());
+        let mut events = Vec::new();
+        let result = match result {
+            Ok((output, mut extra)) => {
+                let key = OutputKey {
+                    run_id: run.id.clone(),
+                    step_id: spec.id.clone(),
+                    unit: message.unit,
+                };
+                if let Some(output) = &output.value_to_store {
+                    self.backend
+                        .runs
+                        .put_output(&key, output, run.expires_at)
+                        .await?;
+                }
+                events.append(&mut extra);
+                output.result
+            }
+            Err(error) => {
+                let reason = logger.redact(error.message());
+                logger.log(
+                    LogLevel::Error,
+                    format!("Error executing the step: {}. Details: {reason}", spec.id),
+                );
+                Some(AttemptResult::Failure {
+                    error: reason,
+                    retryable: error.retryable(),
+                })
+            }
+        };
+        logger.log(
+            LogLevel::Flow,
+            format!("stop {}|{:.3}", spec.id, started.elapsed().as_secs_f64()),
+        );
+        let mut entries = flow.drain();
+        entries.extend(logger.drain());
+        self.backend
+            .runs
+            .append_logs(&run.id, &entries, run.expires_at)
+            .await?;
+        if let Some(result) = result {
+            events.push(Event::Finished {
+                step: spec.id.clone(),
+                unit: message.unit,
+                attempt: message.attempt,
+                result,
+            });
+        }
+        Ok(Outcome::Done(events))
+    }
+
+    /// One attempt: resolve, run, redact. Returns the logger that saw the secrets.
+    async fn attempt(
+        &self,
+        run: &Run,
+        plan: &Plan,
+        spec: &StepSpec,
+        message: &TaskMessage,
+    ) -> (Result<(AttemptOutput, Vec<Event>), StepError>, Option<LoggerHandle>) {
+        let needs_secrets = spec.step_type != operators::TRIGGER_APPLICATION
+            && operators::is_operator(&spec.step_type)
+            && spec
+                .parameters
+                .get("template")
+                .and_then(Value::as_str)
+                .is_some_and(|t| t.contains("config"));
+        let unit = message.unit as usize;
+        let resolved = self
+            .resolve_with(run, plan, spec, needs_secrets, |scope| {
+                let mut scope = scope.clone();
+                if spec.for_each.is_some() {
+                    let items = for_each_items(spec, &scope)?;
+                    let batch = spec.for_each.as_ref().map_or(1, |f| f.batch_size.max(1));
+                    let start = unit * batch;
+                    let item = if batch == 1 {
+                        items.get(start).cloned().unwrap_or(Value::Null)
+                    } else {
+                        Value::Array(items.iter().skip(start).take(batch).cloned().collect())
+                    };
+                    scope.item = Some(item);
+                }
+                let params = if operators::is_operator(&spec.step_type)
+                    && spec.step_type != operators::TRIGGER_APPLICATION
+                {
+                    // A template's `${…}` would clash with Jinja; only resolve around it.
+                    resolve_except_template(&spec.parameters, &scope)?
+                } else {
+                    reference::resolve_value(&Value::Object(spec.parameters.clone()), &scope)
+                        .map_err(ResolveFailure::from)?
+                };
+                Ok((params, scope))
+            })
+            .await;
+        let ((params, scope), prepared) = match resolved {
+            Ok(done) => done,
+            Err(e) => return (Err(e), None),
+        };
+        let logger = LoggerHandle {
+            logger: StepLogger::new(&spec.id, message.attempt, run.loglevel, prepared.redactor.clone()),
+            redactor: prepared.redactor.clone(),
+        };
+        logger.logger.debug(format!("parameters: {}", prepared.redactor.redact_value(&params)));
+        let timeout = Duration::from_secs(spec.timeout_seconds());
+        let outcome = tokio::time::timeout(timeout, async {
+            match spec.step_type.as_str() {
+                operators::TRANSFORM | operators::TEMPLATE_RENDER => {
+                    transform(spec, params, &scope, plan).map(|o| (o, Vec::new()))
+                }
+                operators::TRIGGER_APPLICATION => self.trigger(run, spec, message, params).await,
+                other => {
+                    let step_type = self
+                        .registry
+                        .get(other)
+                        .ok_or_else(|| StepError::Fatal(format!("step type \"{other}\" is not registered here")))?;
+                    let ctx = StepContext {
+                        run_id: run.id.clone(),
+                        step_id: spec.id.clone(),
+                        attempt: message.attempt,
+                        unit: message.unit,
+                        log: logger.logger.clone(),
+                        cache: self.backend.cache.clone(),
+                    };
+                    step_type
+                        .execute(params, &ctx)
+                        .await
+                        .map(|o| (AttemptOutput::finished(o), Vec::new()))
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(StepError::Failed(format!(
+                "timed out after {} seconds",
+                timeout.as_secs()
+            )))
+        });
+        let outcome = outcome.map(|(mut output, events)| {
+            if let Some(value) = &output.value_to_store {
+                output.value_to_store = Some(prepared.redactor.redact_value(value));
+            }
+            (output, events)
+        });
+        (outcome, Some(logger))
+    }
+
+    /// Starts the child run of a `trigger_application`.
+    async fn trigger(
+        &self,
+        run: &Run,
+        spec: &StepSpec,
+        message: &TaskMessage,
+        params: Value,
+    ) -> Result<(AttemptOutput, Vec<Event>), StepError> {
+        let params: TriggerParams = sluice_core::json::from_value(params)
+            .map_err(|e| StepError::Fatal(format!("invalid parameters: {e}")))?;
+        let claimed_at = run
+            .step(&spec.id)
+            .and_then(|s| s.units.get(message.unit as usize))
+            .and_then(|u| u.claimed_at)
+            .unwrap_or_else(Utc::now);
+        // The same attempt always names the same child, so a redelivery cannot start two.
+        let child_id = sluice_core::model::deterministic_run_id(
+            claimed_at,
+            &format!("{}/{}/{}/{}", run.id, spec.id, message.unit, message.attempt),
+        );
+        let mut child_params = params.params.clone();
+        if let Some(configuration) = &params.configuration {
+            child_params.insert("configuration".into(), Value::String(configuration.clone()));
+        }
+        let request = StartRequest {
+            application: params.application.clone(),
+            params: child_params,
+            parent: Some(ParentRef {
+                run_id: run.id.clone(),
+                step_id: spec.id.clone(),
+                blocking: params.blocking,
+            }),
+            run_id: Some(child_id.clone()),
+            replay_of: None,
+            snapshot: None,
+        };
+        Box::pin(self.start(request))
+            .await
+            .map_err(|e| StepError::Fatal(format!("cannot start application \"{}\": {e}", params.application)))?;
+        let started = Event::ChildStarted {
+            step: spec.id.clone(),
+            unit: message.unit,
+            attempt: message.attempt,
+            child_run: child_id.clone(),
+        };
+        if params.blocking {
+            // The child's end stores the output and finishes this step.
+            Ok((AttemptOutput::pending(), vec![started]))
+        } else {
+            Ok((
+                AttemptOutput::finished(StepOutput::value(json!({"run_id": child_id}))),
+                vec![started],
+            ))
+        }
+    }
+
+    /// Executes a message for an operator inline (no queue hop) and queues its events.
+    pub(crate) async fn run_claimed(
+        &self,
+        message: &TaskMessage,
+        work: &mut VecDeque<(String, Event)>,
+    ) -> Result<Option<Event>, RuntimeError> {
+        match Box::pin(self.execute(message)).await? {
+            Outcome::Done(events) => {
+                work.extend(events.into_iter().map(|e| (message.run_id.clone(), e)));
+                Ok(None)
+            }
+            Outcome::Duplicate => Ok(None),
+            Outcome::Busy(ms) => {
+                let queue = (self.config.queue_for)(operators::TRANSFORM);
+                self.backend
+                    .queue
+                    .send(&queue, message, Duration::from_millis(ms))
+                    .await?;
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// A step's logger and the redactor of the secrets it may have seen.
+#[derive(Clone)]
+struct LoggerHandle {
+    logger: StepLogger,
+    redactor: Redactor,
+}
+
+impl LoggerHandle {
+    fn redact(&self, text: &str) -> String {
+        self.redactor.redact_str(text)
+    }
+    fn log(&self, level: LogLevel, message: String) {
+        self.logger.log(level, message)
+    }
+    fn drain(&self) -> Vec<sluice_core::model::LogEntry> {
+        self.logger.drain()
+    }
+}
+
+impl From<StepLogger> for LoggerHandle {
+    fn from(logger: StepLogger) -> Self {
+        Self {
+            logger,
+            redactor: Redactor::default(),
+        }
+    }
+}
+
+/// What an attempt produced: the output to store (if any) and the result to record
+/// (none while a blocking child runs).
+struct AttemptOutput {
+    value_to_store: Option<Value>,
+    result: Option<AttemptResult>,
+}
+
+impl AttemptOutput {
+    fn finished(output: StepOutput) -> Self {
+        Self {
+            value_to_store: Some(output.value),
+            result: Some(AttemptResult::Success {
+                warnings: output.warnings,
+            }),
+        }
+    }
+
+    fn pending() -> Self {
+        Self {
+            value_to_store: None,
+            result: None,
+        }
+    }
+}
+
+/// Why resolution failed: a withheld secret (retry with secrets) or a real error.
+enum ResolveFailure {
+    Withheld,
+    Error(String),
+}
+
+impl ResolveFailure {
+    fn from_message(message: String) -> Self {
+        // Conditions report errors as text; a withheld secret is recognisable by it.
+        if message.contains("is not available here") {
+            Self::Withheld
+        } else {
+            Self::Error(message)
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            Self::Withheld => "an encrypted configuration value could not be read".into(),
+            Self::Error(m) => m.clone(),
+        }
+    }
+}
+
+impl From<RefError> for ResolveFailure {
+    fn from(e: RefError) -> Self {
+        match e {
+            RefError::Withheld { .. } => Self::Withheld,
+            other => Self::Error(other.to_string()),
+        }
+    }
+}
+
+/// The steps whose outputs a step can see: its direct predecessors and every step it
+/// references.
+fn visible_steps(plan: &Plan, spec: &StepSpec) -> BTreeSet<String> {
+    let mut ids: BTreeSet<String> = plan.predecessors(&spec.id).into_iter().collect();
+    let mut values = vec![Value::Object(spec.parameters.clone())];
+    if let Some(f) = &spec.for_each {
+        values.push(f.items.clone());
+    }
+    if let Some(w) = &spec.when {
+        values.push(serde_json::to_value(w).unwrap_or_default());
+    }
+    for value in values {
+        for r in reference::references_in(&value).unwrap_or_default() {
+            if let reference::RootKind::Step(id) = r.kind() {
+                if plan.index_of(id).is_some() {
+                    ids.insert(id.to_string());
+                }
+            }
+        }
+    }
+    ids
+}
+
+/// The `for_each` list of a step.
+fn for_each_items(spec: &StepSpec, scope: &RunScope) -> Result<Vec<Value>, ResolveFailure> {
+    let Some(for_each) = &spec.for_each else {
+        return Ok(Vec::new());
+    };
+    match reference::resolve_value(&for_each.items, scope)? {
+        Value::Array(items) => Ok(items),
+        other => Err(ResolveFailure::Error(format!(
+            "for_each.items: expected a list, got {}",
+            describe_json(&other)
+        ))),
+    }
+}
+
+fn describe_json(value: &Value) -> String {
+    let text = value.to_string();
+    if text.len() > 80 {
+        format!("{}…", &text[..text.floor_char_boundary(80)])
+    } else {
+        text
+    }
+}
+
+/// Resolves an operator's parameters except `template`, whose text Jinja renders.
+fn resolve_except_template(
+    parameters: &serde_json::Map<String, Value>,
+    scope: &RunScope,
+) -> Result<Value, ResolveFailure> {
+    let mut out = serde_json::Map::new();
+    for (name, value) in parameters {
+        let resolved = if name == "template" {
+            value.clone()
+        } else {
+            reference::resolve_value(value, scope)?
+        };
+        out.insert(name.clone(), resolved);
+    }
+    Ok(Value::Object(out))
+}
+
+/// Renders a `transform`.
+fn transform(spec: &StepSpec, params: Value, scope: &RunScope, plan: &Plan) -> Result<AttemptOutput, StepError> {
+    let params: TransformParams = sluice_core::json::from_value(params)
+        .map_err(|e| StepError::Fatal(format!("invalid parameters: {e}")))?;
+    // `${…}` references in the template are substituted as text before rendering.
+    let source = reference::resolve_str(&params.template, scope, reference::Interpolation::Text)
+        .map_err(|e| StepError::Fatal(e.to_string()))?;
+    let source = source.as_str().map(str::to_string).unwrap_or_else(|| source.to_string());
+    let context = scope.template_context(&plan.predecessors(&spec.id));
+    let rendered = template::render(&source, &context).map_err(|e| StepError::Fatal(format!("template: {e}")))?;
+    let value = match params.output {
+        TransformOutput::Text => Value::String(rendered),
+        TransformOutput::Json => serde_json::from_str(rendered.trim()).map_err(|e| {
+            StepError::Fatal(format!(
+                "the rendering is not JSON ({e}); set \"output\": \"text\" to keep text. Rendering starts: {}",
+                rendered.chars().take(120).collect::<String>()
+            ))
+        })?,
+    };
+    Ok(AttemptOutput::finished(StepOutput::value(value)))
+}

@@ -1,0 +1,384 @@
+//! The runtime core: transitions (load, apply, compare-and-swap) and effects.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use serde_json::{json, Map, Value};
+use sluice_core::engine::{self, Applied, AttemptResult, Effect, Event, Plan};
+use sluice_core::model::{Run, RunState, StepState};
+use sluice_core::operators;
+use sluice_core::ports::{
+    Cache, DefinitionStore, OutputKey, Queue, QueueError, RunStore, SecretError, SecretStore,
+    StoreError, TaskMessage,
+};
+use sluice_core::step::StepRegistry;
+use sluice_core::validate::StepCatalog;
+use sluice_core::Invalid;
+use tokio::sync::broadcast;
+
+/// The ports a runtime works through.
+#[derive(Clone)]
+pub struct Backend {
+    pub definitions: Arc<dyn DefinitionStore>,
+    pub runs: Arc<dyn RunStore>,
+    pub queue: Arc<dyn Queue>,
+    pub secrets: Arc<dyn SecretStore>,
+    pub cache: Arc<dyn Cache>,
+}
+
+/// Settings of a runtime.
+#[derive(Clone)]
+pub struct RuntimeConfig {
+    /// Queue of a step type (one queue for all when embedded, one per type on AWS).
+    pub queue_for: Arc<dyn Fn(&str) -> String + Send + Sync>,
+    /// How long runs, outputs and logs are kept.
+    pub result_expires: chrono::Duration,
+    /// How long decrypted secrets are reused before they are read again.
+    pub secret_ttl: Duration,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            queue_for: Arc::new(|_| "steps".to_string()),
+            result_expires: chrono::Duration::seconds(
+                sluice_core::model::DEFAULT_RESULT_EXPIRES_SECONDS,
+            ),
+            secret_ttl: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Failures of the runtime itself (not of steps, which end in their run record).
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(#[from] Invalid),
+}
+
+/// A change of a run, broadcast to local watchers (live progress, `--follow`, `?wait`).
+#[derive(Debug, Clone)]
+pub struct Progress {
+    pub run: Arc<Run>,
+}
+
+/// Drives runs through the engine.
+pub struct Runtime {
+    pub(crate) backend: Backend,
+    pub(crate) registry: StepRegistry,
+    pub(crate) catalog: StepCatalog,
+    pub(crate) config: RuntimeConfig,
+    plans: Mutex<HashMap<String, Arc<Plan>>>,
+    pub(crate) secret_cache: Mutex<HashMap<String, (Instant, Arc<std::collections::BTreeMap<String, Value>>)>>,
+    progress: broadcast::Sender<Progress>,
+}
+
+/// Most plans kept in memory; runs are short-lived, so a full reset is good enough.
+const PLAN_CACHE_LIMIT: usize = 10_000;
+
+impl Runtime {
+    pub fn new(backend: Backend, registry: StepRegistry, config: RuntimeConfig) -> Arc<Self> {
+        let catalog = StepCatalog::new(&registry);
+        let (progress, _) = broadcast::channel(4096);
+        Arc::new(Self {
+            backend,
+            registry,
+            catalog,
+            config,
+            plans: Mutex::default(),
+            secret_cache: Mutex::default(),
+            progress,
+        })
+    }
+
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    pub fn registry(&self) -> &StepRegistry {
+        &self.registry
+    }
+
+    pub fn catalog(&self) -> &StepCatalog {
+        &self.catalog
+    }
+
+    /// Every queue this runtime's step types (and delayed operators) use.
+    pub fn queues(&self) -> Vec<String> {
+        let mut queues: Vec<String> = self
+            .registry
+            .names()
+            .chain([operators::TRANSFORM])
+            .map(|name| (self.config.queue_for)(name))
+            .collect();
+        queues.sort();
+        queues.dedup();
+        queues
+    }
+
+    /// Local run changes, for watchers.
+    pub fn subscribe(&self) -> broadcast::Receiver<Progress> {
+        self.progress.subscribe()
+    }
+
+    /// The plan (application snapshot and graph) a run executes.
+    pub(crate) async fn plan(&self, run_id: &str) -> Result<Arc<Plan>, RuntimeError> {
+        if let Some(plan) = self.plans.lock().expect("plan cache").get(run_id) {
+            return Ok(plan.clone());
+        }
+        let app = self
+            .backend
+            .runs
+            .get_snapshot(run_id)
+            .await?
+            .ok_or_else(|| RuntimeError::NotFound(format!("run \"{run_id}\" has no application snapshot")))?;
+        let plan = Arc::new(Plan::new(app));
+        let mut plans = self.plans.lock().expect("plan cache");
+        if plans.len() >= PLAN_CACHE_LIMIT {
+            plans.clear();
+        }
+        plans.insert(run_id.to_string(), plan.clone());
+        Ok(plan)
+    }
+
+    /// The plan a run executes (its application snapshot with the graph).
+    pub async fn plan_of(&self, run: &Run) -> Result<Arc<Plan>, RuntimeError> {
+        self.plan(&run.id).await
+    }
+
+    pub(crate) fn remember_plan(&self, run_id: &str, plan: Arc<Plan>) {
+        self.plans
+            .lock()
+            .expect("plan cache")
+            .insert(run_id.to_string(), plan);
+    }
+
+    pub async fn get_run(&self, run_id: &str) -> Result<Run, RuntimeError> {
+        self.backend
+            .runs
+            .get_run(run_id)
+            .await?
+            .ok_or_else(|| RuntimeError::NotFound(format!("run \"{run_id}\" not found")))
+    }
+
+    /// Loads a run, applies an event and stores the result with a compare-and-swap,
+    /// retrying on conflicts with concurrent transitions.
+    pub(crate) async fn transition(&self, run_id: &str, event: &Event) -> Result<(Run, Applied), RuntimeError> {
+        loop {
+            let mut run = self.get_run(run_id).await?;
+            let plan = self.plan(run_id).await?;
+            let expected = run.version;
+            let applied = engine::apply(&plan, &mut run, event, Utc::now());
+            if applied.changed {
+                run.version = expected + 1;
+                match self.backend.runs.update_run(&run, expected).await {
+                    Ok(()) => self.publish(&run),
+                    Err(StoreError::Conflict) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            return Ok((run, applied));
+        }
+    }
+
+    pub(crate) fn publish(&self, run: &Run) {
+        if self.progress.receiver_count() > 0 {
+            let _ = self.progress.send(Progress {
+                run: Arc::new(run.clone()),
+            });
+        }
+    }
+
+    /// Applies an event and carries out every effect, including the events effects lead
+    /// to (evaluations, inline operators, parent notifications), until none is left.
+    pub async fn process(&self, run_id: &str, event: Event) -> Result<(), RuntimeError> {
+        let mut work = VecDeque::from([(run_id.to_string(), event)]);
+        while let Some((run_id, event)) = work.pop_front() {
+            let (run, applied) = self.transition(&run_id, &event).await?;
+            self.carry_out(&run, applied.effects, &mut work).await?;
+        }
+        Ok(())
+    }
+
+    async fn carry_out(
+        &self,
+        run: &Run,
+        effects: Vec<Effect>,
+        work: &mut VecDeque<(String, Event)>,
+    ) -> Result<(), RuntimeError> {
+        for effect in effects {
+            match effect {
+                Effect::Evaluate { step } => {
+                    let decision = self.evaluate(run, &step).await?;
+                    work.push_back((run.id.clone(), Event::Evaluated { step, decision }));
+                }
+                Effect::Dispatch {
+                    step,
+                    unit,
+                    attempt,
+                    delay_ms,
+                } => {
+                    let plan = self.plan(&run.id).await?;
+                    let step_type = plan
+                        .app
+                        .step(&step)
+                        .map(|s| s.step_type.clone())
+                        .unwrap_or_default();
+                    let message = TaskMessage {
+                        run_id: run.id.clone(),
+                        step_id: step,
+                        unit,
+                        attempt,
+                    };
+                    if operators::is_operator(&step_type) && delay_ms == 0 {
+                        // Operators run here, not as a function; no message needed.
+                        if let Some(event) = self.run_claimed(&message, work).await? {
+                            work.push_back((run.id.clone(), event));
+                        }
+                    } else {
+                        let queue = (self.config.queue_for)(&step_type);
+                        self.backend
+                            .queue
+                            .send(&queue, &message, Duration::from_millis(delay_ms))
+                            .await?;
+                    }
+                }
+                Effect::RevokeChild { run_id } => work.push_back((run_id, Event::Revoke)),
+                Effect::RunFinished { state } => {
+                    if let Some(parent) = run.parent.as_ref().filter(|p| p.blocking) {
+                        if let Some(event) = self.child_finished(run, state, parent).await? {
+                            work.push_back((parent.run_id.clone(), event));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The end of a blocking child: store the parent step's output, then finish it.
+    async fn child_finished(
+        &self,
+        child: &Run,
+        state: RunState,
+        parent: &sluice_core::model::ParentRef,
+    ) -> Result<Option<Event>, RuntimeError> {
+        let Some(parent_run) = self.backend.runs.get_run(&parent.run_id).await? else {
+            return Ok(None);
+        };
+        let Some(step) = parent_run.step(&parent.step_id) else {
+            return Ok(None);
+        };
+        let Some(unit) = step.units.first() else {
+            return Ok(None);
+        };
+        if step.state.is_terminal() || step.child_run.as_deref().is_some_and(|c| c != child.id) {
+            return Ok(None);
+        }
+        let mut outputs = Map::new();
+        for s in &child.steps {
+            outputs.insert(s.id.clone(), self.read_output(child, &s.id).await?);
+        }
+        let output = json!({"run_id": child.id, "state": state.as_str(), "outputs": outputs});
+        let key = OutputKey {
+            run_id: parent_run.id.clone(),
+            step_id: parent.step_id.clone(),
+            unit: 0,
+        };
+        self.backend
+            .runs
+            .put_output(&key, &output, parent_run.expires_at)
+            .await?;
+        let result = if state == RunState::Success {
+            AttemptResult::Success { warnings: vec![] }
+        } else {
+            AttemptResult::Failure {
+                error: format!("child run {} ended {}", child.id, state.as_str()),
+                retryable: true,
+            }
+        };
+        Ok(Some(Event::Finished {
+            step: parent.step_id.clone(),
+            unit: 0,
+            attempt: unit.attempt,
+            result,
+        }))
+    }
+
+    /// A step's output as successors see it: `null` when skipped or absent, the list of
+    /// item outputs for a fan-out.
+    pub async fn read_output(&self, run: &Run, step_id: &str) -> Result<Value, RuntimeError> {
+        let Some(step) = run.step(step_id) else {
+            return Ok(Value::Null);
+        };
+        if !step.state.succeeded() && step.state != StepState::Failed {
+            return Ok(Value::Null);
+        }
+        let key = |unit| OutputKey {
+            run_id: run.id.clone(),
+            step_id: step_id.to_string(),
+            unit,
+        };
+        match step.fan_out {
+            Some(n) => {
+                let mut items = Vec::with_capacity(n as usize);
+                for unit in 0..n {
+                    items.push(
+                        self.backend
+                            .runs
+                            .get_output(&key(unit))
+                            .await?
+                            .unwrap_or(Value::Null),
+                    );
+                }
+                Ok(Value::Array(items))
+            }
+            None => Ok(self
+                .backend
+                .runs
+                .get_output(&key(0))
+                .await?
+                .unwrap_or(Value::Null)),
+        }
+    }
+
+    /// Every step's output, by id (for `--output json` and the API).
+    pub async fn outputs(&self, run: &Run) -> Result<Map<String, Value>, RuntimeError> {
+        let mut outputs = Map::new();
+        for step in &run.steps {
+            outputs.insert(step.id.clone(), self.read_output(run, &step.id).await?);
+        }
+        Ok(outputs)
+    }
+
+    /// Re-issues the outstanding work of every unfinished run. `claimed_by_dead_process`
+    /// (embedded: this process holds the data-directory lock) also re-queues attempts
+    /// that were running when the previous process died.
+    pub async fn resume_all(&self, claimed_by_dead_process: bool) -> Result<Vec<String>, RuntimeError> {
+        let ids = self.backend.runs.unfinished_runs().await?;
+        for id in &ids {
+            self.resume(id, claimed_by_dead_process).await?;
+        }
+        Ok(ids)
+    }
+
+    pub async fn resume(&self, run_id: &str, claimed_by_dead_process: bool) -> Result<(), RuntimeError> {
+        let run = self.get_run(run_id).await?;
+        let event = match run.state {
+            RunState::Pending => Event::Start,
+            _ if claimed_by_dead_process => Event::Recover,
+            _ => Event::Resend,
+        };
+        self.process(run_id, event).await
+    }
+}
