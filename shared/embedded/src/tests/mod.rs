@@ -1,5 +1,6 @@
 //! Tests against real SQLite files in temporary data directories.
 
+mod db;
 mod lock;
 mod perf;
 mod queue;

@@ -14,57 +14,50 @@ use super::{app, run, temp_store};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a benchmark; run in release"]
 async fn step_overhead() {
+    let tasks: usize = std::env::var("SLUICE_BENCH_TASKS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16);
+    let steps_total = 20_000usize;
     let (_dir, store) = temp_store();
     let q = store.queue();
-    let mut r = run("isapp-bench", "bench", Utc::now());
-    r.steps = (0..20).map(|i| StepRun::new(&format!("S{i}"))).collect();
-    r.state = RunState::Running;
-    store.create_run(&r, &app("bench")).await.unwrap();
     let expires = Utc::now() + ChronoDuration::days(7);
-
-    let workers = 2;
-    let steps_per_worker = 5_000u32;
-    for w in 0..workers {
-        q.send(
-            &format!("q{w}"),
-            &TaskMessage {
-                run_id: "isapp-bench".into(),
-                step_id: "S0".into(),
-                unit: 0,
-                attempt: 1,
-            },
-            Duration::ZERO,
-        )
-        .await
-        .unwrap();
+    for t in 0..tasks {
+        let mut r = run(&format!("isapp-bench-{t}"), "bench", Utc::now());
+        r.steps = (0..20).map(|i| StepRun::new(&format!("S{i}"))).collect();
+        r.state = RunState::Running;
+        store.create_run(&r, &app("bench")).await.unwrap();
+        let message = TaskMessage {
+            run_id: format!("isapp-bench-{t}"),
+            step_id: "S0".into(),
+            unit: 0,
+            attempt: 1,
+        };
+        q.send("steps", &message, Duration::ZERO).await.unwrap();
     }
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    for w in 0..workers {
+    let mut handles = Vec::new();
+    for _ in 0..tasks {
         let store = store.clone();
         let q = store.queue();
-        tasks.push(tokio::spawn(async move {
-            let queue = format!("q{w}");
-            for i in 0..steps_per_worker {
+        handles.push(tokio::spawn(async move {
+            for i in 0..steps_total / tasks {
+                // The ~6 store/queue operations of one step.
                 let got = q
-                    .receive(&queue, 1, Duration::from_secs(300), Duration::from_secs(1))
+                    .receive("steps", 1, Duration::from_secs(300), Duration::from_secs(5))
                     .await
                     .unwrap();
                 let delivery = &got[0];
-                // Claim: read and CAS-update the run.
-                loop {
-                    let mut run = store.get_run("isapp-bench").await.unwrap().unwrap();
-                    let expected = run.version;
-                    run.version += 1;
-                    run.steps[1].attempts = i;
-                    if store.update_run(&run, expected).await.is_ok() {
-                        break;
-                    }
-                }
+                let run_id = &delivery.message.run_id;
+                let mut run = store.get_run(run_id).await.unwrap().unwrap();
+                let expected = run.version;
+                run.version += 1;
+                run.steps[1].attempts = i as u32;
+                store.update_run(&run, expected).await.unwrap();
                 let key = OutputKey {
-                    run_id: "isapp-bench".into(),
-                    step_id: format!("S{w}"),
-                    unit: i,
+                    run_id: run_id.clone(),
+                    step_id: "S1".into(),
+                    unit: i as u32,
                 };
                 store
                     .put_output(&key, &json!({"i": i, "name": "device"}), expires)
@@ -72,7 +65,7 @@ async fn step_overhead() {
                     .unwrap();
                 store
                     .append_logs(
-                        "isapp-bench",
+                        run_id,
                         &[LogEntry {
                             ts: Utc::now(),
                             level: LogLevel::Flow,
@@ -84,18 +77,18 @@ async fn step_overhead() {
                     )
                     .await
                     .unwrap();
-                q.send(&queue, &delivery.message, Duration::ZERO).await.unwrap();
-                q.ack(&queue, &delivery.receipt).await.unwrap();
+                q.send("steps", &delivery.message, Duration::ZERO).await.unwrap();
+                q.ack("steps", &delivery.receipt).await.unwrap();
             }
         }));
     }
-    for task in tasks {
-        task.await.unwrap();
+    for handle in handles {
+        handle.await.unwrap();
     }
     let elapsed = started.elapsed();
-    let steps = f64::from(steps_per_worker) * workers as f64;
+    let steps = (steps_total / tasks * tasks) as f64;
     println!(
-        "{steps} steps in {elapsed:?}: {:.0} steps/s, {:.1} µs per step",
+        "{tasks} tasks, {steps} steps in {elapsed:?}: {:.0} steps/s, {:.1} µs per step",
         steps / elapsed.as_secs_f64(),
         elapsed.as_secs_f64() * 1e6 / steps
     );

@@ -51,7 +51,9 @@ async fn mysql_round_trip() {
         // MySQL's JSON is JSON. MariaDB's is LONGTEXT with a binary collation, which
         // the protocol reports as binary: base64 (CAST(doc AS CHAR) gives text).
         if let Some(text) = row["doc"].as_str() {
-            let bytes = base64::engine::general_purpose::STANDARD.decode(text).unwrap();
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .unwrap();
             row["doc"] = serde_json::from_slice::<Value>(&bytes).unwrap();
         }
         assert_eq!(
@@ -67,13 +69,24 @@ async fn mysql_round_trip() {
         );
     }
 
-    let rows = ok(&step, json!({"url": url, "query": "SELECT CAST(doc AS CHAR) AS doc FROM sluice_kinds"})).await;
-    assert_eq!(serde_json::from_str::<Value>(rows[0]["doc"].as_str().unwrap()).unwrap(), json!({"k": [1, "two"]}));
+    let rows = ok(
+        &step,
+        json!({"url": url, "query": "SELECT CAST(doc AS CHAR) AS doc FROM sluice_kinds"}),
+    )
+    .await;
+    assert_eq!(
+        serde_json::from_str::<Value>(rows[0]["doc"].as_str().unwrap()).unwrap(),
+        json!({"k": [1, "two"]})
+    );
 
     let rows = ok(&step, json!({"url": url, "query": "SELECT count(*) AS n FROM sluice_kinds WHERE name = ?", "params": ["x' OR '1'='1"]})).await;
     assert_eq!(rows, json!([{"n": 0}]));
 
-    let columns = ok(&step, json!({"url": url, "mode": "describe", "table": "sluice_kinds"})).await;
+    let columns = ok(
+        &step,
+        json!({"url": url, "mode": "describe", "table": "sluice_kinds"}),
+    )
+    .await;
     let columns = columns.as_array().unwrap();
     assert_eq!(columns.len(), 18);
     // MariaDB and MySQL 5 show display widths (`int(11)`), MySQL 8 does not.
@@ -82,11 +95,22 @@ async fn mysql_round_trip() {
     assert_eq!(columns[0]["nullable"], false);
     assert_eq!(columns[2]["name"], "big");
     assert_eq!(columns[2]["nullable"], false);
-    assert_eq!(columns[8], json!({"name": "name", "type": "varchar(40)", "nullable": true}));
-    let e = err(&step, json!({"url": url, "mode": "describe", "table": "sluice_nothing"})).await;
+    assert_eq!(
+        columns[8],
+        json!({"name": "name", "type": "varchar(40)", "nullable": true})
+    );
+    let e = err(
+        &step,
+        json!({"url": url, "mode": "describe", "table": "sluice_nothing"}),
+    )
+    .await;
     assert!(e.message().contains("not found"), "{e}");
 
-    let e = err(&step, json!({"url": url, "query": "SELECT * FROM sluice_nowhere"})).await;
+    let e = err(
+        &step,
+        json!({"url": url, "query": "SELECT * FROM sluice_nowhere"}),
+    )
+    .await;
     assert!(!e.retryable());
     let out = ok(&step, json!({"url": url, "mode": "execute", "query": "DELETE FROM sluice_kinds WHERE flag = ?", "params": [true]})).await;
     assert_eq!(out, json!({"rows_affected": 1}));

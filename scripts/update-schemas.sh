@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Regenerates the published JSON Schemas in docs/schemas from the code.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+for kind in application configuration schedule; do
+  cargo run -q -- schema "$kind" > "docs/schemas/$kind.schema.json"
+done

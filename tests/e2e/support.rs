@@ -1,0 +1,242 @@
+//! Shared helpers: a scratch directory with its own data directory, a way to run the
+//! binary in it, and a local HTTP server with programmable behaviour.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::any;
+use axum::Router;
+use serde_json::Value;
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// A scratch directory: the working directory of the commands, with `.sluice` inside.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.path().join(".sluice")
+    }
+
+    /// Copies an example directory to the same relative place, so its configuration's
+    /// relative database paths work here.
+    pub fn copy_example(&self, name: &str) -> PathBuf {
+        let from = repo().join("examples").join(name);
+        let to = self.path().join("examples").join(name);
+        std::fs::create_dir_all(&to).unwrap();
+        for entry in std::fs::read_dir(&from).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+        to
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    pub fn command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"));
+        cmd.args(args)
+            .current_dir(self.path())
+            .env("SLUICE_DATA_DIR", self.data_dir())
+            .env("NO_COLOR", "1")
+            .env_remove("SLUICE_LOG")
+            .kill_on_drop(true);
+        cmd
+    }
+
+    /// Runs `sluice ARGS` to its end.
+    pub async fn sluice(&self, args: &[&str]) -> Done {
+        let output = self.command(args).output().await.unwrap();
+        Done(output)
+    }
+
+    /// Every byte stored under the data directory, for secret scans.
+    pub fn data_dir_bytes(&self) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        let mut stack = vec![self.data_dir()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    bytes.extend(std::fs::read(&path).unwrap_or_default());
+                }
+            }
+        }
+        bytes
+    }
+}
+
+/// A finished command.
+pub struct Done(pub Output);
+
+impl Done {
+    pub fn code(&self) -> i32 {
+        self.0.status.code().unwrap_or(-1)
+    }
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.0.stdout).into_owned()
+    }
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.0.stderr).into_owned()
+    }
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout())
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout(), self.stderr()))
+    }
+    /// Asserts the exit code, showing both streams when it differs.
+    pub fn expect(self, code: i32) -> Self {
+        assert_eq!(
+            self.code(),
+            code,
+            "exit code\nstdout:\n{}\nstderr:\n{}",
+            self.stdout(),
+            self.stderr()
+        );
+        self
+    }
+}
+
+/// What the test server answers on a path.
+#[derive(Clone)]
+pub enum Behaviour {
+    /// 503 for the first `n` requests, then 200 with the body.
+    FailFirst(u32, Value),
+    /// 200 with the body when the bearer token matches, else 401.
+    Bearer(String, Value),
+    /// Waits, then 200 with the body.
+    Slow(Duration, Value),
+    /// Echoes the request: method, headers, body.
+    Echo,
+}
+
+#[derive(Default)]
+struct ServerState {
+    behaviours: HashMap<String, Behaviour>,
+    hits: HashMap<String, u32>,
+}
+
+/// A local HTTP server on 127.0.0.1 with per-path behaviours and hit counters.
+#[derive(Clone)]
+pub struct TestServer {
+    pub base: String,
+    state: Arc<Mutex<ServerState>>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        let state = Arc::new(Mutex::new(ServerState::default()));
+        let app = Router::new()
+            .route("/{*path}", any(handle))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self { base, state }
+    }
+
+    pub fn on(&self, path: &str, behaviour: Behaviour) {
+        self.state
+            .lock()
+            .unwrap()
+            .behaviours
+            .insert(path.trim_start_matches('/').to_string(), behaviour);
+    }
+
+    pub fn hits(&self, path: &str) -> u32 {
+        self.state
+            .lock()
+            .unwrap()
+            .hits
+            .get(path.trim_start_matches('/'))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+async fn handle(
+    State(state): State<Arc<Mutex<ServerState>>>,
+    UrlPath(path): UrlPath<String>,
+    method: axum::http::Method,
+    headers: HeaderMap,
+    body: String,
+) -> (StatusCode, String) {
+    let (behaviour, hit) = {
+        let mut state = state.lock().unwrap();
+        let hit = {
+            let counter = state.hits.entry(path.clone()).or_default();
+            *counter += 1;
+            *counter
+        };
+        (state.behaviours.get(&path).cloned(), hit)
+    };
+    match behaviour {
+        None => (StatusCode::NOT_FOUND, format!("no route {path}")),
+        Some(Behaviour::FailFirst(n, body)) => {
+            if hit <= n {
+                (StatusCode::SERVICE_UNAVAILABLE, "try again later".into())
+            } else {
+                (StatusCode::OK, body.to_string())
+            }
+        }
+        Some(Behaviour::Bearer(token, body)) => {
+            let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
+            if auth == format!("Bearer {token}") {
+                (StatusCode::OK, body.to_string())
+            } else {
+                (StatusCode::UNAUTHORIZED, "bad token".into())
+            }
+        }
+        Some(Behaviour::Slow(wait, body)) => {
+            tokio::time::sleep(wait).await;
+            (StatusCode::OK, body.to_string())
+        }
+        Some(Behaviour::Echo) => {
+            let headers: serde_json::Map<String, Value> = headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), Value::String(v.to_str().unwrap_or("").to_string())))
+                .collect();
+            let doc = serde_json::json!({"method": method.as_str(), "headers": headers, "body": body});
+            (StatusCode::OK, doc.to_string())
+        }
+    }
+}
+
+/// Polls until `check` holds or the timeout passes.
+pub async fn eventually<F: FnMut() -> bool>(timeout: Duration, mut check: F) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    check()
+}
