@@ -171,12 +171,10 @@ pub fn references_in(value: &Value) -> Result<Vec<Reference>, RefError> {
 
 fn collect(value: &Value, out: &mut Vec<Reference>) -> Result<(), RefError> {
     match value {
-        Value::String(s) => {
-            if s.contains("${") {
-                for segment in parse(s)? {
-                    if let Segment::Ref(r) = segment {
-                        out.push(r);
-                    }
+        Value::String(s) if s.contains("${") => {
+            for segment in parse(s)? {
+                if let Segment::Ref(r) = segment {
+                    out.push(r);
                 }
             }
         }

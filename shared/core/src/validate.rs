@@ -233,10 +233,10 @@ pub fn validate_application(app: &Application, catalog: &StepCatalog) -> Result<
             if retry.max_attempts < 1 {
                 issue(format!("{path}.retry.max_attempts"), "must be at least 1".into());
             }
-            if !(retry.backoff_seconds >= 0.0) {
+            if retry.backoff_seconds.is_nan() || retry.backoff_seconds < 0.0 {
                 issue(format!("{path}.retry.backoff_seconds"), "must not be negative".into());
             }
-            if !(retry.backoff_rate >= 1.0) {
+            if retry.backoff_rate.is_nan() || retry.backoff_rate < 1.0 {
                 issue(format!("{path}.retry.backoff_rate"), "must be at least 1.0".into());
             }
         }

@@ -162,7 +162,10 @@ impl DbState {
     fn commit(&mut self, txn: u64) -> Result<(), DbError> {
         if self.open_txn == Some(txn) {
             self.open_txn = None;
-            let result = self.conn.prepare_cached("COMMIT").and_then(|mut s| s.execute([]));
+            let result = self
+                .conn
+                .prepare_cached("COMMIT")
+                .and_then(|mut s| s.execute([]));
             if let Err(e) = result {
                 if !self.conn.is_autocommit() {
                     let _ = self.conn.execute_batch("ROLLBACK");
@@ -193,8 +196,8 @@ struct OpScope<'a> {
 
 impl OpScope<'_> {
     fn release(mut self) -> rusqlite::Result<()> {
-        self.done = true;
         self.conn.prepare_cached("RELEASE op")?.execute([])?;
+        self.done = true;
         Ok(())
     }
 }
@@ -226,7 +229,8 @@ impl Drop for CommitGuard<'_> {
 /// State shared by the store, the queue and the secret store of one data directory.
 pub(crate) struct Shared {
     /// One connection: SQLite serialises writers anyway, and each operation holds the
-    /// lock for tens of microseconds, never across an `.await`.
+    /// mutex for tens of microseconds, never across an `.await` (the group transaction
+    /// does stay open across one yield, see [`Shared::write`]).
     db: Mutex<DbState>,
     pub(crate) data_dir: PathBuf,
     pub(crate) outputs_dir: PathBuf,
@@ -274,7 +278,9 @@ impl Shared {
     /// A panic while the lock was held leaves nothing half-done (see [`OpScope`]), so a
     /// poisoned lock is simply taken over.
     fn state(&self) -> MutexGuard<'_, DbState> {
-        self.db.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.db
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Runs read-only statements. They also see writes of the open group transaction,
@@ -383,7 +389,10 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     // lose the last commits, never corrupt), which is what makes ~20k commits/s possible.
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
-        tracing::warn!(mode, "SQLite refused WAL mode; continuing with this journal mode");
+        tracing::warn!(
+            mode,
+            "SQLite refused WAL mode; continuing with this journal mode"
+        );
     }
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     // Other processes (a CLI next to `sluice serve`) may hold the write lock briefly.
@@ -435,8 +444,11 @@ pub(crate) fn json_error(error: serde_json::Error) -> StoreError {
 /// Nanoseconds since the epoch, clamped to what an `i64` holds (years 1677..2262): a
 /// far-future expiry simply never expires.
 pub(crate) fn nanos(at: DateTime<Utc>) -> i64 {
-    at.timestamp_nanos_opt()
-        .unwrap_or(if at.timestamp() < 0 { i64::MIN } else { i64::MAX })
+    at.timestamp_nanos_opt().unwrap_or(if at.timestamp() < 0 {
+        i64::MIN
+    } else {
+        i64::MAX
+    })
 }
 
 pub(crate) fn now_nanos() -> i64 {

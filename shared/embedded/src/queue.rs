@@ -108,10 +108,9 @@ impl EmbeddedQueue {
                              WHERE queue = ?1 AND visible_at <= ?2 \
                              ORDER BY visible_at, id LIMIT ?3",
                         )?
-                        .query_map(
-                            params![queue, now, (want + handled.len()) as i64],
-                            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-                        )?
+                        .query_map(params![queue, now, (want + handled.len()) as i64], |row| {
+                            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                        })?
                         .collect::<Result<_, _>>()?;
                     let mut dead_this_round = 0;
                     let mut fresh = 0;
@@ -156,7 +155,12 @@ impl EmbeddedQueue {
                             "UPDATE messages SET visible_at = ?1, receive_count = ?2, \
                              receipt = ?3 WHERE id = ?4",
                         )?
-                        .execute(params![invisible_until, receive_count + 1, receipt, id])?;
+                        .execute(params![
+                            invisible_until,
+                            receive_count + 1,
+                            receipt,
+                            id
+                        ])?;
                         deliveries.push(Delivery {
                             message,
                             receipt,
@@ -192,7 +196,12 @@ impl EmbeddedQueue {
 
 #[async_trait]
 impl Queue for EmbeddedQueue {
-    async fn send(&self, queue: &str, message: &TaskMessage, delay: Duration) -> Result<(), QueueError> {
+    async fn send(
+        &self,
+        queue: &str,
+        message: &TaskMessage,
+        delay: Duration,
+    ) -> Result<(), QueueError> {
         let body = serde_json::to_string(message).map_err(|e| QueueError(format!("json: {e}")))?;
         let now = now_nanos();
         self.shared
@@ -231,9 +240,7 @@ impl Queue for EmbeddedQueue {
 
             let received = self.receive_now(queue, max, visibility).await?;
             if received.dead_lettered > 0 {
-                self.shared
-                    .notifier(&dead_letter_queue(queue))
-                    .notify_one();
+                self.shared.notifier(&dead_letter_queue(queue)).notify_one();
             }
             if !received.deliveries.is_empty() {
                 return Ok(received.deliveries);

@@ -156,7 +156,10 @@ impl SecretStore for EmbeddedSecrets {
         Ok(())
     }
 
-    async fn get_secrets(&self, configuration: &str) -> Result<BTreeMap<String, Value>, SecretError> {
+    async fn get_secrets(
+        &self,
+        configuration: &str,
+    ) -> Result<BTreeMap<String, Value>, SecretError> {
         let row: Option<(Vec<u8>, Vec<u8>)> = self
             .shared
             .read(|conn| {

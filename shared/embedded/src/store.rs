@@ -123,23 +123,30 @@ impl EmbeddedStore {
         let mut report = PurgeReport::default();
         let now = now_nanos();
 
-        report.runs = self
-            .purge_batches(
-                "DELETE FROM runs WHERE id IN \
-                 (SELECT id FROM runs WHERE expires_at <= ?1 LIMIT ?2)",
-                now,
-            )
-            .await?;
-        self.shared
-            .write(|conn| {
-                conn.prepare_cached(
-                    "DELETE FROM run_snapshots WHERE NOT EXISTS \
-                     (SELECT 1 FROM runs WHERE runs.id = run_snapshots.run_id)",
-                )?
-                .execute([])
-            })
-            .await
-            .map_err(sql)?;
+        loop {
+            let deleted = self
+                .shared
+                .write(|conn| {
+                    let ids: Vec<String> = conn
+                        .prepare_cached("SELECT id FROM runs WHERE expires_at <= ?1 LIMIT ?2")?
+                        .query_map(params![now, PURGE_BATCH], |row| row.get(0))?
+                        .collect::<Result<_, _>>()?;
+                    let mut run = conn.prepare_cached("DELETE FROM runs WHERE id = ?1")?;
+                    let mut snapshot =
+                        conn.prepare_cached("DELETE FROM run_snapshots WHERE run_id = ?1")?;
+                    for id in &ids {
+                        run.execute([id])?;
+                        snapshot.execute([id])?;
+                    }
+                    Ok(ids.len())
+                })
+                .await
+                .map_err(sql)?;
+            if deleted == 0 {
+                break;
+            }
+            report.runs += deleted as u64;
+        }
         report.logs = self
             .purge_batches(
                 "DELETE FROM logs WHERE seq IN \
@@ -198,7 +205,10 @@ impl EmbeddedStore {
         loop {
             let deleted = self
                 .shared
-                .write(|conn| conn.prepare_cached(statement)?.execute(params![now, PURGE_BATCH]))
+                .write(|conn| {
+                    conn.prepare_cached(statement)?
+                        .execute(params![now, PURGE_BATCH])
+                })
                 .await
                 .map_err(sql)?;
             total += deleted as u64;
@@ -301,10 +311,7 @@ impl EmbeddedStore {
     }
 
     /// Reads an output row: its inline JSON, or the file name holding it.
-    fn output_row(
-        &self,
-        key: &OutputKey,
-    ) -> Result<Option<(Option<String>, Option<String>)>, StoreError> {
+    fn output_row(&self, key: &OutputKey) -> Result<Option<StoredOutput>, StoreError> {
         self.shared
             .read(|conn| {
                 conn.prepare_cached(
@@ -313,12 +320,29 @@ impl EmbeddedStore {
                 )?
                 .query_row(
                     params![key.run_id, key.step_id, key.unit, now_nanos()],
-                    |row| Ok((row.get(0)?, row.get(1)?)),
+                    |row| {
+                        let inline: Option<String> = row.get(0)?;
+                        let file: Option<String> = row.get(1)?;
+                        Ok(match (inline, file) {
+                            (Some(text), _) => StoredOutput::Inline(text),
+                            (None, Some(name)) => StoredOutput::File(name),
+                            (None, None) => StoredOutput::Missing,
+                        })
+                    },
                 )
                 .optional()
             })
             .map_err(sql)
     }
+}
+
+/// Where an output row keeps its JSON.
+enum StoredOutput {
+    Inline(String),
+    /// A file name under `outputs/`.
+    File(String),
+    /// Neither (a corrupted row).
+    Missing,
 }
 
 fn remove_file_quietly(path: &Path) -> bool {
@@ -340,7 +364,10 @@ fn write_output_file(dir: &Path, bytes: &[u8]) -> Result<String, StoreError> {
     let final_path = dir.join(&name);
     let temp_path: PathBuf = dir.join(format!("{name}.tmp"));
     let io = |e: std::io::Error| {
-        StoreError::Backend(format!("cannot write output file {}: {e}", final_path.display()))
+        StoreError::Backend(format!(
+            "cannot write output file {}: {e}",
+            final_path.display()
+        ))
     };
     let result = (|| -> std::io::Result<()> {
         let mut file = std::fs::OpenOptions::new()
@@ -462,8 +489,8 @@ impl RunStore for EmbeddedStore {
         let now = now_nanos();
         self.shared
             .write(|conn| {
-                let inserted = conn
-                    .prepare_cached(
+                let inserted =
+                    conn.prepare_cached(
                         "INSERT INTO runs (id, application, state, terminal, configuration, \
                          queue, created_at, expires_at, version, doc) \
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
@@ -486,8 +513,7 @@ impl RunStore for EmbeddedStore {
                         run.version as i64,
                         doc,
                         now,
-                    ])?
-                    == 1;
+                    ])? == 1;
                 if inserted {
                     conn.prepare_cached(
                         "INSERT INTO run_snapshots (run_id, doc) VALUES (?1, ?2) \
@@ -669,17 +695,18 @@ impl RunStore for EmbeddedStore {
         // An overwrite may delete the file between reading the row and opening it: read
         // the row again then (the new row names the new file).
         for _ in 0..3 {
-            let Some((inline, file)) = self.output_row(key)? else {
-                return Ok(None);
-            };
-            if let Some(text) = inline {
-                return serde_json::from_str(&text).map(Some).map_err(json_error);
-            }
-            let Some(name) = file else {
-                return Err(StoreError::Backend(format!(
-                    "output {}/{}/{} has neither a value nor a file",
-                    key.run_id, key.step_id, key.unit
-                )));
+            let name = match self.output_row(key)? {
+                None => return Ok(None),
+                Some(StoredOutput::Inline(text)) => {
+                    return serde_json::from_str(&text).map(Some).map_err(json_error)
+                }
+                Some(StoredOutput::File(name)) => name,
+                Some(StoredOutput::Missing) => {
+                    return Err(StoreError::Backend(format!(
+                        "output {}/{}/{} has neither a value nor a file",
+                        key.run_id, key.step_id, key.unit
+                    )))
+                }
             };
             let path = self.shared.outputs_dir.join(&name);
             match std::fs::read(&path) {

@@ -217,6 +217,11 @@ impl Runtime {
         let mut events = Vec::new();
         let result = match result {
             Ok((output, mut extra)) => {
+                if let Some(AttemptResult::Success { warnings }) = &output.result {
+                    for warning in warnings {
+                        logger.log(LogLevel::Warning, logger.redact(warning));
+                    }
+                }
                 let key = OutputKey {
                     run_id: run.id.clone(),
                     step_id: spec.id.clone(),

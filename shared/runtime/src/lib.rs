@@ -13,4 +13,4 @@ mod worker;
 
 pub use runtime::{Backend, Progress, Runtime, RuntimeConfig, RuntimeError};
 pub use service::{StartError, StartRequest};
-pub use worker::WorkerPool;
+pub use worker::{Disposition, WorkerPool, VISIBILITY};

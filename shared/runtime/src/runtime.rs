@@ -72,6 +72,9 @@ pub struct Progress {
     pub run: Arc<Run>,
 }
 
+/// Decrypted values of one configuration.
+pub(crate) type Secrets = Arc<std::collections::BTreeMap<String, Value>>;
+
 /// Drives runs through the engine.
 pub struct Runtime {
     pub(crate) backend: Backend,
@@ -79,7 +82,7 @@ pub struct Runtime {
     pub(crate) catalog: StepCatalog,
     pub(crate) config: RuntimeConfig,
     plans: Mutex<HashMap<String, Arc<Plan>>>,
-    pub(crate) secret_cache: Mutex<HashMap<String, (Instant, Arc<std::collections::BTreeMap<String, Value>>)>>,
+    pub(crate) secret_cache: Mutex<HashMap<String, (Instant, Secrets)>>,
     progress: broadcast::Sender<Progress>,
 }
 

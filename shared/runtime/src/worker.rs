@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_core::engine::Event;
-use sluice_core::ports::{dead_letter_queue, Delivery};
+use sluice_core::ports::{dead_letter_queue, Delivery, TaskMessage};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::execute::Outcome;
-use crate::runtime::Runtime;
+use crate::runtime::{Runtime, RuntimeError};
 
 /// How long a received message stays invisible: the longest step timeout plus margin.
 /// (Embedded restarts release in-flight messages at once; see `resume_all`.)
@@ -100,55 +100,78 @@ async fn poll(
     while in_flight.join_next().await.is_some() {}
 }
 
-/// Handles one delivery: acknowledged once its result is stored, released for a retry
-/// on any infrastructure error.
+/// Handles one delivery from a local poller: acknowledged once its result is stored,
+/// released for a retry otherwise.
 pub(crate) async fn handle(runtime: &Runtime, queue: &str, delivery: Delivery, dead_letter: bool) {
-    let message = &delivery.message;
     let queue_api = &runtime.backend().queue;
-    let outcome = if dead_letter {
-        let event = Event::DeadLettered {
-            step: message.step_id.clone(),
-            unit: message.unit,
-            attempt: message.attempt,
-            error: format!(
-                "the step's message was dead-lettered after {} deliveries",
-                delivery.receive_count.saturating_sub(1).max(1)
-            ),
-        };
-        runtime
-            .process(&message.run_id, event)
-            .await
-            .map(|_| Outcome::Duplicate)
-    } else {
-        match runtime.execute(message).await {
-            Ok(Outcome::Done(events)) => {
-                let mut result = Ok(Outcome::Duplicate);
-                for event in events {
-                    if let Err(e) = runtime.process(&message.run_id, event).await {
-                        result = Err(e);
-                        break;
-                    }
-                }
-                result
-            }
-            other => other,
-        }
-    };
-    let acked = match outcome {
-        Ok(Outcome::Busy(ms)) => {
-            queue_api
-                .release(queue, &delivery.receipt, Duration::from_millis(ms))
-                .await
-        }
-        Ok(_) => queue_api.ack(queue, &delivery.receipt).await,
-        Err(e) => {
-            tracing::error!(run = %message.run_id, step = %message.step_id, error = %e, "delivery failed; it will be retried");
-            queue_api
-                .release(queue, &delivery.receipt, RETRY_AFTER_ERROR)
-                .await
-        }
+    let acked = match runtime
+        .handle_message(&delivery.message, delivery.receive_count, dead_letter)
+        .await
+    {
+        Disposition::Ack => queue_api.ack(queue, &delivery.receipt).await,
+        Disposition::RetryAfter(delay) => queue_api.release(queue, &delivery.receipt, delay).await,
     };
     if let Err(e) = acked {
         tracing::error!(queue, error = %e, "cannot acknowledge a message");
+    }
+}
+
+/// What to do with a message once it has been handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Delete it: its result is stored (or there was nothing to do).
+    Ack,
+    /// Make it visible again after this delay (a busy attempt, a retry delay not yet
+    /// over, or an infrastructure error). On Lambda: a batch item failure.
+    RetryAfter(Duration),
+}
+
+impl Runtime {
+    /// Handles one step-queue (or dead-letter-queue) message: claims and executes the
+    /// attempt and records its result, or marks a dead-lettered attempt failed. Never
+    /// fails: infrastructure errors become a retry.
+    pub async fn handle_message(
+        &self,
+        message: &TaskMessage,
+        receive_count: u32,
+        dead_letter: bool,
+    ) -> Disposition {
+        let outcome = if dead_letter {
+            let event = Event::DeadLettered {
+                step: message.step_id.clone(),
+                unit: message.unit,
+                attempt: message.attempt,
+                error: format!(
+                    "the step's message was dead-lettered after {} deliveries",
+                    receive_count.saturating_sub(1).max(1)
+                ),
+            };
+            self.process(&message.run_id, event)
+                .await
+                .map(|_| Outcome::Duplicate)
+        } else {
+            match self.execute(message).await {
+                Ok(Outcome::Done(events)) => {
+                    let mut result = Ok(Outcome::Duplicate);
+                    for event in events {
+                        if let Err(e) = self.process(&message.run_id, event).await {
+                            result = Err(e);
+                            break;
+                        }
+                    }
+                    result
+                }
+                other => other,
+            }
+        };
+        match outcome {
+            Ok(Outcome::Busy(ms)) => Disposition::RetryAfter(Duration::from_millis(ms)),
+            Ok(_) => Disposition::Ack,
+            Err(RuntimeError::NotFound(_)) => Disposition::Ack,
+            Err(e) => {
+                tracing::error!(run = %message.run_id, step = %message.step_id, error = %e, "delivery failed; it will be retried");
+                Disposition::RetryAfter(RETRY_AFTER_ERROR)
+            }
+        }
     }
 }

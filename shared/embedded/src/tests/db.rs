@@ -71,8 +71,12 @@ async fn a_cancelled_write_is_still_committed() {
     // Polled once (the statement runs, then it yields), then dropped.
     let first = std::future::poll_fn(|cx| std::task::Poll::Ready(write.as_mut().poll(cx))).await;
     assert!(first.is_pending());
-    drop(write);
     let other = other_connection(&dir);
+    assert!(
+        insert(&other, "while-open").is_err(),
+        "the transaction is open"
+    );
+    drop(write);
     assert_eq!(cache_keys(&other), ["cancelled"]);
     // The write lock is free.
     insert(&other, "from-another-process").unwrap();

@@ -15,7 +15,10 @@ fn a_second_holder_is_refused_until_the_first_drops() {
     }
     let message = DataDirLock::acquire(&data_dir).unwrap_err().to_string();
     assert!(message.contains("another sluice process"), "{message}");
-    assert!(message.contains(&format!("pid {}", std::process::id())), "{message}");
+    assert!(
+        message.contains(&format!("pid {}", std::process::id())),
+        "{message}"
+    );
 
     drop(first);
     let again = DataDirLock::acquire(&data_dir).unwrap();

@@ -77,7 +77,9 @@ async fn step_overhead() {
                     )
                     .await
                     .unwrap();
-                q.send("steps", &delivery.message, Duration::ZERO).await.unwrap();
+                q.send("steps", &delivery.message, Duration::ZERO)
+                    .await
+                    .unwrap();
                 q.ack("steps", &delivery.receipt).await.unwrap();
             }
         }));
@@ -104,10 +106,17 @@ async fn op_costs() {
     store.create_run(&r, &app("bench")).await.unwrap();
     let expires = Utc::now() + ChronoDuration::days(7);
     let n = 5_000u32;
-    let msg = TaskMessage { run_id: "isapp-bench".into(), step_id: "S0".into(), unit: 0, attempt: 1 };
+    let msg = TaskMessage {
+        run_id: "isapp-bench".into(),
+        step_id: "S0".into(),
+        unit: 0,
+        attempt: 1,
+    };
 
     let t = Instant::now();
-    for _ in 0..n { store.get_run("isapp-bench").await.unwrap(); }
+    for _ in 0..n {
+        store.get_run("isapp-bench").await.unwrap();
+    }
     println!("get_run {:?}", t.elapsed() / n);
     let t = Instant::now();
     for i in 0..n {
@@ -118,28 +127,62 @@ async fn op_costs() {
     println!("update_run {:?}", t.elapsed() / n);
     let t = Instant::now();
     for i in 0..n {
-        let key = OutputKey { run_id: "isapp-bench".into(), step_id: "S1".into(), unit: i };
-        store.put_output(&key, &json!({"i": i}), expires).await.unwrap();
+        let key = OutputKey {
+            run_id: "isapp-bench".into(),
+            step_id: "S1".into(),
+            unit: i,
+        };
+        store
+            .put_output(&key, &json!({"i": i}), expires)
+            .await
+            .unwrap();
     }
     println!("put_output {:?}", t.elapsed() / n);
     let t = Instant::now();
     for i in 0..n {
-        let key = OutputKey { run_id: "isapp-bench".into(), step_id: "S1".into(), unit: i };
+        let key = OutputKey {
+            run_id: "isapp-bench".into(),
+            step_id: "S1".into(),
+            unit: i,
+        };
         store.get_output(&key).await.unwrap();
     }
     println!("get_output {:?}", t.elapsed() / n);
     let t = Instant::now();
-    for _ in 0..n { q.send("q", &msg, Duration::ZERO).await.unwrap(); }
+    for _ in 0..n {
+        q.send("q", &msg, Duration::ZERO).await.unwrap();
+    }
     println!("send {:?}", t.elapsed() / n);
     let t = Instant::now();
     let mut receipts = Vec::new();
-    for _ in 0..n { receipts.push(q.receive("q", 1, Duration::from_secs(60), Duration::ZERO).await.unwrap().remove(0).receipt); }
+    for _ in 0..n {
+        receipts.push(
+            q.receive("q", 1, Duration::from_secs(60), Duration::ZERO)
+                .await
+                .unwrap()
+                .remove(0)
+                .receipt,
+        );
+    }
     println!("receive {:?}", t.elapsed() / n);
     let t = Instant::now();
-    for r in &receipts { q.ack("q", r).await.unwrap(); }
+    for r in &receipts {
+        q.ack("q", r).await.unwrap();
+    }
     println!("ack {:?}", t.elapsed() / n);
-    let entry = LogEntry { ts: Utc::now(), level: LogLevel::Flow, step: "S1".into(), attempt: 1, message: "stop S1|0.001".into() };
+    let entry = LogEntry {
+        ts: Utc::now(),
+        level: LogLevel::Flow,
+        step: "S1".into(),
+        attempt: 1,
+        message: "stop S1|0.001".into(),
+    };
     let t = Instant::now();
-    for _ in 0..n { store.append_logs("isapp-bench", std::slice::from_ref(&entry), expires).await.unwrap(); }
+    for _ in 0..n {
+        store
+            .append_logs("isapp-bench", std::slice::from_ref(&entry), expires)
+            .await
+            .unwrap();
+    }
     println!("append_logs {:?}", t.elapsed() / n);
 }

@@ -30,9 +30,17 @@ async fn visibility_timeout_redelivers_with_a_higher_count() {
     assert_eq!(first[0].message, message("A"));
     assert_eq!(first[0].receive_count, 1);
     // Invisible while in flight.
-    assert!(q.receive("steps", 10, LONG, NO_WAIT).await.unwrap().is_empty());
+    assert!(q
+        .receive("steps", 10, LONG, NO_WAIT)
+        .await
+        .unwrap()
+        .is_empty());
     // Another queue does not see it.
-    assert!(q.receive("other", 10, LONG, NO_WAIT).await.unwrap().is_empty());
+    assert!(q
+        .receive("other", 10, LONG, NO_WAIT)
+        .await
+        .unwrap()
+        .is_empty());
 
     tokio::time::sleep(Duration::from_millis(130)).await;
     let second = q.receive("steps", 10, LONG, NO_WAIT).await.unwrap();
@@ -72,7 +80,11 @@ async fn delayed_messages_become_visible_later() {
     q.send("steps", &message("A"), Duration::from_millis(200))
         .await
         .unwrap();
-    assert!(q.receive("steps", 10, LONG, NO_WAIT).await.unwrap().is_empty());
+    assert!(q
+        .receive("steps", 10, LONG, NO_WAIT)
+        .await
+        .unwrap()
+        .is_empty());
     let started = Instant::now();
     let got = q
         .receive("steps", 10, LONG, Duration::from_secs(5))
@@ -119,7 +131,10 @@ async fn zero_visibility_does_not_duplicate_within_a_batch() {
     let q = store.queue();
     q.send("steps", &message("A"), NO_WAIT).await.unwrap();
     q.send("steps", &message("B"), NO_WAIT).await.unwrap();
-    let got = q.receive("steps", 10, Duration::ZERO, NO_WAIT).await.unwrap();
+    let got = q
+        .receive("steps", 10, Duration::ZERO, NO_WAIT)
+        .await
+        .unwrap();
     assert_eq!(got.len(), 2);
 }
 
@@ -132,7 +147,10 @@ async fn dead_letters_after_max_receives() {
         .await
         .unwrap();
     for count in 1..=MAX_RECEIVE_COUNT {
-        let got = q.receive("steps", 10, Duration::ZERO, NO_WAIT).await.unwrap();
+        let got = q
+            .receive("steps", 10, Duration::ZERO, NO_WAIT)
+            .await
+            .unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].receive_count, count);
     }
@@ -156,7 +174,10 @@ async fn a_batch_fills_past_dead_letters() {
     let q = store.queue();
     q.send("steps", &message("A"), NO_WAIT).await.unwrap();
     for _ in 0..MAX_RECEIVE_COUNT {
-        let got = q.receive("steps", 1, Duration::ZERO, NO_WAIT).await.unwrap();
+        let got = q
+            .receive("steps", 1, Duration::ZERO, NO_WAIT)
+            .await
+            .unwrap();
         assert_eq!(got[0].message.step_id, "A");
     }
     q.send("steps", &message("B"), NO_WAIT).await.unwrap();
@@ -172,7 +193,9 @@ async fn release_makes_visible_and_invalidates_the_receipt() {
     let q = store.queue();
     q.send("steps", &message("A"), NO_WAIT).await.unwrap();
     let first = q.receive("steps", 1, LONG, NO_WAIT).await.unwrap();
-    q.release("steps", &first[0].receipt, NO_WAIT).await.unwrap();
+    q.release("steps", &first[0].receipt, NO_WAIT)
+        .await
+        .unwrap();
     // The released receipt no longer acks.
     q.ack("steps", &first[0].receipt).await.unwrap();
     assert_eq!(q.depth("steps").await.unwrap(), 1);
@@ -185,7 +208,11 @@ async fn release_makes_visible_and_invalidates_the_receipt() {
     q.release("steps", &second[0].receipt, Duration::from_millis(200))
         .await
         .unwrap();
-    assert!(q.receive("steps", 1, LONG, NO_WAIT).await.unwrap().is_empty());
+    assert!(q
+        .receive("steps", 1, LONG, NO_WAIT)
+        .await
+        .unwrap()
+        .is_empty());
     let started = Instant::now();
     let third = q
         .receive("steps", 1, LONG, Duration::from_secs(5))
@@ -267,7 +294,11 @@ async fn release_inflight_returns_messages_after_a_restart() {
     // A new process on the same directory.
     let store = crate::EmbeddedStore::open(dir.path()).unwrap();
     let q = store.queue();
-    assert!(q.receive("steps", 10, LONG, NO_WAIT).await.unwrap().is_empty());
+    assert!(q
+        .receive("steps", 10, LONG, NO_WAIT)
+        .await
+        .unwrap()
+        .is_empty());
     assert_eq!(q.release_inflight().await.unwrap(), 1);
     let again = q.receive("steps", 10, LONG, NO_WAIT).await.unwrap();
     assert_eq!(again.len(), 1, "the delayed message keeps its delay");

@@ -43,7 +43,11 @@ async fn key_file_is_created_on_first_use_with_mode_0600() {
     let (dir, store) = temp_store();
     let key_path = dir.path().join("secret.key");
     assert!(!key_path.exists(), "no key before secrets are used");
-    store.secrets().put_secrets("acme", &values()).await.unwrap();
+    store
+        .secrets()
+        .put_secrets("acme", &values())
+        .await
+        .unwrap();
     let meta = std::fs::metadata(&key_path).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
     assert_eq!(meta.len(), 32);
@@ -66,12 +70,23 @@ async fn key_file_is_created_on_first_use_with_mode_0600() {
 #[tokio::test]
 async fn plaintext_never_reaches_the_database_files() {
     let (dir, store) = temp_store();
-    store.secrets().put_secrets("acme", &values()).await.unwrap();
-    store.secrets().put_secrets("acme", &values()).await.unwrap();
+    store
+        .secrets()
+        .put_secrets("acme", &values())
+        .await
+        .unwrap();
+    store
+        .secrets()
+        .put_secrets("acme", &values())
+        .await
+        .unwrap();
     let mut checked = 0;
     for name in ["sluice.db", "sluice.db-wal", "sluice.db-shm"] {
         if let Ok(bytes) = std::fs::read(dir.path().join(name)) {
-            assert!(!contains(&bytes, PLAINTEXT.as_bytes()), "plaintext in {name}");
+            assert!(
+                !contains(&bytes, PLAINTEXT.as_bytes()),
+                "plaintext in {name}"
+            );
             assert!(!contains(&bytes, b"hunter2"), "plaintext in {name}");
             checked += bytes.len();
         }
@@ -95,9 +110,17 @@ async fn same_values_encrypt_differently_each_time() {
         })
         .unwrap()
     };
-    store.secrets().put_secrets("acme", &values()).await.unwrap();
+    store
+        .secrets()
+        .put_secrets("acme", &values())
+        .await
+        .unwrap();
     let first = read();
-    store.secrets().put_secrets("acme", &values()).await.unwrap();
+    store
+        .secrets()
+        .put_secrets("acme", &values())
+        .await
+        .unwrap();
     let second = read();
     assert_eq!(first.0.len(), 12);
     assert_ne!(first.0, second.0);
@@ -107,7 +130,11 @@ async fn same_values_encrypt_differently_each_time() {
 #[tokio::test]
 async fn a_tampered_key_fails_to_decrypt() {
     let (dir, store) = temp_store();
-    store.secrets().put_secrets("acme", &values()).await.unwrap();
+    store
+        .secrets()
+        .put_secrets("acme", &values())
+        .await
+        .unwrap();
     drop(store);
     let key_path = dir.path().join("secret.key");
     let mut key = std::fs::read(&key_path).unwrap();
@@ -124,7 +151,11 @@ async fn a_tampered_key_fails_to_decrypt() {
 #[tokio::test]
 async fn a_row_copied_to_another_configuration_does_not_decrypt() {
     let (dir, store) = temp_store();
-    store.secrets().put_secrets("acme", &values()).await.unwrap();
+    store
+        .secrets()
+        .put_secrets("acme", &values())
+        .await
+        .unwrap();
     let conn = rusqlite::Connection::open(dir.path().join("sluice.db")).unwrap();
     conn.execute(
         "INSERT INTO secrets (configuration, nonce, ciphertext) \

@@ -133,7 +133,11 @@ async fn expired_records_are_absent_and_purged() {
     store.create_run(&old, &app("app")).await.unwrap();
     assert!(store.get_run("isapp-1").await.unwrap().is_none());
     assert!(store.get_snapshot("isapp-1").await.unwrap().is_none());
-    assert!(store.list_runs(&RunQuery::default()).await.unwrap().is_empty());
+    assert!(store
+        .list_runs(&RunQuery::default())
+        .await
+        .unwrap()
+        .is_empty());
     assert!(store.unfinished_runs().await.unwrap().is_empty());
     let mut bumped = old.clone();
     bumped.version = 1;
@@ -146,13 +150,21 @@ async fn expired_records_are_absent_and_purged() {
         .put_output(&key("isapp-1", "A", 0), &json!({"x": 1}), past)
         .await
         .unwrap();
-    assert!(store.get_output(&key("isapp-1", "A", 0)).await.unwrap().is_none());
+    assert!(store
+        .get_output(&key("isapp-1", "A", 0))
+        .await
+        .unwrap()
+        .is_none());
     let big = json!("y".repeat(INLINE_OUTPUT_LIMIT + 10));
     store
         .put_output(&key("isapp-1", "A", 1), &big, past)
         .await
         .unwrap();
-    assert!(store.get_output(&key("isapp-1", "A", 1)).await.unwrap().is_none());
+    assert!(store
+        .get_output(&key("isapp-1", "A", 1))
+        .await
+        .unwrap()
+        .is_none());
 
     store
         .append_logs("isapp-1", &[entry("old")], past)
@@ -191,6 +203,11 @@ async fn expired_records_are_absent_and_purged() {
     assert_eq!(report.cache_entries, 1);
     assert_eq!(report.files, 1);
     assert!(output_files(&store).is_empty());
+    let snapshots: i64 = rusqlite::Connection::open(store.data_dir().join("sluice.db"))
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM run_snapshots", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(snapshots, 0);
     assert_eq!(store.get("forever").await.unwrap(), Some(json!(2)));
     assert_eq!(store.get_logs("isapp-1", 0, 0).await.unwrap().len(), 1);
 
@@ -198,7 +215,10 @@ async fn expired_records_are_absent_and_purged() {
     let mut again = run("isapp-1", "app", Utc::now());
     again.expires_at = future;
     assert!(store.create_run(&again, &app("app2")).await.unwrap());
-    assert_eq!(store.get_snapshot("isapp-1").await.unwrap().unwrap().name, "app2");
+    assert_eq!(
+        store.get_snapshot("isapp-1").await.unwrap().unwrap().name,
+        "app2"
+    );
 }
 
 #[tokio::test]
@@ -210,7 +230,10 @@ async fn expired_but_unpurged_run_is_replaced_on_create() {
     let fresh = run("isapp-1", "app", Utc::now());
     assert!(store.create_run(&fresh, &app("new")).await.unwrap());
     assert_eq!(store.get_run("isapp-1").await.unwrap().unwrap(), fresh);
-    assert_eq!(store.get_snapshot("isapp-1").await.unwrap().unwrap().name, "new");
+    assert_eq!(
+        store.get_snapshot("isapp-1").await.unwrap().unwrap().name,
+        "new"
+    );
 }
 
 #[tokio::test]
@@ -223,7 +246,11 @@ async fn list_runs_filters_orders_and_pages() {
             if i % 2 == 0 { "even" } else { "odd" },
             base + ChronoDuration::minutes(i64::from(i)),
         );
-        r.state = if i < 3 { RunState::Success } else { RunState::Running };
+        r.state = if i < 3 {
+            RunState::Success
+        } else {
+            RunState::Running
+        };
         r.configuration = Some(if i < 5 { "c1" } else { "c2" }.to_string());
         r.queue = (i == 7).then(|| "urgent".to_string());
         store.create_run(&r, &app("x")).await.unwrap();
@@ -313,7 +340,10 @@ async fn list_runs_default_limit_is_50() {
             .await
             .unwrap();
     }
-    assert_eq!(store.list_runs(&RunQuery::default()).await.unwrap().len(), 50);
+    assert_eq!(
+        store.list_runs(&RunQuery::default()).await.unwrap().len(),
+        50
+    );
     let q = RunQuery {
         limit: 100,
         ..Default::default()
@@ -326,11 +356,20 @@ async fn outputs_overwrite_and_large_ones_live_in_files() {
     let (_dir, store) = temp_store();
     let expires = Utc::now() + ChronoDuration::days(1);
     let k = key("isapp-1", "A", 0);
-    store.put_output(&k, &json!({"n": 1}), expires).await.unwrap();
-    store.put_output(&k, &json!({"n": 2}), expires).await.unwrap();
+    store
+        .put_output(&k, &json!({"n": 1}), expires)
+        .await
+        .unwrap();
+    store
+        .put_output(&k, &json!({"n": 2}), expires)
+        .await
+        .unwrap();
     assert_eq!(store.get_output(&k).await.unwrap(), Some(json!({"n": 2})));
     assert!(output_files(&store).is_empty());
-    assert_eq!(store.get_output(&key("isapp-1", "A", 1)).await.unwrap(), None);
+    assert_eq!(
+        store.get_output(&key("isapp-1", "A", 1)).await.unwrap(),
+        None
+    );
 
     // 10 MB, as SPEC §7 requires.
     let items: Vec<Value> = (0..100_000)
@@ -344,7 +383,9 @@ async fn outputs_overwrite_and_large_ones_live_in_files() {
     assert!(files[0].ends_with(".json"));
     assert_eq!(store.get_output(&k).await.unwrap(), Some(big.clone()));
     // The database holds only the file name.
-    let db_size = std::fs::metadata(store.data_dir().join("sluice.db")).unwrap().len()
+    let db_size = std::fs::metadata(store.data_dir().join("sluice.db"))
+        .unwrap()
+        .len()
         + std::fs::metadata(store.data_dir().join("sluice.db-wal"))
             .map(|m| m.len())
             .unwrap_or(0);
@@ -355,7 +396,10 @@ async fn outputs_overwrite_and_large_ones_live_in_files() {
     let replaced = output_files(&store);
     assert_eq!(replaced.len(), 1);
     assert_ne!(replaced, files);
-    store.put_output(&k, &json!("small"), expires).await.unwrap();
+    store
+        .put_output(&k, &json!("small"), expires)
+        .await
+        .unwrap();
     assert!(output_files(&store).is_empty());
     assert_eq!(store.get_output(&k).await.unwrap(), Some(json!("small")));
 
@@ -376,8 +420,14 @@ async fn logs_have_increasing_sequence_numbers() {
         .append_logs("r1", &[entry("a"), entry("b")], expires)
         .await
         .unwrap();
-    store.append_logs("r2", &[entry("other")], expires).await.unwrap();
-    store.append_logs("r1", &[entry("c")], expires).await.unwrap();
+    store
+        .append_logs("r2", &[entry("other")], expires)
+        .await
+        .unwrap();
+    store
+        .append_logs("r1", &[entry("c")], expires)
+        .await
+        .unwrap();
     store.append_logs("r1", &[], expires).await.unwrap();
 
     let all = store.get_logs("r1", 0, 0).await.unwrap();
