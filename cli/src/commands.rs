@@ -27,8 +27,17 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Bench(args) => crate::bench::run(args).await,
+        Command::Aws(cmd) => crate::aws::dispatch(cmd).await,
+        command if cli.endpoint.is_some() && crate::client::serves(&command) => {
+            crate::client::dispatch(cli.endpoint.as_deref().unwrap_or_default(), cli.token, command).await
+        }
+        Command::Serve(args) => crate::serve::run(&cli.data_dir, args).await,
+        Command::Tokens(cmd) => crate::tokens::local(&cli.data_dir, cmd).await,
         command => {
-            let local = Local::open(&cli.data_dir)?;
+            let local = match cli.backend {
+                crate::BackendKind::Embedded => Local::open(&cli.data_dir)?,
+                crate::BackendKind::Aws => crate::aws::open_local().await?,
+            };
             match command {
                 Command::Run(args) => run(&local, args).await,
                 Command::Resume {
@@ -40,7 +49,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 Command::Configs(cmd) => configs(&local.runtime, cmd).await,
                 Command::Runs(cmd) => runs(&local, cmd).await,
                 Command::Cache(cmd) => cache(&local.runtime, cmd).await,
-                Command::Validate { .. } | Command::Schema { .. } | Command::Bench(_) => unreachable!(),
+                Command::Validate { .. } | Command::Schema { .. } | Command::Bench(_) | Command::Aws(_) => unreachable!(),
+                Command::Serve(_) | Command::Tokens(_) => unreachable!(),
+                Command::Schedules(cmd) => crate::schedules::local(&local, cmd).await,
             }
         }
     }
@@ -55,7 +66,7 @@ pub fn schema(kind: SchemaKind) -> Value {
     }
 }
 
-fn read(path: &Path) -> anyhow::Result<String> {
+pub(crate) fn read(path: &Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path).map_err(|e| InvalidInput(format!("{}: cannot read: {e}", path.display())).into())
 }
 
@@ -82,7 +93,7 @@ fn start_error(e: StartError) -> anyhow::Error {
 }
 
 /// `-p NAME=VALUE`: VALUE as JSON when it parses, else as a string.
-fn parse_params(raw: &[String]) -> anyhow::Result<Map<String, Value>> {
+pub(crate) fn parse_params(raw: &[String]) -> anyhow::Result<Map<String, Value>> {
     let mut params = Map::new();
     for item in raw {
         let (name, value) = item

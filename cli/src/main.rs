@@ -1,10 +1,15 @@
 //! `sluice`: run integration applications on this machine (embedded SQLite data
 //! directory) and manage their documents, runs and cache.
 
+mod aws;
 mod bench;
+mod client;
 mod commands;
 mod local;
 mod progress;
+mod schedules;
+mod serve;
+mod tokens;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,6 +29,16 @@ struct Cli {
     /// Data directory of the embedded runtime.
     #[arg(long, global = true, env = "SLUICE_DATA_DIR", default_value = ".sluice")]
     data_dir: PathBuf,
+    /// Where runs execute: the embedded data directory, or AWS services (standard AWS
+    /// environment variables, `AWS_ENDPOINT_URL` included; names from `SLUICE_AWS_PREFIX`).
+    #[arg(long, global = true, env = "SLUICE_BACKEND", value_enum, default_value_t = BackendKind::Embedded)]
+    backend: BackendKind,
+    /// Send the commands to this server's REST API instead of the data directory.
+    #[arg(long, global = true, env = "SLUICE_ENDPOINT")]
+    endpoint: Option<String>,
+    /// Bearer API token for --endpoint (else SLUICE_ADMIN_PASSWORD, as HTTP Basic).
+    #[arg(long, global = true, env = "SLUICE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -66,6 +81,23 @@ enum Command {
     Cache(CacheCommand),
     /// Measure the embedded runtime (use a release build).
     Bench(bench::BenchArgs),
+    /// AWS resources for `--backend aws`.
+    #[command(subcommand)]
+    Aws(aws::AwsCommand),
+    /// Serve the REST API, the scheduler and the step workers on the data directory.
+    Serve(serve::ServeArgs),
+    /// Manage API tokens (shown once, stored hashed).
+    #[command(subcommand)]
+    Tokens(tokens::TokensCommand),
+    /// Manage schedules (crontab or frequency, UTC).
+    #[command(subcommand)]
+    Schedules(schedules::SchedulesCommand),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BackendKind {
+    Embedded,
+    Aws,
 }
 
 #[derive(Args)]

@@ -15,7 +15,11 @@ fn inventory(s: &Scratch) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inventory_sync_reports_new_updated_removed_unchanged_and_is_idempotent() {
-    let s = Scratch::new();
+    inventory_sync_reports_new_updated_removed_unchanged_and_is_idempotent_on(Scratch::new()).await
+}
+
+/// Also run with `--backend aws` (tests/e2e/aws.rs).
+pub async fn inventory_sync_reports_new_updated_removed_unchanged_and_is_idempotent_on(s: Scratch) {
     let (app, config) = inventory(&s);
     let first = s.sluice(&["run", &app, "-c", &config]).await.expect(0);
     assert!(
@@ -46,7 +50,11 @@ fn first_run_id(stdout: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_skips_writes_and_reserved_params_are_recorded() {
-    let s = Scratch::new();
+    dry_run_skips_writes_and_reserved_params_are_recorded_on(Scratch::new()).await
+}
+
+/// Also run with `--backend aws` (tests/e2e/aws.rs).
+pub async fn dry_run_skips_writes_and_reserved_params_are_recorded_on(s: Scratch) {
     let (app, config) = inventory(&s);
     let done = s
         .sluice(&["run", &app, "-c", &config, "-p", "dry_run=true", "-p", "queue=nightly", "-p", "loglevel=10", "--output", "json"])
@@ -72,7 +80,11 @@ async fn dry_run_skips_writes_and_reserved_params_are_recorded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn branching_and_fan_out_examples() {
-    let s = Scratch::new();
+    branching_and_fan_out_examples_on(Scratch::new()).await
+}
+
+/// Also run with `--backend aws` (tests/e2e/aws.rs).
+pub async fn branching_and_fan_out_examples_on(s: Scratch) {
     let branching = crate::support::repo().join("examples/branching/app.json");
     let doc = s
         .sluice(&["run", branching.to_str().unwrap(), "--output", "json"])
@@ -101,7 +113,11 @@ async fn branching_and_fan_out_examples() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_step_fails_the_run_with_exit_1_and_cancels_successors() {
-    let s = Scratch::new();
+    a_failed_step_fails_the_run_with_exit_1_and_cancels_successors_on(Scratch::new()).await
+}
+
+/// Also run with `--backend aws` (tests/e2e/aws.rs).
+pub async fn a_failed_step_fails_the_run_with_exit_1_and_cancels_successors_on(s: Scratch) {
     let app = s.write(
         "fail.json",
         &json!({"name": "fails", "author": "me", "steps": [
@@ -129,7 +145,11 @@ async fn a_failed_step_fails_the_run_with_exit_1_and_cancels_successors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trigger_application_blocking_and_not_and_replay() {
-    let s = Scratch::new();
+    trigger_application_blocking_and_not_and_replay_on(Scratch::new()).await
+}
+
+/// Also run with `--backend aws` (tests/e2e/aws.rs).
+pub async fn trigger_application_blocking_and_not_and_replay_on(s: Scratch) {
     let child = s.write(
         "child.json",
         &json!({"name": "child", "author": "me",
@@ -177,7 +197,11 @@ async fn trigger_application_blocking_and_not_and_replay() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_blocking_child_fails_the_parent_step() {
-    let s = Scratch::new();
+    a_failed_blocking_child_fails_the_parent_step_on(Scratch::new()).await
+}
+
+/// Also run with `--backend aws` (tests/e2e/aws.rs).
+pub async fn a_failed_blocking_child_fails_the_parent_step_on(s: Scratch) {
     let child = s.write(
         "child.json",
         &json!({"name": "bad_child", "author": "me",

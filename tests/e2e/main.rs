@@ -6,3 +6,6 @@ mod support;
 mod cli_documents;
 mod cli_http;
 mod cli_runs;
+mod aws;
+mod serve_api;
+mod serve_client;

@@ -21,12 +21,16 @@ pub fn repo() -> PathBuf {
 /// A scratch directory: the working directory of the commands, with `.sluice` inside.
 pub struct Scratch {
     pub dir: tempfile::TempDir,
+    /// `Some(prefix)`: every command runs with `--backend aws` on the resources named
+    /// from this prefix (see `aws::scratch`).
+    pub aws_prefix: Option<String>,
 }
 
 impl Scratch {
     pub fn new() -> Self {
         Self {
             dir: tempfile::tempdir().unwrap(),
+            aws_prefix: None,
         }
     }
 
@@ -65,6 +69,9 @@ impl Scratch {
             .env("NO_COLOR", "1")
             .env_remove("SLUICE_LOG")
             .kill_on_drop(true);
+        if let Some(prefix) = &self.aws_prefix {
+            cmd.env("SLUICE_BACKEND", "aws").env("SLUICE_AWS_PREFIX", prefix);
+        }
         cmd
     }
 
@@ -239,4 +246,114 @@ pub async fn eventually<F: FnMut() -> bool>(timeout: Duration, mut check: F) -> 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     check()
+}
+
+/// Password of the administrator of every [`Serve`] the tests start.
+pub const ADMIN_PASSWORD: &str = "e2e-admin-pw";
+
+/// A running `sluice serve` on 127.0.0.1 (a free port) over a scratch data directory.
+pub struct Serve {
+    pub child: tokio::process::Child,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+impl Scratch {
+    /// Starts `sluice serve` on this scratch directory and waits until it listens.
+    pub async fn serve(&self) -> Serve {
+        use tokio::io::{AsyncBufReadExt, BufReader};
+        let mut child = self
+            .command(&["serve", "--addr", "127.0.0.1:0", "--body-limit", "65536"])
+            .env("SLUICE_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .env_remove("SLUICE_ENDPOINT")
+            .env_remove("SLUICE_TOKEN")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let base = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Some(rest) = line.strip_prefix("Listening on ") {
+                    return rest.split_whitespace().next().unwrap().to_string();
+                }
+            }
+            panic!("sluice serve exited before listening");
+        })
+        .await
+        .expect("sluice serve did not start listening");
+        // Keep draining stderr so the server never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Serve {
+            child,
+            base,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// `sluice tokens create NAME --role ROLE` on the data directory; the token.
+    pub async fn token(&self, name: &str, role: &str) -> String {
+        let done = self.sluice(&["tokens", "create", name, "--role", role]).await.expect(0);
+        done.stdout().trim().to_string()
+    }
+
+    /// `sluice ARGS` in client mode against `serve` with `token`.
+    pub async fn client(&self, serve: &Serve, token: &str, args: &[&str]) -> Done {
+        let output = self
+            .command(args)
+            .env("SLUICE_ENDPOINT", &serve.base)
+            .env("SLUICE_TOKEN", token)
+            .output()
+            .await
+            .unwrap();
+        Done(output)
+    }
+}
+
+/// How a test request authenticates.
+#[derive(Clone, Debug)]
+pub enum Auth {
+    None,
+    Admin,
+    Token(String),
+}
+
+impl Serve {
+    /// Sends a request; returns the status and the body as JSON (`Value::Null` when the
+    /// body is not JSON).
+    pub async fn call(&self, method: &str, path: &str, auth: &Auth, body: Option<String>) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        request = match auth {
+            Auth::None => request,
+            Auth::Admin => request.basic_auth("admin", Some(ADMIN_PASSWORD)),
+            Auth::Token(token) => request.bearer_auth(token),
+        };
+        if let Some(body) = body {
+            request = request.header("content-type", "application/json").body(body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str, auth: &Auth) -> (u16, Value) {
+        self.call("GET", path, auth, None).await
+    }
+
+    pub async fn post(&self, path: &str, auth: &Auth, body: &Value) -> (u16, Value) {
+        self.call("POST", path, auth, Some(body.to_string())).await
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; its exit code.
+    pub async fn stop(mut self) -> i32 {
+        let pid = self.child.id().unwrap();
+        std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+        let status = tokio::time::timeout(Duration::from_secs(60), self.child.wait())
+            .await
+            .expect("sluice serve did not stop")
+            .unwrap();
+        status.code().unwrap_or(-1)
+    }
 }

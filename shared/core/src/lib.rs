@@ -17,5 +17,6 @@ pub mod reference;
 pub mod template;
 pub mod engine;
 pub mod operators;
+pub mod schedule;
 pub mod task;
 pub mod validate;

@@ -208,3 +208,68 @@ pub trait Scheduler: Send + Sync {
     async fn upsert(&self, schedule: &Schedule) -> Result<(), StoreError>;
     async fn remove(&self, entry_id: &str) -> Result<(), StoreError>;
 }
+
+/// API tokens and role bindings (SPEC §6). Tokens are stored by the SHA-256 of the token
+/// (see [`ApiToken`](crate::model::ApiToken)), so a read of the store never yields a
+/// usable credential, and a presented token is found with one keyed lookup.
+#[async_trait]
+pub trait AccessStore: Send + Sync {
+    /// Inserts a token. `Ok(false)` (nothing written) when a token with this name exists.
+    async fn create_token(&self, token: &crate::model::ApiToken) -> Result<bool, StoreError>;
+    /// The token whose hash is `hash` (lowercase hex SHA-256).
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<crate::model::ApiToken>, StoreError>;
+    /// Every token, by name.
+    async fn list_tokens(&self) -> Result<Vec<crate::model::ApiToken>, StoreError>;
+    /// Revokes a token. `Ok(false)` when there was none of that name.
+    async fn delete_token(&self, name: &str) -> Result<bool, StoreError>;
+
+    /// Creates or replaces the binding of `(owner_type, owner)`.
+    async fn put_binding(&self, binding: &crate::model::RoleBinding) -> Result<(), StoreError>;
+    /// Every binding, by owner type then owner.
+    async fn list_bindings(&self) -> Result<Vec<crate::model::RoleBinding>, StoreError>;
+    /// `Ok(false)` when there was no such binding.
+    async fn delete_binding(
+        &self,
+        owner_type: crate::model::OwnerType,
+        owner: &str,
+    ) -> Result<bool, StoreError>;
+}
+
+/// A run started by a schedule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduledRun {
+    pub run_id: String,
+    /// When the run was started.
+    pub start_time: DateTime<Utc>,
+}
+
+/// What a schedule has done: its run count, last run, and the last tick it handled.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ScheduleStats {
+    pub entry_id: String,
+    pub total_runs: u64,
+    pub last_run: Option<ScheduledRun>,
+    /// Ticks at or before this instant are handled (fired, or before the schedule
+    /// existed or was enabled) and never fire again, across restarts.
+    pub last_tick: Option<DateTime<Utc>>,
+}
+
+/// Run statistics and tick bookkeeping of schedules, apart from the schedule documents
+/// so that firing never rewrites a user's document.
+///
+/// Firing a tick `T` of a schedule is: start the run with the id
+/// `deterministic_run_id(T, "schedule/<entry_id>/<T>")` (idempotent), then
+/// [`claim_tick`](Self::claim_tick)`(T)`, and only when that returns `true`,
+/// [`record_run`](Self::record_run). A crash between the steps repeats them with the same
+/// run id, so a tick starts one run and is counted once.
+#[async_trait]
+pub trait ScheduleStatsStore: Send + Sync {
+    async fn get_stats(&self, entry_id: &str) -> Result<Option<ScheduleStats>, StoreError>;
+    async fn list_stats(&self) -> Result<Vec<ScheduleStats>, StoreError>;
+    /// Moves `last_tick` to `tick` when it is absent or earlier (a conditional write,
+    /// creating the record when needed). `Ok(true)` when moved: the caller owns the tick.
+    async fn claim_tick(&self, entry_id: &str, tick: DateTime<Utc>) -> Result<bool, StoreError>;
+    /// Counts a run started by the schedule and makes it the `last_run`.
+    async fn record_run(&self, entry_id: &str, run: &ScheduledRun) -> Result<(), StoreError>;
+    async fn delete_stats(&self, entry_id: &str) -> Result<(), StoreError>;
+}

@@ -15,11 +15,17 @@
 //!
 //! The semantics (insert-if-absent runs, compare-and-swap updates, expiry on every read,
 //! SQS-like visibility and dead-lettering) are the contract the AWS adapters honour too.
+//!
+//! Throughput: one connection behind a mutex; writes use group commit (concurrent
+//! operations share one transaction, each caller returning only once it is committed)
+//! and a background thread checkpoints the WAL, so that commit costs, which dominate on
+//! small machines, are shared.
 
 use std::sync::Arc;
 
 use sluice_core::ports::{Cache, DefinitionStore, Queue, RunStore, ScheduleStore, SecretStore};
 
+mod access;
 mod db;
 mod lock;
 mod queue;

@@ -25,8 +25,9 @@ use crate::service::StartRequest;
 /// What became of a message.
 #[derive(Debug)]
 pub(crate) enum Outcome {
-    /// Executed: apply these events (the output is already stored).
-    Done(Vec<Event>),
+    /// Executed: apply these events (the output is already stored), starting from the
+    /// run as the claim stored it.
+    Done(Vec<Event>, Box<Run>),
     /// Nothing to do: drop the message.
     Duplicate,
     /// Try again after this many milliseconds.
@@ -266,7 +267,7 @@ impl Runtime {
                 result,
             });
         }
-        Ok(Outcome::Done(events))
+        Ok(Outcome::Done(events, Box::new(run)))
     }
 
     /// One attempt: resolve, run, redact. Returns the logger that saw the secrets.
@@ -426,7 +427,7 @@ impl Runtime {
         work: &mut VecDeque<(String, Event)>,
     ) -> Result<Option<Event>, RuntimeError> {
         match Box::pin(self.execute(message)).await? {
-            Outcome::Done(events) => {
+            Outcome::Done(events, _) => {
                 work.extend(events.into_iter().map(|e| (message.run_id.clone(), e)));
                 Ok(None)
             }
@@ -532,7 +533,17 @@ impl From<RefError> for ResolveFailure {
 /// The steps whose outputs a step can see: its direct predecessors and every step it
 /// references.
 fn visible_steps(plan: &Plan, spec: &StepSpec) -> BTreeSet<String> {
-    let mut ids: BTreeSet<String> = plan.predecessors(&spec.id).into_iter().collect();
+    // Templates see every predecessor; step types only what their references name.
+    let templated = (operators::is_operator(&spec.step_type) && spec.step_type != operators::TRIGGER_APPLICATION)
+        || spec
+            .when
+            .as_ref()
+            .is_some_and(|w| serde_json::to_string(w).unwrap_or_default().contains("\"template\""));
+    let mut ids: BTreeSet<String> = if templated {
+        plan.predecessors(&spec.id).into_iter().collect()
+    } else {
+        BTreeSet::new()
+    };
     let mut values = vec![Value::Object(spec.parameters.clone())];
     if let Some(f) = &spec.for_each {
         values.push(f.items.clone());

@@ -151,10 +151,11 @@ impl Runtime {
                 .map(|_| Outcome::Duplicate)
         } else {
             match self.execute(message).await {
-                Ok(Outcome::Done(events)) => {
+                Ok(Outcome::Done(events, run)) => {
                     let mut result = Ok(Outcome::Duplicate);
+                    let mut hint = Some(*run);
                     for event in events {
-                        if let Err(e) = self.process(&message.run_id, event).await {
+                        if let Err(e) = self.process_from(&message.run_id, event, hint.take()).await {
                             result = Err(e);
                             break;
                         }

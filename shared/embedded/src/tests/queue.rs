@@ -23,7 +23,7 @@ async fn visibility_timeout_redelivers_with_a_higher_count() {
     q.send("steps", &message("A"), NO_WAIT).await.unwrap();
 
     let first = q
-        .receive("steps", 10, Duration::from_millis(100), NO_WAIT)
+        .receive("steps", 10, Duration::from_millis(300), NO_WAIT)
         .await
         .unwrap();
     assert_eq!(first.len(), 1);
@@ -42,7 +42,7 @@ async fn visibility_timeout_redelivers_with_a_higher_count() {
         .unwrap()
         .is_empty());
 
-    tokio::time::sleep(Duration::from_millis(130)).await;
+    tokio::time::sleep(Duration::from_millis(350)).await;
     let second = q.receive("steps", 10, LONG, NO_WAIT).await.unwrap();
     assert_eq!(second.len(), 1);
     assert_eq!(second[0].receive_count, 2);

@@ -179,12 +179,12 @@ async fn expired_records_are_absent_and_purged() {
     assert_eq!(logs[0].1.message, "new");
 
     store
-        .put("short", &json!(1), Some(Duration::from_millis(50)))
+        .put("short", &json!(1), Some(Duration::from_millis(300)))
         .await
         .unwrap();
     store.put("forever", &json!(2), None).await.unwrap();
     assert_eq!(store.get("short").await.unwrap(), Some(json!(1)));
-    tokio::time::sleep(Duration::from_millis(80)).await;
+    tokio::time::sleep(Duration::from_millis(350)).await;
     assert_eq!(store.get("short").await.unwrap(), None);
     assert_eq!(store.get("forever").await.unwrap(), Some(json!(2)));
     // Deleting an expired entry reports that nothing (live) was there.

@@ -1,0 +1,62 @@
+//! `--backend aws` and `sluice aws …`: the engine on this machine against AWS services
+//! (or moto through `AWS_ENDPOINT_URL`), polling the step queues in-process with the
+//! handler the Lambda functions use.
+
+use clap::Subcommand;
+use sluice_aws::{AwsEnvironment, AwsSettings};
+
+use crate::local::{Local, Store};
+
+#[derive(Subcommand)]
+pub enum AwsCommand {
+    /// Create the tables, queues (one per step type, with dead-letter queues), bucket
+    /// and schedule group that `--backend aws` uses, named from `SLUICE_AWS_PREFIX`.
+    /// Idempotent. A SAM deployment (`template.yaml`) creates the same resources.
+    Provision,
+}
+
+/// Every queue's step type: the built-in step types and the operators' `transform`.
+fn step_types() -> Vec<String> {
+    let registry = sluice_steps::builtin_registry();
+    let mut names: Vec<String> = registry.names().map(str::to_string).collect();
+    names.push(sluice_core::operators::TRANSFORM.to_string());
+    names.sort();
+    names
+}
+
+pub async fn dispatch(cmd: AwsCommand) -> anyhow::Result<u8> {
+    match cmd {
+        AwsCommand::Provision => {
+            let env = AwsEnvironment::load(AwsSettings::from_env()).await;
+            let done = sluice_aws::provision::provision(&env.clients, &env.settings, &step_types()).await?;
+            println!("Tables:         {}", done.tables.join(", "));
+            println!("Queues:         {} (each with a -dlq)", done.queues.join(", "));
+            println!("Bucket:         {}", done.bucket);
+            println!("Schedule group: {}", done.schedule_group);
+            write_request_log(&env);
+            Ok(0)
+        }
+    }
+}
+
+/// The AWS environment from the standard variables, with a runtime over it.
+pub async fn open_local() -> anyhow::Result<Local> {
+    let env = AwsEnvironment::load(AwsSettings::from_env()).await;
+    let runtime = env.runtime(sluice_steps::builtin_registry());
+    Ok(Local {
+        store: Store::Aws(Box::new(env)),
+        runtime,
+    })
+}
+
+/// Appends this process's request counts to `SLUICE_AWS_REQUEST_LOG` as one JSON line.
+pub fn write_request_log(env: &AwsEnvironment) {
+    let Ok(path) = std::env::var("SLUICE_AWS_REQUEST_LOG") else {
+        return;
+    };
+    let line = serde_json::to_string(&env.clients.requests.snapshot()).unwrap_or_default();
+    use std::io::Write;
+    if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(&path) {
+        let _ = writeln!(file, "{line}");
+    }
+}

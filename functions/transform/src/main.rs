@@ -1,0 +1,10 @@
+//! The operators' function, fed by the `<stack>-transform` queue: operators run inline in
+//! whichever function finished their predecessor; only a delayed retry of one (a busy
+//! claim, a backoff) comes through this queue.
+
+use sluice_aws::lambda::StepRegistry;
+
+#[tokio::main]
+async fn main() -> Result<(), sluice_aws::lambda::Error> {
+    sluice_aws::lambda::run_queue_function(StepRegistry::new()).await
+}

@@ -1,0 +1,1049 @@
+//! The handlers of every route in [`crate::routes::ROUTES`].
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, MethodRouter};
+use axum::{Extension, Json};
+use chrono::Utc;
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use sluice_core::model::{
+    ApiToken, Application, Configuration, LogEntry, OwnerType, Role, RoleBinding, Run, RunState,
+    Schedule,
+};
+use sluice_core::operators;
+use sluice_core::ports::RunQuery;
+use sluice_core::redact::Redactor;
+use sluice_core::step::{StepContext, StepLogger};
+use sluice_core::task::{rfc3339, task_document};
+use sluice_core::validate::{parse_application, parse_configuration};
+use sluice_runtime::{Runtime, StartRequest};
+
+use crate::auth::{new_token, token_hash, Identity};
+use crate::body::{Body, Params};
+use crate::error::ApiError;
+use crate::schedules::Schedules;
+use crate::{ApiPorts, Shared, MAX_WAIT};
+
+type Result<T, E = ApiError> = std::result::Result<T, E>;
+
+/// The handler of a declared route. Panics on a route without one, so a table entry
+/// without a handler fails at startup (and in every test).
+pub(crate) fn handler(method: &str, path: &str) -> MethodRouter<Shared> {
+    match (method, path) {
+        ("GET", "/healthcheck") | ("GET", "/api/v1/healthcheck") => get(healthcheck),
+        ("GET", "/api/v1/about") => get(about),
+        ("GET", "/api/v1/health") => get(health),
+        ("GET", "/api/v1/openapi.json") => get(openapi),
+        ("GET", "/api/v1/applications") => get(list_applications),
+        ("POST", "/api/v1/applications") => post(put_application),
+        ("POST", "/api/v1/applications/run") => post(run_named),
+        ("GET", "/api/v1/applications/{name}") => get(get_application),
+        ("DELETE", "/api/v1/applications/{name}") => delete(delete_application),
+        ("POST", "/api/v1/applications/{name}/run") => post(run_application),
+        ("GET", "/api/v1/applications/{name}/logs") => get(application_logs),
+        ("GET", "/api/v1/configurations") => get(list_configurations),
+        ("POST", "/api/v1/configurations") => post(put_configuration),
+        ("GET", "/api/v1/configurations/{name}") => get(get_configuration),
+        ("DELETE", "/api/v1/configurations/{name}") => delete(delete_configuration),
+        ("GET", "/api/v1/steps") => get(list_steps),
+        ("POST", "/api/v1/steps/run") => post(run_step),
+        ("GET", "/api/v1/steps/{name}") => get(get_step),
+        ("GET", "/api/v1/tasks") => get(list_tasks),
+        ("GET", "/api/v1/tasks/{id}") => get(get_task),
+        ("GET", "/api/v1/tasks/{id}/logs") => get(task_logs),
+        ("GET", "/api/v1/tasks/{id}/application") => get(task_application),
+        ("GET", "/api/v1/tasks/{id}/steps/{step}/output") => get(step_output),
+        ("POST", "/api/v1/tasks/{id}/replay") => post(replay),
+        ("POST", "/api/v1/tasks/{id}/revoke") => post(revoke),
+        ("GET", "/api/v1/schedule") => get(list_schedules),
+        ("POST", "/api/v1/schedule") => post(put_schedule),
+        ("DELETE", "/api/v1/schedule") => delete(delete_schedule_body),
+        ("GET", "/api/v1/schedule/{entry_id}") => get(get_schedule),
+        ("DELETE", "/api/v1/schedule/{entry_id}") => delete(delete_schedule),
+        ("GET", "/api/v1/cache/{key}") => get(get_cache),
+        ("DELETE", "/api/v1/cache/{key}") => delete(delete_cache),
+        ("GET", "/api/v1/roles") => get(list_roles),
+        ("GET", "/api/v1/roles/owner") => get(list_bindings),
+        ("POST", "/api/v1/roles/owner") => post(put_binding),
+        ("DELETE", "/api/v1/roles/owner") => delete(delete_binding),
+        ("GET", "/api/v1/tokens") => get(list_tokens),
+        ("POST", "/api/v1/tokens") => post(create_token),
+        ("DELETE", "/api/v1/tokens/{name}") => delete(delete_token),
+        (method, path) => panic!("route table: no handler for {method} {path}"),
+    }
+}
+
+fn schedules(state: &Shared) -> Schedules {
+    Schedules {
+        store: state.ports.schedules.clone(),
+        stats: state.ports.schedule_stats.clone(),
+        scheduler: state.ports.scheduler.clone(),
+    }
+}
+
+fn deleted(kind: &str, name: &str) -> Json<Value> {
+    Json(json!({"deleted": true, "kind": kind, "name": name}))
+}
+
+// ---- health ------------------------------------------------------------------------
+
+async fn healthcheck() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn about(State(state): State<Shared>) -> Json<Value> {
+    Json(json!({
+        "name": "sluice",
+        "version": env!("CARGO_PKG_VERSION"),
+        "backend": state.backend,
+        "api": "/api/v1",
+        "openapi": "/api/v1/openapi.json",
+    }))
+}
+
+/// One backing component checked by the deep health check.
+#[async_trait]
+pub trait Probe: Send + Sync {
+    fn name(&self) -> &str;
+    async fn check(&self) -> Result<(), String>;
+}
+
+type ProbeFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+struct FnProbe {
+    name: &'static str,
+    check: Box<dyn Fn() -> ProbeFuture + Send + Sync>,
+}
+
+#[async_trait]
+impl Probe for FnProbe {
+    fn name(&self) -> &str {
+        self.name
+    }
+    async fn check(&self) -> Result<(), String> {
+        (self.check)().await
+    }
+}
+
+const PROBE_KEY: &str = "__sluice_health_probe__";
+
+/// A read of each store port (never a write, never a queue receive).
+pub(crate) fn default_probes(runtime: &Arc<Runtime>, ports: &ApiPorts) -> Vec<Arc<dyn Probe>> {
+    let backend = runtime.backend().clone();
+    let mut probes: Vec<Arc<dyn Probe>> = Vec::new();
+    let b = backend.clone();
+    probes.push(Arc::new(FnProbe {
+        name: "definitions",
+        check: Box::new(move || {
+            let b = b.clone();
+            Box::pin(async move {
+                b.definitions
+                    .get_application(PROBE_KEY)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            })
+        }),
+    }));
+    let b = backend.clone();
+    probes.push(Arc::new(FnProbe {
+        name: "runs",
+        check: Box::new(move || {
+            let b = b.clone();
+            Box::pin(async move {
+                b.runs
+                    .get_run(PROBE_KEY)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            })
+        }),
+    }));
+    let b = backend.clone();
+    probes.push(Arc::new(FnProbe {
+        name: "cache",
+        check: Box::new(move || {
+            let b = b.clone();
+            Box::pin(async move {
+                b.cache
+                    .get(PROBE_KEY)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            })
+        }),
+    }));
+    let b = backend;
+    probes.push(Arc::new(FnProbe {
+        name: "secrets",
+        check: Box::new(move || {
+            let b = b.clone();
+            Box::pin(async move {
+                b.secrets
+                    .get_secrets(PROBE_KEY)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            })
+        }),
+    }));
+    let s = ports.schedules.clone();
+    probes.push(Arc::new(FnProbe {
+        name: "schedules",
+        check: Box::new(move || {
+            let s = s.clone();
+            Box::pin(async move {
+                s.get_schedule(PROBE_KEY)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            })
+        }),
+    }));
+    let a = ports.access.clone();
+    probes.push(Arc::new(FnProbe {
+        name: "access",
+        check: Box::new(move || {
+            let a = a.clone();
+            Box::pin(async move {
+                a.token_by_hash(PROBE_KEY)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            })
+        }),
+    }));
+    probes
+}
+
+async fn health(State(state): State<Shared>) -> Response {
+    let mut components = Map::new();
+    let mut ok = true;
+    for probe in &state.probes {
+        let started = Instant::now();
+        let result = tokio::time::timeout(Duration::from_secs(5), probe.check())
+            .await
+            .unwrap_or_else(|_| Err("timed out after 5s".into()));
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let doc = match result {
+            Ok(()) => json!({"status": "ok", "latency_ms": latency_ms}),
+            Err(e) => {
+                ok = false;
+                json!({"status": "error", "latency_ms": latency_ms, "error": e})
+            }
+        };
+        components.insert(probe.name().to_string(), doc);
+    }
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({"status": if ok { "ok" } else { "error" }, "backend": state.backend, "components": components});
+    (status, Json(body)).into_response()
+}
+
+async fn openapi() -> Json<Value> {
+    Json(crate::openapi::document())
+}
+
+// ---- applications ------------------------------------------------------------------
+
+async fn list_applications(State(state): State<Shared>) -> Result<Json<Vec<Application>>> {
+    Ok(Json(
+        state
+            .runtime
+            .backend()
+            .definitions
+            .list_applications()
+            .await?,
+    ))
+}
+
+async fn put_application(State(state): State<Shared>, body: Body) -> Result<Json<Application>> {
+    if body.is_empty() {
+        return Err(ApiError::bad_request("a JSON request body is required"));
+    }
+    let app = parse_application(body.text()?, state.runtime.catalog())?;
+    state.runtime.put_application(&app).await?;
+    Ok(Json(app))
+}
+
+async fn get_application(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<Json<Application>> {
+    state
+        .runtime
+        .backend()
+        .definitions
+        .get_application(&name)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("application \"{name}\" not found")))
+}
+
+async fn delete_application(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>> {
+    if !state
+        .runtime
+        .backend()
+        .definitions
+        .delete_application(&name)
+        .await?
+    {
+        return Err(ApiError::not_found(format!(
+            "application \"{name}\" not found"
+        )));
+    }
+    Ok(deleted("application", &name))
+}
+
+/// Body of `POST /applications/run` and `/applications/{name}/run`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunRequest {
+    /// The application (required by `/applications/run`; optional, and must agree, in
+    /// `/applications/{name}/run`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// App variable overrides and the reserved `configuration`, `queue`, `loglevel`.
+    #[serde(default)]
+    pub params: Map<String, Value>,
+}
+
+async fn run_named(State(state): State<Shared>, params: Params, body: Body) -> Result<Json<Value>> {
+    let request: RunRequest = body.parse()?;
+    let name = request.name.clone().ok_or_else(|| {
+        ApiError::bad_request("name: the application to run is required").with_field("name")
+    })?;
+    start(&state, &params, name, request.params).await
+}
+
+async fn run_application(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+    params: Params,
+    body: Body,
+) -> Result<Json<Value>> {
+    let request: RunRequest = body.parse_or_empty()?;
+    if let Some(other) = request.name.as_ref().filter(|n| **n != name) {
+        return Err(ApiError::bad_request(format!(
+            "name: \"{other}\" differs from the path's \"{name}\""
+        ))
+        .with_field("name"));
+    }
+    start(&state, &params, name, request.params).await
+}
+
+async fn start(
+    state: &Shared,
+    params: &Params,
+    application: String,
+    run_params: Map<String, Value>,
+) -> Result<Json<Value>> {
+    let wait = wait_param(params)?;
+    let run = state
+        .runtime
+        .start(StartRequest {
+            application,
+            params: run_params,
+            ..StartRequest::default()
+        })
+        .await?;
+    let run = wait_for_end(&state.runtime, run, wait).await?;
+    Ok(Json(task_document(&run, None)))
+}
+
+fn wait_param(params: &Params) -> Result<Duration> {
+    let seconds = params
+        .parse::<f64>("wait", "a number of seconds")?
+        .unwrap_or(0.0);
+    if !seconds.is_finite() || seconds < 0.0 {
+        return Err(
+            ApiError::bad_request("wait: must be a number of seconds, at least 0")
+                .with_field("wait"),
+        );
+    }
+    Ok(Duration::from_secs_f64(seconds).min(MAX_WAIT))
+}
+
+/// The run once it is terminal or `wait` has passed. Local changes arrive by broadcast;
+/// the store is polled too, as the steps may run in other processes (Lambda).
+async fn wait_for_end(runtime: &Runtime, mut run: Run, wait: Duration) -> Result<Run> {
+    if wait.is_zero() || run.state.is_terminal() {
+        return Ok(run);
+    }
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut updates = runtime.subscribe();
+    loop {
+        run = runtime.get_run(&run.id).await?;
+        if run.state.is_terminal() {
+            return Ok(run);
+        }
+        let poll = tokio::time::Instant::now() + Duration::from_millis(250);
+        let until = poll.min(deadline);
+        loop {
+            tokio::select! {
+                update = updates.recv() => match update {
+                    Ok(p) if p.run.id == run.id && p.run.state.is_terminal() => return Ok((*p.run).clone()),
+                    Ok(_) => continue,
+                    Err(_) => break,
+                },
+                _ = tokio::time::sleep_until(until) => break,
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(runtime.get_run(&run.id).await?);
+        }
+    }
+}
+
+async fn application_logs(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+    params: Params,
+) -> Result<Json<Value>> {
+    let runs = &state.runtime.backend().runs;
+    let run = match params.get("task_id") {
+        Some(id) => Some(state.runtime.get_run(id).await?).filter(|r| r.application == name),
+        None => runs
+            .list_runs(&RunQuery {
+                application: Some(name.clone()),
+                limit: 1,
+                ..RunQuery::default()
+            })
+            .await?
+            .into_iter()
+            .next(),
+    };
+    let Some(run) = run else {
+        if state
+            .runtime
+            .backend()
+            .definitions
+            .get_application(&name)
+            .await?
+            .is_none()
+        {
+            return Err(ApiError::not_found(format!(
+                "application \"{name}\" not found"
+            )));
+        }
+        return Ok(Json(
+            json!({"application": name, "task_id": null, "state": null, "logs": [], "next_after": 0}),
+        ));
+    };
+    let mut doc = logs_page(&state, &run, &params).await?;
+    doc["application"] = json!(name);
+    Ok(Json(doc))
+}
+
+// ---- configurations ----------------------------------------------------------------
+
+async fn list_configurations(State(state): State<Shared>) -> Result<Json<Vec<Configuration>>> {
+    let configs = state
+        .runtime
+        .backend()
+        .definitions
+        .list_configurations()
+        .await?;
+    Ok(Json(configs.iter().map(Configuration::redacted).collect()))
+}
+
+async fn put_configuration(State(state): State<Shared>, body: Body) -> Result<Json<Configuration>> {
+    if body.is_empty() {
+        return Err(ApiError::bad_request("a JSON request body is required"));
+    }
+    let config = parse_configuration(body.text()?)?;
+    let stored = state.runtime.put_configuration(&config).await?;
+    Ok(Json(stored.redacted()))
+}
+
+async fn get_configuration(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<Json<Configuration>> {
+    state
+        .runtime
+        .backend()
+        .definitions
+        .get_configuration(&name)
+        .await?
+        // Stored redacted already; redact again so no path can ever show a secret.
+        .map(|c| Json(c.redacted()))
+        .ok_or_else(|| ApiError::not_found(format!("configuration \"{name}\" not found")))
+}
+
+async fn delete_configuration(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>> {
+    if !state.runtime.delete_configuration(&name).await? {
+        return Err(ApiError::not_found(format!(
+            "configuration \"{name}\" not found"
+        )));
+    }
+    Ok(deleted("configuration", &name))
+}
+
+// ---- steps -------------------------------------------------------------------------
+
+fn step_types(runtime: &Runtime) -> Vec<Value> {
+    let mut types: Vec<Value> = runtime
+        .registry()
+        .iter()
+        .map(|t| json!({"name": t.name(), "kind": "step", "description": t.description(), "parameters": t.parameter_schema()}))
+        .collect();
+    for (name, description, schema) in operators::operator_catalog() {
+        types.push(json!({"name": name, "kind": "operator", "description": description, "parameters": schema}));
+    }
+    types
+}
+
+async fn list_steps(State(state): State<Shared>) -> Json<Vec<Value>> {
+    Json(step_types(&state.runtime))
+}
+
+async fn get_step(State(state): State<Shared>, Path(name): Path<String>) -> Result<Json<Value>> {
+    step_types(&state.runtime)
+        .into_iter()
+        .find(|t| t["name"] == name.as_str())
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("step type \"{name}\" not found")))
+}
+
+/// Body of `POST /steps/run`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepRunRequest {
+    /// A registered step type (operators run only inside applications).
+    pub name: String,
+    #[serde(default)]
+    pub parameters: Map<String, Value>,
+    /// Seconds before the attempt is abandoned (default 60, at most 900).
+    #[serde(default)]
+    pub timeout_seconds: Option<u64>,
+    /// 10 debug, 20 info (default), 30 warning, 40 error.
+    #[serde(default)]
+    pub loglevel: Option<u8>,
+}
+
+async fn run_step(
+    State(state): State<Shared>,
+    Extension(identity): Extension<Identity>,
+    body: Body,
+) -> Result<Json<Value>> {
+    let request: StepRunRequest = body.parse()?;
+    if operators::is_operator(&request.name) {
+        return Err(ApiError::bad_request(format!(
+            "name: \"{}\" is an operator; operators run only inside applications",
+            request.name
+        ))
+        .with_field("name"));
+    }
+    let step_type = state
+        .runtime
+        .registry()
+        .get(&request.name)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(format!("step type \"{}\" not found", request.name)))?;
+    let timeout = request.timeout_seconds.unwrap_or(60);
+    if !(1..=900).contains(&timeout) {
+        return Err(
+            ApiError::bad_request("timeout_seconds: must be between 1 and 900")
+                .with_field("timeout_seconds"),
+        );
+    }
+    let run_id = format!("steprun-{}", uuid_like());
+    let logger = StepLogger::new(
+        &request.name,
+        1,
+        request.loglevel.unwrap_or(20),
+        Redactor::default(),
+    );
+    let ctx = StepContext {
+        run_id,
+        step_id: request.name.clone(),
+        attempt: 1,
+        unit: 0,
+        log: logger.clone(),
+        cache: state.runtime.backend().cache.clone(),
+    };
+    tracing::info!(who = %identity.name, step = %request.name, "step run");
+    let started = Instant::now();
+    let result = tokio::time::timeout(
+        Duration::from_secs(timeout),
+        step_type.execute(Value::Object(request.parameters), &ctx),
+    )
+    .await;
+    let seconds = started.elapsed().as_secs_f64();
+    let logs: Vec<Value> = logger.drain().iter().map(|e| log_doc(0, e)).collect();
+    let doc = match result {
+        Err(_) => {
+            json!({"name": request.name, "state": "failed", "output": null, "warnings": [], "error": format!("timed out after {timeout}s"), "seconds": seconds, "logs": logs})
+        }
+        Ok(Ok(output)) => json!({
+            "name": request.name,
+            "state": if output.warnings.is_empty() { "success" } else { "warning" },
+            "output": output.value,
+            "warnings": output.warnings,
+            "error": null,
+            "seconds": seconds,
+            "logs": logs,
+        }),
+        Ok(Err(e)) if e.message().starts_with("invalid parameters") => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                e.message().to_string(),
+            )
+            .with_field("parameters"))
+        }
+        Ok(Err(e)) => {
+            json!({"name": request.name, "state": "failed", "output": null, "warnings": [], "error": e.message(), "seconds": seconds, "logs": logs})
+        }
+    };
+    Ok(Json(doc))
+}
+
+fn uuid_like() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 8];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+// ---- tasks -------------------------------------------------------------------------
+
+/// Largest page of `GET /tasks`.
+const MAX_PAGE: usize = 1000;
+
+async fn list_tasks(State(state): State<Shared>, params: Params) -> Result<Json<Value>> {
+    for name in params.0.keys() {
+        if ![
+            "application",
+            "state",
+            "since",
+            "until",
+            "configuration",
+            "queue",
+            "limit",
+            "cursor",
+        ]
+        .contains(&name.as_str())
+        {
+            return Err(
+                ApiError::bad_request(format!("{name}: unknown query parameter"))
+                    .with_field(name.clone()),
+            );
+        }
+    }
+    let state_filter = params
+        .get("state")
+        .map(|s| {
+            RunState::parse(s).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "state: \"{s}\" is not pending, running, success, failure or revoked"
+                ))
+                .with_field("state")
+            })
+        })
+        .transpose()?;
+    let limit = params
+        .parse::<usize>("limit", "a whole number")?
+        .unwrap_or(50);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(
+            ApiError::bad_request(format!("limit: must be between 1 and {MAX_PAGE}"))
+                .with_field("limit"),
+        );
+    }
+    let query = RunQuery {
+        application: params.get("application").map(str::to_string),
+        state: state_filter,
+        configuration: params.get("configuration").map(str::to_string),
+        queue: params.get("queue").map(str::to_string),
+        since: params.time("since")?,
+        until: params.time("until")?,
+        before_id: params.get("cursor").map(str::to_string),
+        // One more than asked: tells whether there is a next page.
+        limit: limit + 1,
+    };
+    let mut runs = state.runtime.backend().runs.list_runs(&query).await?;
+    let more = runs.len() > limit;
+    runs.truncate(limit);
+    let next_cursor = if more {
+        runs.last().map(|r| r.id.clone())
+    } else {
+        None
+    };
+    let tasks: Vec<Value> = runs.iter().map(|r| task_document(r, None)).collect();
+    Ok(Json(
+        json!({"tasks": tasks, "count": tasks.len(), "next_cursor": next_cursor}),
+    ))
+}
+
+async fn find_run(state: &Shared, id: &str) -> Result<Run> {
+    state.runtime.get_run(id).await.map_err(|e| match e {
+        sluice_runtime::RuntimeError::NotFound(_) => {
+            ApiError::not_found(format!("task \"{id}\" not found"))
+        }
+        other => other.into(),
+    })
+}
+
+async fn get_task(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    params: Params,
+) -> Result<Json<Value>> {
+    let run = find_run(&state, &id).await?;
+    let run = wait_for_end(&state.runtime, run, wait_param(&params)?).await?;
+    let outputs = if params.flag("outputs")? {
+        Some(state.runtime.outputs(&run).await?)
+    } else {
+        None
+    };
+    Ok(Json(task_document(&run, outputs.as_ref())))
+}
+
+fn log_doc(seq: u64, entry: &LogEntry) -> Value {
+    json!({
+        "seq": seq,
+        "ts": rfc3339(&entry.ts),
+        "level": entry.level.as_str(),
+        "step": entry.step,
+        "attempt": entry.attempt,
+        "message": entry.message,
+    })
+}
+
+async fn logs_page(state: &Shared, run: &Run, params: &Params) -> Result<Value> {
+    let after = params.parse::<u64>("after", "a whole number")?.unwrap_or(0);
+    let limit = params
+        .parse::<usize>("limit", "a whole number")?
+        .unwrap_or(1000)
+        .clamp(1, 10_000);
+    let step = params.get("step");
+    let entries = state
+        .runtime
+        .backend()
+        .runs
+        .get_logs(&run.id, after, limit)
+        .await?;
+    let next_after = entries.last().map_or(after, |(seq, _)| *seq);
+    let logs: Vec<Value> = entries
+        .iter()
+        .filter(|(_, e)| step.is_none_or(|s| s == e.step))
+        .map(|(seq, e)| log_doc(*seq, e))
+        .collect();
+    Ok(json!({
+        "task_id": run.id,
+        "state": run.state.as_str(),
+        "logs": logs,
+        "next_after": next_after,
+        "more": entries.len() == limit,
+    }))
+}
+
+async fn task_logs(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    params: Params,
+) -> Result<Json<Value>> {
+    let run = find_run(&state, &id).await?;
+    Ok(Json(logs_page(&state, &run, &params).await?))
+}
+
+async fn task_application(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Json<Application>> {
+    let run = find_run(&state, &id).await?;
+    Ok(Json(state.runtime.plan_of(&run).await?.app.clone()))
+}
+
+async fn step_output(
+    State(state): State<Shared>,
+    Path((id, step)): Path<(String, String)>,
+) -> Result<Json<Value>> {
+    let run = find_run(&state, &id).await?;
+    if run.step(&step).is_none() {
+        return Err(ApiError::not_found(format!(
+            "task \"{id}\" has no step \"{step}\""
+        )));
+    }
+    Ok(Json(state.runtime.read_output(&run, &step).await?))
+}
+
+async fn replay(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    params: Params,
+) -> Result<Json<Value>> {
+    find_run(&state, &id).await?;
+    let wait = wait_param(&params)?;
+    let run = state.runtime.replay(&id).await?;
+    let run = wait_for_end(&state.runtime, run, wait).await?;
+    Ok(Json(task_document(&run, None)))
+}
+
+async fn revoke(State(state): State<Shared>, Path(id): Path<String>) -> Result<Json<Value>> {
+    find_run(&state, &id).await?;
+    let run = state.runtime.revoke(&id).await?;
+    Ok(Json(task_document(&run, None)))
+}
+
+// ---- schedules ---------------------------------------------------------------------
+
+async fn list_schedules(State(state): State<Shared>) -> Result<Json<Vec<Value>>> {
+    Ok(Json(schedules(&state).list().await?))
+}
+
+async fn put_schedule(State(state): State<Shared>, body: Body) -> Result<Json<Value>> {
+    let schedule: Schedule = body.parse()?;
+    Ok(Json(
+        schedules(&state).put(&state.runtime, &schedule).await?,
+    ))
+}
+
+async fn get_schedule(
+    State(state): State<Shared>,
+    Path(entry_id): Path<String>,
+) -> Result<Json<Value>> {
+    Ok(Json(schedules(&state).get(&entry_id).await?))
+}
+
+async fn delete_schedule(
+    State(state): State<Shared>,
+    Path(entry_id): Path<String>,
+) -> Result<Json<Value>> {
+    schedules(&state).delete(&entry_id).await?;
+    Ok(deleted("schedule", &entry_id))
+}
+
+/// Body of `DELETE /schedule`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EntryId {
+    pub entry_id: String,
+}
+
+async fn delete_schedule_body(State(state): State<Shared>, body: Body) -> Result<Json<Value>> {
+    let EntryId { entry_id } = body.parse()?;
+    schedules(&state).delete(&entry_id).await?;
+    Ok(deleted("schedule", &entry_id))
+}
+
+// ---- cache -------------------------------------------------------------------------
+
+async fn get_cache(State(state): State<Shared>, Path(key): Path<String>) -> Result<Json<Value>> {
+    let value = state
+        .runtime
+        .backend()
+        .cache
+        .get(&key)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("cache key \"{key}\" not found")))?;
+    Ok(Json(json!({"key": key, "value": value})))
+}
+
+async fn delete_cache(State(state): State<Shared>, Path(key): Path<String>) -> Result<Json<Value>> {
+    if !state.runtime.backend().cache.delete(&key).await? {
+        return Err(ApiError::not_found(format!(
+            "cache key \"{key}\" not found"
+        )));
+    }
+    Ok(deleted("cache", &key))
+}
+
+// ---- roles and tokens --------------------------------------------------------------
+
+async fn list_roles() -> Json<Vec<Value>> {
+    Json(
+        Role::ALL
+            .iter()
+            .map(|r| {
+                let includes: Vec<&str> = Role::ALL
+                    .iter()
+                    .filter(|o| *o < r)
+                    .map(|o| o.as_str())
+                    .collect();
+                json!({"name": r.as_str(), "description": r.description(), "includes": includes})
+            })
+            .collect(),
+    )
+}
+
+fn owner_type_param(params: &Params) -> Result<Option<OwnerType>> {
+    params
+        .get("owner_type")
+        .map(|t| match t {
+            "user" => Ok(OwnerType::User),
+            "group" => Ok(OwnerType::Group),
+            other => Err(ApiError::bad_request(format!(
+                "owner_type: \"{other}\" is not user or group"
+            ))
+            .with_field("owner_type")),
+        })
+        .transpose()
+}
+
+async fn list_bindings(
+    State(state): State<Shared>,
+    params: Params,
+) -> Result<Json<Vec<RoleBinding>>> {
+    let owner = params.get("owner");
+    let owner_type = owner_type_param(&params)?;
+    let bindings = state.ports.access.list_bindings().await?;
+    Ok(Json(
+        bindings
+            .into_iter()
+            .filter(|b| {
+                owner.is_none_or(|o| o == b.owner) && owner_type.is_none_or(|t| t == b.owner_type)
+            })
+            .collect(),
+    ))
+}
+
+async fn put_binding(State(state): State<Shared>, body: Body) -> Result<Json<RoleBinding>> {
+    let binding: RoleBinding = body.parse()?;
+    if binding.owner.trim().is_empty() {
+        return Err(ApiError::invalid(&sluice_core::Invalid::one(
+            sluice_core::Issue::new("owner", "must not be empty"),
+        )));
+    }
+    state.ports.access.put_binding(&binding).await?;
+    Ok(Json(binding))
+}
+
+/// Body of `DELETE /roles/owner`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OwnerRef {
+    pub owner: String,
+    #[serde(default)]
+    pub owner_type: Option<OwnerType>,
+}
+
+async fn delete_binding(
+    State(state): State<Shared>,
+    params: Params,
+    body: Body,
+) -> Result<Json<Value>> {
+    let (owner, owner_type) = if body.is_empty() {
+        let owner = params.get("owner").ok_or_else(|| {
+            ApiError::bad_request("owner: required (in the body or the query)").with_field("owner")
+        })?;
+        (owner.to_string(), owner_type_param(&params)?)
+    } else {
+        let r: OwnerRef = body.parse()?;
+        (r.owner, r.owner_type)
+    };
+    let owner_type = owner_type.unwrap_or(OwnerType::User);
+    if !state
+        .ports
+        .access
+        .delete_binding(owner_type, &owner)
+        .await?
+    {
+        return Err(ApiError::not_found(format!(
+            "no role is bound to {} \"{owner}\"",
+            owner_type.as_str()
+        )));
+    }
+    Ok(deleted("role_binding", &owner))
+}
+
+fn token_doc(token: &ApiToken) -> Value {
+    json!({"name": token.name, "role": token.role, "created_at": rfc3339(&token.created_at)})
+}
+
+async fn list_tokens(State(state): State<Shared>) -> Result<Json<Vec<Value>>> {
+    Ok(Json(
+        state
+            .ports
+            .access
+            .list_tokens()
+            .await?
+            .iter()
+            .map(token_doc)
+            .collect(),
+    ))
+}
+
+/// Body of `POST /tokens`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    /// 1-64 letters, digits, `_`, `-` or `.`.
+    pub name: String,
+    pub role: Role,
+}
+
+/// Validates a token name and creates the token; returns the stored record and the
+/// token (to be shown once). Shared by the API and `sluice tokens create`.
+pub async fn create_api_token(
+    access: &dyn sluice_core::ports::AccessStore,
+    name: &str,
+    role: Role,
+) -> Result<(ApiToken, String)> {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if !valid {
+        return Err(ApiError::invalid(&sluice_core::Invalid::one(
+            sluice_core::Issue::new(
+                "name",
+                format!("\"{name}\" must be 1-64 letters, digits, _, - or ."),
+            ),
+        )));
+    }
+    let token = new_token();
+    let record = ApiToken {
+        name: name.to_string(),
+        role,
+        hash: token_hash(&token),
+        created_at: Utc::now(),
+    };
+    if !access.create_token(&record).await? {
+        return Err(ApiError::conflict(format!(
+            "a token named \"{name}\" exists; revoke it first"
+        ))
+        .with_field("name"));
+    }
+    Ok((record, token))
+}
+
+async fn create_token(State(state): State<Shared>, body: Body) -> Result<Json<Value>> {
+    let request: TokenRequest = body.parse()?;
+    let (record, token) =
+        create_api_token(state.ports.access.as_ref(), &request.name, request.role).await?;
+    let mut doc = token_doc(&record);
+    doc["token"] = json!(token);
+    Ok(Json(doc))
+}
+
+async fn delete_token(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>> {
+    if !state.ports.access.delete_token(&name).await? {
+        return Err(ApiError::not_found(format!("token \"{name}\" not found")));
+    }
+    Ok(deleted("token", &name))
+}

@@ -1,0 +1,125 @@
+//! The route table: every route with its method, path, required role and OpenAPI
+//! description. The router is built from it ([`crate::router`]), the authorization layer
+//! looks the matched route up in it (a route missing from it is refused, so nothing can
+//! ship unguarded), the OpenAPI document is generated from it, and the role-matrix test
+//! walks it.
+
+use sluice_core::model::Role;
+
+/// One route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteSpec {
+    /// `GET`, `POST` or `DELETE`.
+    pub method: &'static str,
+    /// axum path syntax (`/api/v1/tasks/{id}`).
+    pub path: &'static str,
+    /// `None`: served without authentication.
+    pub role: Option<Role>,
+    pub tag: &'static str,
+    pub summary: &'static str,
+    /// Query parameters: `(name, description)`.
+    pub query: &'static [(&'static str, &'static str)],
+    /// Component schema name of the JSON request body.
+    pub body: Option<&'static str>,
+    /// Component schema name of the 200 response.
+    pub response: &'static str,
+}
+
+const fn route(
+    method: &'static str,
+    path: &'static str,
+    role: Option<Role>,
+    tag: &'static str,
+    summary: &'static str,
+) -> RouteSpec {
+    RouteSpec {
+        method,
+        path,
+        role,
+        tag,
+        summary,
+        query: &[],
+        body: None,
+        response: "Any",
+    }
+}
+
+impl RouteSpec {
+    const fn query(mut self, query: &'static [(&'static str, &'static str)]) -> Self {
+        self.query = query;
+        self
+    }
+    const fn body(mut self, body: &'static str) -> Self {
+        self.body = Some(body);
+        self
+    }
+    const fn response(mut self, response: &'static str) -> Self {
+        self.response = response;
+        self
+    }
+}
+
+use Role::{
+    Administrator as Admin, Configuration as Config, Developer as Dev, Execute as Exec, View,
+};
+
+const WAIT: (&str, &str) = (
+    "wait",
+    "Wait up to this many seconds (at most 25) for the run to end.",
+);
+
+/// Every route of the API.
+pub const ROUTES: &[RouteSpec] = &[
+    route("GET", "/healthcheck", None, "health", "Liveness for load balancers: 200 {\"status\": \"ok\"}, no dependency calls.").response("Status"),
+    route("GET", "/api/v1/healthcheck", None, "health", "Same as /healthcheck.").response("Status"),
+    route("GET", "/api/v1/about", None, "health", "Product name, version and backend.").response("About"),
+    route("GET", "/api/v1/health", Some(View), "health", "Deep health check: each backing component with its status and latency; 503 when one fails.").response("Health"),
+    route("GET", "/api/v1/openapi.json", Some(View), "health", "This OpenAPI document."),
+    // Applications.
+    route("GET", "/api/v1/applications", Some(View), "applications", "Stored applications.").response("ApplicationList"),
+    route("POST", "/api/v1/applications", Some(Dev), "applications", "Create or overwrite an application (validated as `sluice validate` does).").body("Application").response("Application"),
+    route("POST", "/api/v1/applications/run", Some(Exec), "runs", "Start a run of the application named in the body.").query(&[WAIT]).body("RunRequest").response("Task"),
+    route("GET", "/api/v1/applications/{name}", Some(View), "applications", "One application.").response("Application"),
+    route("DELETE", "/api/v1/applications/{name}", Some(Admin), "applications", "Delete an application.").response("Deleted"),
+    route("POST", "/api/v1/applications/{name}/run", Some(Exec), "runs", "Start a run of this application.").query(&[WAIT]).body("RunRequest").response("Task"),
+    route("GET", "/api/v1/applications/{name}/logs", Some(View), "runs", "Log entries of the application's latest run (or of `task_id`).").query(&[("task_id", "A run of this application instead of the latest."), ("step", "Only this step's entries."), ("after", "Only entries with a greater seq."), ("limit", "At most this many entries (default 1000).")]).response("Logs"),
+    // Configurations.
+    route("GET", "/api/v1/configurations", Some(View), "configurations", "Stored configurations; encrypted values read as null.").response("ConfigurationList"),
+    route("POST", "/api/v1/configurations", Some(Config), "configurations", "Create or overwrite a configuration; an encrypted entry posted with a null value keeps the stored secret.").body("Configuration").response("Configuration"),
+    route("GET", "/api/v1/configurations/{name}", Some(View), "configurations", "One configuration; encrypted values read as null.").response("Configuration"),
+    route("DELETE", "/api/v1/configurations/{name}", Some(Admin), "configurations", "Delete a configuration and its secrets.").response("Deleted"),
+    // Steps.
+    route("GET", "/api/v1/steps", Some(View), "steps", "Registered step types and operators with their parameter schemas.").response("StepTypeList"),
+    route("POST", "/api/v1/steps/run", Some(Dev), "steps", "Run one step type with the given parameters, outside any application.").body("StepRunRequest").response("StepRunResult"),
+    route("GET", "/api/v1/steps/{name}", Some(View), "steps", "One step type with its parameter schema.").response("StepType"),
+    // Tasks (runs).
+    route("GET", "/api/v1/tasks", Some(View), "runs", "Runs, newest first, filtered and paginated.").query(&[("application", "Only runs of this application."), ("state", "pending, running, success, failure or revoked."), ("since", "Runs created at or after (RFC 3339)."), ("until", "Runs created before (RFC 3339)."), ("configuration", "Only runs with this configuration."), ("queue", "Only runs with this queue label."), ("limit", "Page size, 1-1000 (default 50)."), ("cursor", "next_cursor of the previous page.")]).response("TaskList"),
+    route("GET", "/api/v1/tasks/{id}", Some(View), "runs", "A run's task document.").query(&[WAIT, ("outputs", "true: add each step's output.")]).response("Task"),
+    route("GET", "/api/v1/tasks/{id}/logs", Some(View), "runs", "A run's log entries, oldest first, from a seq cursor.").query(&[("step", "Only this step's entries."), ("after", "Only entries with a greater seq (the previous page's next_after)."), ("limit", "At most this many entries (default 1000).")]).response("Logs"),
+    route("GET", "/api/v1/tasks/{id}/application", Some(View), "runs", "The application document the run executes (its snapshot).").response("Application"),
+    route("GET", "/api/v1/tasks/{id}/steps/{step}/output", Some(View), "runs", "A step's output (the JSON value itself; null when it has none)."),
+    route("POST", "/api/v1/tasks/{id}/replay", Some(Exec), "runs", "A new run with the same application, variables, configuration and queue.").query(&[WAIT]).response("Task"),
+    route("POST", "/api/v1/tasks/{id}/revoke", Some(Exec), "runs", "Revoke a run: nothing further starts, unfinished steps are cancelled.").response("Task"),
+    // Schedules.
+    route("GET", "/api/v1/schedule", Some(View), "schedule", "Schedules with total_runs, last_run and next_run.").response("ScheduleList"),
+    route("POST", "/api/v1/schedule", Some(Admin), "schedule", "Create or replace a schedule (crontab or frequency, UTC).").body("Schedule").response("ScheduleEntry"),
+    route("DELETE", "/api/v1/schedule", Some(Admin), "schedule", "Delete the schedule named by the body's entry_id.").body("EntryId").response("Deleted"),
+    route("GET", "/api/v1/schedule/{entry_id}", Some(View), "schedule", "One schedule with its statistics.").response("ScheduleEntry"),
+    route("DELETE", "/api/v1/schedule/{entry_id}", Some(Admin), "schedule", "Delete a schedule.").response("Deleted"),
+    // Cache.
+    route("GET", "/api/v1/cache/{key}", Some(View), "cache", "A cache entry.").response("CacheEntry"),
+    route("DELETE", "/api/v1/cache/{key}", Some(Admin), "cache", "Delete a cache entry.").response("Deleted"),
+    // Roles and tokens.
+    route("GET", "/api/v1/roles", Some(View), "roles", "The roles, each including the ones before it.").response("RoleList"),
+    route("GET", "/api/v1/roles/owner", Some(Admin), "roles", "Role bindings (of users and groups).").query(&[("owner", "Only bindings of this owner."), ("owner_type", "user or group.")]).response("RoleBindingList"),
+    route("POST", "/api/v1/roles/owner", Some(Admin), "roles", "Bind a role to a user or group (replacing its binding).").body("RoleBinding").response("RoleBinding"),
+    route("DELETE", "/api/v1/roles/owner", Some(Admin), "roles", "Remove the binding of the owner named in the body (or the owner and owner_type query parameters).").query(&[("owner", "The owner."), ("owner_type", "user (default) or group.")]).response("Deleted"),
+    route("GET", "/api/v1/tokens", Some(Admin), "roles", "API tokens (names and roles; never the tokens).").response("TokenList"),
+    route("POST", "/api/v1/tokens", Some(Admin), "roles", "Create an API token; the response shows it once.").body("TokenRequest").response("NewToken"),
+    route("DELETE", "/api/v1/tokens/{name}", Some(Admin), "roles", "Revoke an API token.").response("Deleted"),
+];
+
+/// The declared role of `(method, path)`; `None` when the route is not declared.
+pub fn lookup(method: &str, path: &str) -> Option<&'static RouteSpec> {
+    ROUTES.iter().find(|r| r.method == method && r.path == path)
+}

@@ -1,0 +1,319 @@
+//! Schedules: storing them (with their statistics), firing a tick exactly once, and the
+//! scheduler loop of `sluice serve`.
+//!
+//! Firing tick `T` of schedule `E` (see [`fire`]) starts a run whose id is derived from
+//! `(E, T)`, so starting again is a no-op, then claims `T` with a conditional write and
+//! counts the run only if the claim succeeds. A crash anywhere in between repeats the
+//! same steps with the same id: one run per tick, counted once, across restarts. The
+//! AWS start function (the EventBridge Scheduler target) calls [`fire`] too, with the
+//! event's scheduled time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use sluice_core::model::{deterministic_run_id, Run, Schedule};
+use sluice_core::ports::{
+    ScheduleStats, ScheduleStatsStore, ScheduleStore, ScheduledRun, Scheduler, StoreError,
+};
+use sluice_core::schedule::{validate_schedule, Timing};
+use sluice_core::task::{rfc3339, API_BASE};
+use sluice_runtime::{Runtime, StartError, StartRequest};
+use tokio::sync::{watch, Notify};
+
+use crate::error::ApiError;
+
+/// Longest the loop sleeps before looking at the schedules again (so schedules written
+/// by another process, e.g. the CLI on the same data directory, are picked up).
+pub const RESCAN_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The schedule store, its statistics and the scheduler to tell about changes.
+#[derive(Clone)]
+pub struct Schedules {
+    pub store: Arc<dyn ScheduleStore>,
+    pub stats: Arc<dyn ScheduleStatsStore>,
+    pub scheduler: Arc<dyn Scheduler>,
+}
+
+/// The listing shape of a schedule (SPEC §5): the document with `total_runs`,
+/// `last_run` `{href, task_id, start_time}` and `next_run`.
+pub fn entry(schedule: &Schedule, stats: Option<&ScheduleStats>) -> Value {
+    let mut doc = serde_json::to_value(schedule).unwrap_or(Value::Null);
+    let last_run = stats.and_then(|s| s.last_run.as_ref()).map(|r| {
+        json!({
+            "href": format!("{API_BASE}/tasks/{}", r.run_id),
+            "task_id": r.run_id,
+            "start_time": rfc3339(&r.start_time),
+        })
+    });
+    let next_run = if schedule.enabled {
+        validate_schedule(schedule)
+            .ok()
+            .and_then(|t| t.next_after(Utc::now()))
+            .map(|t| rfc3339(&t))
+    } else {
+        None
+    };
+    doc["total_runs"] = json!(stats.map_or(0, |s| s.total_runs));
+    doc["last_run"] = json!(last_run);
+    doc["next_run"] = json!(next_run);
+    doc
+}
+
+impl Schedules {
+    /// Validates and stores a schedule. Ticks up to now never fire for a new schedule
+    /// or one being enabled (no burst of missed runs), and a schedule whose application
+    /// does not exist is refused.
+    pub async fn put(&self, runtime: &Runtime, schedule: &Schedule) -> Result<Value, ApiError> {
+        validate_schedule(schedule)?;
+        if runtime
+            .backend()
+            .definitions
+            .get_application(&schedule.application_id)
+            .await?
+            .is_none()
+        {
+            return Err(ApiError::invalid(&sluice_core::Invalid::one(
+                sluice_core::Issue::new(
+                    "application_id",
+                    format!("application \"{}\" not found", schedule.application_id),
+                ),
+            )));
+        }
+        let previous = self.store.get_schedule(&schedule.entry_id).await?;
+        let enabling = schedule.enabled && previous.as_ref().is_none_or(|p| !p.enabled);
+        if enabling
+            || previous
+                .as_ref()
+                .is_some_and(|p| p.schedule != schedule.schedule)
+        {
+            self.stats
+                .claim_tick(&schedule.entry_id, Utc::now())
+                .await?;
+        }
+        self.store.put_schedule(schedule).await?;
+        self.scheduler.upsert(schedule).await?;
+        let stats = self.stats.get_stats(&schedule.entry_id).await?;
+        Ok(entry(schedule, stats.as_ref()))
+    }
+
+    pub async fn get(&self, entry_id: &str) -> Result<Value, ApiError> {
+        let schedule = self
+            .store
+            .get_schedule(entry_id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("schedule \"{entry_id}\" not found")))?;
+        let stats = self.stats.get_stats(entry_id).await?;
+        Ok(entry(&schedule, stats.as_ref()))
+    }
+
+    pub async fn list(&self) -> Result<Vec<Value>, ApiError> {
+        let stats = self.stats.list_stats().await?;
+        Ok(self
+            .store
+            .list_schedules()
+            .await?
+            .iter()
+            .map(|s| entry(s, stats.iter().find(|st| st.entry_id == s.entry_id)))
+            .collect())
+    }
+
+    pub async fn delete(&self, entry_id: &str) -> Result<(), ApiError> {
+        if !self.store.delete_schedule(entry_id).await? {
+            return Err(ApiError::not_found(format!(
+                "schedule \"{entry_id}\" not found"
+            )));
+        }
+        self.scheduler.remove(entry_id).await?;
+        self.stats.delete_stats(entry_id).await?;
+        Ok(())
+    }
+}
+
+/// Why a tick could not be fired.
+#[derive(Debug, thiserror::Error)]
+pub enum FireError {
+    /// The run was refused (application gone, bad params): the tick is spent.
+    #[error("schedule {entry_id}: the run was refused: {reason}")]
+    Refused { entry_id: String, reason: String },
+    /// Infrastructure: retry the tick later.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("schedule {entry_id}: {reason}")]
+    Runtime { entry_id: String, reason: String },
+}
+
+/// The run id of a tick: the same every time for the same schedule and tick.
+pub fn tick_run_id(entry_id: &str, tick: DateTime<Utc>) -> String {
+    deterministic_run_id(tick, &format!("schedule/{entry_id}/{}", rfc3339(&tick)))
+}
+
+/// Fires tick `tick` of `schedule`: at most one run per tick, counted once (see the
+/// module doc). `Ok(None)` when the tick had already been fired and counted.
+pub async fn fire(
+    runtime: &Runtime,
+    stats: &dyn ScheduleStatsStore,
+    schedule: &Schedule,
+    tick: DateTime<Utc>,
+) -> Result<Option<Run>, FireError> {
+    if let Some(s) = stats.get_stats(&schedule.entry_id).await? {
+        if s.last_tick.is_some_and(|t| t >= tick) {
+            return Ok(None);
+        }
+    }
+    let run_id = tick_run_id(&schedule.entry_id, tick);
+    let started = runtime
+        .start(StartRequest {
+            application: schedule.application_id.clone(),
+            params: schedule.params.clone(),
+            run_id: Some(run_id.clone()),
+            ..StartRequest::default()
+        })
+        .await;
+    let run = match started {
+        Ok(run) => Some(run),
+        Err(StartError::Invalid(e)) => {
+            stats.claim_tick(&schedule.entry_id, tick).await?;
+            return Err(FireError::Refused {
+                entry_id: schedule.entry_id.clone(),
+                reason: e.to_string(),
+            });
+        }
+        Err(StartError::NotFound(reason)) => {
+            stats.claim_tick(&schedule.entry_id, tick).await?;
+            return Err(FireError::Refused {
+                entry_id: schedule.entry_id.clone(),
+                reason,
+            });
+        }
+        Err(StartError::Runtime(e)) => {
+            return Err(FireError::Runtime {
+                entry_id: schedule.entry_id.clone(),
+                reason: e.to_string(),
+            })
+        }
+    };
+    if stats.claim_tick(&schedule.entry_id, tick).await? {
+        stats
+            .record_run(
+                &schedule.entry_id,
+                &ScheduledRun {
+                    run_id,
+                    start_time: Utc::now(),
+                },
+            )
+            .await?;
+        Ok(run)
+    } else {
+        Ok(None)
+    }
+}
+
+/// The embedded [`Scheduler`]: schedules live in the store, so a change only wakes the
+/// loop up to look again.
+#[derive(Default, Clone)]
+pub struct LocalScheduler {
+    pub wake: Arc<Notify>,
+}
+
+#[async_trait]
+impl Scheduler for LocalScheduler {
+    async fn upsert(&self, _schedule: &Schedule) -> Result<(), StoreError> {
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    async fn remove(&self, _entry_id: &str) -> Result<(), StoreError> {
+        self.wake.notify_one();
+        Ok(())
+    }
+}
+
+/// One pass: fires every enabled schedule's latest due tick; returns the earliest next
+/// tick of all schedules.
+pub async fn tick_once(
+    runtime: &Runtime,
+    store: &dyn ScheduleStore,
+    stats: &dyn ScheduleStatsStore,
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let mut earliest: Option<DateTime<Utc>> = None;
+    for schedule in store.list_schedules().await? {
+        if !schedule.enabled {
+            continue;
+        }
+        let timing: Timing = match validate_schedule(&schedule) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(entry_id = %schedule.entry_id, error = %e, "invalid schedule skipped");
+                continue;
+            }
+        };
+        let last = stats
+            .get_stats(&schedule.entry_id)
+            .await?
+            .and_then(|s| s.last_tick);
+        let Some(last) = last else {
+            // First sight of this schedule (e.g. written by another process): ticks up
+            // to now are not due.
+            stats.claim_tick(&schedule.entry_id, now).await?;
+            if let Some(next) = timing.next_after(now) {
+                earliest = Some(earliest.map_or(next, |e| e.min(next)));
+            }
+            continue;
+        };
+        if let Some(due) = timing.latest_due(last, now) {
+            match fire(runtime, stats, &schedule, due).await {
+                Ok(Some(run)) => {
+                    tracing::info!(entry_id = %schedule.entry_id, run = %run.id, tick = %due, "schedule fired")
+                }
+                Ok(None) => {}
+                Err(FireError::Store(e)) => return Err(e),
+                Err(e) => tracing::warn!(error = %e, "schedule tick not fired"),
+            }
+        }
+        if let Some(next) = timing.next_after(now.max(last)) {
+            earliest = Some(earliest.map_or(next, |e| e.min(next)));
+        }
+    }
+    Ok(earliest)
+}
+
+/// The scheduler loop of `sluice serve`: sleeps until the next tick (at most
+/// [`RESCAN_INTERVAL`]), or until a schedule changes, then fires what is due. Stops when
+/// `stop` turns true.
+pub async fn run_loop(
+    runtime: Arc<Runtime>,
+    store: Arc<dyn ScheduleStore>,
+    stats: Arc<dyn ScheduleStatsStore>,
+    wake: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let now = Utc::now();
+        let next = match tick_once(&runtime, store.as_ref(), stats.as_ref(), now).await {
+            Ok(next) => next,
+            Err(e) => {
+                tracing::error!(error = %e, "scheduler pass failed; retrying");
+                Some(now + chrono::Duration::seconds(1))
+            }
+        };
+        let sleep = match next {
+            None => RESCAN_INTERVAL,
+            Some(t) => (t - Utc::now()).to_std().unwrap_or(Duration::ZERO),
+        }
+        .min(RESCAN_INTERVAL)
+        // Never spin: a tick "now" is fired on the next pass, a few ms later.
+        .max(Duration::from_millis(20));
+        tokio::select! {
+            _ = tokio::time::sleep(sleep) => {}
+            _ = wake.notified() => {}
+            _ = stop.changed() => break,
+        }
+    }
+}
