@@ -28,9 +28,13 @@ pub async fn dispatch(cmd: AwsCommand) -> anyhow::Result<u8> {
     match cmd {
         AwsCommand::Provision => {
             let env = AwsEnvironment::load(AwsSettings::from_env()).await;
-            let done = sluice_aws::provision::provision(&env.clients, &env.settings, &step_types()).await?;
+            let done = sluice_aws::provision::provision(&env.clients, &env.settings, &step_types())
+                .await?;
             println!("Tables:         {}", done.tables.join(", "));
-            println!("Queues:         {} (each with a -dlq)", done.queues.join(", "));
+            println!(
+                "Queues:         {} (each with a -dlq)",
+                done.queues.join(", ")
+            );
             println!("Bucket:         {}", done.bucket);
             println!("Schedule group: {}", done.schedule_group);
             write_request_log(&env);
@@ -56,7 +60,11 @@ pub fn write_request_log(env: &AwsEnvironment) {
     };
     let line = serde_json::to_string(&env.clients.requests.snapshot()).unwrap_or_default();
     use std::io::Write;
-    if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(&path) {
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+    {
         let _ = writeln!(file, "{line}");
     }
 }

@@ -240,7 +240,8 @@ fn validate(files: &[std::path::PathBuf]) -> anyhow::Result<u8> {
         });
         let result = match kind.unwrap_or("application") {
             "configuration" => parse_configuration(&text).map(|_| "configuration"),
-            "schedule" => parse_document::<Schedule>(&text).map(|_| "schedule"),
+            "schedule" => parse_document::<Schedule>(&text)
+                .and_then(|s| sluice_core::schedule::validate_schedule(&s).map(|_| "schedule")),
             _ => parse_application(&text, &catalog).map(|_| "application"),
         };
         match result {

@@ -32,7 +32,11 @@ impl Local {
             secrets: ports.secrets,
             cache: ports.cache,
         };
-        let runtime = Runtime::new(backend, sluice_steps::builtin_registry(), RuntimeConfig::default());
+        let runtime = Runtime::new(
+            backend,
+            sluice_steps::builtin_registry(),
+            RuntimeConfig::default(),
+        );
         Ok(Self {
             store: Store::Embedded(store),
             runtime,

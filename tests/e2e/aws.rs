@@ -29,13 +29,21 @@ pub async fn scratch() -> Scratch {
 fn uuid_like() -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
     format!("{:016x}", h.finish())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_inventory_sync() {
-    cli_runs::inventory_sync_reports_new_updated_removed_unchanged_and_is_idempotent_on(scratch().await).await
+    cli_runs::inventory_sync_reports_new_updated_removed_unchanged_and_is_idempotent_on(
+        scratch().await,
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -50,7 +58,8 @@ async fn aws_branching_and_fan_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_failed_step_exit_1() {
-    cli_runs::a_failed_step_fails_the_run_with_exit_1_and_cancels_successors_on(scratch().await).await
+    cli_runs::a_failed_step_fails_the_run_with_exit_1_and_cancels_successors_on(scratch().await)
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,7 +80,10 @@ const SECRET: &str = "aws-tok-5e1f2a9b";
 async fn aws_retries_and_encrypted_values_never_stored() {
     let server = TestServer::start().await;
     server.on("flaky", Behaviour::FailFirst(1, json!({"total": 2})));
-    server.on("secure", Behaviour::Bearer(SECRET.into(), json!({"ok": true})));
+    server.on(
+        "secure",
+        Behaviour::Bearer(SECRET.into(), json!({"ok": true})),
+    );
     let s = scratch().await;
     let config = s.write(
         "config.json",
@@ -93,22 +105,47 @@ async fn aws_retries_and_encrypted_values_never_stored() {
         .to_string(),
     );
     let doc = s
-        .sluice(&["run", app.to_str().unwrap(), "-c", config.to_str().unwrap(), "-p", "loglevel=10", "--output", "json"])
+        .sluice(&[
+            "run",
+            app.to_str().unwrap(),
+            "-c",
+            config.to_str().unwrap(),
+            "-p",
+            "loglevel=10",
+            "--output",
+            "json",
+        ])
         .await
         .expect(0)
         .json();
-    assert_eq!(doc["steps"]["Get"]["attempts"], 2, "one 503, then success after an SQS delay");
+    assert_eq!(
+        doc["steps"]["Get"]["attempts"], 2,
+        "one 503, then success after an SQS delay"
+    );
     assert_eq!(doc["steps"]["Secure"]["output"], json!({"ok": true}));
-    assert_eq!(doc["steps"]["Show"]["output"], "token=***", "outputs are redacted");
+    assert_eq!(
+        doc["steps"]["Show"]["output"], "token=***",
+        "outputs are redacted"
+    );
     let id = doc["task_id"].as_str().unwrap();
     let logs = s.sluice(&["runs", "logs", id]).await.expect(0).stdout();
     assert!(!logs.contains(SECRET), "{logs}");
-    let shown = s.sluice(&["configs", "get", "cloud"]).await.expect(0).stdout();
+    let shown = s
+        .sluice(&["configs", "get", "cloud"])
+        .await
+        .expect(0)
+        .stdout();
     assert!(!shown.contains(SECRET), "{shown}");
     // Every item of every table and every object of the bucket, read with boto3.
     let dump = dump_prefix(s.aws_prefix.as_deref().unwrap()).await;
-    assert!(dump.contains("cloud_app"), "the dump sees the stored documents");
-    assert!(!dump.contains(SECRET), "plaintext secret stored outside Secrets Manager");
+    assert!(
+        dump.contains("cloud_app"),
+        "the dump sees the stored documents"
+    );
+    assert!(
+        !dump.contains(SECRET),
+        "plaintext secret stored outside Secrets Manager"
+    );
 }
 
 /// Every DynamoDB item and S3 object of a deployment, as text (deflated documents
@@ -139,7 +176,11 @@ for o in s3.list_objects_v2(Bucket=f"{p}-outputs").get("Contents", []):
         .output()
         .await
         .expect("run .venv/bin/python (scripts/test.sh creates it)");
-    assert!(out.status.success(), "dump failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "dump failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -171,11 +212,20 @@ async fn aws_a_10_mb_output_goes_through_s3() {
         ]})
         .to_string(),
     );
-    let done = tokio::time::timeout(Duration::from_secs(300), s.sluice(&["run", app.to_str().unwrap(), "--output", "json"]))
-        .await
-        .expect("the run ends")
-        .expect(0);
+    let done = tokio::time::timeout(
+        Duration::from_secs(300),
+        s.sluice(&["run", app.to_str().unwrap(), "--output", "json"]),
+    )
+    .await
+    .expect("the run ends")
+    .expect(0);
     let doc = done.json();
     assert_eq!(doc["steps"]["Size"]["output"], json!(big.len()));
-    assert_eq!(doc["steps"]["Fetch"]["output"]["blob"].as_str().unwrap().len(), big.len());
+    assert_eq!(
+        doc["steps"]["Fetch"]["output"]["blob"]
+            .as_str()
+            .unwrap()
+            .len(),
+        big.len()
+    );
 }

@@ -159,3 +159,54 @@ async fn revoke_cancels_a_running_run() {
     assert_eq!(doc["state"], "revoked");
     assert_eq!(doc["steps"]["Never"]["state"], "cancelled");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_timeout_fails_the_attempt_and_is_retried() {
+    let server = TestServer::start().await;
+    server.on("stuck", Behaviour::Slow(Duration::from_secs(30), json!(1)));
+    let s = Scratch::new();
+    let app = s.write(
+        "app.json",
+        &json!({"name": "stuck", "author": "me", "steps": [
+            {"id": "Stuck", "type": "http_request", "timeout_seconds": 1,
+             "retry": {"max_attempts": 2, "backoff_seconds": 0.1},
+             "parameters": {"url": format!("{}/stuck", server.base), "timeout_seconds": 60}}
+        ]})
+        .to_string(),
+    );
+    let doc = s.sluice(&["run", app.to_str().unwrap(), "--output", "json"]).await.expect(1).json();
+    let step = &doc["steps"]["Stuck"];
+    assert_eq!(step["state"], "failed");
+    assert_eq!(step["attempts"], 2);
+    assert_eq!(step["error"], "timed out after 1 seconds");
+    assert_eq!(server.hits("stuck"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_follow_a_live_run_to_its_end() {
+    let server = TestServer::start().await;
+    server.on("slow", Behaviour::Slow(Duration::from_millis(1500), json!({"done": true})));
+    let s = Scratch::new();
+    let app = s.write(
+        "app.json",
+        &json!({"name": "followed", "author": "me", "steps": [
+            {"id": "Slow", "type": "http_request", "parameters": {"url": format!("{}/slow", server.base)}},
+            {"id": "After", "type": "echo", "depends_on": ["Slow"], "parameters": {"value": 1, "log": "after the slow one"}}
+        ]})
+        .to_string(),
+    );
+    let run = s.command(&["run", app.to_str().unwrap()]).output();
+    let follow = async {
+        let srv = server.clone();
+        assert!(eventually(Duration::from_secs(30), || srv.hits("slow") == 1).await);
+        let listed = s.sluice(&["runs", "list", "--output", "json"]).await.expect(0).json();
+        let id = listed[0]["task_id"].as_str().unwrap().to_string();
+        s.sluice(&["runs", "logs", &id, "--follow"]).await.expect(0)
+    };
+    let (run, logs) = tokio::join!(run, follow);
+    crate::support::Done(run.unwrap()).expect(0);
+    let text = logs.stdout();
+    assert!(text.contains("FLOW    Slow[1] Start Slow"), "{text}");
+    assert!(text.contains("INFO    After[1] after the slow one"), "{text}");
+    assert!(text.contains("FLOW    After[1] stop After|"), "following ends after the last entry: {text}");
+}

@@ -10,7 +10,8 @@ use sluice_aws::{AwsEnvironment, AwsSettings};
 
 /// The verified claims of the request, if API Gateway's JWT authorizer passed any.
 fn claims(request: &Request, username_claim: &str, groups_claim: &str) -> Option<JwtClaims> {
-    let lambda_http::request::RequestContext::ApiGatewayV2(context) = request.request_context() else {
+    let lambda_http::request::RequestContext::ApiGatewayV2(context) = request.request_context()
+    else {
         return None;
     };
     let jwt = context.authorizer?.jwt?;
@@ -19,7 +20,11 @@ fn claims(request: &Request, username_claim: &str, groups_claim: &str) -> Option
         .into_iter()
         .map(|(k, v)| (k, serde_json::Value::String(v)))
         .collect();
-    JwtClaims::from_claims(&serde_json::Value::Object(claims), username_claim, groups_claim)
+    JwtClaims::from_claims(
+        &serde_json::Value::Object(claims),
+        username_claim,
+        groups_claim,
+    )
 }
 
 #[tokio::main]
@@ -39,13 +44,17 @@ async fn main() -> Result<(), Error> {
     };
     let admin = AdminCredentials {
         user: std::env::var("SLUICE_ADMIN_USER").unwrap_or_else(|_| "admin".into()),
-        password_hash: std::env::var("SLUICE_ADMIN_PASSWORD_HASH").ok().filter(|h| !h.is_empty()),
+        password_hash: std::env::var("SLUICE_ADMIN_PASSWORD_HASH")
+            .ok()
+            .filter(|h| !h.is_empty()),
     };
     let mut state = ApiState::new(runtime, ports, admin);
     state.backend = "aws".into();
     let app = sluice_api::router(state);
-    let username_claim = Arc::new(std::env::var("SLUICE_JWT_USERNAME_CLAIM").unwrap_or_else(|_| "username".into()));
-    let groups_claim = Arc::new(std::env::var("SLUICE_JWT_GROUPS_CLAIM").unwrap_or_else(|_| "groups".into()));
+    let username_claim =
+        Arc::new(std::env::var("SLUICE_JWT_USERNAME_CLAIM").unwrap_or_else(|_| "username".into()));
+    let groups_claim =
+        Arc::new(std::env::var("SLUICE_JWT_GROUPS_CLAIM").unwrap_or_else(|_| "groups".into()));
     lambda_http::run(service_fn(move |mut request: Request| {
         let app = app.clone();
         let (username_claim, groups_claim) = (username_claim.clone(), groups_claim.clone());

@@ -25,8 +25,13 @@ pub const DOC: &str = "doc";
 pub const DOC_S3: &str = "doc_s3";
 
 pub fn deflate(bytes: &[u8]) -> Vec<u8> {
-    let mut encoder = DeflateEncoder::new(Vec::with_capacity(bytes.len() / 3 + 16), Compression::fast());
-    encoder.write_all(bytes).expect("writing to a Vec cannot fail");
+    let mut encoder = DeflateEncoder::new(
+        Vec::with_capacity(bytes.len() / 3 + 16),
+        Compression::fast(),
+    );
+    encoder
+        .write_all(bytes)
+        .expect("writing to a Vec cannot fail");
     encoder.finish().expect("writing to a Vec cannot fail")
 }
 

@@ -94,7 +94,9 @@ fn now_ms() -> i64 {
 }
 
 fn get_s<'a>(item: &'a HashMap<String, A>, name: &str) -> Option<&'a str> {
-    item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str)
+    item.get(name)
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
 }
 
 fn get_n(item: &HashMap<String, A>, name: &str) -> Option<i64> {
@@ -124,7 +126,9 @@ fn log_sk(seq: u64) -> String {
 
 /// The smallest run id created at `at` (uuid v7 ids sort by their millisecond).
 fn run_id_bound(at: DateTime<Utc>) -> String {
-    let uuid = uuid::Builder::from_unix_timestamp_millis(at.timestamp_millis().max(0) as u64, &[0; 10]).into_uuid();
+    let uuid =
+        uuid::Builder::from_unix_timestamp_millis(at.timestamp_millis().max(0) as u64, &[0; 10])
+            .into_uuid();
     format!("{}{uuid}", sluice_core::model::RUN_ID_PREFIX)
 }
 
@@ -142,7 +146,9 @@ where
 }
 
 /// Whether a cancelled transaction failed on a condition (not on a conflict or limit).
-fn transaction_condition_failed<R>(e: &aws_sdk_dynamodb::error::SdkError<TransactWriteItemsError, R>) -> bool {
+fn transaction_condition_failed<R>(
+    e: &aws_sdk_dynamodb::error::SdkError<TransactWriteItemsError, R>,
+) -> bool {
     match e.as_service_error() {
         Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => cancelled
             .cancellation_reasons()
@@ -193,7 +199,10 @@ impl DynamoStore {
         Ok(())
     }
 
-    async fn read_document<T: DeserializeOwned>(&self, item: &HashMap<String, A>) -> Result<T, StoreError> {
+    async fn read_document<T: DeserializeOwned>(
+        &self,
+        item: &HashMap<String, A>,
+    ) -> Result<T, StoreError> {
         if let Some(A::B(bytes)) = item.get(DOC) {
             return codec::decode(bytes.as_ref());
         }
@@ -214,12 +223,19 @@ impl DynamoStore {
                 .into_bytes();
             return codec::decode(&bytes);
         }
-        Err(backend("stored item has neither a document nor an S3 reference"))
+        Err(backend(
+            "stored item has neither a document nor an S3 reference",
+        ))
     }
 
     // ---- definitions ----
 
-    async fn put_definition<T: Serialize>(&self, kind: &str, name: &str, doc: &T) -> Result<(), StoreError> {
+    async fn put_definition<T: Serialize>(
+        &self,
+        kind: &str,
+        name: &str,
+        doc: &T,
+    ) -> Result<(), StoreError> {
         if name.is_empty() {
             return Err(backend(format!("the {kind} has no name")));
         }
@@ -236,7 +252,11 @@ impl DynamoStore {
         Ok(())
     }
 
-    async fn get_item(&self, table: &str, key: HashMap<String, A>) -> Result<Option<HashMap<String, A>>, StoreError> {
+    async fn get_item(
+        &self,
+        table: &str,
+        key: HashMap<String, A>,
+    ) -> Result<Option<HashMap<String, A>>, StoreError> {
         let out = self
             .db
             .get_item()
@@ -253,12 +273,20 @@ impl DynamoStore {
         HashMap::from([("kind".to_string(), s(kind)), ("name".to_string(), s(name))])
     }
 
-    async fn get_definition<T: DeserializeOwned>(&self, kind: &str, name: &str) -> Result<Option<T>, StoreError> {
+    async fn get_definition<T: DeserializeOwned>(
+        &self,
+        kind: &str,
+        name: &str,
+    ) -> Result<Option<T>, StoreError> {
         let item = self
-            .get_item(&self.settings.definitions_table, Self::definition_key(kind, name))
+            .get_item(
+                &self.settings.definitions_table,
+                Self::definition_key(kind, name),
+            )
             .await?;
         item.map(|item| {
-            let text = get_s(&item, "doc").ok_or_else(|| backend(format!("{kind} {name} has no doc")))?;
+            let text =
+                get_s(&item, "doc").ok_or_else(|| backend(format!("{kind} {name} has no doc")))?;
             serde_json::from_str(text).map_err(json_error)
         })
         .transpose()
@@ -289,7 +317,10 @@ impl DynamoStore {
         }
     }
 
-    async fn list_definitions<T: DeserializeOwned>(&self, kind: &str) -> Result<Vec<T>, StoreError> {
+    async fn list_definitions<T: DeserializeOwned>(
+        &self,
+        kind: &str,
+    ) -> Result<Vec<T>, StoreError> {
         self.query_kind(kind)
             .await?
             .iter()
@@ -364,7 +395,12 @@ impl DynamoStore {
                     .send()
                     .await
                     .map_err(|e| sdk("dynamodb BatchGetItem", e))?;
-                for item in out.responses.unwrap_or_default().remove(&self.settings.runs_table).unwrap_or_default() {
+                for item in out
+                    .responses
+                    .unwrap_or_default()
+                    .remove(&self.settings.runs_table)
+                    .unwrap_or_default()
+                {
                     if let Some(id) = get_s(&item, "pk") {
                         found.insert(id.to_string(), item);
                     }
@@ -472,9 +508,7 @@ impl DynamoStore {
     // ---- schedule stats ----
 
     fn stats_from_item(item: &HashMap<String, A>) -> ScheduleStats {
-        let time = |name| {
-            get_n(item, name).and_then(|ms| Utc.timestamp_millis_opt(ms).single())
-        };
+        let time = |name| get_n(item, name).and_then(|ms| Utc.timestamp_millis_opt(ms).single());
         ScheduleStats {
             entry_id: get_s(item, "name").unwrap_or_default().to_string(),
             total_runs: get_n(item, "total_runs").unwrap_or(0).max(0) as u64,
@@ -530,7 +564,8 @@ impl DefinitionStore for DynamoStore {
 #[async_trait]
 impl ScheduleStore for DynamoStore {
     async fn put_schedule(&self, schedule: &Schedule) -> Result<(), StoreError> {
-        self.put_definition(kind::SCHEDULE, &schedule.entry_id, schedule).await
+        self.put_definition(kind::SCHEDULE, &schedule.entry_id, schedule)
+            .await
     }
 
     async fn get_schedule(&self, entry_id: &str) -> Result<Option<Schedule>, StoreError> {
@@ -550,7 +585,10 @@ impl ScheduleStore for DynamoStore {
 impl ScheduleStatsStore for DynamoStore {
     async fn get_stats(&self, entry_id: &str) -> Result<Option<ScheduleStats>, StoreError> {
         Ok(self
-            .get_item(&self.settings.definitions_table, Self::definition_key(kind::SCHEDULE_STATS, entry_id))
+            .get_item(
+                &self.settings.definitions_table,
+                Self::definition_key(kind::SCHEDULE_STATS, entry_id),
+            )
             .await?
             .map(|item| Self::stats_from_item(&item)))
     }
@@ -600,7 +638,9 @@ impl ScheduleStatsStore for DynamoStore {
     }
 
     async fn delete_stats(&self, entry_id: &str) -> Result<(), StoreError> {
-        self.delete_definition(kind::SCHEDULE_STATS, entry_id).await.map(|_| ())
+        self.delete_definition(kind::SCHEDULE_STATS, entry_id)
+            .await
+            .map(|_| ())
     }
 }
 
@@ -609,19 +649,22 @@ impl AccessStore for DynamoStore {
     /// One transaction writes the token by name (if the name is free) and by hash.
     async fn create_token(&self, token: &ApiToken) -> Result<bool, StoreError> {
         let doc = serde_json::to_string(token).map_err(json_error)?;
-        let put = |kind: &str, name: &str, condition: bool| -> Result<TransactWriteItem, StoreError> {
-            let mut put = Put::builder()
-                .table_name(&self.settings.definitions_table)
-                .item("kind", s(kind))
-                .item("name", s(name))
-                .item("doc", s(doc.clone()));
-            if condition {
-                put = put.condition_expression("attribute_not_exists(#n)").expression_attribute_names("#n", "name");
-            }
-            Ok(TransactWriteItem::builder()
-                .put(put.build().map_err(|e| backend(e.to_string()))?)
-                .build())
-        };
+        let put =
+            |kind: &str, name: &str, condition: bool| -> Result<TransactWriteItem, StoreError> {
+                let mut put = Put::builder()
+                    .table_name(&self.settings.definitions_table)
+                    .item("kind", s(kind))
+                    .item("name", s(name))
+                    .item("doc", s(doc.clone()));
+                if condition {
+                    put = put
+                        .condition_expression("attribute_not_exists(#n)")
+                        .expression_attribute_names("#n", "name");
+                }
+                Ok(TransactWriteItem::builder()
+                    .put(put.build().map_err(|e| backend(e.to_string()))?)
+                    .build())
+            };
         let result = self
             .db
             .transact_write_items()
@@ -726,7 +769,10 @@ impl RunStore for DynamoStore {
     }
 
     async fn get_run(&self, id: &str) -> Result<Option<Run>, StoreError> {
-        match self.get_item(&self.settings.runs_table, Self::run_key(id, RUN_SK)).await? {
+        match self
+            .get_item(&self.settings.runs_table, Self::run_key(id, RUN_SK))
+            .await?
+        {
             Some(item) if live(&item, now_ms()) => Ok(Some(self.read_document(&item).await?)),
             _ => Ok(None),
         }
@@ -761,7 +807,13 @@ impl RunStore for DynamoStore {
     }
 
     async fn get_snapshot(&self, run_id: &str) -> Result<Option<Application>, StoreError> {
-        match self.get_item(&self.settings.runs_table, Self::run_key(run_id, SNAPSHOT_SK)).await? {
+        match self
+            .get_item(
+                &self.settings.runs_table,
+                Self::run_key(run_id, SNAPSHOT_SK),
+            )
+            .await?
+        {
             Some(item) if live(&item, now_ms()) => Ok(Some(self.read_document(&item).await?)),
             _ => Ok(None),
         }
@@ -770,11 +822,21 @@ impl RunStore for DynamoStore {
     /// By application: the `by_application` index. Otherwise the `by_month` index, one
     /// month partition after another back to the oldest month a live run can be from.
     async fn list_runs(&self, query: &RunQuery) -> Result<Vec<Run>, StoreError> {
-        let limit = if query.limit == 0 { DEFAULT_LIST_LIMIT } else { query.limit };
+        let limit = if query.limit == 0 {
+            DEFAULT_LIST_LIMIT
+        } else {
+            query.limit
+        };
         let mut ids = Vec::new();
         if let Some(application) = &query.application {
-            self.query_run_ids(BY_APPLICATION, ("application", application), query, limit, &mut ids)
-                .await?;
+            self.query_run_ids(
+                BY_APPLICATION,
+                ("application", application),
+                query,
+                limit,
+                &mut ids,
+            )
+            .await?;
         } else {
             let now = Utc::now();
             let newest = query.until.unwrap_or(now).min(now);
@@ -787,7 +849,8 @@ impl RunStore for DynamoStore {
             let oldest_month = month_of(oldest);
             loop {
                 let name = month_of(month);
-                self.query_run_ids(BY_MONTH, ("month", &name), query, limit, &mut ids).await?;
+                self.query_run_ids(BY_MONTH, ("month", &name), query, limit, &mut ids)
+                    .await?;
                 if ids.len() >= limit || name <= oldest_month {
                     break;
                 }
@@ -838,7 +901,12 @@ impl RunStore for DynamoStore {
         Ok(ids)
     }
 
-    async fn put_output(&self, key: &OutputKey, value: &Value, expires_at: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn put_output(
+        &self,
+        key: &OutputKey,
+        value: &Value,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         let mut item = Self::run_key(&key.run_id, &output_sk(&key.step_id, key.unit));
         expiry_attributes(&mut item, expires_at);
         let s3_key = format!("runs/{}/outputs/{}/{}", key.run_id, key.step_id, key.unit);
@@ -855,7 +923,10 @@ impl RunStore for DynamoStore {
 
     async fn get_output(&self, key: &OutputKey) -> Result<Option<Value>, StoreError> {
         match self
-            .get_item(&self.settings.runs_table, Self::run_key(&key.run_id, &output_sk(&key.step_id, key.unit)))
+            .get_item(
+                &self.settings.runs_table,
+                Self::run_key(&key.run_id, &output_sk(&key.step_id, key.unit)),
+            )
             .await?
         {
             Some(item) if live(&item, now_ms()) => Ok(Some(self.read_document(&item).await?)),
@@ -866,16 +937,28 @@ impl RunStore for DynamoStore {
     /// One item per [`LOG_ITEM_ENTRIES`] entries (usually one per attempt): sequence
     /// numbers are `micros * 1000 + index`, increasing across appenders whose clocks
     /// agree (Lambda's are NTP-synchronised).
-    async fn append_logs(&self, run_id: &str, entries: &[LogEntry], expires_at: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn append_logs(
+        &self,
+        run_id: &str,
+        entries: &[LogEntry],
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         if entries.is_empty() {
             return Ok(());
         }
         let base = (Utc::now().timestamp_micros().max(0) as u64) * LOG_SEQ_PER_BATCH;
         let max = LOG_SEQ_PER_BATCH as usize;
         if entries.len() > max {
-            tracing::warn!(run_id, dropped = entries.len() - max, "too many log entries in one batch; the rest are dropped");
+            tracing::warn!(
+                run_id,
+                dropped = entries.len() - max,
+                "too many log entries in one batch; the rest are dropped"
+            );
         }
-        for (chunk_index, chunk) in entries[..entries.len().min(max)].chunks(LOG_ITEM_ENTRIES).enumerate() {
+        for (chunk_index, chunk) in entries[..entries.len().min(max)]
+            .chunks(LOG_ITEM_ENTRIES)
+            .enumerate()
+        {
             let first = base + (chunk_index * LOG_ITEM_ENTRIES) as u64;
             let mut item = Self::run_key(run_id, &log_sk(first));
             item.insert("first".into(), n(first));
@@ -893,7 +976,12 @@ impl RunStore for DynamoStore {
         Ok(())
     }
 
-    async fn get_logs(&self, run_id: &str, after: u64, limit: usize) -> Result<Vec<(u64, LogEntry)>, StoreError> {
+    async fn get_logs(
+        &self,
+        run_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, LogEntry)>, StoreError> {
         let limit = if limit == 0 { DEFAULT_LOG_LIMIT } else { limit };
         // The item holding `after` starts at most LOG_SEQ_PER_BATCH - 1 below it.
         let from = after.saturating_sub(LOG_SEQ_PER_BATCH - 1);
@@ -942,7 +1030,10 @@ impl RunStore for DynamoStore {
 impl Cache for DynamoStore {
     async fn get(&self, key: &str) -> Result<Option<Value>, StoreError> {
         let item = self
-            .get_item(&self.settings.cache_table, HashMap::from([("key".to_string(), s(key))]))
+            .get_item(
+                &self.settings.cache_table,
+                HashMap::from([("key".to_string(), s(key))]),
+            )
             .await?;
         match item {
             Some(item) if live(&item, now_ms()) => Ok(Some(self.read_document(&item).await?)),
@@ -979,7 +1070,9 @@ impl Cache for DynamoStore {
             .send()
             .await
             .map_err(|e| sdk("dynamodb DeleteItem", e))?;
-        Ok(out.attributes.is_some_and(|a| !a.is_empty() && live(&a, now_ms())))
+        Ok(out
+            .attributes
+            .is_some_and(|a| !a.is_empty() && live(&a, now_ms())))
     }
 }
 

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_core::ports::{AccessStore, Cache, DefinitionStore, RunStore, ScheduleStatsStore, ScheduleStore, Scheduler};
+use sluice_core::ports::{
+    AccessStore, Cache, DefinitionStore, RunStore, ScheduleStatsStore, ScheduleStore, Scheduler,
+};
 use sluice_core::step::StepRegistry;
 use sluice_runtime::{Backend, Runtime, RuntimeConfig};
 
@@ -36,9 +38,19 @@ impl AwsEnvironment {
     }
 
     pub fn with_clients(settings: AwsSettings, clients: Clients) -> Self {
-        let store = DynamoStore::new(clients.dynamodb.clone(), clients.s3.clone(), settings.clone());
-        let queue = Arc::new(SqsQueue::new(clients.sqs.clone(), settings.queue_url_prefix.clone()));
-        let secrets = Arc::new(SecretsManagerStore::new(clients.secrets.clone(), settings.secret_prefix.clone()));
+        let store = DynamoStore::new(
+            clients.dynamodb.clone(),
+            clients.s3.clone(),
+            settings.clone(),
+        );
+        let queue = Arc::new(SqsQueue::new(
+            clients.sqs.clone(),
+            settings.queue_url_prefix.clone(),
+        ));
+        let secrets = Arc::new(SecretsManagerStore::new(
+            clients.secrets.clone(),
+            settings.secret_prefix.clone(),
+        ));
         Self {
             settings,
             clients,

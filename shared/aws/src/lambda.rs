@@ -64,7 +64,11 @@ pub fn is_dead_letter_queue(queue: &str) -> bool {
 }
 
 /// Handles one SQS batch. Records run concurrently; the response lists those to retry.
-pub async fn handle_batch(runtime: Arc<Runtime>, queue: Arc<SqsQueue>, event: SqsEvent) -> SqsBatchResponse {
+pub async fn handle_batch(
+    runtime: Arc<Runtime>,
+    queue: Arc<SqsQueue>,
+    event: SqsEvent,
+) -> SqsBatchResponse {
     let mut tasks = JoinSet::new();
     for record in event.records {
         let runtime = runtime.clone();
@@ -80,7 +84,9 @@ pub async fn handle_batch(runtime: Arc<Runtime>, queue: Arc<SqsQueue>, event: Sq
                 failure.item_identifier = id;
                 response.batch_item_failures.push(failure);
             }
-            Err(e) => tracing::error!(error = %e, "a record's task panicked; it will be redelivered"),
+            Err(e) => {
+                tracing::error!(error = %e, "a record's task panicked; it will be redelivered")
+            }
         }
     }
     response
@@ -89,7 +95,8 @@ pub async fn handle_batch(runtime: Arc<Runtime>, queue: Arc<SqsQueue>, event: Sq
 /// One record: `None` when done (Lambda deletes it), `Some(message id)` to retry.
 async fn handle_record(runtime: &Runtime, queue: &SqsQueue, record: SqsMessage) -> Option<String> {
     let id = record.message_id.clone().unwrap_or_default();
-    let queue_name = SqsQueue::name_of_arn(record.event_source_arn.as_deref().unwrap_or_default()).to_string();
+    let queue_name =
+        SqsQueue::name_of_arn(record.event_source_arn.as_deref().unwrap_or_default()).to_string();
     let body = record.body.clone().unwrap_or_default();
     let message: TaskMessage = match serde_json::from_str(&body) {
         Ok(m) => m,
@@ -105,7 +112,10 @@ async fn handle_record(runtime: &Runtime, queue: &SqsQueue, record: SqsMessage) 
         .and_then(|c| c.parse().ok())
         .unwrap_or(1);
     let dead_letter = is_dead_letter_queue(&queue_name);
-    match runtime.handle_message(&message, receive_count, dead_letter).await {
+    match runtime
+        .handle_message(&message, receive_count, dead_letter)
+        .await
+    {
         Disposition::Ack => None,
         Disposition::RetryAfter(delay) if delay > MAX_DELAY => {
             // A long wait: a fresh message with the longest delay, this one done.
@@ -131,12 +141,17 @@ async fn handle_record(runtime: &Runtime, queue: &SqsQueue, record: SqsMessage) 
 /// The main of a function fed by SQS queues (a step type, the operators, the
 /// dead-letter queues). `registry`: the step types this function executes.
 pub async fn run_queue_function(registry: StepRegistry) -> Result<(), Error> {
+    let started = std::time::Instant::now();
     init_tracing();
     let env = AwsEnvironment::load(AwsSettings::from_env()).await;
     let own_queue = std::env::var("SLUICE_QUEUE").ok();
     warm_up(&env, own_queue.as_deref()).await;
     let runtime = env.runtime(registry);
     let queue = env.queue.clone();
+    tracing::info!(
+        init_ms = started.elapsed().as_millis() as u64,
+        "ready for the first invocation"
+    );
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
         let runtime = runtime.clone();
         let queue = queue.clone();
@@ -175,11 +190,17 @@ pub async fn fire_schedule(
 ) -> Result<StartOutcome, StartError> {
     let Some(schedule) = schedules.get_schedule(entry_id).await? else {
         tracing::warn!(entry_id, "schedule not found; nothing started");
-        return Ok(StartOutcome { run_id: None, counted: false });
+        return Ok(StartOutcome {
+            run_id: None,
+            counted: false,
+        });
     };
     if !schedule.enabled {
         tracing::info!(entry_id, "schedule disabled; nothing started");
-        return Ok(StartOutcome { run_id: None, counted: false });
+        return Ok(StartOutcome {
+            run_id: None,
+            counted: false,
+        });
     }
     let tick_text = tick.to_rfc3339_opts(SecondsFormat::Secs, true);
     let run_id = deterministic_run_id(tick, &format!("schedule/{entry_id}/{tick_text}"));

@@ -38,7 +38,13 @@ pub struct IndexSpec {
 
 /// Attributes the run listing filters on, projected into its indexes (all but `state`
 /// never change, so run updates rarely write the indexes).
-const RUN_LIST_ATTRIBUTES: &[&str] = &["state", "configuration", "queue", "created_ms", "expires_ms"];
+const RUN_LIST_ATTRIBUTES: &[&str] = &[
+    "state",
+    "configuration",
+    "queue",
+    "created_ms",
+    "expires_ms",
+];
 
 pub const TABLES: &[TableSpec] = &[
     TableSpec {
@@ -122,7 +128,11 @@ pub fn table_name(settings: &AwsSettings, role: &str) -> String {
 
 /// Creates every table, the queues of `step_types` with their dead-letter queues, the
 /// bucket and the schedule group. Idempotent: existing resources are left as they are.
-pub async fn provision(clients: &Clients, settings: &AwsSettings, step_types: &[String]) -> Result<Provisioned, ProvisionError> {
+pub async fn provision(
+    clients: &Clients,
+    settings: &AwsSettings,
+    step_types: &[String],
+) -> Result<Provisioned, ProvisionError> {
     let mut done = Provisioned::default();
     for spec in TABLES {
         let name = table_name(settings, spec.role);
@@ -134,7 +144,12 @@ pub async fn provision(clients: &Clients, settings: &AwsSettings, step_types: &[
         create_queue(clients, &queue).await?;
         done.queues.push(queue);
     }
-    let created = clients.s3.create_bucket().bucket(&settings.bucket).send().await;
+    let created = clients
+        .s3
+        .create_bucket()
+        .bucket(&settings.bucket)
+        .send()
+        .await;
     if let Err(e) = created {
         let exists = e
             .as_service_error()
@@ -151,7 +166,10 @@ pub async fn provision(clients: &Clients, settings: &AwsSettings, step_types: &[
         .send()
         .await;
     if let Err(e) = group {
-        if !e.as_service_error().is_some_and(|se| se.is_conflict_exception()) {
+        if !e
+            .as_service_error()
+            .is_some_and(|se| se.is_conflict_exception())
+        {
             return Err(fail(&settings.schedule_group, e));
         }
     }
@@ -159,7 +177,11 @@ pub async fn provision(clients: &Clients, settings: &AwsSettings, step_types: &[
     Ok(done)
 }
 
-async fn create_table(clients: &Clients, name: &str, spec: &TableSpec) -> Result<(), ProvisionError> {
+async fn create_table(
+    clients: &Clients,
+    name: &str,
+    spec: &TableSpec,
+) -> Result<(), ProvisionError> {
     let key = |attribute: &str, kind: KeyType| {
         KeySchemaElement::builder()
             .attribute_name(attribute)
@@ -201,7 +223,9 @@ async fn create_table(clients: &Clients, name: &str, spec: &TableSpec) -> Result
                 .projection(
                     Projection::builder()
                         .projection_type(ProjectionType::Include)
-                        .set_non_key_attributes(Some(index.projected.iter().map(|a| a.to_string()).collect()))
+                        .set_non_key_attributes(Some(
+                            index.projected.iter().map(|a| a.to_string()).collect(),
+                        ))
                         .build(),
                 )
                 .build()
@@ -210,7 +234,12 @@ async fn create_table(clients: &Clients, name: &str, spec: &TableSpec) -> Result
     }
     match request.send().await {
         Ok(_) => {}
-        Err(e) if e.as_service_error().is_some_and(|se| se.is_resource_in_use_exception()) => return Ok(()),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|se| se.is_resource_in_use_exception()) =>
+        {
+            return Ok(())
+        }
         Err(e) => return Err(fail(name, e)),
     }
     // Wait until ACTIVE (moto: at once; AWS: seconds).
@@ -255,7 +284,10 @@ async fn create_queue(clients: &Clients, queue: &str) -> Result<(), ProvisionErr
         .sqs
         .create_queue()
         .queue_name(&dlq)
-        .attributes(QueueAttributeName::MessageRetentionPeriod, QUEUE_RETENTION_SECONDS.to_string())
+        .attributes(
+            QueueAttributeName::MessageRetentionPeriod,
+            QUEUE_RETENTION_SECONDS.to_string(),
+        )
         .send()
         .await
         .map_err(|e| fail(&dlq, e))?
@@ -272,13 +304,21 @@ async fn create_queue(clients: &Clients, queue: &str) -> Result<(), ProvisionErr
         .attributes
         .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
         .unwrap_or_default();
-    let redrive = serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVE_COUNT}).to_string();
+    let redrive =
+        serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVE_COUNT})
+            .to_string();
     clients
         .sqs
         .create_queue()
         .queue_name(queue)
-        .attributes(QueueAttributeName::MessageRetentionPeriod, QUEUE_RETENTION_SECONDS.to_string())
-        .attributes(QueueAttributeName::VisibilityTimeout, QUEUE_VISIBILITY_SECONDS.to_string())
+        .attributes(
+            QueueAttributeName::MessageRetentionPeriod,
+            QUEUE_RETENTION_SECONDS.to_string(),
+        )
+        .attributes(
+            QueueAttributeName::VisibilityTimeout,
+            QUEUE_VISIBILITY_SECONDS.to_string(),
+        )
         .attributes(QueueAttributeName::RedrivePolicy, redrive)
         .send()
         .await

@@ -18,7 +18,9 @@
 //!   counts in whole minutes, so `run_every` must be a multiple of 60.
 
 use async_trait::async_trait;
-use aws_sdk_scheduler::types::{FlexibleTimeWindow, FlexibleTimeWindowMode, RetryPolicy, ScheduleState, Target};
+use aws_sdk_scheduler::types::{
+    FlexibleTimeWindow, FlexibleTimeWindowMode, RetryPolicy, ScheduleState, Target,
+};
 use aws_sdk_scheduler::Client;
 use sluice_core::json::{Invalid, Issue};
 use sluice_core::model::{Schedule, ScheduleSpec};
@@ -63,7 +65,10 @@ fn field(set: &FieldSet, lo: u32, hi: u32, shift: u32) -> String {
 }
 
 fn invalid(field: &str, message: impl Into<String>) -> Invalid {
-    Invalid::one(Issue::new(format!("schedule.schedule_info.{field}"), message.into()))
+    Invalid::one(Issue::new(
+        format!("schedule.schedule_info.{field}"),
+        message.into(),
+    ))
 }
 
 /// The EventBridge Scheduler expression firing on exactly a schedule's ticks (UTC).
@@ -76,23 +81,25 @@ pub fn eventbridge_expression(spec: &ScheduleSpec) -> Result<String, Invalid> {
             let dom = field(&cron.day_of_month, 1, 31, 0);
             let month = field(&cron.month_of_year, 1, 12, 0);
             let dow = field(&cron.day_of_week, 0, 6, 1);
-            let (dom, dow) = match (dom.as_str(), dow.as_str()) {
-                (_, "*") => (dom, "?".to_string()),
-                ("*", _) => ("?".to_string(), dow),
-                _ => {
-                    return Err(invalid(
+            let (dom, dow) =
+                match (dom.as_str(), dow.as_str()) {
+                    (_, "*") => (dom, "?".to_string()),
+                    ("*", _) => ("?".to_string(), dow),
+                    _ => return Err(invalid(
                         "day_of_week",
                         "EventBridge Scheduler cannot restrict both day_of_month and day_of_week \
                          (Sluice runs only on days matching both); set one of them to *",
-                    ))
-                }
-            };
+                    )),
+                };
             Ok(format!("cron({minute} {hour} {dom} {month} {dow} *)"))
         }
         ScheduleSpec::Frequency(f) => {
             let secs = f.run_every;
             if secs < sluice_core::schedule::MIN_RUN_EVERY_SECONDS {
-                return Err(invalid("run_every", format!("must be at least 60 seconds (got {secs})")));
+                return Err(invalid(
+                    "run_every",
+                    format!("must be at least 60 seconds (got {secs})"),
+                ));
             }
             if secs % 60 != 0 {
                 return Err(invalid(
@@ -143,18 +150,24 @@ fn rate(n: u64, unit: &str) -> String {
 pub fn schedule_name(entry_id: &str) -> String {
     let fits = !entry_id.is_empty()
         && entry_id.len() <= 64
-        && entry_id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        && entry_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
     if fits {
         entry_id.to_string()
     } else {
         use sha2::Digest;
-        format!("s-{}", &hex::encode(sha2::Sha256::digest(entry_id.as_bytes()))[..40])
+        format!(
+            "s-{}",
+            &hex::encode(sha2::Sha256::digest(entry_id.as_bytes()))[..40]
+        )
     }
 }
 
 /// The payload a schedule sends the `start` function.
 pub fn target_input(entry_id: &str) -> String {
-    serde_json::json!({"entry_id": entry_id, "scheduled_time": "<aws.scheduler.scheduled-time>"}).to_string()
+    serde_json::json!({"entry_id": entry_id, "scheduled_time": "<aws.scheduler.scheduled-time>"})
+        .to_string()
 }
 
 #[derive(Clone, Debug)]
@@ -166,7 +179,12 @@ pub struct EventBridgeScheduler {
 }
 
 impl EventBridgeScheduler {
-    pub fn new(client: Client, group: impl Into<String>, target_arn: impl Into<String>, role_arn: impl Into<String>) -> Self {
+    pub fn new(
+        client: Client,
+        group: impl Into<String>,
+        target_arn: impl Into<String>,
+        role_arn: impl Into<String>,
+    ) -> Self {
         Self {
             client,
             group: group.into(),
@@ -195,7 +213,8 @@ impl EventBridgeScheduler {
 impl Scheduler for EventBridgeScheduler {
     /// Creates the schedule, or replaces it when it exists.
     async fn upsert(&self, schedule: &Schedule) -> Result<(), StoreError> {
-        let expression = eventbridge_expression(&schedule.schedule).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let expression = eventbridge_expression(&schedule.schedule)
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
         let name = schedule_name(&schedule.entry_id);
         let state = if schedule.enabled {
             ScheduleState::Enabled
@@ -206,7 +225,10 @@ impl Scheduler for EventBridgeScheduler {
             .mode(FlexibleTimeWindowMode::Off)
             .build()
             .map_err(|e| StoreError::Backend(e.to_string()))?;
-        let description = format!("Sluice schedule {} of application {}", schedule.entry_id, schedule.application_id);
+        let description = format!(
+            "Sluice schedule {} of application {}",
+            schedule.entry_id, schedule.application_id
+        );
         let created = self
             .client
             .create_schedule()
@@ -222,7 +244,10 @@ impl Scheduler for EventBridgeScheduler {
             .await;
         match created {
             Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(|se| se.is_conflict_exception()) => {
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conflict_exception()) =>
+            {
                 self.client
                     .update_schedule()
                     .name(&name)
@@ -252,7 +277,12 @@ impl Scheduler for EventBridgeScheduler {
             .await;
         match result {
             Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(|se| se.is_resource_not_found_exception()) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_resource_not_found_exception()) =>
+            {
+                Ok(())
+            }
             Err(e) => Err(sdk("scheduler DeleteSchedule", e)),
         }
     }
@@ -271,14 +301,19 @@ mod tests {
     }
 
     fn every(seconds: u64) -> Result<String, Invalid> {
-        eventbridge_expression(&ScheduleSpec::Frequency(sluice_core::model::FrequencyInfo { run_every: seconds }))
+        eventbridge_expression(&ScheduleSpec::Frequency(
+            sluice_core::model::FrequencyInfo { run_every: seconds },
+        ))
     }
 
     #[test]
     fn plain_times_put_the_question_mark_in_day_of_week() {
         assert_eq!(cron("0", "2", "*", "*", "*").unwrap(), "cron(0 2 * * ? *)");
         assert_eq!(cron("*", "*", "*", "*", "*").unwrap(), "cron(* * * * ? *)");
-        assert_eq!(cron("30", "*/6", "*", "*", "*").unwrap(), "cron(30 0/6 * * ? *)");
+        assert_eq!(
+            cron("30", "*/6", "*", "*", "*").unwrap(),
+            "cron(30 0/6 * * ? *)"
+        );
     }
 
     #[test]
@@ -286,39 +321,91 @@ mod tests {
         // Celery: 0 = Sunday .. 6 = Saturday; EventBridge: 1 = Sunday .. 7 = Saturday.
         assert_eq!(cron("0", "9", "*", "*", "0").unwrap(), "cron(0 9 ? * 1 *)");
         assert_eq!(cron("0", "9", "*", "*", "6").unwrap(), "cron(0 9 ? * 7 *)");
-        assert_eq!(cron("0", "9", "*", "*", "1-5").unwrap(), "cron(0 9 ? * 2-6 *)");
-        assert_eq!(cron("0", "9", "*", "*", "mon-fri").unwrap(), "cron(0 9 ? * 2-6 *)");
-        assert_eq!(cron("0", "9", "*", "*", "sun,sat").unwrap(), "cron(0 9 ? * 1,7 *)");
-        assert_eq!(cron("0", "9", "*", "*", "*/2").unwrap(), "cron(0 9 ? * 1/2 *)");
-        assert_eq!(cron("0", "9", "*", "*", "1,3").unwrap(), "cron(0 9 ? * 2,4 *)");
+        assert_eq!(
+            cron("0", "9", "*", "*", "1-5").unwrap(),
+            "cron(0 9 ? * 2-6 *)"
+        );
+        assert_eq!(
+            cron("0", "9", "*", "*", "mon-fri").unwrap(),
+            "cron(0 9 ? * 2-6 *)"
+        );
+        assert_eq!(
+            cron("0", "9", "*", "*", "sun,sat").unwrap(),
+            "cron(0 9 ? * 1,7 *)"
+        );
+        assert_eq!(
+            cron("0", "9", "*", "*", "*/2").unwrap(),
+            "cron(0 9 ? * 1/2 *)"
+        );
+        assert_eq!(
+            cron("0", "9", "*", "*", "1,3").unwrap(),
+            "cron(0 9 ? * 2,4 *)"
+        );
         // Every day written out is no restriction at all.
-        assert_eq!(cron("0", "9", "*", "*", "0-6").unwrap(), "cron(0 9 * * ? *)");
+        assert_eq!(
+            cron("0", "9", "*", "*", "0-6").unwrap(),
+            "cron(0 9 * * ? *)"
+        );
     }
 
     #[test]
     fn day_of_month_takes_the_other_question_mark() {
-        assert_eq!(cron("15", "4", "1", "*", "*").unwrap(), "cron(15 4 1 * ? *)");
-        assert_eq!(cron("15", "4", "1,15", "*", "*").unwrap(), "cron(15 4 1,15 * ? *)");
-        assert_eq!(cron("0", "0", "*/10", "*", "*").unwrap(), "cron(0 0 1/10 * ? *)");
+        assert_eq!(
+            cron("15", "4", "1", "*", "*").unwrap(),
+            "cron(15 4 1 * ? *)"
+        );
+        assert_eq!(
+            cron("15", "4", "1,15", "*", "*").unwrap(),
+            "cron(15 4 1,15 * ? *)"
+        );
+        assert_eq!(
+            cron("0", "0", "*/10", "*", "*").unwrap(),
+            "cron(0 0 1/10 * ? *)"
+        );
     }
 
     #[test]
     fn both_day_fields_restricted_is_refused_naming_the_field() {
         let err = cron("0", "0", "13", "*", "5").unwrap_err();
         assert_eq!(err.issues[0].path, "schedule.schedule_info.day_of_week");
-        assert!(err.to_string().contains("both day_of_month and day_of_week"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("both day_of_month and day_of_week"),
+            "{err}"
+        );
     }
 
     #[test]
     fn months_ranges_steps_and_lists() {
-        assert_eq!(cron("0", "0", "1", "1,7", "*").unwrap(), "cron(0 0 1 1,7 ? *)");
-        assert_eq!(cron("0", "0", "1", "*/3", "*").unwrap(), "cron(0 0 1 1/3 ? *)");
-        assert_eq!(cron("0", "0", "1", "3-5", "*").unwrap(), "cron(0 0 1 3-5 ? *)");
-        assert_eq!(cron("*/15", "*", "*", "*", "*").unwrap(), "cron(0/15 * * * ? *)");
-        assert_eq!(cron("5/20", "*", "*", "*", "*").unwrap(), "cron(5/20 * * * ? *)");
-        assert_eq!(cron("0,1,2,10", "8-17", "*", "*", "*").unwrap(), "cron(0-2,10 8-17 * * ? *)");
+        assert_eq!(
+            cron("0", "0", "1", "1,7", "*").unwrap(),
+            "cron(0 0 1 1,7 ? *)"
+        );
+        assert_eq!(
+            cron("0", "0", "1", "*/3", "*").unwrap(),
+            "cron(0 0 1 1/3 ? *)"
+        );
+        assert_eq!(
+            cron("0", "0", "1", "3-5", "*").unwrap(),
+            "cron(0 0 1 3-5 ? *)"
+        );
+        assert_eq!(
+            cron("*/15", "*", "*", "*", "*").unwrap(),
+            "cron(0/15 * * * ? *)"
+        );
+        assert_eq!(
+            cron("5/20", "*", "*", "*", "*").unwrap(),
+            "cron(5/20 * * * ? *)"
+        );
+        assert_eq!(
+            cron("0,1,2,10", "8-17", "*", "*", "*").unwrap(),
+            "cron(0-2,10 8-17 * * ? *)"
+        );
         // A step that stops before the end of the field is written out.
-        assert_eq!(cron("0-20/10", "*", "*", "*", "*").unwrap(), "cron(0,10,20 * * * ? *)");
+        assert_eq!(
+            cron("0-20/10", "*", "*", "*", "*").unwrap(),
+            "cron(0,10,20 * * * ? *)"
+        );
     }
 
     #[test]
@@ -347,7 +434,10 @@ mod tests {
 
     #[test]
     fn frequencies_that_eventbridge_cannot_count_are_refused() {
-        assert_eq!(every(30).unwrap_err().issues[0].path, "schedule.schedule_info.run_every");
+        assert_eq!(
+            every(30).unwrap_err().issues[0].path,
+            "schedule.schedule_info.run_every"
+        );
         let err = every(90).unwrap_err();
         assert!(err.to_string().contains("multiple of 60"), "{err}");
     }

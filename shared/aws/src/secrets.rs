@@ -32,7 +32,9 @@ impl SecretsManagerStore {
     }
 }
 
-fn not_found<E: aws_sdk_secretsmanager::error::ProvideErrorMetadata>(e: &aws_sdk_secretsmanager::error::SdkError<E>) -> bool {
+fn not_found<E: aws_sdk_secretsmanager::error::ProvideErrorMetadata>(
+    e: &aws_sdk_secretsmanager::error::SdkError<E>,
+) -> bool {
     e.as_service_error()
         .and_then(|se| se.code())
         .is_some_and(|c| c == "ResourceNotFoundException")
@@ -40,9 +42,14 @@ fn not_found<E: aws_sdk_secretsmanager::error::ProvideErrorMetadata>(e: &aws_sdk
 
 #[async_trait]
 impl SecretStore for SecretsManagerStore {
-    async fn put_secrets(&self, configuration: &str, values: &BTreeMap<String, Value>) -> Result<(), SecretError> {
+    async fn put_secrets(
+        &self,
+        configuration: &str,
+        values: &BTreeMap<String, Value>,
+    ) -> Result<(), SecretError> {
         let name = self.name(configuration);
-        let text = serde_json::to_string(values).map_err(|e| SecretError::Backend(e.to_string()))?;
+        let text =
+            serde_json::to_string(values).map_err(|e| SecretError::Backend(e.to_string()))?;
         let put = self
             .client
             .put_secret_value()
@@ -56,7 +63,9 @@ impl SecretStore for SecretsManagerStore {
                 self.client
                     .create_secret()
                     .name(&name)
-                    .description(format!("Encrypted values of the Sluice configuration \"{configuration}\""))
+                    .description(format!(
+                        "Encrypted values of the Sluice configuration \"{configuration}\""
+                    ))
                     .secret_string(&text)
                     .send()
                     .await
@@ -67,7 +76,10 @@ impl SecretStore for SecretsManagerStore {
         }
     }
 
-    async fn get_secrets(&self, configuration: &str) -> Result<BTreeMap<String, Value>, SecretError> {
+    async fn get_secrets(
+        &self,
+        configuration: &str,
+    ) -> Result<BTreeMap<String, Value>, SecretError> {
         let result = self
             .client
             .get_secret_value()

@@ -85,7 +85,12 @@ impl SqsQueue {
     }
 
     /// Sends a raw body (Lambda glue: re-enqueueing a message for a long wait).
-    pub async fn send_body(&self, queue: &str, body: &str, delay: Duration) -> Result<(), QueueError> {
+    pub async fn send_body(
+        &self,
+        queue: &str,
+        body: &str,
+        delay: Duration,
+    ) -> Result<(), QueueError> {
         let url = self.url(queue).await?;
         self.client
             .send_message()
@@ -99,7 +104,12 @@ impl SqsQueue {
     }
 
     /// Makes a received message visible after `delay` (≤ [`MAX_VISIBILITY`]).
-    pub async fn change_visibility(&self, queue: &str, receipt: &str, delay: Duration) -> Result<(), QueueError> {
+    pub async fn change_visibility(
+        &self,
+        queue: &str,
+        receipt: &str,
+        delay: Duration,
+    ) -> Result<(), QueueError> {
         let url = self.url(queue).await?;
         self.client
             .change_message_visibility()
@@ -127,7 +137,12 @@ impl SqsQueue {
 
 #[async_trait]
 impl Queue for SqsQueue {
-    async fn send(&self, queue: &str, message: &TaskMessage, delay: Duration) -> Result<(), QueueError> {
+    async fn send(
+        &self,
+        queue: &str,
+        message: &TaskMessage,
+        delay: Duration,
+    ) -> Result<(), QueueError> {
         let body = serde_json::to_string(message).map_err(|e| QueueError(format!("json: {e}")))?;
         self.send_body(queue, &body, delay).await
     }

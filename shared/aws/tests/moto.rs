@@ -10,7 +10,8 @@ use sluice_aws::{AwsEnvironment, AwsSettings};
 use sluice_core::engine::Plan;
 use sluice_core::model::{Application, Configuration};
 use sluice_core::ports::{
-    Cache, DefinitionStore, OutputKey, Queue, RunQuery, RunStore, SecretStore, StoreError, TaskMessage,
+    Cache, DefinitionStore, OutputKey, Queue, RunQuery, RunStore, SecretStore, StoreError,
+    TaskMessage,
 };
 
 /// A fresh deployment with its own prefix on the moto server.
@@ -39,11 +40,21 @@ async fn runs_are_created_once_and_updated_by_compare_and_swap() {
     let store = &env.store;
     let plan = Plan::new(app());
     let now = Utc::now();
-    let mut run = plan.new_run(sluice_core::model::new_run_id(), now, now + chrono::Duration::days(1));
+    let mut run = plan.new_run(
+        sluice_core::model::new_run_id(),
+        now,
+        now + chrono::Duration::days(1),
+    );
     assert!(store.create_run(&run, &plan.app).await.unwrap());
-    assert!(!store.create_run(&run, &plan.app).await.unwrap(), "creating is idempotent");
+    assert!(
+        !store.create_run(&run, &plan.app).await.unwrap(),
+        "creating is idempotent"
+    );
     assert_eq!(store.get_run(&run.id).await.unwrap().unwrap(), run);
-    assert_eq!(store.get_snapshot(&run.id).await.unwrap().unwrap(), plan.app);
+    assert_eq!(
+        store.get_snapshot(&run.id).await.unwrap().unwrap(),
+        plan.app
+    );
 
     run.version = 1;
     run.state = sluice_core::model::RunState::Running;
@@ -52,14 +63,20 @@ async fn runs_are_created_once_and_updated_by_compare_and_swap() {
     // A second writer that read version 0 loses.
     let mut stale = run.clone();
     stale.version = 1;
-    assert!(matches!(store.update_run(&stale, 0).await, Err(StoreError::Conflict)));
+    assert!(matches!(
+        store.update_run(&stale, 0).await,
+        Err(StoreError::Conflict)
+    ));
     run.version = 2;
     store.update_run(&run, 1).await.unwrap();
     assert_eq!(store.get_run(&run.id).await.unwrap().unwrap(), run);
     assert_eq!(store.unfinished_runs().await.unwrap(), vec![run.id.clone()]);
 
     let listed = store
-        .list_runs(&RunQuery { application: Some("a".into()), ..RunQuery::default() })
+        .list_runs(&RunQuery {
+            application: Some("a".into()),
+            ..RunQuery::default()
+        })
         .await
         .unwrap();
     assert_eq!(listed.len(), 1);
@@ -71,17 +88,35 @@ async fn runs_are_created_once_and_updated_by_compare_and_swap() {
 async fn outputs_logs_and_cache_with_expiry_and_s3_spill() {
     let env = env().await;
     let store = &env.store;
-    let key = OutputKey { run_id: "isapp-x".into(), step_id: "S".into(), unit: 0 };
+    let key = OutputKey {
+        run_id: "isapp-x".into(),
+        step_id: "S".into(),
+        unit: 0,
+    };
     let later = Utc::now() + chrono::Duration::days(1);
-    store.put_output(&key, &json!({"a": 1}), later).await.unwrap();
+    store
+        .put_output(&key, &json!({"a": 1}), later)
+        .await
+        .unwrap();
     assert_eq!(store.get_output(&key).await.unwrap(), Some(json!({"a": 1})));
     // Expired items are absent, whatever DynamoDB (or moto) still holds.
-    let gone = OutputKey { unit: 1, ..key.clone() };
-    store.put_output(&gone, &json!(1), Utc::now() - chrono::Duration::seconds(1)).await.unwrap();
+    let gone = OutputKey {
+        unit: 1,
+        ..key.clone()
+    };
+    store
+        .put_output(&gone, &json!(1), Utc::now() - chrono::Duration::seconds(1))
+        .await
+        .unwrap();
     assert_eq!(store.get_output(&gone).await.unwrap(), None);
     // Too large for an item even deflated: S3.
-    let big: String = (0..400_000u64).map(|i| format!("{:x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40)).collect();
-    let large = OutputKey { unit: 2, ..key.clone() };
+    let big: String = (0..400_000u64)
+        .map(|i| format!("{:x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40))
+        .collect();
+    let large = OutputKey {
+        unit: 2,
+        ..key.clone()
+    };
     store.put_output(&large, &json!(big), later).await.unwrap();
     assert_eq!(store.get_output(&large).await.unwrap(), Some(json!(big)));
 
@@ -92,18 +127,36 @@ async fn outputs_logs_and_cache_with_expiry_and_s3_spill() {
         attempt: 1,
         message: m.into(),
     };
-    store.append_logs("isapp-x", &[entry("one"), entry("two")], later).await.unwrap();
-    store.append_logs("isapp-x", &[entry("three")], later).await.unwrap();
+    store
+        .append_logs("isapp-x", &[entry("one"), entry("two")], later)
+        .await
+        .unwrap();
+    store
+        .append_logs("isapp-x", &[entry("three")], later)
+        .await
+        .unwrap();
     let logs = store.get_logs("isapp-x", 0, 0).await.unwrap();
-    assert_eq!(logs.iter().map(|(_, e)| e.message.as_str()).collect::<Vec<_>>(), ["one", "two", "three"]);
+    assert_eq!(
+        logs.iter()
+            .map(|(_, e)| e.message.as_str())
+            .collect::<Vec<_>>(),
+        ["one", "two", "three"]
+    );
     let after_first = store.get_logs("isapp-x", logs[0].0, 0).await.unwrap();
     assert_eq!(after_first.len(), 2, "the cursor resumes inside a batch");
 
     store.put("k", &json!({"v": 1}), None).await.unwrap();
     assert_eq!(store.get("k").await.unwrap(), Some(json!({"v": 1})));
-    store.put("short", &json!(1), Some(Duration::from_millis(300))).await.unwrap();
+    store
+        .put("short", &json!(1), Some(Duration::from_millis(300)))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(store.get("short").await.unwrap(), None, "expired cache entries are absent");
+    assert_eq!(
+        store.get("short").await.unwrap(),
+        None,
+        "expired cache entries are absent"
+    );
     assert!(!store.delete("short").await.unwrap());
     assert!(store.delete("k").await.unwrap());
     assert_eq!(store.get("k").await.unwrap(), None);
@@ -117,11 +170,18 @@ async fn definitions_and_secrets_one_secret_per_configuration() {
     .unwrap();
     env.store.put_configuration(&config).await.unwrap();
     let stored = env.store.get_configuration("c1").await.unwrap().unwrap();
-    assert_eq!(stored.data[1].value, serde_json::Value::Null, "the table never holds a secret");
+    assert_eq!(
+        stored.data[1].value,
+        serde_json::Value::Null,
+        "the table never holds a secret"
+    );
     let secrets = BTreeMap::from([("token".to_string(), json!("s3cr3t"))]);
     env.secrets.put_secrets("c1", &secrets).await.unwrap();
     assert_eq!(env.secrets.get_secrets("c1").await.unwrap(), secrets);
-    env.secrets.put_secrets("c1", &BTreeMap::from([("token".to_string(), json!("new"))])).await.unwrap();
+    env.secrets
+        .put_secrets("c1", &BTreeMap::from([("token".to_string(), json!("new"))]))
+        .await
+        .unwrap();
     assert_eq!(env.secrets.get_secrets("c1").await.unwrap()["token"], "new");
     env.secrets.delete_secrets("c1").await.unwrap();
     assert!(env.secrets.get_secrets("c1").await.unwrap().is_empty());
@@ -137,26 +197,53 @@ async fn definitions_and_secrets_one_secret_per_configuration() {
 async fn queue_receive_ack_release_and_dead_letter_after_five_receives() {
     let env = env().await;
     let q = env.settings.queue_for("echo");
-    let message = TaskMessage { run_id: "r".into(), step_id: "S".into(), unit: 0, attempt: 1 };
+    let message = TaskMessage {
+        run_id: "r".into(),
+        step_id: "S".into(),
+        unit: 0,
+        attempt: 1,
+    };
     env.queue.send(&q, &message, Duration::ZERO).await.unwrap();
-    let got = env.queue.receive(&q, 10, Duration::from_secs(30), Duration::from_secs(1)).await.unwrap();
+    let got = env
+        .queue
+        .receive(&q, 10, Duration::from_secs(30), Duration::from_secs(1))
+        .await
+        .unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].message, message);
     assert_eq!(got[0].receive_count, 1);
-    env.queue.release(&q, &got[0].receipt, Duration::ZERO).await.unwrap();
+    env.queue
+        .release(&q, &got[0].receipt, Duration::ZERO)
+        .await
+        .unwrap();
     let mut count = 1;
     for _ in 0..4 {
-        let again = env.queue.receive(&q, 10, Duration::from_secs(30), Duration::from_secs(1)).await.unwrap();
+        let again = env
+            .queue
+            .receive(&q, 10, Duration::from_secs(30), Duration::from_secs(1))
+            .await
+            .unwrap();
         assert_eq!(again.len(), 1);
         count = again[0].receive_count;
-        env.queue.release(&q, &again[0].receipt, Duration::ZERO).await.unwrap();
+        env.queue
+            .release(&q, &again[0].receipt, Duration::ZERO)
+            .await
+            .unwrap();
     }
     assert_eq!(count, 5);
     // The sixth receive finds it moved to the dead-letter queue.
-    let none = env.queue.receive(&q, 10, Duration::from_secs(30), Duration::from_secs(1)).await.unwrap();
+    let none = env
+        .queue
+        .receive(&q, 10, Duration::from_secs(30), Duration::from_secs(1))
+        .await
+        .unwrap();
     assert!(none.is_empty());
     let dlq = sluice_core::ports::dead_letter_queue(&q);
-    let dead = env.queue.receive(&dlq, 10, Duration::from_secs(30), Duration::from_secs(1)).await.unwrap();
+    let dead = env
+        .queue
+        .receive(&dlq, 10, Duration::from_secs(30), Duration::from_secs(1))
+        .await
+        .unwrap();
     assert_eq!(dead.len(), 1);
     env.queue.ack(&dlq, &dead[0].receipt).await.unwrap();
 }
@@ -174,7 +261,10 @@ async fn lambda_batches_duplicates_and_dead_letters() {
     .unwrap();
     env.store.put_application(&app).await.unwrap();
     let run = runtime
-        .start(sluice_runtime::StartRequest { application: "dup".into(), ..Default::default() })
+        .start(sluice_runtime::StartRequest {
+            application: "dup".into(),
+            ..Default::default()
+        })
         .await
         .unwrap();
     let queue = env.settings.queue_for("echo");
@@ -184,14 +274,21 @@ async fn lambda_batches_duplicates_and_dead_letters() {
         m.message_id = Some(id.into());
         m.body = Some(serde_json::to_string(body).unwrap());
         m.event_source_arn = Some(arn.into());
-        m.attributes.insert("ApproximateReceiveCount".into(), "1".into());
+        m.attributes
+            .insert("ApproximateReceiveCount".into(), "1".into());
         m
     };
-    let a = TaskMessage { run_id: run.id.clone(), step_id: "A".into(), unit: 0, attempt: 1 };
+    let a = TaskMessage {
+        run_id: run.id.clone(),
+        step_id: "A".into(),
+        unit: 0,
+        attempt: 1,
+    };
     // The same message twice in one batch, as at-least-once delivery allows.
     let mut event = SqsEvent::default();
     event.records = vec![record(&a, "m1", &arn), record(&a, "m2", &arn)];
-    let response = sluice_aws::lambda::handle_batch(runtime.clone(), env.queue.clone(), event).await;
+    let response =
+        sluice_aws::lambda::handle_batch(runtime.clone(), env.queue.clone(), event).await;
     let after = runtime.get_run(&run.id).await.unwrap();
     let step_a = after.step("A").unwrap();
     assert_eq!(step_a.state, sluice_core::model::StepState::Success);
@@ -199,13 +296,23 @@ async fn lambda_batches_duplicates_and_dead_letters() {
     // A busy duplicate may be asked to retry later; it never runs again.
     assert!(response.batch_item_failures.len() <= 1);
     let logs = env.store.get_logs(&run.id, 0, 0).await.unwrap();
-    assert_eq!(logs.iter().filter(|(_, e)| e.message == "Start A").count(), 1, "one execution logged");
+    assert_eq!(
+        logs.iter().filter(|(_, e)| e.message == "Start A").count(),
+        1,
+        "one execution logged"
+    );
 
     // B's message is dead-lettered: B fails, the run ends in failure.
-    let b = TaskMessage { run_id: run.id.clone(), step_id: "B".into(), unit: 0, attempt: 1 };
+    let b = TaskMessage {
+        run_id: run.id.clone(),
+        step_id: "B".into(),
+        unit: 0,
+        attempt: 1,
+    };
     let mut event = SqsEvent::default();
     event.records = vec![record(&b, "m3", &format!("{arn}-dlq"))];
-    let response = sluice_aws::lambda::handle_batch(runtime.clone(), env.queue.clone(), event).await;
+    let response =
+        sluice_aws::lambda::handle_batch(runtime.clone(), env.queue.clone(), event).await;
     assert!(response.batch_item_failures.is_empty());
     let ended = runtime.get_run(&run.id).await.unwrap();
     assert_eq!(ended.state, sluice_core::model::RunState::Failure);
@@ -226,12 +333,23 @@ async fn start_handler_fires_each_tick_once() {
         "schedule": {"schedule_type": "crontab", "schedule_info": {"minute": "0", "hour": "2"}}}))
     .unwrap();
     env.store.put_schedule(&schedule).await.unwrap();
-    let tick = chrono::DateTime::parse_from_rfc3339("2026-01-02T02:00:00Z").unwrap().to_utc();
+    let tick = chrono::DateTime::parse_from_rfc3339("2026-01-02T02:00:00Z")
+        .unwrap()
+        .to_utc();
     let stats = env.schedule_stats();
-    let first = sluice_aws::lambda::fire_schedule(&runtime, &env.store, stats.as_ref(), "nightly", tick).await.unwrap();
-    let again = sluice_aws::lambda::fire_schedule(&runtime, &env.store, stats.as_ref(), "nightly", tick).await.unwrap();
+    let first =
+        sluice_aws::lambda::fire_schedule(&runtime, &env.store, stats.as_ref(), "nightly", tick)
+            .await
+            .unwrap();
+    let again =
+        sluice_aws::lambda::fire_schedule(&runtime, &env.store, stats.as_ref(), "nightly", tick)
+            .await
+            .unwrap();
     assert!(first.counted && !again.counted);
-    assert_eq!(first.run_id, again.run_id, "a retried invocation finds the same run");
+    assert_eq!(
+        first.run_id, again.run_id,
+        "a retried invocation finds the same run"
+    );
     let s = stats.get_stats("nightly").await.unwrap().unwrap();
     assert_eq!(s.total_runs, 1);
     assert_eq!(s.last_run.unwrap().run_id, first.run_id.unwrap());
@@ -291,7 +409,8 @@ fn shape(kind: &str, n: usize) -> Application {
                    "for_each": {"items": "${Items}", "max_concurrency": 10}, "parameters": {"value": "${item}"}}),
         ],
     };
-    serde_json::from_value(json!({"name": format!("{kind}{n}"), "author": "me", "steps": steps})).unwrap()
+    serde_json::from_value(json!({"name": format!("{kind}{n}"), "author": "me", "steps": steps}))
+        .unwrap()
 }
 
 /// Runs an application to its end the way Lambda does (the handler per message; the
@@ -304,19 +423,36 @@ async fn requests_of_run(env: &AwsEnvironment, app: Application) -> BTreeMap<Str
     env.queue.url(&queue).await.unwrap();
     env.clients.requests.reset();
     let run = runtime
-        .start(sluice_runtime::StartRequest { application: app.name.clone(), ..Default::default() })
+        .start(sluice_runtime::StartRequest {
+            application: app.name.clone(),
+            ..Default::default()
+        })
         .await
         .unwrap();
     let mut esm = 0;
     for _ in 0..200 {
-        let deliveries = env.queue.receive(&queue, 10, Duration::from_secs(60), Duration::ZERO).await.unwrap();
+        let deliveries = env
+            .queue
+            .receive(&queue, 10, Duration::from_secs(60), Duration::ZERO)
+            .await
+            .unwrap();
         esm += 2; // what the event source mapping spends: the receive and the delete
         for d in deliveries {
-            let disposition = runtime.handle_message(&d.message, d.receive_count, false).await;
+            let disposition = runtime
+                .handle_message(&d.message, d.receive_count, false)
+                .await;
             assert_eq!(disposition, sluice_runtime::Disposition::Ack);
             env.queue.ack(&queue, &d.receipt).await.unwrap();
         }
-        if env.store.get_run(&run.id).await.unwrap().unwrap().state.is_terminal() {
+        if env
+            .store
+            .get_run(&run.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state
+            .is_terminal()
+        {
             break;
         }
     }
@@ -330,7 +466,10 @@ async fn requests_of_run(env: &AwsEnvironment, app: Application) -> BTreeMap<Str
         }
     }
     counts.retain(|_, n| *n > 0);
-    assert!(env.store.get_run(&run.id).await.unwrap().unwrap().state == sluice_core::model::RunState::Success);
+    assert!(
+        env.store.get_run(&run.id).await.unwrap().unwrap().state
+            == sluice_core::model::RunState::Success
+    );
     counts
 }
 
