@@ -144,52 +144,22 @@ impl Client {
     }
 }
 
-/// Prefixes every line of an input error with the file name (as the local commands do).
-fn in_file(file: &Path, e: anyhow::Error) -> anyhow::Error {
-    match e.downcast::<InvalidInput>() {
-        Ok(invalid) => {
-            let lines: Vec<String> = invalid
-                .0
-                .lines()
-                .map(|l| format!("{}: {l}", file.display()))
-                .collect();
-            InvalidInput(lines.join("\n")).into()
-        }
-        Err(e) => e,
-    }
-}
-
-fn read(path: &Path) -> anyhow::Result<String> {
-    std::fs::read_to_string(path)
-        .map_err(|e| InvalidInput(format!("{}: cannot read: {e}", path.display())).into())
-}
-
 pub async fn apps(client: &Client, cmd: DocCommand) -> anyhow::Result<u8> {
     match cmd {
         DocCommand::Push { file } => {
-            let text = read(&file)?;
+            let text = crate::commands::read(&file)?;
             let doc = client
                 .send_text(Method::POST, "/api/v1/applications", text)
                 .await
-                .map_err(|e| in_file(&file, e))?;
+                .map_err(|e| crate::output::in_file(&file, e))?;
             let app: Application = serde_json::from_value(doc)?;
-            println!(
-                "Stored application {} ({} steps)",
-                app.name,
-                app.steps.len()
-            );
+            println!("{}", crate::output::stored_application(&app));
         }
         DocCommand::List => {
             let apps: Vec<Application> =
                 serde_json::from_value(client.get("/api/v1/applications").await?)?;
             for app in apps {
-                println!(
-                    "{:<32} {:<10} {:>3} steps  {}",
-                    app.name,
-                    app.version,
-                    app.steps.len(),
-                    app.friendly_name.as_deref().unwrap_or(&app.description)
-                );
+                println!("{}", crate::output::application_line(&app));
             }
         }
         DocCommand::Get { name } => {
@@ -213,29 +183,19 @@ pub async fn apps(client: &Client, cmd: DocCommand) -> anyhow::Result<u8> {
 pub async fn configs(client: &Client, cmd: DocCommand) -> anyhow::Result<u8> {
     match cmd {
         DocCommand::Push { file } => {
-            let text = read(&file)?;
+            let text = crate::commands::read(&file)?;
             let doc = client
                 .send_text(Method::POST, "/api/v1/configurations", text)
                 .await
-                .map_err(|e| in_file(&file, e))?;
+                .map_err(|e| crate::output::in_file(&file, e))?;
             let stored: Configuration = serde_json::from_value(doc)?;
-            let encrypted = stored.data.iter().filter(|v| v.encrypted).count();
-            println!(
-                "Stored configuration {} ({} variables, {encrypted} encrypted)",
-                stored.name,
-                stored.data.len()
-            );
+            println!("{}", crate::output::stored_configuration(&stored));
         }
         DocCommand::List => {
             let configs: Vec<Configuration> =
                 serde_json::from_value(client.get("/api/v1/configurations").await?)?;
             for config in configs {
-                println!(
-                    "{:<32} {:<10} {:>3} variables",
-                    config.name,
-                    config.version,
-                    config.data.len()
-                );
+                println!("{}", crate::output::configuration_line(&config));
             }
         }
         DocCommand::Get { name } => {
@@ -458,18 +418,18 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<u8> {
     let params = crate::commands::parse_params(&args.params)?;
     let path = Path::new(&args.app);
     if let Some(config) = &args.config {
-        let text = read(config)?;
+        let text = crate::commands::read(config)?;
         client
             .send_text(Method::POST, "/api/v1/configurations", text)
             .await
-            .map_err(|e| in_file(config, e))?;
+            .map_err(|e| crate::output::in_file(config, e))?;
     }
     let name = if path.is_file() {
-        let text = read(path)?;
+        let text = crate::commands::read(path)?;
         let doc = client
             .send_text(Method::POST, "/api/v1/applications", text)
             .await
-            .map_err(|e| in_file(path, e))?;
+            .map_err(|e| crate::output::in_file(path, e))?;
         doc["name"].as_str().unwrap_or_default().to_string()
     } else {
         args.app.clone()

@@ -49,7 +49,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 Command::Configs(cmd) => configs(&local.runtime, cmd).await,
                 Command::Runs(cmd) => runs(&local, cmd).await,
                 Command::Cache(cmd) => cache(&local.runtime, cmd).await,
-                Command::Validate { .. } | Command::Schema { .. } | Command::Bench(_) | Command::Aws(_) => unreachable!(),
+                Command::Validate { .. } | Command::Schema { .. } | Command::Bench(_) => unreachable!(),
+                Command::Aws(_) => unreachable!(),
                 Command::Serve(_) | Command::Tokens(_) => unreachable!(),
                 Command::Schedules(cmd) => crate::schedules::local(&local, cmd).await,
             }
@@ -71,8 +72,8 @@ pub(crate) fn read(path: &Path) -> anyhow::Result<String> {
 }
 
 fn invalid(path: &Path, e: &Invalid) -> anyhow::Error {
-    let lines: Vec<String> = e.issues.iter().map(|i| format!("{}: {i}", path.display())).collect();
-    InvalidInput(lines.join("\n")).into()
+    let text = e.to_string();
+    crate::output::prefixed(path, text.lines())
 }
 
 fn load_application(path: &Path, runtime: &Runtime) -> anyhow::Result<Application> {
@@ -261,17 +262,11 @@ async fn apps(runtime: &Runtime, cmd: DocCommand) -> anyhow::Result<u8> {
         DocCommand::Push { file } => {
             let app = load_application(&file, runtime)?;
             runtime.put_application(&app).await.map_err(start_error)?;
-            println!("Stored application {} ({} steps)", app.name, app.steps.len());
+            println!("{}", crate::output::stored_application(&app));
         }
         DocCommand::List => {
             for app in definitions.list_applications().await? {
-                println!(
-                    "{:<32} {:<10} {:>3} steps  {}",
-                    app.name,
-                    app.version,
-                    app.steps.len(),
-                    app.friendly_name.as_deref().unwrap_or(&app.description)
-                );
+                println!("{}", crate::output::application_line(&app));
             }
         }
         DocCommand::Get { name } => {
@@ -297,16 +292,11 @@ async fn configs(runtime: &Runtime, cmd: DocCommand) -> anyhow::Result<u8> {
         DocCommand::Push { file } => {
             let config = load_configuration(&file)?;
             let stored = runtime.put_configuration(&config).await.map_err(start_error)?;
-            let encrypted = stored.data.iter().filter(|v| v.encrypted).count();
-            println!(
-                "Stored configuration {} ({} variables, {encrypted} encrypted)",
-                stored.name,
-                stored.data.len()
-            );
+            println!("{}", crate::output::stored_configuration(&stored));
         }
         DocCommand::List => {
             for config in definitions.list_configurations().await? {
-                println!("{:<32} {:<10} {:>3} variables", config.name, config.version, config.data.len());
+                println!("{}", crate::output::configuration_line(&config));
             }
         }
         DocCommand::Get { name } => {

@@ -6,6 +6,7 @@ mod bench;
 mod client;
 mod commands;
 mod local;
+mod output;
 mod progress;
 mod schedules;
 mod serve;

@@ -105,21 +105,6 @@ fn read_schedule(file: &Path) -> anyhow::Result<(String, Schedule)> {
     Ok((text, schedule))
 }
 
-/// Prefixes every line of an input error with the file name.
-fn in_file(file: &Path, e: anyhow::Error) -> anyhow::Error {
-    match e.downcast::<InvalidInput>() {
-        Ok(invalid) => {
-            let lines: Vec<String> = invalid
-                .0
-                .lines()
-                .map(|l| format!("{}: {l}", file.display()))
-                .collect();
-            InvalidInput(lines.join("\n")).into()
-        }
-        Err(e) => e,
-    }
-}
-
 /// On the data directory.
 pub async fn local(local: &Local, cmd: SchedulesCommand) -> anyhow::Result<u8> {
     let Store::Embedded(store) = &local.store else {
@@ -138,7 +123,7 @@ pub async fn local(local: &Local, cmd: SchedulesCommand) -> anyhow::Result<u8> {
             let entry = schedules
                 .put(runtime, &schedule)
                 .await
-                .map_err(|e| in_file(&file, api_error(e)))?;
+                .map_err(|e| crate::output::in_file(&file, api_error(e)))?;
             print_stored(&entry);
         }
         SchedulesCommand::List => print_list(&schedules.list().await.map_err(api_error)?),
@@ -181,7 +166,7 @@ pub async fn remote(client: &Client, cmd: SchedulesCommand) -> anyhow::Result<u8
             let entry = client
                 .send_text(reqwest::Method::POST, "/api/v1/schedule", text)
                 .await
-                .map_err(|e| in_file(&file, e))?;
+                .map_err(|e| crate::output::in_file(&file, e))?;
             print_stored(&entry);
         }
         SchedulesCommand::List => {

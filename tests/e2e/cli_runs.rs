@@ -109,6 +109,13 @@ pub async fn branching_and_fan_out_examples_on(s: Scratch) {
     assert_eq!(join["batches"], json!([["AMS", "FRA", "LON"], ["NYC", "SFO", "SIN"], ["SYD"]]));
     assert_eq!(join["empty"], json!([]));
     assert_eq!(doc["steps"]["PerRegion"]["items"], 7);
+    // Each unit executed exactly once: a re-execution after a lease takeover (a lost
+    // completion) would log a second start.
+    let id = doc["task_id"].as_str().unwrap();
+    let logs = s.sluice(&["runs", "logs", id]).await.expect(0).stdout();
+    assert_eq!(logs.matches("Start PerRegion").count(), 7, "{logs}");
+    assert_eq!(logs.matches("Start Batches").count(), 3, "{logs}");
+    assert_eq!(logs.matches("Start Join").count(), 1, "{logs}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
