@@ -450,17 +450,6 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<u8> {
     follow_and_report(client, &started, args.output).await
 }
 
-fn format_log(entry: &Value) -> String {
-    format!(
-        "{} {:<7} {}[{}] {}",
-        entry["ts"].as_str().unwrap_or(""),
-        entry["level"].as_str().unwrap_or(""),
-        entry["step"].as_str().unwrap_or(""),
-        entry["attempt"],
-        entry["message"].as_str().unwrap_or("")
-    )
-}
-
 pub async fn runs(client: &Client, cmd: RunsCommand) -> anyhow::Result<u8> {
     match cmd {
         RunsCommand::List {
@@ -523,8 +512,9 @@ pub async fn runs(client: &Client, cmd: RunsCommand) -> anyhow::Result<u8> {
                     .await
                     .map_err(|e| not_found_as_run(e, &id))?;
                 let logs = page["logs"].as_array().cloned().unwrap_or_default();
-                for entry in &logs {
-                    println!("{}", format_log(entry));
+                for entry in logs {
+                    let entry: sluice_core::model::LogEntry = serde_json::from_value(entry)?;
+                    println!("{}", crate::commands::format_log(&entry));
                 }
                 let next = page["next_after"].as_u64().unwrap_or(after);
                 let read_some = next != after;
