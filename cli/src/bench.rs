@@ -43,7 +43,8 @@ fn chain_app() -> Application {
             step
         })
         .collect();
-    serde_json::from_value(json!({"name": "bench_chain", "author": "bench", "steps": steps})).expect("chain app")
+    serde_json::from_value(json!({"name": "bench_chain", "author": "bench", "steps": steps}))
+        .expect("chain app")
 }
 
 fn fan_app() -> Application {
@@ -89,7 +90,11 @@ async fn wait_all(runtime: &Runtime, ids: &[String]) -> anyhow::Result<Vec<Run>>
             let mut runs = Vec::with_capacity(ids.len());
             for id in ids {
                 let run = runtime.get_run(id).await?;
-                anyhow::ensure!(run.state == RunState::Success, "run {id} ended {}", run.state.as_str());
+                anyhow::ensure!(
+                    run.state == RunState::Success,
+                    "run {id} ended {}",
+                    run.state.as_str()
+                );
                 runs.push(run);
             }
             return Ok(runs);
@@ -100,15 +105,20 @@ async fn wait_all(runtime: &Runtime, ids: &[String]) -> anyhow::Result<Vec<Run>>
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<u8> {
     let temp = args.dir.is_none();
-    let dir = args
-        .dir
-        .clone()
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("sluice-bench-{}", std::process::id())));
+    let dir = args.dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("sluice-bench-{}", std::process::id()))
+    });
     let _ = std::fs::remove_dir_all(&dir);
     let local = Local::open(&dir)?;
     let runtime = local.runtime.clone();
-    runtime.put_application(&chain_app()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-    runtime.put_application(&fan_app()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    runtime
+        .put_application(&chain_app())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    runtime
+        .put_application(&fan_app())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let workers = local.start_workers(args.workers).await?;
 
     // 1. Per-step overhead: sequential chains; a step's overhead is the time from its
@@ -117,14 +127,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<u8> {
     let mut chain_ms = Vec::new();
     for _ in 0..args.chains {
         let id = start(&runtime, "bench_chain").await?;
-        let run = wait_all(&runtime, std::slice::from_ref(&id)).await?.remove(0);
+        let run = wait_all(&runtime, std::slice::from_ref(&id))
+            .await?
+            .remove(0);
         let mut previous = run.started_at.expect("started");
         for step in &run.steps {
             let finished = step.finished_at.expect("finished");
             per_step.push((finished - previous).num_microseconds().unwrap_or(0) as f64 / 1000.0);
             previous = finished;
         }
-        chain_ms.push((run.finished_at.unwrap() - run.created_at).num_microseconds().unwrap_or(0) as f64 / 1000.0);
+        chain_ms.push(
+            (run.finished_at.unwrap() - run.created_at)
+                .num_microseconds()
+                .unwrap_or(0) as f64
+                / 1000.0,
+        );
     }
     per_step.sort_by(f64::total_cmp);
     chain_ms.sort_by(f64::total_cmp);
@@ -161,7 +178,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<u8> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&results)?);
     } else {
-        println!("sluice bench (embedded, durable SQLite storage, {} workers)", args.workers);
+        println!(
+            "sluice bench (embedded, durable SQLite storage, {} workers)",
+            args.workers
+        );
         println!(
             "  per-step overhead (10-step echo chain, {} steps): p50 {:.3} ms, p99 {:.3} ms",
             per_step.len(),

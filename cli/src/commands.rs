@@ -15,8 +15,8 @@ use sluice_runtime::{Runtime, StartError, StartRequest};
 use crate::local::Local;
 use crate::progress::{summary, wait_for, Printer};
 use crate::{
-    CacheCommand, Cli, Command, DocCommand, InvalidInput, OutputFormat, RunArgs, RunsCommand, SchemaKind,
-    EXIT_INVALID, EXIT_RUN_FAILED,
+    CacheCommand, Cli, Command, DocCommand, InvalidInput, OutputFormat, RunArgs, RunsCommand,
+    SchemaKind, EXIT_INVALID, EXIT_RUN_FAILED,
 };
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
@@ -29,7 +29,12 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Bench(args) => crate::bench::run(args).await,
         Command::Aws(cmd) => crate::aws::dispatch(cmd).await,
         command if cli.endpoint.is_some() && crate::client::serves(&command) => {
-            crate::client::dispatch(cli.endpoint.as_deref().unwrap_or_default(), cli.token, command).await
+            crate::client::dispatch(
+                cli.endpoint.as_deref().unwrap_or_default(),
+                cli.token,
+                command,
+            )
+            .await
         }
         Command::Serve(args) => crate::serve::run(&cli.data_dir, args).await,
         Command::Tokens(cmd) => crate::tokens::local(&cli.data_dir, cmd).await,
@@ -49,7 +54,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 Command::Configs(cmd) => configs(&local.runtime, cmd).await,
                 Command::Runs(cmd) => runs(&local, cmd).await,
                 Command::Cache(cmd) => cache(&local.runtime, cmd).await,
-                Command::Validate { .. } | Command::Schema { .. } | Command::Bench(_) => unreachable!(),
+                Command::Validate { .. } | Command::Schema { .. } | Command::Bench(_) => {
+                    unreachable!()
+                }
                 Command::Aws(_) => unreachable!(),
                 Command::Serve(_) | Command::Tokens(_) => unreachable!(),
                 Command::Schedules(cmd) => crate::schedules::local(&local, cmd).await,
@@ -68,7 +75,8 @@ pub fn schema(kind: SchemaKind) -> Value {
 }
 
 pub(crate) fn read(path: &Path) -> anyhow::Result<String> {
-    std::fs::read_to_string(path).map_err(|e| InvalidInput(format!("{}: cannot read: {e}", path.display())).into())
+    std::fs::read_to_string(path)
+        .map_err(|e| InvalidInput(format!("{}: cannot read: {e}", path.display())).into())
 }
 
 fn invalid(path: &Path, e: &Invalid) -> anyhow::Error {
@@ -103,7 +111,8 @@ pub(crate) fn parse_params(raw: &[String]) -> anyhow::Result<Map<String, Value>>
         if name.is_empty() {
             return Err(InvalidInput(format!("-p {item}: the name is empty")).into());
         }
-        let value = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_string()));
+        let value =
+            serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_string()));
         params.insert(name.to_string(), value);
     }
     Ok(params)
@@ -121,7 +130,10 @@ async fn run(local: &Local, args: RunArgs) -> anyhow::Result<u8> {
     };
     let config = args.config.as_deref().map(load_configuration).transpose()?;
     if let Some(config) = &config {
-        runtime.put_configuration(config).await.map_err(start_error)?;
+        runtime
+            .put_configuration(config)
+            .await
+            .map_err(start_error)?;
     }
     let name = match &app {
         Some(app) => {
@@ -150,23 +162,40 @@ async fn run(local: &Local, args: RunArgs) -> anyhow::Result<u8> {
         eprintln!("Started {} ({})", run.id, run.application);
     }
     let mut printer = Printer::new(args.output == OutputFormat::Text);
-    let finished = wait_for(runtime, std::slice::from_ref(&run.id), updates, &mut printer).await;
+    let finished = wait_for(
+        runtime,
+        std::slice::from_ref(&run.id),
+        updates,
+        &mut printer,
+    )
+    .await;
     workers.shutdown().await;
     let finished = finished?;
-    let run = finished.get(&run.id).cloned().ok_or_else(|| anyhow!("run disappeared"))?;
+    let run = finished
+        .get(&run.id)
+        .cloned()
+        .ok_or_else(|| anyhow!("run disappeared"))?;
     report(runtime, &[run], args.output).await
 }
 
 /// Prints the summary (text) or the task documents with outputs (json); the exit code
 /// says whether every run succeeded.
-async fn report(runtime: &Runtime, runs: &[sluice_core::model::Run], output: OutputFormat) -> anyhow::Result<u8> {
+async fn report(
+    runtime: &Runtime,
+    runs: &[sluice_core::model::Run],
+    output: OutputFormat,
+) -> anyhow::Result<u8> {
     for run in runs {
         match output {
             OutputFormat::Text => {
                 let plan = runtime.plan_of(run).await?;
                 let mut finals = Vec::new();
                 for step in &run.steps {
-                    let is_final = !plan.app.steps.iter().any(|s| s.depends_on.contains(&step.id));
+                    let is_final = !plan
+                        .app
+                        .steps
+                        .iter()
+                        .any(|s| s.depends_on.contains(&step.id));
                     if is_final && step.state.succeeded() {
                         finals.push((step.id.clone(), runtime.read_output(run, &step.id).await?));
                     }
@@ -175,7 +204,10 @@ async fn report(runtime: &Runtime, runs: &[sluice_core::model::Run], output: Out
             }
             OutputFormat::Json => {
                 let outputs = runtime.outputs(run).await?;
-                println!("{}", serde_json::to_string_pretty(&task_document(run, Some(&outputs)))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&task_document(run, Some(&outputs)))?
+                );
             }
         }
     }
@@ -186,16 +218,24 @@ async fn report(runtime: &Runtime, runs: &[sluice_core::model::Run], output: Out
     })
 }
 
-async fn resume(local: &Local, run_id: Option<String>, output: OutputFormat, workers: usize) -> anyhow::Result<u8> {
+async fn resume(
+    local: &Local,
+    run_id: Option<String>,
+    output: OutputFormat,
+    workers: usize,
+) -> anyhow::Result<u8> {
     let runtime = &local.runtime;
     let workers = local.start_workers(workers).await?;
     let updates = runtime.subscribe();
+    // Only the embedded data directory's lock proves no other worker is alive; on AWS a
+    // Lambda may still hold an attempt, which its lease protects.
+    let sole_worker = matches!(local.store, crate::local::Store::Embedded(_));
     let ids = match &run_id {
         Some(id) => {
-            runtime.resume(id, true).await?;
+            runtime.resume(id, sole_worker).await?;
             vec![id.clone()]
         }
-        None => runtime.resume_all(true).await?,
+        None => runtime.resume_all(sole_worker).await?,
     };
     if ids.is_empty() {
         workers.shutdown().await;
@@ -213,7 +253,10 @@ async fn resume(local: &Local, run_id: Option<String>, output: OutputFormat, wor
     let finished = wait_for(runtime, &ids, updates, &mut printer).await;
     workers.shutdown().await;
     let finished = finished?;
-    let runs: Vec<_> = ids.iter().filter_map(|id| finished.get(id).cloned()).collect();
+    let runs: Vec<_> = ids
+        .iter()
+        .filter_map(|id| finished.get(id).cloned())
+        .collect();
     report(runtime, &runs, output).await
 }
 
@@ -291,7 +334,10 @@ async fn configs(runtime: &Runtime, cmd: DocCommand) -> anyhow::Result<u8> {
     match cmd {
         DocCommand::Push { file } => {
             let config = load_configuration(&file)?;
-            let stored = runtime.put_configuration(&config).await.map_err(start_error)?;
+            let stored = runtime
+                .put_configuration(&config)
+                .await
+                .map_err(start_error)?;
             println!("{}", crate::output::stored_configuration(&stored));
         }
         DocCommand::List => {
@@ -328,7 +374,13 @@ async fn runs(local: &Local, cmd: RunsCommand) -> anyhow::Result<u8> {
             output,
         } => {
             let state = state
-                .map(|s| RunState::parse(&s).ok_or_else(|| InvalidInput(format!("--state {s}: expected pending, running, success, failure or revoked"))))
+                .map(|s| {
+                    RunState::parse(&s).ok_or_else(|| {
+                        InvalidInput(format!(
+                            "--state {s}: expected pending, running, success, failure or revoked"
+                        ))
+                    })
+                })
                 .transpose()?;
             let list = store
                 .list_runs(&RunQuery {
@@ -361,7 +413,10 @@ async fn runs(local: &Local, cmd: RunsCommand) -> anyhow::Result<u8> {
         RunsCommand::Get { id } => {
             let run = find_run(runtime, &id).await?;
             let outputs = runtime.outputs(&run).await?;
-            println!("{}", serde_json::to_string_pretty(&task_document(&run, Some(&outputs)))?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&task_document(&run, Some(&outputs)))?
+            );
             Ok(0)
         }
         RunsCommand::Logs { id, step, follow } => {
@@ -400,7 +455,13 @@ async fn runs(local: &Local, cmd: RunsCommand) -> anyhow::Result<u8> {
                 eprintln!("Started {} (replay of {id})", run.id);
             }
             let mut printer = Printer::new(output == OutputFormat::Text);
-            let finished = wait_for(runtime, std::slice::from_ref(&run.id), updates, &mut printer).await;
+            let finished = wait_for(
+                runtime,
+                std::slice::from_ref(&run.id),
+                updates,
+                &mut printer,
+            )
+            .await;
             workers.shutdown().await;
             let finished = finished?;
             let runs: Vec<_> = finished.get(&run.id).cloned().into_iter().collect();
@@ -418,7 +479,9 @@ async fn runs(local: &Local, cmd: RunsCommand) -> anyhow::Result<u8> {
 async fn find_run(runtime: &Runtime, id: &str) -> anyhow::Result<sluice_core::model::Run> {
     match runtime.get_run(id).await {
         Ok(run) => Ok(run),
-        Err(sluice_runtime::RuntimeError::NotFound(_)) => Err(InvalidInput(format!("run \"{id}\" not found")).into()),
+        Err(sluice_runtime::RuntimeError::NotFound(_)) => {
+            Err(InvalidInput(format!("run \"{id}\" not found")).into())
+        }
         Err(e) => Err(e).context("cannot read the run"),
     }
 }

@@ -25,10 +25,19 @@ const EXIT_INVALID: u8 = 2;
 const EXIT_OTHER: u8 = 3;
 
 #[derive(Parser)]
-#[command(name = "sluice", version, about = "Run integration applications step by step, on this machine or on AWS Lambda.")]
+#[command(
+    name = "sluice",
+    version,
+    about = "Run integration applications step by step, on this machine or on AWS Lambda."
+)]
 struct Cli {
     /// Data directory of the embedded runtime.
-    #[arg(long, global = true, env = "SLUICE_DATA_DIR", default_value = ".sluice")]
+    #[arg(
+        long,
+        global = true,
+        env = "SLUICE_DATA_DIR",
+        default_value = ".sluice"
+    )]
     data_dir: PathBuf,
     /// Where runs execute: the embedded data directory, or AWS services (standard AWS
     /// environment variables, `AWS_ENDPOINT_URL` included; names from `SLUICE_AWS_PREFIX`).
@@ -134,10 +143,16 @@ enum SchemaKind {
 #[derive(Subcommand)]
 enum DocCommand {
     /// Validate and store a document.
-    Push { file: PathBuf },
+    Push {
+        file: PathBuf,
+    },
     List,
-    Get { name: String },
-    Delete { name: String },
+    Get {
+        name: String,
+    },
+    Delete {
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -203,7 +218,10 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

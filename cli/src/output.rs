@@ -19,12 +19,21 @@ pub fn application_line(app: &Application) -> String {
 
 /// One line of `configs list`.
 pub fn configuration_line(config: &Configuration) -> String {
-    format!("{:<32} {:<10} {:>3} variables", config.name, config.version, config.data.len())
+    format!(
+        "{:<32} {:<10} {:>3} variables",
+        config.name,
+        config.version,
+        config.data.len()
+    )
 }
 
 /// The confirmation of `apps push`.
 pub fn stored_application(app: &Application) -> String {
-    format!("Stored application {} ({} steps)", app.name, app.steps.len())
+    format!(
+        "Stored application {} ({} steps)",
+        app.name,
+        app.steps.len()
+    )
 }
 
 /// The confirmation of `configs push` (given the stored, redacted document).

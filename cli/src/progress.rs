@@ -71,7 +71,12 @@ impl Printer {
                     step.id,
                     step.child_run.as_deref().unwrap_or("its child run")
                 ),
-                StepState::Success => format!("{} {prefix}{} {}", self.paint("32", "✔"), step.id, duration(step)),
+                StepState::Success => format!(
+                    "{} {prefix}{} {}",
+                    self.paint("32", "✔"),
+                    step.id,
+                    duration(step)
+                ),
                 StepState::Warning => format!(
                     "{} {prefix}{} warning {}: {}",
                     self.paint("33", "!"),
@@ -86,12 +91,17 @@ impl Printer {
                     duration(step),
                     step.error.as_deref().unwrap_or("")
                 ),
-                StepState::Skipped => format!("{} {prefix}{} skipped", self.paint("90", "↷"), step.id),
+                StepState::Skipped => {
+                    format!("{} {prefix}{} skipped", self.paint("90", "↷"), step.id)
+                }
                 StepState::Cancelled => format!(
                     "{} {prefix}{} cancelled{}",
                     self.paint("90", "⊘"),
                     step.id,
-                    step.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
+                    step.error
+                        .as_deref()
+                        .map(|e| format!(" ({e})"))
+                        .unwrap_or_default()
                 ),
             };
             let _ = writeln!(err, "{line}");
@@ -129,7 +139,8 @@ pub async fn wait_for(
     mut updates: broadcast::Receiver<Progress>,
     printer: &mut Printer,
 ) -> anyhow::Result<BTreeMap<String, Run>> {
-    let mut runs: BTreeMap<String, Option<Run>> = roots.iter().map(|id| (id.clone(), None)).collect();
+    let mut runs: BTreeMap<String, Option<Run>> =
+        roots.iter().map(|id| (id.clone(), None)).collect();
     let root_of = |run: &Run| run.id.clone();
     let period = Duration::from_millis(250);
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -168,11 +179,24 @@ pub async fn wait_for(
                 }
             }
             let root = roots.first().cloned().unwrap_or_else(|| root_of(&run));
-            printer.update(&run, if roots.contains(&run.id) { &run.id } else { &root });
+            printer.update(
+                &run,
+                if roots.contains(&run.id) {
+                    &run.id
+                } else {
+                    &root
+                },
+            );
             runs.insert(run.id.clone(), Some(run));
         }
-        if runs.values().all(|r| r.as_ref().is_some_and(|r| r.state.is_terminal())) {
-            return Ok(runs.into_iter().filter_map(|(id, r)| r.map(|r| (id, r))).collect());
+        if runs
+            .values()
+            .all(|r| r.as_ref().is_some_and(|r| r.state.is_terminal()))
+        {
+            return Ok(runs
+                .into_iter()
+                .filter_map(|(id, r)| r.map(|r| (id, r)))
+                .collect());
         }
     }
 }
@@ -190,7 +214,13 @@ pub fn summary(run: &Run, final_outputs: &[(String, serde_json::Value)]) -> Stri
         run.application,
         run.state.as_str().to_uppercase()
     ));
-    let width = run.steps.iter().map(|s| s.id.len()).max().unwrap_or(4).max(4);
+    let width = run
+        .steps
+        .iter()
+        .map(|s| s.id.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
     for step in &run.steps {
         let mut line = format!(
             "  {:width$}  {:<9}  attempts {}  {:>8}",

@@ -15,19 +15,40 @@ async fn examples_validate() {
         "branching/app.json",
         "fan-out-join/app.json",
     ];
-    let paths: Vec<String> = files.iter().map(|f| examples.join(f).display().to_string()).collect();
-    let args: Vec<&str> = std::iter::once("validate").chain(paths.iter().map(String::as_str)).collect();
+    let paths: Vec<String> = files
+        .iter()
+        .map(|f| examples.join(f).display().to_string())
+        .collect();
+    let args: Vec<&str> = std::iter::once("validate")
+        .chain(paths.iter().map(String::as_str))
+        .collect();
     let done = s.sluice(&args).await.expect(0);
-    assert_eq!(done.stdout().matches(": valid ").count(), 4, "{}", done.stdout());
+    assert_eq!(
+        done.stdout().matches(": valid ").count(),
+        4,
+        "{}",
+        done.stdout()
+    );
     assert!(done.stdout().contains("config.json: valid configuration"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_documents_exit_2_naming_field_and_line() {
     let s = Scratch::new();
-    let malformed = s.write("malformed.json", "{\n  \"name\": \"x\",\n  \"author\": \"a\"\n  \"steps\": []\n}\n");
-    let done = s.sluice(&["validate", malformed.to_str().unwrap()]).await.expect(2);
-    assert!(done.stderr().contains("malformed.json: line 4, column 3: malformed JSON"), "{}", done.stderr());
+    let malformed = s.write(
+        "malformed.json",
+        "{\n  \"name\": \"x\",\n  \"author\": \"a\"\n  \"steps\": []\n}\n",
+    );
+    let done = s
+        .sluice(&["validate", malformed.to_str().unwrap()])
+        .await
+        .expect(2);
+    assert!(
+        done.stderr()
+            .contains("malformed.json: line 4, column 3: malformed JSON"),
+        "{}",
+        done.stderr()
+    );
 
     let bad = s.write(
         "bad.json",
@@ -39,7 +60,10 @@ async fn invalid_documents_exit_2_naming_field_and_line() {
         ]})
         .to_string(),
     );
-    let done = s.sluice(&["validate", bad.to_str().unwrap()]).await.expect(2);
+    let done = s
+        .sluice(&["validate", bad.to_str().unwrap()])
+        .await
+        .expect(2);
     let err = done.stderr();
     for expected in [
         "bad.json: steps[1].depends_on[0]: unknown step \"Ghost\"",
@@ -51,8 +75,15 @@ async fn invalid_documents_exit_2_naming_field_and_line() {
     }
 
     let unknown_field = s.write("field.json", r#"{"name": "x", "author": "a", "stepz": []}"#);
-    let done = s.sluice(&["validate", unknown_field.to_str().unwrap()]).await.expect(2);
-    assert!(done.stderr().contains("unknown field `stepz`"), "{}", done.stderr());
+    let done = s
+        .sluice(&["validate", unknown_field.to_str().unwrap()])
+        .await
+        .expect(2);
+    assert!(
+        done.stderr().contains("unknown field `stepz`"),
+        "{}",
+        done.stderr()
+    );
 
     let cycle = s.write(
         "cycle.json",
@@ -63,7 +94,12 @@ async fn invalid_documents_exit_2_naming_field_and_line() {
         .to_string(),
     );
     let done = s.sluice(&["run", cycle.to_str().unwrap()]).await.expect(2);
-    assert!(done.stderr().contains("steps: dependency cycle: A -> B -> A"), "{}", done.stderr());
+    assert!(
+        done.stderr()
+            .contains("steps: dependency cycle: A -> B -> A"),
+        "{}",
+        done.stderr()
+    );
     // Nothing was stored.
     let list = s.sluice(&["apps", "list"]).await.expect(0);
     assert_eq!(list.stdout(), "");
@@ -76,10 +112,14 @@ async fn schemas_are_published() {
         let schema = s.sluice(&["schema", kind]).await.expect(0).json();
         assert_eq!(schema["type"], "object", "{kind}");
         let stored: Value = serde_json::from_str(
-            &std::fs::read_to_string(repo().join(format!("docs/schemas/{kind}.schema.json"))).unwrap(),
+            &std::fs::read_to_string(repo().join(format!("docs/schemas/{kind}.schema.json")))
+                .unwrap(),
         )
         .unwrap();
-        assert_eq!(schema, stored, "docs/schemas/{kind}.schema.json is out of date: run scripts/update-schemas.sh");
+        assert_eq!(
+            schema, stored,
+            "docs/schemas/{kind}.schema.json is out of date: run scripts/update-schemas.sh"
+        );
     }
     let app = s.sluice(&["schema"]).await.expect(0).json();
     assert!(app["properties"]["steps"].is_object());
@@ -89,10 +129,20 @@ async fn schemas_are_published() {
 async fn apps_and_configs_are_managed_and_secrets_never_shown() {
     let s = Scratch::new();
     let app = repo().join("examples/branching/app.json");
-    s.sluice(&["apps", "push", app.to_str().unwrap()]).await.expect(0);
+    s.sluice(&["apps", "push", app.to_str().unwrap()])
+        .await
+        .expect(0);
     let list = s.sluice(&["apps", "list"]).await.expect(0);
-    assert!(list.stdout().starts_with("order_routing"), "{}", list.stdout());
-    let got = s.sluice(&["apps", "get", "order_routing"]).await.expect(0).json();
+    assert!(
+        list.stdout().starts_with("order_routing"),
+        "{}",
+        list.stdout()
+    );
+    let got = s
+        .sluice(&["apps", "get", "order_routing"])
+        .await
+        .expect(0)
+        .json();
     assert_eq!(got["steps"].as_array().unwrap().len(), 6);
 
     let config = s.write(
@@ -103,9 +153,14 @@ async fn apps_and_configs_are_managed_and_secrets_never_shown() {
         ]})
         .to_string(),
     );
-    s.sluice(&["configs", "push", config.to_str().unwrap()]).await.expect(0);
+    s.sluice(&["configs", "push", config.to_str().unwrap()])
+        .await
+        .expect(0);
     let got = s.sluice(&["configs", "get", "prod"]).await.expect(0);
-    assert_eq!(got.json()["data"][1], json!({"name": "token", "value": null, "encrypted": true}));
+    assert_eq!(
+        got.json()["data"][1],
+        json!({"name": "token", "value": null, "encrypted": true})
+    );
     assert!(!got.stdout().contains("s3cr3t"));
 
     // Posting again with null keeps the stored secret; a new encrypted entry without a
@@ -118,16 +173,32 @@ async fn apps_and_configs_are_managed_and_secrets_never_shown() {
         ]})
         .to_string(),
     );
-    s.sluice(&["configs", "push", again.to_str().unwrap()]).await.expect(0);
+    s.sluice(&["configs", "push", again.to_str().unwrap()])
+        .await
+        .expect(0);
     let missing = s.write(
         "missing.json",
-        &json!({"name": "prod", "data": [{"name": "other", "value": null, "encrypted": true}]}).to_string(),
+        &json!({"name": "prod", "data": [{"name": "other", "value": null, "encrypted": true}]})
+            .to_string(),
     );
-    let done = s.sluice(&["configs", "push", missing.to_str().unwrap()]).await.expect(2);
-    assert!(done.stderr().contains("data[0].value: encrypted variable \"other\" has no stored value"), "{}", done.stderr());
-    assert!(!String::from_utf8_lossy(&s.data_dir_bytes()).contains("s3cr3t-t0ken-value"), "plaintext secret in the data directory");
+    let done = s
+        .sluice(&["configs", "push", missing.to_str().unwrap()])
+        .await
+        .expect(2);
+    assert!(
+        done.stderr()
+            .contains("data[0].value: encrypted variable \"other\" has no stored value"),
+        "{}",
+        done.stderr()
+    );
+    assert!(
+        !String::from_utf8_lossy(&s.data_dir_bytes()).contains("s3cr3t-t0ken-value"),
+        "plaintext secret in the data directory"
+    );
 
-    s.sluice(&["apps", "delete", "order_routing"]).await.expect(0);
+    s.sluice(&["apps", "delete", "order_routing"])
+        .await
+        .expect(0);
     s.sluice(&["apps", "get", "order_routing"]).await.expect(2);
     s.sluice(&["configs", "delete", "prod"]).await.expect(0);
     s.sluice(&["configs", "delete", "prod"]).await.expect(2);
@@ -146,15 +217,43 @@ async fn bad_run_params_exit_2_before_anything_runs() {
             "steps": [{"id": "A", "type": "echo", "parameters": {"value": "${vars.size}"}}]})
         .to_string(),
     );
-    let done = s.sluice(&["run", app.to_str().unwrap(), "-p", "size=big", "-p", "extra=1"]).await.expect(2);
+    let done = s
+        .sluice(&[
+            "run",
+            app.to_str().unwrap(),
+            "-p",
+            "size=big",
+            "-p",
+            "extra=1",
+        ])
+        .await
+        .expect(2);
     let err = done.stderr();
-    assert!(err.contains("params.size: \"big\" is not a number"), "{err}");
-    assert!(err.contains("params.extra: unknown app variable \"extra\""), "{err}");
-    assert!(err.contains("vars.token: required app variable has no value"), "{err}");
-    assert_eq!(s.sluice(&["runs", "list"]).await.expect(0).stdout(), "", "no run was created");
+    assert!(
+        err.contains("params.size: \"big\" is not a number"),
+        "{err}"
+    );
+    assert!(
+        err.contains("params.extra: unknown app variable \"extra\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("vars.token: required app variable has no value"),
+        "{err}"
+    );
+    assert_eq!(
+        s.sluice(&["runs", "list"]).await.expect(0).stdout(),
+        "",
+        "no run was created"
+    );
 
     let done = s.sluice(&["run", "no_such_app"]).await.expect(2);
-    assert!(done.stderr().contains("application \"no_such_app\" not found"), "{}", done.stderr());
+    assert!(
+        done.stderr()
+            .contains("application \"no_such_app\" not found"),
+        "{}",
+        done.stderr()
+    );
 
     let with_config = s.write(
         "cfg_app.json",
@@ -162,9 +261,17 @@ async fn bad_run_params_exit_2_before_anything_runs() {
             "steps": [{"id": "A", "type": "echo", "parameters": {"value": "${config.missing}"}}]})
         .to_string(),
     );
-    let config = s.write("c.json", &json!({"name": "c", "data": [{"name": "present", "value": 1}]}).to_string());
+    let config = s.write(
+        "c.json",
+        &json!({"name": "c", "data": [{"name": "present", "value": 1}]}).to_string(),
+    );
     let done = s
-        .sluice(&["run", with_config.to_str().unwrap(), "-c", config.to_str().unwrap()])
+        .sluice(&[
+            "run",
+            with_config.to_str().unwrap(),
+            "-c",
+            config.to_str().unwrap(),
+        ])
         .await
         .expect(2);
     assert!(

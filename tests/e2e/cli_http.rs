@@ -12,8 +12,17 @@ const SECRET: &str = "tok-9f8e7d6c5b4a";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_on_503_and_uses_an_encrypted_bearer_token_without_leaking_it() {
     let server = TestServer::start().await;
-    server.on("flaky", Behaviour::FailFirst(2, json!({"devices": [{"name": "a"}, {"name": "b"}], "total": 2})));
-    server.on("secure", Behaviour::Bearer(SECRET.into(), json!({"ok": true})));
+    server.on(
+        "flaky",
+        Behaviour::FailFirst(
+            2,
+            json!({"devices": [{"name": "a"}, {"name": "b"}], "total": 2}),
+        ),
+    );
+    server.on(
+        "secure",
+        Behaviour::Bearer(SECRET.into(), json!({"ok": true})),
+    );
     server.on("echo", Behaviour::Echo);
     let s = Scratch::new();
     let config = s.write(
@@ -43,7 +52,16 @@ async fn retries_on_503_and_uses_an_encrypted_bearer_token_without_leaking_it() 
         .to_string(),
     );
     let done = s
-        .sluice(&["run", app.to_str().unwrap(), "-c", config.to_str().unwrap(), "-p", "loglevel=10", "--output", "json"])
+        .sluice(&[
+            "run",
+            app.to_str().unwrap(),
+            "-c",
+            config.to_str().unwrap(),
+            "-p",
+            "loglevel=10",
+            "--output",
+            "json",
+        ])
         .await
         .expect(0);
     let doc = done.json();
@@ -54,7 +72,10 @@ async fn retries_on_503_and_uses_an_encrypted_bearer_token_without_leaking_it() 
 
     // The server really received the secret...
     let echoed = &doc["steps"]["Leaky"]["output"];
-    assert_eq!(echoed["headers"]["x-token"], "Bearer ***", "outputs are redacted");
+    assert_eq!(
+        echoed["headers"]["x-token"], "Bearer ***",
+        "outputs are redacted"
+    );
     // ...but no output, log, CLI output or stored byte shows it.
     let id = doc["task_id"].as_str().unwrap().to_string();
     let logs = s.sluice(&["runs", "logs", &id]).await.expect(0);
@@ -67,7 +88,10 @@ async fn retries_on_503_and_uses_an_encrypted_bearer_token_without_leaking_it() 
     ] {
         assert!(!text.contains(SECRET), "{what} shows the secret:\n{text}");
     }
-    assert!(logs.stdout().contains("DEBUG"), "loglevel=10 logged debug entries");
+    assert!(
+        logs.stdout().contains("DEBUG"),
+        "loglevel=10 logged debug entries"
+    );
     let stored = s.data_dir_bytes();
     assert!(
         !stored.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
@@ -86,16 +110,26 @@ async fn a_status_outside_expected_fails_with_status_and_body() {
         ]})
         .to_string(),
     );
-    let doc = s.sluice(&["run", app.to_str().unwrap(), "--output", "json"]).await.expect(1).json();
+    let doc = s
+        .sluice(&["run", app.to_str().unwrap(), "--output", "json"])
+        .await
+        .expect(1)
+        .json();
     let error = doc["steps"]["Get"]["error"].as_str().unwrap();
-    assert!(error.contains("404") && error.contains("no route nowhere"), "{error}");
+    assert!(
+        error.contains("404") && error.contains("no route nowhere"),
+        "{error}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_run_resumes_without_rerunning_finished_steps() {
     let server = TestServer::start().await;
     server.on("first", Behaviour::Echo);
-    server.on("slow", Behaviour::Slow(Duration::from_secs(2), json!({"slow": true})));
+    server.on(
+        "slow",
+        Behaviour::Slow(Duration::from_secs(2), json!({"slow": true})),
+    );
     server.on("last", Behaviour::Echo);
     let s = Scratch::new();
     let app = s.write(
@@ -117,16 +151,34 @@ async fn a_killed_run_resumes_without_rerunning_finished_steps() {
     child.wait().await.unwrap();
     assert_eq!(server.hits("last"), 0);
 
-    let listed = s.sluice(&["runs", "list", "--output", "json"]).await.expect(0).json();
-    assert_eq!(listed[0]["state"], "running", "the killed run is left unfinished");
+    let listed = s
+        .sluice(&["runs", "list", "--output", "json"])
+        .await
+        .expect(0)
+        .json();
+    assert_eq!(
+        listed[0]["state"], "running",
+        "the killed run is left unfinished"
+    );
 
-    let resumed = s.sluice(&["resume", "--output", "json"]).await.expect(0).json();
+    let resumed = s
+        .sluice(&["resume", "--output", "json"])
+        .await
+        .expect(0)
+        .json();
     assert_eq!(resumed["state"], "success");
     assert_eq!(resumed["steps"]["Slow"]["output"], json!({"slow": true}));
-    assert_eq!(server.hits("first"), 1, "a finished step is never run again");
+    assert_eq!(
+        server.hits("first"),
+        1,
+        "a finished step is never run again"
+    );
     assert_eq!(server.hits("slow"), 2, "the interrupted step ran again");
     assert_eq!(server.hits("last"), 1);
-    assert_eq!(resumed["steps"]["Slow"]["attempts"], 1, "a crash does not consume an attempt");
+    assert_eq!(
+        resumed["steps"]["Slow"]["attempts"], 1,
+        "a crash does not consume an attempt"
+    );
 
     let nothing = s.sluice(&["resume"]).await.expect(0);
     assert!(nothing.stderr().contains("No unfinished runs"));
@@ -145,11 +197,17 @@ async fn revoke_cancels_a_running_run() {
         ]})
         .to_string(),
     );
-    let run = s.command(&["run", app.to_str().unwrap(), "--output", "json"]).output();
+    let run = s
+        .command(&["run", app.to_str().unwrap(), "--output", "json"])
+        .output();
     let revoker = async {
         let srv = server.clone();
         assert!(eventually(Duration::from_secs(30), || srv.hits("slow") == 1).await);
-        let listed = s.sluice(&["runs", "list", "--output", "json"]).await.expect(0).json();
+        let listed = s
+            .sluice(&["runs", "list", "--output", "json"])
+            .await
+            .expect(0)
+            .json();
         let id = listed[0]["task_id"].as_str().unwrap().to_string();
         s.sluice(&["runs", "revoke", &id]).await.expect(0);
     };
@@ -174,7 +232,11 @@ async fn a_step_timeout_fails_the_attempt_and_is_retried() {
         ]})
         .to_string(),
     );
-    let doc = s.sluice(&["run", app.to_str().unwrap(), "--output", "json"]).await.expect(1).json();
+    let doc = s
+        .sluice(&["run", app.to_str().unwrap(), "--output", "json"])
+        .await
+        .expect(1)
+        .json();
     let step = &doc["steps"]["Stuck"];
     assert_eq!(step["state"], "failed");
     assert_eq!(step["attempts"], 2);
@@ -185,7 +247,10 @@ async fn a_step_timeout_fails_the_attempt_and_is_retried() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_follow_a_live_run_to_its_end() {
     let server = TestServer::start().await;
-    server.on("slow", Behaviour::Slow(Duration::from_millis(1500), json!({"done": true})));
+    server.on(
+        "slow",
+        Behaviour::Slow(Duration::from_millis(1500), json!({"done": true})),
+    );
     let s = Scratch::new();
     let app = s.write(
         "app.json",
@@ -199,7 +264,11 @@ async fn logs_follow_a_live_run_to_its_end() {
     let follow = async {
         let srv = server.clone();
         assert!(eventually(Duration::from_secs(30), || srv.hits("slow") == 1).await);
-        let listed = s.sluice(&["runs", "list", "--output", "json"]).await.expect(0).json();
+        let listed = s
+            .sluice(&["runs", "list", "--output", "json"])
+            .await
+            .expect(0)
+            .json();
         let id = listed[0]["task_id"].as_str().unwrap().to_string();
         s.sluice(&["runs", "logs", &id, "--follow"]).await.expect(0)
     };
@@ -207,6 +276,12 @@ async fn logs_follow_a_live_run_to_its_end() {
     crate::support::Done(run.unwrap()).expect(0);
     let text = logs.stdout();
     assert!(text.contains("FLOW    Slow[1] Start Slow"), "{text}");
-    assert!(text.contains("INFO    After[1] after the slow one"), "{text}");
-    assert!(text.contains("FLOW    After[1] stop After|"), "following ends after the last entry: {text}");
+    assert!(
+        text.contains("INFO    After[1] after the slow one"),
+        "{text}"
+    );
+    assert!(
+        text.contains("FLOW    After[1] stop After|"),
+        "following ends after the last entry: {text}"
+    );
 }

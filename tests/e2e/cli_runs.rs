@@ -27,20 +27,38 @@ pub async fn inventory_sync_reports_new_updated_removed_unchanged_and_is_idempot
         "{}",
         first.stdout()
     );
-    assert!(first.stderr().contains("✔ Diff"), "live progress on stderr: {}", first.stderr());
+    assert!(
+        first.stderr().contains("✔ Diff"),
+        "live progress on stderr: {}",
+        first.stderr()
+    );
 
-    let second = s.sluice(&["run", "inventory_sync", "--output", "json"]).await.expect(0);
+    let second = s
+        .sluice(&["run", "inventory_sync", "--output", "json"])
+        .await
+        .expect(0);
     let doc = second.json();
     assert_eq!(doc["state"], "success");
     let summary = &doc["steps"]["Summary"]["output"];
     assert_eq!(summary["Unchanged"], 10);
     assert_eq!(summary["New"], 0);
-    assert_eq!(summary["previous_sync"], json!(first_run_id(&first.stdout())));
-    assert_eq!(doc["steps"]["Insert"]["output"], json!([]), "an empty for_each gives []");
+    assert_eq!(
+        summary["previous_sync"],
+        json!(first_run_id(&first.stdout()))
+    );
+    assert_eq!(
+        doc["steps"]["Insert"]["output"],
+        json!([]),
+        "an empty for_each gives []"
+    );
     assert!(doc["started_at"].as_str().unwrap().ends_with('Z'));
 
     // The cache remembers the last sync across runs.
-    let cached = s.sluice(&["cache", "get", "inventory_sync:last"]).await.expect(0).json();
+    let cached = s
+        .sluice(&["cache", "get", "inventory_sync:last"])
+        .await
+        .expect(0)
+        .json();
     assert_eq!(cached["run"], doc["task_id"]);
 }
 
@@ -57,7 +75,20 @@ async fn dry_run_skips_writes_and_reserved_params_are_recorded() {
 pub async fn dry_run_skips_writes_and_reserved_params_are_recorded_on(s: Scratch) {
     let (app, config) = inventory(&s);
     let done = s
-        .sluice(&["run", &app, "-c", &config, "-p", "dry_run=true", "-p", "queue=nightly", "-p", "loglevel=10", "--output", "json"])
+        .sluice(&[
+            "run",
+            &app,
+            "-c",
+            &config,
+            "-p",
+            "dry_run=true",
+            "-p",
+            "queue=nightly",
+            "-p",
+            "loglevel=10",
+            "--output",
+            "json",
+        ])
         .await
         .expect(0);
     let doc = done.json();
@@ -71,10 +102,20 @@ pub async fn dry_run_skips_writes_and_reserved_params_are_recorded_on(s: Scratch
     let id = doc["task_id"].as_str().unwrap();
     let logs = s.sluice(&["runs", "logs", id]).await.expect(0).stdout();
     assert!(logs.contains("DEBUG   ReadSource[1] parameters:"), "{logs}");
-    assert!(logs.contains("FLOW    ReadSource[1] Start ReadSource"), "{logs}");
-    assert!(logs.contains("FLOW    ReadSource[1] stop ReadSource|"), "{logs}");
+    assert!(
+        logs.contains("FLOW    ReadSource[1] Start ReadSource"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("FLOW    ReadSource[1] stop ReadSource|"),
+        "{logs}"
+    );
     // Nothing was written: a real run still finds the same diff.
-    let real = s.sluice(&["run", "inventory_sync", "--output", "json"]).await.expect(0).json();
+    let real = s
+        .sluice(&["run", "inventory_sync", "--output", "json"])
+        .await
+        .expect(0)
+        .json();
     assert_eq!(real["steps"]["Summary"]["output"]["Updated"], 2);
 }
 
@@ -92,21 +133,50 @@ pub async fn branching_and_fan_out_examples_on(s: Scratch) {
         .expect(0)
         .json();
     assert_eq!(doc["steps"]["AutoApprove"]["state"], "skipped");
-    assert_eq!(doc["steps"]["Label"]["state"], "skipped", "all predecessors skipped");
-    assert_eq!(doc["steps"]["Route"]["output"], json!({"route": "approval", "expedited": false, "carrier": "standard"}));
+    assert_eq!(
+        doc["steps"]["Label"]["state"], "skipped",
+        "all predecessors skipped"
+    );
+    assert_eq!(
+        doc["steps"]["Route"]["output"],
+        json!({"route": "approval", "expedited": false, "carrier": "standard"})
+    );
     let rush = s
-        .sluice(&["run", "order_routing", "-p", "priority=rush", "-p", "order_total=10", "--output", "json"])
+        .sluice(&[
+            "run",
+            "order_routing",
+            "-p",
+            "priority=rush",
+            "-p",
+            "order_total=10",
+            "--output",
+            "json",
+        ])
         .await
         .expect(0)
         .json();
-    assert_eq!(rush["steps"]["Route"]["output"], json!({"route": "auto", "expedited": true, "carrier": "express"}));
+    assert_eq!(
+        rush["steps"]["Route"]["output"],
+        json!({"route": "auto", "expedited": true, "carrier": "express"})
+    );
     assert_eq!(rush["steps"]["Label"]["output"], "express label for 10 EUR");
 
     let fan = crate::support::repo().join("examples/fan-out-join/app.json");
-    let doc = s.sluice(&["run", fan.to_str().unwrap(), "--output", "json"]).await.expect(0).json();
+    let doc = s
+        .sluice(&["run", fan.to_str().unwrap(), "--output", "json"])
+        .await
+        .expect(0)
+        .json();
     let join = &doc["steps"]["Join"]["output"];
-    assert_eq!(join["regions"], json!(["ams", "fra", "lon", "nyc", "sfo", "sin", "syd"]), "item order kept");
-    assert_eq!(join["batches"], json!([["AMS", "FRA", "LON"], ["NYC", "SFO", "SIN"], ["SYD"]]));
+    assert_eq!(
+        join["regions"],
+        json!(["ams", "fra", "lon", "nyc", "sfo", "sin", "syd"]),
+        "item order kept"
+    );
+    assert_eq!(
+        join["batches"],
+        json!([["AMS", "FRA", "LON"], ["NYC", "SFO", "SIN"], ["SYD"]])
+    );
     assert_eq!(join["empty"], json!([]));
     assert_eq!(doc["steps"]["PerRegion"]["items"], 7);
     // Each unit executed exactly once: a re-execution after a lease takeover (a lost
@@ -138,15 +208,33 @@ pub async fn a_failed_step_fails_the_run_with_exit_1_and_cancels_successors_on(s
     let done = s.sluice(&["run", app.to_str().unwrap()]).await.expect(1);
     let out = done.stdout();
     assert!(out.contains("FAILURE"), "{out}");
-    assert!(out.contains("Broken        failed") || out.contains("Broken   failed"), "{out}");
+    assert!(
+        out.contains("Broken        failed") || out.contains("Broken   failed"),
+        "{out}"
+    );
     assert!(out.contains("the rendering is not JSON"), "{out}");
-    assert!(out.contains("cancelled: predecessor Broken failed"), "{out}");
-    let doc = s.sluice(&["runs", "list", "--output", "json"]).await.expect(0).json();
+    assert!(
+        out.contains("cancelled: predecessor Broken failed"),
+        "{out}"
+    );
+    let doc = s
+        .sluice(&["runs", "list", "--output", "json"])
+        .await
+        .expect(0)
+        .json();
     let id = doc[0]["task_id"].as_str().unwrap().to_string();
     assert_eq!(doc[0]["steps"]["Sibling"]["state"], "success");
-    let logs = s.sluice(&["runs", "logs", &id, "--step", "Broken"]).await.expect(0).stdout();
+    let logs = s
+        .sluice(&["runs", "logs", &id, "--step", "Broken"])
+        .await
+        .expect(0)
+        .stdout();
     assert!(logs.contains("ERROR   Broken[1] Error executing the step: Broken. Details: the rendering is not JSON"), "{logs}");
-    let failed = s.sluice(&["runs", "list", "--state", "failure"]).await.expect(0).stdout();
+    let failed = s
+        .sluice(&["runs", "list", "--state", "failure"])
+        .await
+        .expect(0)
+        .stdout();
     assert!(failed.contains(&id));
 }
 
@@ -164,7 +252,9 @@ pub async fn trigger_application_blocking_and_not_and_replay_on(s: Scratch) {
             "steps": [{"id": "Hello", "type": "echo", "parameters": {"value": "hello ${vars.who}"}}]})
         .to_string(),
     );
-    s.sluice(&["apps", "push", child.to_str().unwrap()]).await.expect(0);
+    s.sluice(&["apps", "push", child.to_str().unwrap()])
+        .await
+        .expect(0);
     let parent = s.write(
         "parent.json",
         &json!({"name": "parent", "author": "me", "steps": [
@@ -187,13 +277,25 @@ pub async fn trigger_application_blocking_and_not_and_replay_on(s: Scratch) {
     assert_eq!(doc["steps"]["Use"]["output"], "hello parent");
     let fired = doc["steps"]["Fire"]["output"]["run_id"].as_str().unwrap();
     let child_doc = s.sluice(&["runs", "get", child_id]).await.expect(0).json();
-    assert_eq!(child_doc["parent"], json!({"task_id": doc["task_id"], "step": "Wait"}));
+    assert_eq!(
+        child_doc["parent"],
+        json!({"task_id": doc["task_id"], "step": "Wait"})
+    );
     let fired_doc = s.sluice(&["runs", "get", fired]).await.expect(0).json();
-    assert_eq!(fired_doc["state"], "success", "sluice run waits for the children it started");
+    assert_eq!(
+        fired_doc["state"], "success",
+        "sluice run waits for the children it started"
+    );
     assert_eq!(fired_doc["steps"]["Hello"]["output"], "hello nobody");
 
     let replay = s
-        .sluice(&["runs", "replay", doc["task_id"].as_str().unwrap(), "--output", "json"])
+        .sluice(&[
+            "runs",
+            "replay",
+            doc["task_id"].as_str().unwrap(),
+            "--output",
+            "json",
+        ])
         .await
         .expect(0)
         .json();
@@ -224,7 +326,9 @@ pub async fn a_failed_blocking_child_fails_the_parent_step_on(s: Scratch) {
         .to_string(),
     )
     .unwrap();
-    s.sluice(&["apps", "push", child.to_str().unwrap()]).await.expect(0);
+    s.sluice(&["apps", "push", child.to_str().unwrap()])
+        .await
+        .expect(0);
     let parent = s.write(
         "parent.json",
         &json!({"name": "waits", "author": "me", "steps": [
@@ -238,6 +342,9 @@ pub async fn a_failed_blocking_child_fails_the_parent_step_on(s: Scratch) {
         .expect(1)
         .json();
     assert_eq!(doc["steps"]["Wait"]["state"], "failed");
-    assert!(doc["steps"]["Wait"]["error"].as_str().unwrap().contains("ended failure"));
+    assert!(doc["steps"]["Wait"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("ended failure"));
     assert_eq!(doc["steps"]["Wait"]["output"]["state"], "failure");
 }

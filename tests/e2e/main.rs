@@ -3,9 +3,9 @@
 
 mod support;
 
+mod aws;
 mod cli_documents;
 mod cli_http;
 mod cli_runs;
-mod aws;
 mod serve_api;
 mod serve_client;

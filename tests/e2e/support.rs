@@ -15,7 +15,10 @@ use serde_json::Value;
 
 /// The repository root.
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// A scratch directory: the working directory of the commands, with `.sluice` inside.
@@ -70,7 +73,8 @@ impl Scratch {
             .env_remove("SLUICE_LOG")
             .kill_on_drop(true);
         if let Some(prefix) = &self.aws_prefix {
-            cmd.env("SLUICE_BACKEND", "aws").env("SLUICE_AWS_PREFIX", prefix);
+            cmd.env("SLUICE_BACKEND", "aws")
+                .env("SLUICE_AWS_PREFIX", prefix);
         }
         cmd
     }
@@ -113,8 +117,13 @@ impl Done {
         String::from_utf8_lossy(&self.0.stderr).into_owned()
     }
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout())
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout(), self.stderr()))
+        serde_json::from_str(&self.stdout()).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout(),
+                self.stderr()
+            )
+        })
     }
     /// Asserts the exit code, showing both streams when it differs.
     pub fn expect(self, code: i32) -> Self {
@@ -214,7 +223,10 @@ async fn handle(
             }
         }
         Some(Behaviour::Bearer(token, body)) => {
-            let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
+            let auth = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
             if auth == format!("Bearer {token}") {
                 (StatusCode::OK, body.to_string())
             } else {
@@ -228,9 +240,15 @@ async fn handle(
         Some(Behaviour::Echo) => {
             let headers: serde_json::Map<String, Value> = headers
                 .iter()
-                .map(|(k, v)| (k.to_string(), Value::String(v.to_str().unwrap_or("").to_string())))
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        Value::String(v.to_str().unwrap_or("").to_string()),
+                    )
+                })
                 .collect();
-            let doc = serde_json::json!({"method": method.as_str(), "headers": headers, "body": body});
+            let doc =
+                serde_json::json!({"method": method.as_str(), "headers": headers, "body": body});
             (StatusCode::OK, doc.to_string())
         }
     }
@@ -293,7 +311,10 @@ impl Scratch {
 
     /// `sluice tokens create NAME --role ROLE` on the data directory; the token.
     pub async fn token(&self, name: &str, role: &str) -> String {
-        let done = self.sluice(&["tokens", "create", name, "--role", role]).await.expect(0);
+        let done = self
+            .sluice(&["tokens", "create", name, "--role", role])
+            .await
+            .expect(0);
         done.stdout().trim().to_string()
     }
 
@@ -321,7 +342,13 @@ pub enum Auth {
 impl Serve {
     /// Sends a request; returns the status and the body as JSON (`Value::Null` when the
     /// body is not JSON).
-    pub async fn call(&self, method: &str, path: &str, auth: &Auth, body: Option<String>) -> (u16, Value) {
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        auth: &Auth,
+        body: Option<String>,
+    ) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut request = self.http.request(method, format!("{}{path}", self.base));
         request = match auth {
@@ -330,7 +357,9 @@ impl Serve {
             Auth::Token(token) => request.bearer_auth(token),
         };
         if let Some(body) = body {
-            request = request.header("content-type", "application/json").body(body);
+            request = request
+                .header("content-type", "application/json")
+                .body(body);
         }
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();
@@ -349,7 +378,10 @@ impl Serve {
     /// Sends SIGTERM and waits for the process to exit; its exit code.
     pub async fn stop(mut self) -> i32 {
         let pid = self.child.id().unwrap();
-        std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
         let status = tokio::time::timeout(Duration::from_secs(60), self.child.wait())
             .await
             .expect("sluice serve did not stop")

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
@@ -89,8 +90,15 @@ impl Clients {
         let http = HttpBuilder::new()
             .tls_provider(Provider::Rustls(CryptoMode::Ring))
             .build_https();
+        // Bounded attempts: a stalled connection is retried instead of hanging a step
+        // (the longest call is a 20-second SQS long poll).
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .operation_attempt_timeout(Duration::from_secs(30))
+            .build();
         let config = aws_config::defaults(BehaviorVersion::latest())
             .http_client(http)
+            .timeout_config(timeouts)
             .load()
             .await;
         Self::from_config(&config)

@@ -16,9 +16,9 @@ pub fn evaluate(
         Some(label) => format!("condition \"{label}\": {e}"),
         None => e,
     };
-    let kind = condition
-        .kind()
-        .ok_or_else(|| label("a condition needs exactly one of equal, numeric, template, and, or, not".into()))?;
+    let kind = condition.kind().ok_or_else(|| {
+        label("a condition needs exactly one of equal, numeric, template, and, or, not".into())
+    })?;
     match kind {
         ConditionKind::Equal(eq) => {
             let value = resolve_value(&eq.value, scope).map_err(|e| label(e.to_string()))?;
@@ -76,7 +76,9 @@ pub fn json_equal(a: &Value, b: &Value) -> bool {
             x.len() == y.len() && x.iter().zip(y).all(|(a, b)| json_equal(a, b))
         }
         (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_equal(v, w)))
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| json_equal(v, w)))
         }
         _ => a == b,
     }
@@ -90,14 +92,19 @@ mod tests {
 
     fn scope() -> RunScope {
         let mut scope = RunScope::default();
-        scope.steps.insert("Check".into(), json!({"count": 3, "found": true, "name": "x", "n": "7"}));
+        scope.steps.insert(
+            "Check".into(),
+            json!({"count": 3, "found": true, "name": "x", "n": "7"}),
+        );
         scope
     }
 
     fn eval(condition: Value) -> Result<bool, String> {
         let condition: Condition = serde_json::from_value(condition).unwrap();
         let scope = scope();
-        evaluate(&condition, &scope, &|| scope.template_context(&["Check".to_string()]))
+        evaluate(&condition, &scope, &|| {
+            scope.template_context(&["Check".to_string()])
+        })
     }
 
     #[test]
@@ -111,11 +118,18 @@ mod tests {
     fn numeric_bounds_are_exclusive_and_optional() {
         assert!(eval(json!({"numeric": {"value": "${Check.count}", "above": 0}})).unwrap());
         assert!(!eval(json!({"numeric": {"value": "${Check.count}", "above": 3}})).unwrap());
-        assert!(eval(json!({"numeric": {"value": "${Check.count}", "above": 2, "below": 4}})).unwrap());
+        assert!(
+            eval(json!({"numeric": {"value": "${Check.count}", "above": 2, "below": 4}})).unwrap()
+        );
         assert!(!eval(json!({"numeric": {"value": "${Check.count}", "below": 3}})).unwrap());
         assert!(eval(json!({"numeric": {"value": "${Check.n}", "above": 6}})).unwrap());
-        let err = eval(json!({"numeric": {"value": "${Check.name}", "above": 0}, "label": "has items"})).unwrap_err();
-        assert_eq!(err, "condition \"has items\": numeric: value \"x\" is not a number");
+        let err =
+            eval(json!({"numeric": {"value": "${Check.name}", "above": 0}, "label": "has items"}))
+                .unwrap_err();
+        assert_eq!(
+            err,
+            "condition \"has items\": numeric: value \"x\" is not a number"
+        );
     }
 
     #[test]
@@ -141,6 +155,9 @@ mod tests {
     #[test]
     fn malformed_conditions_fail() {
         assert!(eval(json!({})).is_err());
-        assert!(eval(json!({"equal": {"value": 1, "to": 1}, "not": {"equal": {"value": 1, "to": 1}}})).is_err());
+        assert!(eval(
+            json!({"equal": {"value": 1, "to": 1}, "not": {"equal": {"value": 1, "to": 1}}})
+        )
+        .is_err());
     }
 }

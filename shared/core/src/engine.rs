@@ -341,9 +341,10 @@ impl Machine<'_> {
             } => {
                 if let Some(i) = self.live_step(step) {
                     let s = &mut self.run.steps[i];
-                    let running = s.units.get(*unit as usize).is_some_and(|u| {
-                        u.attempt == *attempt && u.state == UnitState::Running
-                    });
+                    let running = s
+                        .units
+                        .get(*unit as usize)
+                        .is_some_and(|u| u.attempt == *attempt && u.state == UnitState::Running);
                     if running && s.state == StepState::Running {
                         s.state = StepState::Waiting;
                         s.child_run = Some(child_run.clone());
@@ -454,7 +455,8 @@ impl Machine<'_> {
         unit.state = UnitState::Queued;
         unit.attempt = attempt;
         unit.claimed_at = None;
-        unit.not_before = (delay_ms > 0).then(|| self.now + Duration::milliseconds(delay_ms as i64));
+        unit.not_before =
+            (delay_ms > 0).then(|| self.now + Duration::milliseconds(delay_ms as i64));
         self.effects.push(Effect::Dispatch {
             step: self.run.steps[i].id.clone(),
             unit: u as u32,
@@ -646,7 +648,12 @@ impl Machine<'_> {
             .map(|(k, u)| format!("item {k}: {}", u.error.as_deref().unwrap_or("failed")))
             .collect();
         let total = s.units.len();
-        let mut error = failed.iter().take(5).cloned().collect::<Vec<_>>().join("; ");
+        let mut error = failed
+            .iter()
+            .take(5)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("; ");
         if failed.len() > 5 {
             error.push_str(&format!("; and {} more", failed.len() - 5));
         }

@@ -143,10 +143,14 @@ mod tests {
 
     #[test]
     fn unknown_field_names_its_path() {
-        let text = r#"{"name": "a", "author": "x", "steps": [{"id": "A", "type": "echo", "bogus": 1}]}"#;
+        let text =
+            r#"{"name": "a", "author": "x", "steps": [{"id": "A", "type": "echo", "bogus": 1}]}"#;
         let err = parse_document::<Application>(text).unwrap_err();
         assert_eq!(err.issues[0].path, "steps[0].bogus");
-        assert!(err.issues[0].message.contains("unknown field `bogus`"), "{err}");
+        assert!(
+            err.issues[0].message.contains("unknown field `bogus`"),
+            "{err}"
+        );
     }
 
     #[test]

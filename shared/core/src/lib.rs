@@ -13,10 +13,10 @@ pub mod step;
 
 pub use json::{Invalid, Issue};
 pub mod condition;
-pub mod reference;
-pub mod template;
 pub mod engine;
 pub mod operators;
+pub mod reference;
 pub mod schedule;
 pub mod task;
+pub mod template;
 pub mod validate;

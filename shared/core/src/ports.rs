@@ -140,7 +140,10 @@ pub trait SecretStore: Send + Sync {
         values: &BTreeMap<String, Value>,
     ) -> Result<(), SecretError>;
     /// The decrypted values (empty when the configuration has none).
-    async fn get_secrets(&self, configuration: &str) -> Result<BTreeMap<String, Value>, SecretError>;
+    async fn get_secrets(
+        &self,
+        configuration: &str,
+    ) -> Result<BTreeMap<String, Value>, SecretError>;
     async fn delete_secrets(&self, configuration: &str) -> Result<(), SecretError>;
 }
 
@@ -170,7 +173,12 @@ pub struct Delivery {
 /// [`dead_letter_queue`].
 #[async_trait]
 pub trait Queue: Send + Sync {
-    async fn send(&self, queue: &str, message: &TaskMessage, delay: Duration) -> Result<(), QueueError>;
+    async fn send(
+        &self,
+        queue: &str,
+        message: &TaskMessage,
+        delay: Duration,
+    ) -> Result<(), QueueError>;
     /// Up to `max` messages, waiting up to `wait` for the first one.
     async fn receive(
         &self,
@@ -217,7 +225,8 @@ pub trait AccessStore: Send + Sync {
     /// Inserts a token. `Ok(false)` (nothing written) when a token with this name exists.
     async fn create_token(&self, token: &crate::model::ApiToken) -> Result<bool, StoreError>;
     /// The token whose hash is `hash` (lowercase hex SHA-256).
-    async fn token_by_hash(&self, hash: &str) -> Result<Option<crate::model::ApiToken>, StoreError>;
+    async fn token_by_hash(&self, hash: &str)
+        -> Result<Option<crate::model::ApiToken>, StoreError>;
     /// Every token, by name.
     async fn list_tokens(&self) -> Result<Vec<crate::model::ApiToken>, StoreError>;
     /// Revokes a token. `Ok(false)` when there was none of that name.

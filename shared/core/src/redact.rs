@@ -59,7 +59,9 @@ impl Redactor {
         }
         match value {
             Value::String(s) => Value::String(self.redact_str(s)),
-            Value::Array(items) => Value::Array(items.iter().map(|v| self.redact_value(v)).collect()),
+            Value::Array(items) => {
+                Value::Array(items.iter().map(|v| self.redact_value(v)).collect())
+            }
             Value::Object(map) => Value::Object(
                 map.iter()
                     .map(|(k, v)| (self.redact_str(k), self.redact_value(v)))

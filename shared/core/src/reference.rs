@@ -276,7 +276,9 @@ pub fn navigate(reference: &Reference, value: &Value, path: &[String]) -> Result
     for segment in path {
         current = match current {
             Value::Null => return Ok(Value::Null),
-            Value::Object(map) => map.get(segment).ok_or_else(|| missing(reference, segment, current))?,
+            Value::Object(map) => map
+                .get(segment)
+                .ok_or_else(|| missing(reference, segment, current))?,
             Value::Array(items) => segment
                 .parse::<usize>()
                 .ok()
@@ -319,7 +321,12 @@ pub struct ConfigValues {
 
 impl ConfigValues {
     /// Resolves configuration variable `name` (its references included).
-    pub fn get(&self, name: &str, chain: &mut Vec<String>, reference: &Reference) -> Result<Value, RefError> {
+    pub fn get(
+        &self,
+        name: &str,
+        chain: &mut Vec<String>,
+        reference: &Reference,
+    ) -> Result<Value, RefError> {
         if chain.iter().any(|c| c == name) {
             let mut cycle = chain.clone();
             cycle.push(name.to_string());
@@ -404,7 +411,12 @@ pub struct RunScope {
 }
 
 impl RunScope {
-    fn var(&self, name: &str, chain: &mut Vec<String>, reference: &Reference) -> Result<Value, RefError> {
+    fn var(
+        &self,
+        name: &str,
+        chain: &mut Vec<String>,
+        reference: &Reference,
+    ) -> Result<Value, RefError> {
         if chain.iter().any(|c| c == name) {
             let mut cycle = chain.clone();
             cycle.push(name.to_string());
@@ -432,7 +444,10 @@ impl RunScope {
             ctx.insert(id.clone(), output.clone());
         }
         if let [only] = predecessors {
-            ctx.insert("input".into(), self.steps.get(only).cloned().unwrap_or(Value::Null));
+            ctx.insert(
+                "input".into(),
+                self.steps.get(only).cloned().unwrap_or(Value::Null),
+            );
         }
         ctx.insert("config".into(), Value::Object(self.config.resolved_map()));
         let mut vars = Map::new();
@@ -460,7 +475,11 @@ impl Scope for RunScope {
     }
 }
 
-fn lookup_in(scope: &RunScope, reference: &Reference, var_chain: &mut Vec<String>) -> Result<Value, RefError> {
+fn lookup_in(
+    scope: &RunScope,
+    reference: &Reference,
+    var_chain: &mut Vec<String>,
+) -> Result<Value, RefError> {
     let path = &reference.path;
     match reference.kind() {
         RootKind::Config => {
@@ -515,16 +534,34 @@ mod tests {
 
     fn scope() -> RunScope {
         let mut config = ConfigValues::default();
-        config.values.insert("inv_host".into(), json!("inventory.acme.test"));
+        config
+            .values
+            .insert("inv_host".into(), json!("inventory.acme.test"));
         config.values.insert("inv_port".into(), json!(8443));
-        config.values.insert("cmdb_host".into(), json!("${config.inv_host}"));
-        config.values.insert("url".into(), json!("https://${config.cmdb_host}:${config.inv_port}/x"));
-        config.values.insert("obj".into(), json!({"a": [1, {"b": "deep"}]}));
-        config.values.insert("loop_a".into(), json!("${config.loop_b}"));
-        config.values.insert("loop_b".into(), json!("x-${config.loop_a}"));
-        config.values.insert("dangling".into(), json!("${config.nowhere}"));
+        config
+            .values
+            .insert("cmdb_host".into(), json!("${config.inv_host}"));
+        config.values.insert(
+            "url".into(),
+            json!("https://${config.cmdb_host}:${config.inv_port}/x"),
+        );
+        config
+            .values
+            .insert("obj".into(), json!({"a": [1, {"b": "deep"}]}));
+        config
+            .values
+            .insert("loop_a".into(), json!("${config.loop_b}"));
+        config
+            .values
+            .insert("loop_b".into(), json!("x-${config.loop_a}"));
+        config
+            .values
+            .insert("dangling".into(), json!("${config.nowhere}"));
         let mut steps = BTreeMap::new();
-        steps.insert("Get".into(), json!({"total": 2, "devices": [{"name": "a"}, {"name": "b"}]}));
+        steps.insert(
+            "Get".into(),
+            json!({"total": 2, "devices": [{"name": "a"}, {"name": "b"}]}),
+        );
         steps.insert("Skipped".into(), Value::Null);
         let mut vars = Map::new();
         vars.insert("page_size".into(), json!(100));
@@ -547,7 +584,10 @@ mod tests {
     #[test]
     fn whole_reference_keeps_json_type() {
         assert_eq!(resolve("${config.inv_port}").unwrap(), json!(8443));
-        assert_eq!(resolve("${Get.devices}").unwrap(), json!([{"name": "a"}, {"name": "b"}]));
+        assert_eq!(
+            resolve("${Get.devices}").unwrap(),
+            json!([{"name": "a"}, {"name": "b"}])
+        );
         assert_eq!(resolve("${Get.devices.1.name}").unwrap(), json!("b"));
         assert_eq!(resolve("${vars.page_size}").unwrap(), json!(100));
         assert_eq!(resolve("${run.id}").unwrap(), json!("isapp-1"));
@@ -559,30 +599,48 @@ mod tests {
             resolve("https://${config.inv_host}/api?limit=${vars.page_size}").unwrap(),
             json!("https://inventory.acme.test/api?limit=100")
         );
-        assert_eq!(resolve("o=${config.obj}").unwrap(), json!(r#"o={"a":[1,{"b":"deep"}]}"#));
+        assert_eq!(
+            resolve("o=${config.obj}").unwrap(),
+            json!(r#"o={"a":[1,{"b":"deep"}]}"#)
+        );
         assert_eq!(resolve("${config.obj.a.1.b}!").unwrap(), json!("deep!"));
     }
 
     #[test]
     fn escape_and_lone_dollars_are_literal() {
-        assert_eq!(resolve("$${config.inv_host} costs $5").unwrap(), json!("${config.inv_host} costs $5"));
-        assert_eq!(resolve("$$${config.inv_port}").unwrap(), json!("$${config.inv_port}"));
+        assert_eq!(
+            resolve("$${config.inv_host} costs $5").unwrap(),
+            json!("${config.inv_host} costs $5")
+        );
+        assert_eq!(
+            resolve("$$${config.inv_port}").unwrap(),
+            json!("$${config.inv_port}")
+        );
     }
 
     #[test]
     fn configuration_references_resolve_recursively() {
-        assert_eq!(resolve("${config.cmdb_host}").unwrap(), json!("inventory.acme.test"));
+        assert_eq!(
+            resolve("${config.cmdb_host}").unwrap(),
+            json!("inventory.acme.test")
+        );
         assert_eq!(
             resolve("${config.url}").unwrap(),
             json!("https://inventory.acme.test:8443/x")
         );
-        assert_eq!(resolve("${vars.host}").unwrap(), json!("inventory.acme.test"));
+        assert_eq!(
+            resolve("${vars.host}").unwrap(),
+            json!("inventory.acme.test")
+        );
     }
 
     #[test]
     fn configuration_cycle_names_the_chain() {
         let err = resolve("${config.loop_a}").unwrap_err();
-        assert_eq!(err.to_string(), "configuration reference cycle: loop_a -> loop_b -> loop_a");
+        assert_eq!(
+            err.to_string(),
+            "configuration reference cycle: loop_a -> loop_b -> loop_a"
+        );
     }
 
     #[test]
@@ -609,7 +667,10 @@ mod tests {
         );
         let err = resolve("${Ghost.x}").unwrap_err();
         assert!(err.to_string().contains("step \"Ghost\""), "{err}");
-        assert!(matches!(resolve("${item}").unwrap_err(), RefError::NoItem { .. }));
+        assert!(matches!(
+            resolve("${item}").unwrap_err(),
+            RefError::NoItem { .. }
+        ));
     }
 
     #[test]
@@ -620,14 +681,22 @@ mod tests {
 
     #[test]
     fn syntax_errors_are_reported() {
-        assert!(matches!(parse("${unclosed").unwrap_err(), RefError::Syntax(_)));
+        assert!(matches!(
+            parse("${unclosed").unwrap_err(),
+            RefError::Syntax(_)
+        ));
         assert!(matches!(parse("${9bad}").unwrap_err(), RefError::Syntax(_)));
         assert!(matches!(parse("${a..b}").unwrap_err(), RefError::Syntax(_)));
     }
 
     #[test]
     fn expression_mode_renders_literals() {
-        let v = resolve_str("${Get.total} > 1 and ${Skipped} is none and ${Get.devices.0.name} == 'a'", &scope(), Interpolation::Expression).unwrap();
+        let v = resolve_str(
+            "${Get.total} > 1 and ${Skipped} is none and ${Get.devices.0.name} == 'a'",
+            &scope(),
+            Interpolation::Expression,
+        )
+        .unwrap();
         assert_eq!(v, json!("2 > 1 and none is none and \"a\" == 'a'"));
     }
 

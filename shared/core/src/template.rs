@@ -59,7 +59,10 @@ pub fn render(template: &str, context: &Map<String, Value>) -> Result<String, Te
 }
 
 /// Evaluates an expression to its truthiness (Jinja2 rules: empty and zero are false).
-pub fn evaluate_truth(expression: &str, context: &Map<String, Value>) -> Result<bool, TemplateError> {
+pub fn evaluate_truth(
+    expression: &str,
+    context: &Map<String, Value>,
+) -> Result<bool, TemplateError> {
     let env = environment();
     let compiled = env
         .compile_expression(expression)
@@ -84,13 +87,24 @@ mod tests {
 
     #[test]
     fn renders_the_spec_example() {
-        let out = render("{{ input.devices | map(attribute='name') | list | tojson }}", &ctx()).unwrap();
-        assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), json!(["a", "b"]));
+        let out = render(
+            "{{ input.devices | map(attribute='name') | list | tojson }}",
+            &ctx(),
+        )
+        .unwrap();
+        assert_eq!(
+            serde_json::from_str::<Value>(&out).unwrap(),
+            json!(["a", "b"])
+        );
     }
 
     #[test]
     fn python_methods_work() {
-        let out = render("{% for k, v in Check.items() %}{{ k }}={{ v }};{% endfor %}", &ctx()).unwrap();
+        let out = render(
+            "{% for k, v in Check.items() %}{{ k }}={{ v }};{% endfor %}",
+            &ctx(),
+        )
+        .unwrap();
         assert_eq!(out, "count=2;found=True;");
     }
 

@@ -8,8 +8,8 @@ use serde_json::{Map, Value};
 
 use crate::json::{parse_document, Invalid, Issue};
 use crate::model::{
-    Application, Condition, ConditionKind, Configuration, StepSpec, VariableType, MAX_FRIENDLY_NAME,
-    MAX_TIMEOUT_SECONDS,
+    Application, Condition, ConditionKind, Configuration, StepSpec, VariableType,
+    MAX_FRIENDLY_NAME, MAX_TIMEOUT_SECONDS,
 };
 use crate::operators::{self, TRIGGER_APPLICATION};
 use crate::reference::{self, Reference, RootKind};
@@ -41,7 +41,12 @@ impl ParamRules {
         let required = schema
             .get("required")
             .and_then(Value::as_array)
-            .map(|r| r.iter().filter_map(Value::as_str).map(str::to_string).collect())
+            .map(|r| {
+                r.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
             .unwrap_or_default();
         Self {
             known: closed.then_some(properties),
@@ -122,7 +127,10 @@ pub fn validate_application(app: &Application, catalog: &StepCatalog) -> Result<
     let mut issue = |path: String, message: String| issues.push(Issue::new(path, message));
 
     if app.name.is_empty() {
-        issue("name".into(), "required (or give a friendly_name to derive it from)".into());
+        issue(
+            "name".into(),
+            "required (or give a friendly_name to derive it from)".into(),
+        );
     } else if !is_app_name(&app.name) {
         issue(
             "name".into(),
@@ -168,14 +176,21 @@ pub fn validate_application(app: &Application, catalog: &StepCatalog) -> Result<
         if let Some(first) = var_names.insert(&var.name, i) {
             issue(
                 format!("{path}.name"),
-                format!("duplicate app variable \"{}\" (also app_variables[{first}])", var.name),
+                format!(
+                    "duplicate app variable \"{}\" (also app_variables[{first}])",
+                    var.name
+                ),
             );
         }
         if var.var_type == VariableType::Enum && var.choices.as_ref().is_none_or(Vec::is_empty) {
-            issue(format!("{path}.choices"), "an enum variable needs choices".into());
+            issue(
+                format!("{path}.choices"),
+                "an enum variable needs choices".into(),
+            );
         }
         if let Some(value) = &var.value {
-            if let Err(message) = check_variable_value(var.var_type, var.choices.as_deref(), value) {
+            if let Err(message) = check_variable_value(var.var_type, var.choices.as_deref(), value)
+            {
                 issue(format!("{path}.value"), message);
             }
         }
@@ -183,7 +198,10 @@ pub fn validate_application(app: &Application, catalog: &StepCatalog) -> Result<
 
     // Steps: ids and types first, so later checks can rely on the index.
     if app.steps.is_empty() {
-        issue("steps".into(), "an application needs at least one step".into());
+        issue(
+            "steps".into(),
+            "an application needs at least one step".into(),
+        );
     }
     let mut index: HashMap<&str, usize> = HashMap::new();
     for (i, step) in app.steps.iter().enumerate() {
@@ -194,7 +212,10 @@ pub fn validate_application(app: &Application, catalog: &StepCatalog) -> Result<
                 format!("\"{}\" must match ^[A-Za-z_][A-Za-z0-9_]*$", step.id),
             );
         } else if RESERVED_STEP_IDS.contains(&step.id.as_str()) {
-            issue(format!("{path}.id"), format!("\"{}\" is a reserved name", step.id));
+            issue(
+                format!("{path}.id"),
+                format!("\"{}\" is a reserved name", step.id),
+            );
         }
         if let Some(first) = index.insert(&step.id, i) {
             issue(
@@ -231,13 +252,22 @@ pub fn validate_application(app: &Application, catalog: &StepCatalog) -> Result<
         }
         if let Some(retry) = &step.retry {
             if retry.max_attempts < 1 {
-                issue(format!("{path}.retry.max_attempts"), "must be at least 1".into());
+                issue(
+                    format!("{path}.retry.max_attempts"),
+                    "must be at least 1".into(),
+                );
             }
             if retry.backoff_seconds.is_nan() || retry.backoff_seconds < 0.0 {
-                issue(format!("{path}.retry.backoff_seconds"), "must not be negative".into());
+                issue(
+                    format!("{path}.retry.backoff_seconds"),
+                    "must not be negative".into(),
+                );
             }
             if retry.backoff_rate.is_nan() || retry.backoff_rate < 1.0 {
-                issue(format!("{path}.retry.backoff_rate"), "must be at least 1.0".into());
+                issue(
+                    format!("{path}.retry.backoff_rate"),
+                    "must be at least 1.0".into(),
+                );
             }
         }
         if let Some(timeout) = step.timeout_seconds {
@@ -250,10 +280,16 @@ pub fn validate_application(app: &Application, catalog: &StepCatalog) -> Result<
         }
         if let Some(for_each) = &step.for_each {
             if for_each.batch_size < 1 {
-                issue(format!("{path}.for_each.batch_size"), "must be at least 1".into());
+                issue(
+                    format!("{path}.for_each.batch_size"),
+                    "must be at least 1".into(),
+                );
             }
             if for_each.max_concurrency < 1 {
-                issue(format!("{path}.for_each.max_concurrency"), "must be at least 1".into());
+                issue(
+                    format!("{path}.for_each.max_concurrency"),
+                    "must be at least 1".into(),
+                );
             }
             if !matches!(for_each.items, Value::Array(_) | Value::String(_)) {
                 issue(
@@ -276,7 +312,10 @@ pub fn validate_application(app: &Application, catalog: &StepCatalog) -> Result<
     }
 
     if let Some(cycle) = find_cycle(app, &index) {
-        issue("steps".into(), format!("dependency cycle: {}", cycle.join(" -> ")));
+        issue(
+            "steps".into(),
+            format!("dependency cycle: {}", cycle.join(" -> ")),
+        );
     } else {
         // References need an acyclic graph to know each step's ancestors.
         let plan = crate::engine::Plan::new(app.clone());
@@ -292,7 +331,11 @@ pub fn validate_application(app: &Application, catalog: &StepCatalog) -> Result<
     }
 }
 
-fn check_variable_value(var_type: VariableType, choices: Option<&[Value]>, value: &Value) -> Result<(), String> {
+fn check_variable_value(
+    var_type: VariableType,
+    choices: Option<&[Value]>,
+    value: &Value,
+) -> Result<(), String> {
     // A reference is checked when the run resolves it.
     if value.as_str().is_some_and(|s| s.contains("${")) || value.is_null() {
         return Ok(());
@@ -329,7 +372,12 @@ fn type_name(var_type: VariableType) -> &'static str {
     }
 }
 
-fn check_parameters(step: &StepSpec, path: &str, rules: &ParamRules, issue: &mut impl FnMut(String, String)) {
+fn check_parameters(
+    step: &StepSpec,
+    path: &str,
+    rules: &ParamRules,
+    issue: &mut impl FnMut(String, String),
+) {
     if let Some(known) = &rules.known {
         for name in step.parameters.keys() {
             if !known.contains(name) {
@@ -360,7 +408,10 @@ fn check_parameters(step: &StepSpec, path: &str, rules: &ParamRules, issue: &mut
         if let Some(Value::String(t)) = step.parameters.get("template") {
             if !t.contains("${") {
                 if let Err(e) = template::check_template(t) {
-                    issue(format!("{path}.parameters.template"), format!("invalid template: {e}"));
+                    issue(
+                        format!("{path}.parameters.template"),
+                        format!("invalid template: {e}"),
+                    );
                 }
             }
         }
@@ -393,7 +444,10 @@ fn check_condition(condition: &Condition, path: &str, issue: &mut impl FnMut(Str
                 Err(_) => return, // reported with the references
             };
             if let Err(e) = template::check_expression(&probe) {
-                issue(format!("{path}.template"), format!("invalid expression: {e}"));
+                issue(
+                    format!("{path}.template"),
+                    format!("invalid expression: {e}"),
+                );
             }
         }
         ConditionKind::And(list) => {
@@ -451,7 +505,12 @@ fn find_cycle(app: &Application, index: &HashMap<&str, usize>) -> Option<Vec<Str
                     // depends_on points backwards: print the flow direction.
                     let first = app.steps[d].id.clone();
                     let mut cycle = vec![first.clone()];
-                    cycle.extend(stack[start + 1..].iter().rev().map(|&s| app.steps[s].id.clone()));
+                    cycle.extend(
+                        stack[start + 1..]
+                            .iter()
+                            .rev()
+                            .map(|&s| app.steps[s].id.clone()),
+                    );
                     cycle.push(first);
                     return Some(cycle);
                 }
@@ -523,8 +582,12 @@ fn condition_values(condition: &Condition, path: &str) -> Vec<(String, Value)> {
             out.push((format!("{path}.equal.value"), e.value.clone()));
             out.push((format!("{path}.equal.to"), e.to.clone()));
         }
-        Some(ConditionKind::Numeric(n)) => out.push((format!("{path}.numeric.value"), n.value.clone())),
-        Some(ConditionKind::Template(t)) => out.push((format!("{path}.template"), Value::String(t.to_string()))),
+        Some(ConditionKind::Numeric(n)) => {
+            out.push((format!("{path}.numeric.value"), n.value.clone()))
+        }
+        Some(ConditionKind::Template(t)) => {
+            out.push((format!("{path}.template"), Value::String(t.to_string())))
+        }
         Some(ConditionKind::And(list)) => {
             for (k, c) in list.iter().enumerate() {
                 out.extend(condition_values(c, &format!("{path}.and[{k}]")));
@@ -535,7 +598,9 @@ fn condition_values(condition: &Condition, path: &str) -> Vec<(String, Value)> {
                 out.extend(condition_values(c, &format!("{path}.or[{k}]")));
             }
         }
-        Some(ConditionKind::Not(inner)) => out.extend(condition_values(inner, &format!("{path}.not"))),
+        Some(ConditionKind::Not(inner)) => {
+            out.extend(condition_values(inner, &format!("{path}.not")))
+        }
         None => {}
     }
     out
@@ -565,7 +630,9 @@ fn reference_problem(
                 "{r}: unknown run field \"{other}\" (known: id, application)"
             )),
         },
-        RootKind::Item => (!item_allowed).then(|| format!("{r}: ${{item}} is only defined inside for_each")),
+        RootKind::Item => {
+            (!item_allowed).then(|| format!("{r}: ${{item}} is only defined inside for_each"))
+        }
         RootKind::Step(id) => {
             if app.step(id).is_none() {
                 Some(format!("{r}: unknown step \"{id}\""))
@@ -587,7 +654,10 @@ pub fn validate_configuration(config: &Configuration) -> Result<(), Invalid> {
     if !is_app_name(&config.name) {
         issues.push(Issue::new(
             "name",
-            format!("\"{}\" must match ^[a-z0-9][a-z0-9_-]{{0,63}}$", config.name),
+            format!(
+                "\"{}\" must match ^[a-z0-9][a-z0-9_-]{{0,63}}$",
+                config.name
+            ),
         ));
     }
     let mut names: HashMap<&str, usize> = HashMap::new();
@@ -597,7 +667,10 @@ pub fn validate_configuration(config: &Configuration) -> Result<(), Invalid> {
             .chars()
             .next()
             .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && var.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            && var
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
         if !valid {
             issues.push(Issue::new(
                 format!("data[{i}].name"),
@@ -655,7 +728,10 @@ pub struct RunSettings {
 
 /// Checks a run request's params against the application: reserved params, unknown
 /// variables, types, and required variables left without a value.
-pub fn check_run_params(app: &Application, params: &Map<String, Value>) -> Result<RunSettings, Invalid> {
+pub fn check_run_params(
+    app: &Application,
+    params: &Map<String, Value>,
+) -> Result<RunSettings, Invalid> {
     let mut issues = Vec::new();
     let mut settings = RunSettings {
         configuration: app.configuration.clone(),
@@ -691,10 +767,15 @@ pub fn check_run_params(app: &Application, params: &Map<String, Value>) -> Resul
             _ => match app.variable(name) {
                 None => issues.push(Issue::new(
                     path,
-                    format!("unknown app variable \"{name}\" of application \"{}\"", app.name),
+                    format!(
+                        "unknown app variable \"{name}\" of application \"{}\"",
+                        app.name
+                    ),
                 )),
                 Some(var) => {
-                    if let Err(message) = check_variable_value(var.var_type, var.choices.as_deref(), value) {
+                    if let Err(message) =
+                        check_variable_value(var.var_type, var.choices.as_deref(), value)
+                    {
                         issues.push(Issue::new(path, message));
                     }
                 }
@@ -875,7 +956,10 @@ mod tests {
             "steps[3].parameters.value: ${item}: ${item} is only defined inside for_each",
         ];
         for e in expected {
-            assert!(found.iter().any(|f| f.starts_with(e)), "missing {e:?} in {found:#?}");
+            assert!(
+                found.iter().any(|f| f.starts_with(e)),
+                "missing {e:?} in {found:#?}"
+            );
         }
     }
 
@@ -898,7 +982,8 @@ mod tests {
         ]}));
         assert_eq!(found.len(), 2, "{found:?}");
         assert!(found[0].starts_with("steps[0].when.and[0]: a condition needs exactly one"));
-        assert!(found[1].starts_with("steps[0].when.and[1].numeric: above (5) must be less than below (2)"));
+        assert!(found[1]
+            .starts_with("steps[0].when.and[1].numeric: above (5) must be less than below (2)"));
     }
 
     #[test]
@@ -910,24 +995,40 @@ mod tests {
         ]}))
         .unwrap();
         let err = validate_configuration(&config).unwrap_err().to_string();
-        assert!(err.contains("data[0].value: configuration reference cycle: a -> b -> a"), "{err}");
+        assert!(
+            err.contains("data[0].value: configuration reference cycle: a -> b -> a"),
+            "{err}"
+        );
         assert!(err.contains("data[2].value: ${config.nope}: unknown configuration variable \"nope\" (via c -> nope)"), "{err}");
-        assert!(err.contains("data[3].name: duplicate variable \"c\" (also data[2])"), "{err}");
-        assert!(!err.contains("data[5]"), "references to encrypted values resolve at run time: {err}");
+        assert!(
+            err.contains("data[3].name: duplicate variable \"c\" (also data[2])"),
+            "{err}"
+        );
+        assert!(
+            !err.contains("data[5]"),
+            "references to encrypted values resolve at run time: {err}"
+        );
     }
 
     #[test]
     fn run_params_are_checked() {
-        let app: Application = serde_json::from_value(json!({"name": "a", "author": "x", "steps": [],
+        let app: Application =
+            serde_json::from_value(json!({"name": "a", "author": "x", "steps": [],
             "app_variables": [
                 {"name": "size", "type": "number", "value": 10},
                 {"name": "mode", "type": "enum", "choices": ["full", "delta"], "value": "full"},
                 {"name": "token", "type": "string", "required": true}
             ]}))
-        .unwrap();
-        let err = check_run_params(&app, &json!({"size": "big", "mode": "other", "extra": 1, "loglevel": 15}).as_object().unwrap().clone())
-            .unwrap_err()
-            .to_string();
+            .unwrap();
+        let err = check_run_params(
+            &app,
+            &json!({"size": "big", "mode": "other", "extra": 1, "loglevel": 15})
+                .as_object()
+                .unwrap()
+                .clone(),
+        )
+        .unwrap_err()
+        .to_string();
         for expected in [
             "params.size: \"big\" is not a number",
             "params.mode: \"other\" is not one of the choices [\"full\",\"delta\"]",
@@ -939,15 +1040,25 @@ mod tests {
         }
         let ok = check_run_params(
             &app,
-            &json!({"token": "t", "configuration": "prod", "queue": "nightly", "loglevel": 10}).as_object().unwrap().clone(),
+            &json!({"token": "t", "configuration": "prod", "queue": "nightly", "loglevel": 10})
+                .as_object()
+                .unwrap()
+                .clone(),
         )
         .unwrap();
         assert_eq!(
             ok,
-            RunSettings { configuration: Some("prod".into()), queue: Some("nightly".into()), loglevel: 10 }
+            RunSettings {
+                configuration: Some("prod".into()),
+                queue: Some("nightly".into()),
+                loglevel: 10
+            }
         );
         let vars = run_variables(&app, &json!({"size": 5}).as_object().unwrap().clone());
-        assert_eq!(Value::Object(vars), json!({"size": 5, "mode": "full", "token": null}));
+        assert_eq!(
+            Value::Object(vars),
+            json!({"size": 5, "mode": "full", "token": null})
+        );
     }
 
     #[test]
@@ -957,11 +1068,16 @@ mod tests {
             {"name": "inv_host", "value": "h"}, {"name": "inv_token", "value": null, "encrypted": true}
         ]}))
         .unwrap();
-        let err = check_config_references(&app, Some(&config)).unwrap_err().to_string();
+        let err = check_config_references(&app, Some(&config))
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             err,
             "steps[2].parameters.url: ${config.cmdb_host}: configuration \"acme-prod\" has no variable \"cmdb_host\""
         );
-        assert!(check_config_references(&app, None).unwrap_err().to_string().contains("the run has no configuration"));
+        assert!(check_config_references(&app, None)
+            .unwrap_err()
+            .to_string()
+            .contains("the run has no configuration"));
     }
 }

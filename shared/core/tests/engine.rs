@@ -41,9 +41,17 @@ enum Behaviour {
 enum Item {
     Effect(Effect),
     /// A claimed attempt that will finish (a worker mid-execution).
-    Finish { step: String, unit: u32, attempt: u32 },
+    Finish {
+        step: String,
+        unit: u32,
+        attempt: u32,
+    },
     /// A child run that will end.
-    ChildEnds { step: String, unit: u32, attempt: u32 },
+    ChildEnds {
+        step: String,
+        unit: u32,
+        attempt: u32,
+    },
 }
 
 struct Sim {
@@ -99,7 +107,11 @@ impl Sim {
             self.push(Item::Effect(effect));
         }
         for s in &self.run.steps {
-            let running = s.units.iter().filter(|u| u.state == UnitState::Running).count();
+            let running = s
+                .units
+                .iter()
+                .filter(|u| u.state == UnitState::Running)
+                .count();
             let max = self.max_running.entry(s.id.clone()).or_default();
             *max = (*max).max(running);
         }
@@ -149,7 +161,11 @@ impl Sim {
         let mut guard = 0;
         while !self.pool.is_empty() {
             guard += 1;
-            assert!(guard < 100_000, "simulation does not terminate: {:?}", self.pool);
+            assert!(
+                guard < 100_000,
+                "simulation does not terminate: {:?}",
+                self.pool
+            );
             let pick = if random {
                 (self.next_random() % self.pool.len() as u64) as usize
             } else {
@@ -252,7 +268,8 @@ impl Sim {
                     result,
                 });
             }
-            Item::Effect(Effect::RunFinished { .. }) | Item::Effect(Effect::RevokeChild { .. }) => {}
+            Item::Effect(Effect::RunFinished { .. }) | Item::Effect(Effect::RevokeChild { .. }) => {
+            }
         }
     }
 
@@ -270,7 +287,10 @@ fn chain_runs_in_order_and_succeeds() {
     ])));
     let run = sim.run_to_end(false);
     assert_eq!(run.state, RunState::Success);
-    assert!(run.steps.iter().all(|s| s.state == StepState::Success && s.attempts == 1));
+    assert!(run
+        .steps
+        .iter()
+        .all(|s| s.state == StepState::Success && s.attempts == 1));
     let a = run.step("A").unwrap();
     let b = run.step("B").unwrap();
     assert!(a.finished_at.unwrap() <= b.started_at.unwrap());
@@ -286,25 +306,62 @@ fn join_waits_for_every_predecessor() {
     let mut run = p.new_run("r".into(), t0(), t0());
     let started = apply(&p, &mut run, &Event::Start, t0());
     assert_eq!(started.effects.len(), 2, "both roots dispatch at once");
-    apply(&p, &mut run, &Event::Claim { step: "A".into(), unit: 0, attempt: 1 }, t0());
-    let done = apply(
+    apply(
         &p,
         &mut run,
-        &Event::Finished { step: "A".into(), unit: 0, attempt: 1, result: AttemptResult::Success { warnings: vec![] } },
+        &Event::Claim {
+            step: "A".into(),
+            unit: 0,
+            attempt: 1,
+        },
         t0(),
     );
-    assert!(done.effects.is_empty(), "J must wait for B: {:?}", done.effects);
-    assert_eq!(run.step("J").unwrap().state, StepState::Pending);
-    apply(&p, &mut run, &Event::Claim { step: "B".into(), unit: 0, attempt: 1 }, t0());
     let done = apply(
         &p,
         &mut run,
-        &Event::Finished { step: "B".into(), unit: 0, attempt: 1, result: AttemptResult::Success { warnings: vec![] } },
+        &Event::Finished {
+            step: "A".into(),
+            unit: 0,
+            attempt: 1,
+            result: AttemptResult::Success { warnings: vec![] },
+        },
+        t0(),
+    );
+    assert!(
+        done.effects.is_empty(),
+        "J must wait for B: {:?}",
+        done.effects
+    );
+    assert_eq!(run.step("J").unwrap().state, StepState::Pending);
+    apply(
+        &p,
+        &mut run,
+        &Event::Claim {
+            step: "B".into(),
+            unit: 0,
+            attempt: 1,
+        },
+        t0(),
+    );
+    let done = apply(
+        &p,
+        &mut run,
+        &Event::Finished {
+            step: "B".into(),
+            unit: 0,
+            attempt: 1,
+            result: AttemptResult::Success { warnings: vec![] },
+        },
         t0(),
     );
     assert_eq!(
         done.effects,
-        vec![Effect::Dispatch { step: "J".into(), unit: 0, attempt: 1, delay_ms: 0 }]
+        vec![Effect::Dispatch {
+            step: "J".into(),
+            unit: 0,
+            attempt: 1,
+            delay_ms: 0
+        }]
     );
 }
 
@@ -336,7 +393,10 @@ fn failure_cancels_successors_but_not_independent_branches() {
     .behave("Bad", Behaviour::Fatal);
     sim.run_to_end(false);
     assert_eq!(sim.state("Bad"), StepState::Failed);
-    assert_eq!(sim.run.step("Bad").unwrap().error.as_deref(), Some("Bad is broken"));
+    assert_eq!(
+        sim.run.step("Bad").unwrap().error.as_deref(),
+        Some("Bad is broken")
+    );
     assert_eq!(sim.state("After"), StepState::Cancelled);
     assert_eq!(
         sim.run.step("After").unwrap().error.as_deref(),
@@ -358,39 +418,72 @@ fn retries_back_off_exponentially_then_succeed() {
         step: "Flaky".into(),
         unit: 0,
         attempt,
-        result: AttemptResult::Failure { error: format!("boom {attempt}"), retryable: true },
+        result: AttemptResult::Failure {
+            error: format!("boom {attempt}"),
+            retryable: true,
+        },
     };
-    let claim = |attempt| Event::Claim { step: "Flaky".into(), unit: 0, attempt };
-    assert_eq!(apply(&p, &mut run, &claim(1), t0()).claim, Some(Claim::Granted));
+    let claim = |attempt| Event::Claim {
+        step: "Flaky".into(),
+        unit: 0,
+        attempt,
+    };
+    assert_eq!(
+        apply(&p, &mut run, &claim(1), t0()).claim,
+        Some(Claim::Granted)
+    );
     let retry = apply(&p, &mut run, &fail(1), t0());
     assert_eq!(
         retry.effects,
-        vec![Effect::Dispatch { step: "Flaky".into(), unit: 0, attempt: 2, delay_ms: 5_000 }]
+        vec![Effect::Dispatch {
+            step: "Flaky".into(),
+            unit: 0,
+            attempt: 2,
+            delay_ms: 5_000
+        }]
     );
     assert_eq!(run.step("Flaky").unwrap().state, StepState::Queued);
     assert_eq!(run.step("Flaky").unwrap().error.as_deref(), Some("boom 1"));
     // Delivered early (e.g. an adapter without delay): the claim says when to come back.
     assert_eq!(
         apply(&p, &mut run, &claim(2), t0() + Duration::seconds(1)).claim,
-        Some(Claim::Busy { retry_after_ms: 4_000 })
+        Some(Claim::Busy {
+            retry_after_ms: 4_000
+        })
     );
     let later = t0() + Duration::seconds(5);
-    assert_eq!(apply(&p, &mut run, &claim(2), later).claim, Some(Claim::Granted));
+    assert_eq!(
+        apply(&p, &mut run, &claim(2), later).claim,
+        Some(Claim::Granted)
+    );
     let retry = apply(&p, &mut run, &fail(2), later);
     assert_eq!(
         retry.effects,
-        vec![Effect::Dispatch { step: "Flaky".into(), unit: 0, attempt: 3, delay_ms: 10_000 }]
+        vec![Effect::Dispatch {
+            step: "Flaky".into(),
+            unit: 0,
+            attempt: 3,
+            delay_ms: 10_000
+        }]
     );
     let last = later + Duration::seconds(10);
     apply(&p, &mut run, &claim(3), last);
     apply(
         &p,
         &mut run,
-        &Event::Finished { step: "Flaky".into(), unit: 0, attempt: 3, result: AttemptResult::Success { warnings: vec![] } },
+        &Event::Finished {
+            step: "Flaky".into(),
+            unit: 0,
+            attempt: 3,
+            result: AttemptResult::Success { warnings: vec![] },
+        },
         last,
     );
     let step = run.step("Flaky").unwrap();
-    assert_eq!((step.state, step.attempts, step.error.clone()), (StepState::Success, 3, None));
+    assert_eq!(
+        (step.state, step.attempts, step.error.clone()),
+        (StepState::Success, 3, None)
+    );
     assert_eq!(run.state, RunState::Success);
 }
 
@@ -433,7 +526,10 @@ fn for_each_respects_max_concurrency_and_finishes_every_item() {
     assert_eq!(fan.fan_out, Some(7));
     assert_eq!(fan.units.len(), 7);
     assert!(fan.units.iter().all(|u| u.state == UnitState::Done));
-    assert_eq!(sim.max_running["Fan"], 3, "never more than max_concurrency in flight");
+    assert_eq!(
+        sim.max_running["Fan"], 3,
+        "never more than max_concurrency in flight"
+    );
     assert_eq!(sim.state("Join"), StepState::Success);
 }
 
@@ -450,8 +546,14 @@ fn for_each_over_nothing_succeeds_at_once_and_item_failure_fails_the_step() {
     assert_eq!(sim.state("Empty"), StepState::Success);
     let fan = sim.run.step("Fan").unwrap();
     assert_eq!(fan.state, StepState::Failed);
-    assert_eq!(fan.error.as_deref(), Some("2 of 2 items failed: item 0: Fan is broken; item 1: Fan is broken"));
-    assert!(fan.units.iter().all(|u| u.state == UnitState::Failed), "every item ran");
+    assert_eq!(
+        fan.error.as_deref(),
+        Some("2 of 2 items failed: item 0: Fan is broken; item 1: Fan is broken")
+    );
+    assert!(
+        fan.units.iter().all(|u| u.state == UnitState::Failed),
+        "every item ran"
+    );
 }
 
 #[test]
@@ -475,21 +577,57 @@ fn blocking_child_holds_the_step_waiting_until_it_ends() {
     ]));
     let mut run = p.new_run("r".into(), t0(), t0());
     apply(&p, &mut run, &Event::Start, t0());
-    apply(&p, &mut run, &Event::Claim { step: "T".into(), unit: 0, attempt: 1 }, t0());
-    let started = Event::ChildStarted { step: "T".into(), unit: 0, attempt: 1, child_run: "isapp-c".into() };
+    apply(
+        &p,
+        &mut run,
+        &Event::Claim {
+            step: "T".into(),
+            unit: 0,
+            attempt: 1,
+        },
+        t0(),
+    );
+    let started = Event::ChildStarted {
+        step: "T".into(),
+        unit: 0,
+        attempt: 1,
+        child_run: "isapp-c".into(),
+    };
     assert!(apply(&p, &mut run, &started, t0()).changed);
     assert_eq!(run.step("T").unwrap().state, StepState::Waiting);
     assert_eq!(run.step("T").unwrap().child_run.as_deref(), Some("isapp-c"));
     // A redelivered dispatch of the waiting step never starts a second child.
-    let again = apply(&p, &mut run, &Event::Claim { step: "T".into(), unit: 0, attempt: 1 }, t0() + Duration::hours(2));
+    let again = apply(
+        &p,
+        &mut run,
+        &Event::Claim {
+            step: "T".into(),
+            unit: 0,
+            attempt: 1,
+        },
+        t0() + Duration::hours(2),
+    );
     assert_eq!(again.claim, Some(Claim::Duplicate));
     let done = apply(
         &p,
         &mut run,
-        &Event::Finished { step: "T".into(), unit: 0, attempt: 1, result: AttemptResult::Success { warnings: vec![] } },
+        &Event::Finished {
+            step: "T".into(),
+            unit: 0,
+            attempt: 1,
+            result: AttemptResult::Success { warnings: vec![] },
+        },
         t0(),
     );
-    assert_eq!(done.effects, vec![Effect::Dispatch { step: "After".into(), unit: 0, attempt: 1, delay_ms: 0 }]);
+    assert_eq!(
+        done.effects,
+        vec![Effect::Dispatch {
+            step: "After".into(),
+            unit: 0,
+            attempt: 1,
+            delay_ms: 0
+        }]
+    );
 }
 
 #[test]
@@ -512,15 +650,47 @@ fn revoke_cancels_unfinished_steps_and_revokes_waiting_children() {
     ]));
     let mut run = p.new_run("r".into(), t0(), t0());
     apply(&p, &mut run, &Event::Start, t0());
-    apply(&p, &mut run, &Event::Claim { step: "T".into(), unit: 0, attempt: 1 }, t0());
-    apply(&p, &mut run, &Event::ChildStarted { step: "T".into(), unit: 0, attempt: 1, child_run: "isapp-c".into() }, t0());
-    apply(&p, &mut run, &Event::Claim { step: "A".into(), unit: 0, attempt: 1 }, t0());
+    apply(
+        &p,
+        &mut run,
+        &Event::Claim {
+            step: "T".into(),
+            unit: 0,
+            attempt: 1,
+        },
+        t0(),
+    );
+    apply(
+        &p,
+        &mut run,
+        &Event::ChildStarted {
+            step: "T".into(),
+            unit: 0,
+            attempt: 1,
+            child_run: "isapp-c".into(),
+        },
+        t0(),
+    );
+    apply(
+        &p,
+        &mut run,
+        &Event::Claim {
+            step: "A".into(),
+            unit: 0,
+            attempt: 1,
+        },
+        t0(),
+    );
     let revoked = apply(&p, &mut run, &Event::Revoke, t0());
     assert_eq!(
         revoked.effects,
         vec![
-            Effect::RevokeChild { run_id: "isapp-c".into() },
-            Effect::RunFinished { state: RunState::Revoked }
+            Effect::RevokeChild {
+                run_id: "isapp-c".into()
+            },
+            Effect::RunFinished {
+                state: RunState::Revoked
+            }
         ]
     );
     assert_eq!(run.state, RunState::Revoked);
@@ -529,11 +699,21 @@ fn revoke_cancels_unfinished_steps_and_revokes_waiting_children() {
     let late = apply(
         &p,
         &mut run,
-        &Event::Finished { step: "A".into(), unit: 0, attempt: 1, result: AttemptResult::Success { warnings: vec![] } },
+        &Event::Finished {
+            step: "A".into(),
+            unit: 0,
+            attempt: 1,
+            result: AttemptResult::Success { warnings: vec![] },
+        },
         t0(),
     );
     assert!(!late.changed);
-    assert_eq!(late.effects, vec![Effect::RunFinished { state: RunState::Revoked }]);
+    assert_eq!(
+        late.effects,
+        vec![Effect::RunFinished {
+            state: RunState::Revoked
+        }]
+    );
     assert_eq!(run.step("B").unwrap().state, StepState::Cancelled);
     // Revoking twice changes nothing.
     assert!(!apply(&p, &mut run, &Event::Revoke, t0()).changed);
@@ -544,32 +724,72 @@ fn claims_are_granted_once_per_attempt_until_the_lease_expires() {
     let p = plan(json!([{"id": "A", "type": "echo", "timeout_seconds": 10}]));
     let mut run = p.new_run("r".into(), t0(), t0());
     apply(&p, &mut run, &Event::Start, t0());
-    let claim = Event::Claim { step: "A".into(), unit: 0, attempt: 1 };
-    assert_eq!(apply(&p, &mut run, &claim, t0()).claim, Some(Claim::Granted));
+    let claim = Event::Claim {
+        step: "A".into(),
+        unit: 0,
+        attempt: 1,
+    };
+    assert_eq!(
+        apply(&p, &mut run, &claim, t0()).claim,
+        Some(Claim::Granted)
+    );
     // A duplicate delivery while the first worker runs: come back after the lease.
     assert_eq!(
         apply(&p, &mut run, &claim, t0() + Duration::seconds(1)).claim,
-        Some(Claim::Busy { retry_after_ms: 39_000 })
+        Some(Claim::Busy {
+            retry_after_ms: 39_000
+        })
     );
     // The holder died: after timeout + grace the attempt may be taken over.
-    assert_eq!(apply(&p, &mut run, &claim, t0() + Duration::seconds(40)).claim, Some(Claim::Granted));
+    assert_eq!(
+        apply(&p, &mut run, &claim, t0() + Duration::seconds(40)).claim,
+        Some(Claim::Granted)
+    );
     // Stale and unknown attempts are dropped.
     assert_eq!(
-        apply(&p, &mut run, &Event::Claim { step: "A".into(), unit: 0, attempt: 2 }, t0()).claim,
+        apply(
+            &p,
+            &mut run,
+            &Event::Claim {
+                step: "A".into(),
+                unit: 0,
+                attempt: 2
+            },
+            t0()
+        )
+        .claim,
         Some(Claim::Duplicate)
     );
     assert_eq!(
-        apply(&p, &mut run, &Event::Claim { step: "Nope".into(), unit: 0, attempt: 1 }, t0()).claim,
+        apply(
+            &p,
+            &mut run,
+            &Event::Claim {
+                step: "Nope".into(),
+                unit: 0,
+                attempt: 1
+            },
+            t0()
+        )
+        .claim,
         Some(Claim::Duplicate)
     );
     apply(
         &p,
         &mut run,
-        &Event::Finished { step: "A".into(), unit: 0, attempt: 1, result: AttemptResult::Success { warnings: vec![] } },
+        &Event::Finished {
+            step: "A".into(),
+            unit: 0,
+            attempt: 1,
+            result: AttemptResult::Success { warnings: vec![] },
+        },
         t0(),
     );
     // A finished step never runs again.
-    assert_eq!(apply(&p, &mut run, &claim, t0() + Duration::days(1)).claim, Some(Claim::Duplicate));
+    assert_eq!(
+        apply(&p, &mut run, &claim, t0() + Duration::days(1)).claim,
+        Some(Claim::Duplicate)
+    );
 }
 
 #[test]
@@ -581,8 +801,22 @@ fn duplicate_events_reissue_outstanding_effects_after_a_crash() {
     ]));
     let mut run = p.new_run("r".into(), t0(), t0());
     apply(&p, &mut run, &Event::Start, t0());
-    apply(&p, &mut run, &Event::Claim { step: "A".into(), unit: 0, attempt: 1 }, t0());
-    let finished = Event::Finished { step: "A".into(), unit: 0, attempt: 1, result: AttemptResult::Success { warnings: vec![] } };
+    apply(
+        &p,
+        &mut run,
+        &Event::Claim {
+            step: "A".into(),
+            unit: 0,
+            attempt: 1,
+        },
+        t0(),
+    );
+    let finished = Event::Finished {
+        step: "A".into(),
+        unit: 0,
+        attempt: 1,
+        result: AttemptResult::Success { warnings: vec![] },
+    };
     let first = apply(&p, &mut run, &finished, t0());
     assert!(first.changed);
     // The worker crashed after storing the transition, before sending: the redelivered
@@ -593,7 +827,12 @@ fn duplicate_events_reissue_outstanding_effects_after_a_crash() {
     assert_eq!(
         again.effects,
         vec![
-            Effect::Dispatch { step: "B".into(), unit: 0, attempt: 1, delay_ms: 0 },
+            Effect::Dispatch {
+                step: "B".into(),
+                unit: 0,
+                attempt: 1,
+                delay_ms: 0
+            },
             Effect::Evaluate { step: "C".into() }
         ]
     );
@@ -607,10 +846,18 @@ fn dead_lettered_messages_fail_their_step_for_good() {
     ]));
     let mut run = p.new_run("r".into(), t0(), t0());
     apply(&p, &mut run, &Event::Start, t0());
-    let dead = Event::DeadLettered { step: "A".into(), unit: 0, attempt: 1, error: "dead-lettered after 5 receives".into() };
+    let dead = Event::DeadLettered {
+        step: "A".into(),
+        unit: 0,
+        attempt: 1,
+        error: "dead-lettered after 5 receives".into(),
+    };
     assert!(apply(&p, &mut run, &dead, t0()).changed);
     let a = run.step("A").unwrap();
-    assert_eq!((a.state, a.error.as_deref()), (StepState::Failed, Some("dead-lettered after 5 receives")));
+    assert_eq!(
+        (a.state, a.error.as_deref()),
+        (StepState::Failed, Some("dead-lettered after 5 receives"))
+    );
     assert_eq!(run.step("B").unwrap().state, StepState::Cancelled);
     assert_eq!(run.state, RunState::Failure);
     assert!(!apply(&p, &mut run, &dead, t0()).changed);
@@ -621,19 +868,48 @@ fn recover_requeues_claimed_attempts_without_consuming_an_attempt() {
     let p = plan(json!([{"id": "A", "type": "echo"}, {"id": "B", "type": "echo"}]));
     let mut run = p.new_run("r".into(), t0(), t0());
     apply(&p, &mut run, &Event::Start, t0());
-    apply(&p, &mut run, &Event::Claim { step: "A".into(), unit: 0, attempt: 1 }, t0());
+    apply(
+        &p,
+        &mut run,
+        &Event::Claim {
+            step: "A".into(),
+            unit: 0,
+            attempt: 1,
+        },
+        t0(),
+    );
     let recovered = apply(&p, &mut run, &Event::Recover, t0());
     assert!(recovered.changed);
     assert_eq!(run.step("A").unwrap().state, StepState::Queued);
     assert_eq!(
         recovered.effects,
         vec![
-            Effect::Dispatch { step: "A".into(), unit: 0, attempt: 1, delay_ms: 0 },
-            Effect::Dispatch { step: "B".into(), unit: 0, attempt: 1, delay_ms: 0 }
+            Effect::Dispatch {
+                step: "A".into(),
+                unit: 0,
+                attempt: 1,
+                delay_ms: 0
+            },
+            Effect::Dispatch {
+                step: "B".into(),
+                unit: 0,
+                attempt: 1,
+                delay_ms: 0
+            }
         ]
     );
     assert_eq!(
-        apply(&p, &mut run, &Event::Claim { step: "A".into(), unit: 0, attempt: 1 }, t0()).claim,
+        apply(
+            &p,
+            &mut run,
+            &Event::Claim {
+                step: "A".into(),
+                unit: 0,
+                attempt: 1
+            },
+            t0()
+        )
+        .claim,
         Some(Claim::Granted)
     );
 }
@@ -674,15 +950,22 @@ fn step_strategy(index: usize) -> impl Strategy<Value = StepGen> {
         2 => (0u32..5).prop_map(|n| Some(Decision::Run { units: Some(n) })),
         1 => Just(Some(Decision::Fail("cannot evaluate".into()))),
     ];
-    (deps, behaviour, 1u32..4, decision).prop_map(move |(deps, behaviour, max_attempts, decision)| {
-        let deps = if index == 0 { vec![] } else { deps };
-        // A blocking child per item is not supported: keep children out of fan-outs.
-        let decision = match (&behaviour, decision) {
-            (Behaviour::Child(_), Some(Decision::Run { .. })) => None,
-            (_, d) => d,
-        };
-        StepGen { deps, behaviour, max_attempts, decision }
-    })
+    (deps, behaviour, 1u32..4, decision).prop_map(
+        move |(deps, behaviour, max_attempts, decision)| {
+            let deps = if index == 0 { vec![] } else { deps };
+            // A blocking child per item is not supported: keep children out of fan-outs.
+            let decision = match (&behaviour, decision) {
+                (Behaviour::Child(_), Some(Decision::Run { .. })) => None,
+                (_, d) => d,
+            };
+            StepGen {
+                deps,
+                behaviour,
+                max_attempts,
+                decision,
+            }
+        },
+    )
 }
 
 fn app_strategy() -> impl Strategy<Value = Vec<StepGen>> {
@@ -729,7 +1012,15 @@ fn outcome(run: &Run) -> Value {
     fn strip(v: &mut Value) {
         match v {
             Value::Object(map) => {
-                for key in ["created_at", "started_at", "finished_at", "claimed_at", "not_before", "version", "expires_at"] {
+                for key in [
+                    "created_at",
+                    "started_at",
+                    "finished_at",
+                    "claimed_at",
+                    "not_before",
+                    "version",
+                    "expires_at",
+                ] {
                     map.remove(key);
                 }
                 map.values_mut().for_each(strip);

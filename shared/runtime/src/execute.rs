@@ -104,8 +104,16 @@ impl Runtime {
     }
 
     /// Decrypted secrets of a configuration, reused for a short while.
-    async fn secrets_of(&self, configuration: &str) -> Result<Arc<BTreeMap<String, Value>>, StepError> {
-        if let Some((at, secrets)) = self.secret_cache.lock().expect("secret cache").get(configuration) {
+    async fn secrets_of(
+        &self,
+        configuration: &str,
+    ) -> Result<Arc<BTreeMap<String, Value>>, StepError> {
+        if let Some((at, secrets)) = self
+            .secret_cache
+            .lock()
+            .expect("secret cache")
+            .get(configuration)
+        {
             if at.elapsed() < self.config.secret_ttl {
                 return Ok(secrets.clone());
             }
@@ -149,21 +157,27 @@ impl Runtime {
     }
 
     /// Evaluates a ready step's `when` and `for_each`.
-    pub(crate) async fn evaluate(&self, run: &Run, step_id: &str) -> Result<Decision, RuntimeError> {
+    pub(crate) async fn evaluate(
+        &self,
+        run: &Run,
+        step_id: &str,
+    ) -> Result<Decision, RuntimeError> {
         let plan = self.plan(&run.id).await?;
         let Some(spec) = plan.app.step(step_id) else {
             return Ok(Decision::Fail(format!("unknown step {step_id}")));
         };
         let predecessors = plan.predecessors(step_id);
-        let needs_secrets = spec
-            .when
-            .as_ref()
-            .is_some_and(|w| serde_json::to_string(w).unwrap_or_default().contains("config"));
+        let needs_secrets = spec.when.as_ref().is_some_and(|w| {
+            serde_json::to_string(w)
+                .unwrap_or_default()
+                .contains("config")
+        });
         let decided = self
             .resolve_with(run, &plan, spec, needs_secrets, |scope| {
                 if let Some(when) = &spec.when {
-                    let holds = condition::evaluate(when, scope, &|| scope.template_context(&predecessors))
-                        .map_err(ResolveFailure::from_message)?;
+                    let holds =
+                        condition::evaluate(when, scope, &|| scope.template_context(&predecessors))
+                            .map_err(ResolveFailure::from_message)?;
                     if !holds {
                         return Ok(Decision::Skip);
                     }
@@ -277,7 +291,10 @@ impl Runtime {
         plan: &Plan,
         spec: &StepSpec,
         message: &TaskMessage,
-    ) -> (Result<(AttemptOutput, Vec<Event>), StepError>, Option<LoggerHandle>) {
+    ) -> (
+        Result<(AttemptOutput, Vec<Event>), StepError>,
+        Option<LoggerHandle>,
+    ) {
         let needs_secrets = spec.step_type != operators::TRIGGER_APPLICATION
             && operators::is_operator(&spec.step_type)
             && spec
@@ -317,10 +334,18 @@ impl Runtime {
             Err(e) => return (Err(e), None),
         };
         let logger = LoggerHandle {
-            logger: StepLogger::new(&spec.id, message.attempt, run.loglevel, prepared.redactor.clone()),
+            logger: StepLogger::new(
+                &spec.id,
+                message.attempt,
+                run.loglevel,
+                prepared.redactor.clone(),
+            ),
             redactor: prepared.redactor.clone(),
         };
-        logger.logger.debug(format!("parameters: {}", prepared.redactor.redact_value(&params)));
+        logger.logger.debug(format!(
+            "parameters: {}",
+            prepared.redactor.redact_value(&params)
+        ));
         let timeout = Duration::from_secs(spec.timeout_seconds());
         let outcome = tokio::time::timeout(timeout, async {
             match spec.step_type.as_str() {
@@ -329,10 +354,9 @@ impl Runtime {
                 }
                 operators::TRIGGER_APPLICATION => self.trigger(run, spec, message, params).await,
                 other => {
-                    let step_type = self
-                        .registry
-                        .get(other)
-                        .ok_or_else(|| StepError::Fatal(format!("step type \"{other}\" is not registered here")))?;
+                    let step_type = self.registry.get(other).ok_or_else(|| {
+                        StepError::Fatal(format!("step type \"{other}\" is not registered here"))
+                    })?;
                     let ctx = StepContext {
                         run_id: run.id.clone(),
                         step_id: spec.id.clone(),
@@ -382,7 +406,10 @@ impl Runtime {
         // The same attempt always names the same child, so a redelivery cannot start two.
         let child_id = sluice_core::model::deterministic_run_id(
             claimed_at,
-            &format!("{}/{}/{}/{}", run.id, spec.id, message.unit, message.attempt),
+            &format!(
+                "{}/{}/{}/{}",
+                run.id, spec.id, message.unit, message.attempt
+            ),
         );
         let mut child_params = params.params.clone();
         if let Some(configuration) = &params.configuration {
@@ -400,9 +427,12 @@ impl Runtime {
             replay_of: None,
             snapshot: None,
         };
-        Box::pin(self.start(request))
-            .await
-            .map_err(|e| StepError::Fatal(format!("cannot start application \"{}\": {e}", params.application)))?;
+        Box::pin(self.start(request)).await.map_err(|e| {
+            StepError::Fatal(format!(
+                "cannot start application \"{}\": {e}",
+                params.application
+            ))
+        })?;
         let started = Event::ChildStarted {
             step: spec.id.clone(),
             unit: message.unit,
@@ -534,11 +564,13 @@ impl From<RefError> for ResolveFailure {
 /// references.
 fn visible_steps(plan: &Plan, spec: &StepSpec) -> BTreeSet<String> {
     // Templates see every predecessor; step types only what their references name.
-    let templated = (operators::is_operator(&spec.step_type) && spec.step_type != operators::TRIGGER_APPLICATION)
-        || spec
-            .when
-            .as_ref()
-            .is_some_and(|w| serde_json::to_string(w).unwrap_or_default().contains("\"template\""));
+    let templated = (operators::is_operator(&spec.step_type)
+        && spec.step_type != operators::TRIGGER_APPLICATION)
+        || spec.when.as_ref().is_some_and(|w| {
+            serde_json::to_string(w)
+                .unwrap_or_default()
+                .contains("\"template\"")
+        });
     let mut ids: BTreeSet<String> = if templated {
         plan.predecessors(&spec.id).into_iter().collect()
     } else {
@@ -604,15 +636,24 @@ fn resolve_except_template(
 }
 
 /// Renders a `transform`.
-fn transform(spec: &StepSpec, params: Value, scope: &RunScope, plan: &Plan) -> Result<AttemptOutput, StepError> {
+fn transform(
+    spec: &StepSpec,
+    params: Value,
+    scope: &RunScope,
+    plan: &Plan,
+) -> Result<AttemptOutput, StepError> {
     let params: TransformParams = sluice_core::json::from_value(params)
         .map_err(|e| StepError::Fatal(format!("invalid parameters: {e}")))?;
     // `${…}` references in the template are substituted as text before rendering.
     let source = reference::resolve_str(&params.template, scope, reference::Interpolation::Text)
         .map_err(|e| StepError::Fatal(e.to_string()))?;
-    let source = source.as_str().map(str::to_string).unwrap_or_else(|| source.to_string());
+    let source = source
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| source.to_string());
     let context = scope.template_context(&plan.predecessors(&spec.id));
-    let rendered = template::render(&source, &context).map_err(|e| StepError::Fatal(format!("template: {e}")))?;
+    let rendered = template::render(&source, &context)
+        .map_err(|e| StepError::Fatal(format!("template: {e}")))?;
     let value = match params.output {
         TransformOutput::Text => Value::String(rendered),
         TransformOutput::Json => serde_json::from_str(rendered.trim()).map_err(|e| {

@@ -144,7 +144,9 @@ impl Runtime {
             .runs
             .get_snapshot(run_id)
             .await?
-            .ok_or_else(|| RuntimeError::NotFound(format!("run \"{run_id}\" has no application snapshot")))?;
+            .ok_or_else(|| {
+                RuntimeError::NotFound(format!("run \"{run_id}\" has no application snapshot"))
+            })?;
         let plan = Arc::new(Plan::new(app));
         let mut plans = self.plans.lock().expect("plan cache");
         if plans.len() >= PLAN_CACHE_LIMIT {
@@ -176,7 +178,11 @@ impl Runtime {
 
     /// Loads a run, applies an event and stores the result with a compare-and-swap,
     /// retrying on conflicts with concurrent transitions.
-    pub(crate) async fn transition(&self, run_id: &str, event: &Event) -> Result<(Run, Applied), RuntimeError> {
+    pub(crate) async fn transition(
+        &self,
+        run_id: &str,
+        event: &Event,
+    ) -> Result<(Run, Applied), RuntimeError> {
         self.transition_from(run_id, event, None).await
     }
 
@@ -231,7 +237,12 @@ impl Runtime {
 
     /// Like [`Runtime::process`], starting from `hint`, the run as this process last
     /// stored it.
-    pub(crate) async fn process_from(&self, run_id: &str, event: Event, hint: Option<Run>) -> Result<(), RuntimeError> {
+    pub(crate) async fn process_from(
+        &self,
+        run_id: &str,
+        event: Event,
+        hint: Option<Run>,
+    ) -> Result<(), RuntimeError> {
         let mut latest: HashMap<String, Run> = HashMap::new();
         if let Some(run) = hint {
             latest.insert(run.id.clone(), run);
@@ -294,7 +305,13 @@ impl Runtime {
                     if let Some(parent) = run.parent.as_ref().filter(|p| p.blocking) {
                         if let Some(event) = self.child_finished(run, state, parent).await? {
                             // The child may end before its parent recorded starting it.
-                            if let Event::Finished { step, unit, attempt, .. } = &event {
+                            if let Event::Finished {
+                                step,
+                                unit,
+                                attempt,
+                                ..
+                            } = &event
+                            {
                                 let started = Event::ChildStarted {
                                     step: step.clone(),
                                     unit: *unit,
@@ -410,7 +427,10 @@ impl Runtime {
     /// Re-issues the outstanding work of every unfinished run. `claimed_by_dead_process`
     /// (embedded: this process holds the data-directory lock) also re-queues attempts
     /// that were running when the previous process died.
-    pub async fn resume_all(&self, claimed_by_dead_process: bool) -> Result<Vec<String>, RuntimeError> {
+    pub async fn resume_all(
+        &self,
+        claimed_by_dead_process: bool,
+    ) -> Result<Vec<String>, RuntimeError> {
         let ids = self.backend.runs.unfinished_runs().await?;
         for id in &ids {
             self.resume(id, claimed_by_dead_process).await?;
@@ -418,7 +438,11 @@ impl Runtime {
         Ok(ids)
     }
 
-    pub async fn resume(&self, run_id: &str, claimed_by_dead_process: bool) -> Result<(), RuntimeError> {
+    pub async fn resume(
+        &self,
+        run_id: &str,
+        claimed_by_dead_process: bool,
+    ) -> Result<(), RuntimeError> {
         let run = self.get_run(run_id).await?;
         let event = match run.state {
             RunState::Pending => Event::Start,

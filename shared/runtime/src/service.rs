@@ -7,7 +7,9 @@ use chrono::Utc;
 use serde_json::{Map, Value};
 use sluice_core::engine::{Event, Plan};
 use sluice_core::model::{new_run_id, Application, Configuration, ParentRef, Run};
-use sluice_core::validate::{check_config_references, check_run_params, validate_application, validate_configuration};
+use sluice_core::validate::{
+    check_config_references, check_run_params, validate_application, validate_configuration,
+};
 use sluice_core::{Invalid, Issue};
 
 use crate::runtime::{Runtime, RuntimeError};
@@ -56,7 +58,12 @@ impl Runtime {
                 .definitions
                 .get_application(&request.application)
                 .await?
-                .ok_or_else(|| StartError::NotFound(format!("application \"{}\" not found", request.application)))?,
+                .ok_or_else(|| {
+                    StartError::NotFound(format!(
+                        "application \"{}\" not found",
+                        request.application
+                    ))
+                })?,
         };
         let settings = check_run_params(&app, &request.params)?;
         let configuration = match &settings.configuration {
@@ -65,7 +72,9 @@ impl Runtime {
                     .definitions
                     .get_configuration(name)
                     .await?
-                    .ok_or_else(|| StartError::NotFound(format!("configuration \"{name}\" not found")))?,
+                    .ok_or_else(|| {
+                        StartError::NotFound(format!("configuration \"{name}\" not found"))
+                    })?,
             ),
             None => None,
         };
@@ -97,7 +106,9 @@ impl Runtime {
             .runs
             .get_snapshot(run_id)
             .await?
-            .ok_or_else(|| StartError::NotFound(format!("run \"{run_id}\" has no application snapshot")))?;
+            .ok_or_else(|| {
+                StartError::NotFound(format!("run \"{run_id}\" has no application snapshot"))
+            })?;
         let mut params = original.params.clone();
         // The original's resolved settings win over whatever its params said.
         match &original.configuration {
@@ -134,10 +145,17 @@ impl Runtime {
     /// Validates and stores a configuration: encrypted values go to the secret store (an
     /// encrypted entry posted with `null` keeps the stored secret), the definition is
     /// stored with every encrypted value `null`. Returns the stored (redacted) document.
-    pub async fn put_configuration(&self, config: &Configuration) -> Result<Configuration, StartError> {
+    pub async fn put_configuration(
+        &self,
+        config: &Configuration,
+    ) -> Result<Configuration, StartError> {
         validate_configuration(config)?;
-        let encrypted: Vec<(usize, &sluice_core::model::ConfigVariable)> =
-            config.data.iter().enumerate().filter(|(_, v)| v.encrypted).collect();
+        let encrypted: Vec<(usize, &sluice_core::model::ConfigVariable)> = config
+            .data
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.encrypted)
+            .collect();
         let keeps_stored = encrypted.iter().any(|(_, v)| v.value.is_null());
         let stored = if keeps_stored {
             self.backend
@@ -158,7 +176,10 @@ impl Runtime {
                     }
                     None => issues.push(Issue::new(
                         format!("data[{i}].value"),
-                        format!("encrypted variable \"{}\" has no stored value to keep; give its value", var.name),
+                        format!(
+                            "encrypted variable \"{}\" has no stored value to keep; give its value",
+                            var.name
+                        ),
                     )),
                 }
             } else {
@@ -182,8 +203,14 @@ impl Runtime {
                 .map_err(RuntimeError::from)?;
         }
         let redacted = config.redacted();
-        self.backend.definitions.put_configuration(&redacted).await?;
-        self.secret_cache.lock().expect("secret cache").remove(&config.name);
+        self.backend
+            .definitions
+            .put_configuration(&redacted)
+            .await?;
+        self.secret_cache
+            .lock()
+            .expect("secret cache")
+            .remove(&config.name);
         Ok(redacted)
     }
 

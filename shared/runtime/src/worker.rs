@@ -34,7 +34,13 @@ impl WorkerPool {
         let mut loops = JoinSet::new();
         for queue in runtime.queues() {
             for (name, dead) in [(queue.clone(), false), (dead_letter_queue(&queue), true)] {
-                loops.spawn(poll(runtime.clone(), name, dead, permits.clone(), stopped.clone()));
+                loops.spawn(poll(
+                    runtime.clone(),
+                    name,
+                    dead,
+                    permits.clone(),
+                    stopped.clone(),
+                ));
             }
         }
         Self { stop, loops }
@@ -85,7 +91,11 @@ async fn poll(
         for delivery in deliveries {
             let permit = match permit.take() {
                 Some(p) => p,
-                None => permits.clone().acquire_owned().await.expect("semaphore open"),
+                None => permits
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("semaphore open"),
             };
             let runtime = runtime.clone();
             let queue = queue.clone();
@@ -155,7 +165,8 @@ impl Runtime {
                     let mut result = Ok(Outcome::Duplicate);
                     let mut hint = Some(*run);
                     for event in events {
-                        if let Err(e) = self.process_from(&message.run_id, event, hint.take()).await {
+                        if let Err(e) = self.process_from(&message.run_id, event, hint.take()).await
+                        {
                             result = Err(e);
                             break;
                         }

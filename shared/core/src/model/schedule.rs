@@ -23,7 +23,11 @@ fn enabled() -> bool {
 
 /// `crontab` with five fields, or `frequency` with `run_every` seconds (at least 60).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(tag = "schedule_type", content = "schedule_info", rename_all = "lowercase")]
+#[serde(
+    tag = "schedule_type",
+    content = "schedule_info",
+    rename_all = "lowercase"
+)]
 pub enum ScheduleSpec {
     Crontab(CrontabInfo),
     Frequency(FrequencyInfo),
