@@ -179,6 +179,13 @@ pub trait Queue: Send + Sync {
         message: &TaskMessage,
         delay: Duration,
     ) -> Result<(), QueueError>;
+    /// Whether a [`Queue::receive`] may be abandoned mid-flight without losing messages.
+    /// An SQS long poll may not: the server can still hand it a message after the client
+    /// gave up, hiding that message for the whole visibility timeout.
+    fn receive_is_cancel_safe(&self) -> bool {
+        false
+    }
+
     /// Up to `max` messages, waiting up to `wait` for the first one.
     async fn receive(
         &self,

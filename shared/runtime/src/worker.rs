@@ -61,11 +61,8 @@ async fn poll(
     mut stopped: watch::Receiver<bool>,
 ) {
     let mut in_flight = JoinSet::new();
-    let wait = if dead_letters {
-        Duration::from_secs(5)
-    } else {
-        Duration::from_secs(1)
-    };
+    // Short polls keep a graceful shutdown short where a poll cannot be abandoned.
+    let wait = Duration::from_secs(1);
     loop {
         if *stopped.borrow() {
             break;
@@ -75,9 +72,17 @@ async fn poll(
             _ = stopped.changed() => break,
         };
         let available = permits.available_permits() + 1;
-        let received = tokio::select! {
-            received = runtime.backend().queue.receive(&queue, available.min(10), VISIBILITY, wait) => received,
-            _ = stopped.changed() => break,
+        let queue_api = &runtime.backend().queue;
+        let receive = queue_api.receive(&queue, available.min(10), VISIBILITY, wait);
+        let received = if queue_api.receive_is_cancel_safe() {
+            tokio::select! {
+                received = receive => received,
+                _ = stopped.changed() => break,
+            }
+        } else {
+            // Finish the poll (at most `wait`) and handle what it brought, even when
+            // stopping: an abandoned long poll can still take a message and hide it.
+            receive.await
         };
         let deliveries = match received {
             Ok(deliveries) => deliveries,
