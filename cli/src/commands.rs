@@ -142,26 +142,45 @@ async fn run(local: &Local, args: RunArgs) -> anyhow::Result<u8> {
         }
         None => args.app.clone(),
     };
-    let workers = local.start_workers(args.workers).await?;
+    let request = StartRequest {
+        application: name,
+        params,
+        ..StartRequest::default()
+    };
+    run_to_end(local, args.workers, args.output, |runtime| async move {
+        let run = runtime.start(request).await?;
+        let label = format!("Started {} ({})", run.id, run.application);
+        Ok((run, label))
+    })
+    .await
+}
+
+/// Starts workers, starts a run with `start`, follows it (and its children) to the end
+/// with live progress, stops the workers and reports.
+async fn run_to_end<F, Fut>(
+    local: &Local,
+    workers: usize,
+    output: OutputFormat,
+    start: F,
+) -> anyhow::Result<u8>
+where
+    F: FnOnce(std::sync::Arc<Runtime>) -> Fut,
+    Fut: std::future::Future<Output = Result<(sluice_core::model::Run, String), StartError>>,
+{
+    let runtime = &local.runtime;
+    let workers = local.start_workers(workers).await?;
     let updates = runtime.subscribe();
-    let started = runtime
-        .start(StartRequest {
-            application: name,
-            params,
-            ..StartRequest::default()
-        })
-        .await;
-    let run = match started {
-        Ok(run) => run,
+    let (run, label) = match start(runtime.clone()).await {
+        Ok(started) => started,
         Err(e) => {
             workers.shutdown().await;
             return Err(start_error(e));
         }
     };
-    if args.output == OutputFormat::Text {
-        eprintln!("Started {} ({})", run.id, run.application);
+    if output == OutputFormat::Text {
+        eprintln!("{label}");
     }
-    let mut printer = Printer::new(args.output == OutputFormat::Text);
+    let mut printer = Printer::new(output == OutputFormat::Text);
     let finished = wait_for(
         runtime,
         std::slice::from_ref(&run.id),
@@ -170,12 +189,11 @@ async fn run(local: &Local, args: RunArgs) -> anyhow::Result<u8> {
     )
     .await;
     workers.shutdown().await;
-    let finished = finished?;
-    let run = finished
+    let run = finished?
         .get(&run.id)
         .cloned()
         .ok_or_else(|| anyhow!("run disappeared"))?;
-    report(runtime, &[run], args.output).await
+    report(runtime, &[run], output).await
 }
 
 /// Prints the summary (text) or the task documents with outputs (json); the exit code
@@ -442,30 +460,12 @@ async fn runs(local: &Local, cmd: RunsCommand) -> anyhow::Result<u8> {
         }
         RunsCommand::Replay { id, output } => {
             find_run(runtime, &id).await?;
-            let workers = local.start_workers(16).await?;
-            let updates = runtime.subscribe();
-            let run = match runtime.replay(&id).await {
-                Ok(run) => run,
-                Err(e) => {
-                    workers.shutdown().await;
-                    return Err(start_error(e));
-                }
-            };
-            if output == OutputFormat::Text {
-                eprintln!("Started {} (replay of {id})", run.id);
-            }
-            let mut printer = Printer::new(output == OutputFormat::Text);
-            let finished = wait_for(
-                runtime,
-                std::slice::from_ref(&run.id),
-                updates,
-                &mut printer,
-            )
-            .await;
-            workers.shutdown().await;
-            let finished = finished?;
-            let runs: Vec<_> = finished.get(&run.id).cloned().into_iter().collect();
-            report(runtime, &runs, output).await
+            run_to_end(local, 16, output, |runtime| async move {
+                let run = runtime.replay(&id).await?;
+                let label = format!("Started {} (replay of {id})", run.id);
+                Ok((run, label))
+            })
+            .await
         }
         RunsCommand::Revoke { id } => {
             find_run(runtime, &id).await?;

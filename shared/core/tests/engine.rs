@@ -23,6 +23,25 @@ fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()
 }
 
+/// A worker's claim of unit 0 of `step`.
+fn claim_of(step: &str, attempt: u32) -> Event {
+    Event::Claim {
+        step: step.into(),
+        unit: 0,
+        attempt,
+    }
+}
+
+/// A successful end of unit 0 of `step`, without warnings.
+fn success_of(step: &str, attempt: u32) -> Event {
+    Event::Finished {
+        step: step.into(),
+        unit: 0,
+        attempt,
+        result: AttemptResult::Success { warnings: vec![] },
+    }
+}
+
 /// How a simulated step behaves.
 #[derive(Debug, Clone, PartialEq)]
 enum Behaviour {
@@ -306,54 +325,16 @@ fn join_waits_for_every_predecessor() {
     let mut run = p.new_run("r".into(), t0(), t0());
     let started = apply(&p, &mut run, &Event::Start, t0());
     assert_eq!(started.effects.len(), 2, "both roots dispatch at once");
-    apply(
-        &p,
-        &mut run,
-        &Event::Claim {
-            step: "A".into(),
-            unit: 0,
-            attempt: 1,
-        },
-        t0(),
-    );
-    let done = apply(
-        &p,
-        &mut run,
-        &Event::Finished {
-            step: "A".into(),
-            unit: 0,
-            attempt: 1,
-            result: AttemptResult::Success { warnings: vec![] },
-        },
-        t0(),
-    );
+    apply(&p, &mut run, &claim_of("A", 1), t0());
+    let done = apply(&p, &mut run, &success_of("A", 1), t0());
     assert!(
         done.effects.is_empty(),
         "J must wait for B: {:?}",
         done.effects
     );
     assert_eq!(run.step("J").unwrap().state, StepState::Pending);
-    apply(
-        &p,
-        &mut run,
-        &Event::Claim {
-            step: "B".into(),
-            unit: 0,
-            attempt: 1,
-        },
-        t0(),
-    );
-    let done = apply(
-        &p,
-        &mut run,
-        &Event::Finished {
-            step: "B".into(),
-            unit: 0,
-            attempt: 1,
-            result: AttemptResult::Success { warnings: vec![] },
-        },
-        t0(),
-    );
+    apply(&p, &mut run, &claim_of("B", 1), t0());
+    let done = apply(&p, &mut run, &success_of("B", 1), t0());
     assert_eq!(
         done.effects,
         vec![Effect::Dispatch {
@@ -468,17 +449,7 @@ fn retries_back_off_exponentially_then_succeed() {
     );
     let last = later + Duration::seconds(10);
     apply(&p, &mut run, &claim(3), last);
-    apply(
-        &p,
-        &mut run,
-        &Event::Finished {
-            step: "Flaky".into(),
-            unit: 0,
-            attempt: 3,
-            result: AttemptResult::Success { warnings: vec![] },
-        },
-        last,
-    );
+    apply(&p, &mut run, &success_of("Flaky", 3), last);
     let step = run.step("Flaky").unwrap();
     assert_eq!(
         (step.state, step.attempts, step.error.clone()),
@@ -577,16 +548,7 @@ fn blocking_child_holds_the_step_waiting_until_it_ends() {
     ]));
     let mut run = p.new_run("r".into(), t0(), t0());
     apply(&p, &mut run, &Event::Start, t0());
-    apply(
-        &p,
-        &mut run,
-        &Event::Claim {
-            step: "T".into(),
-            unit: 0,
-            attempt: 1,
-        },
-        t0(),
-    );
+    apply(&p, &mut run, &claim_of("T", 1), t0());
     let started = Event::ChildStarted {
         step: "T".into(),
         unit: 0,
@@ -597,28 +559,9 @@ fn blocking_child_holds_the_step_waiting_until_it_ends() {
     assert_eq!(run.step("T").unwrap().state, StepState::Waiting);
     assert_eq!(run.step("T").unwrap().child_run.as_deref(), Some("isapp-c"));
     // A redelivered dispatch of the waiting step never starts a second child.
-    let again = apply(
-        &p,
-        &mut run,
-        &Event::Claim {
-            step: "T".into(),
-            unit: 0,
-            attempt: 1,
-        },
-        t0() + Duration::hours(2),
-    );
+    let again = apply(&p, &mut run, &claim_of("T", 1), t0() + Duration::hours(2));
     assert_eq!(again.claim, Some(Claim::Duplicate));
-    let done = apply(
-        &p,
-        &mut run,
-        &Event::Finished {
-            step: "T".into(),
-            unit: 0,
-            attempt: 1,
-            result: AttemptResult::Success { warnings: vec![] },
-        },
-        t0(),
-    );
+    let done = apply(&p, &mut run, &success_of("T", 1), t0());
     assert_eq!(
         done.effects,
         vec![Effect::Dispatch {
@@ -650,16 +593,7 @@ fn revoke_cancels_unfinished_steps_and_revokes_waiting_children() {
     ]));
     let mut run = p.new_run("r".into(), t0(), t0());
     apply(&p, &mut run, &Event::Start, t0());
-    apply(
-        &p,
-        &mut run,
-        &Event::Claim {
-            step: "T".into(),
-            unit: 0,
-            attempt: 1,
-        },
-        t0(),
-    );
+    apply(&p, &mut run, &claim_of("T", 1), t0());
     apply(
         &p,
         &mut run,
@@ -671,16 +605,7 @@ fn revoke_cancels_unfinished_steps_and_revokes_waiting_children() {
         },
         t0(),
     );
-    apply(
-        &p,
-        &mut run,
-        &Event::Claim {
-            step: "A".into(),
-            unit: 0,
-            attempt: 1,
-        },
-        t0(),
-    );
+    apply(&p, &mut run, &claim_of("A", 1), t0());
     let revoked = apply(&p, &mut run, &Event::Revoke, t0());
     assert_eq!(
         revoked.effects,
@@ -696,17 +621,7 @@ fn revoke_cancels_unfinished_steps_and_revokes_waiting_children() {
     assert_eq!(run.state, RunState::Revoked);
     assert!(run.steps.iter().all(|s| s.state == StepState::Cancelled));
     // The running step's late result is ignored; nothing starts after a revoke.
-    let late = apply(
-        &p,
-        &mut run,
-        &Event::Finished {
-            step: "A".into(),
-            unit: 0,
-            attempt: 1,
-            result: AttemptResult::Success { warnings: vec![] },
-        },
-        t0(),
-    );
+    let late = apply(&p, &mut run, &success_of("A", 1), t0());
     assert!(!late.changed);
     assert_eq!(
         late.effects,
@@ -747,44 +662,14 @@ fn claims_are_granted_once_per_attempt_until_the_lease_expires() {
     );
     // Stale and unknown attempts are dropped.
     assert_eq!(
-        apply(
-            &p,
-            &mut run,
-            &Event::Claim {
-                step: "A".into(),
-                unit: 0,
-                attempt: 2
-            },
-            t0()
-        )
-        .claim,
+        apply(&p, &mut run, &claim_of("A", 2), t0()).claim,
         Some(Claim::Duplicate)
     );
     assert_eq!(
-        apply(
-            &p,
-            &mut run,
-            &Event::Claim {
-                step: "Nope".into(),
-                unit: 0,
-                attempt: 1
-            },
-            t0()
-        )
-        .claim,
+        apply(&p, &mut run, &claim_of("Nope", 1), t0()).claim,
         Some(Claim::Duplicate)
     );
-    apply(
-        &p,
-        &mut run,
-        &Event::Finished {
-            step: "A".into(),
-            unit: 0,
-            attempt: 1,
-            result: AttemptResult::Success { warnings: vec![] },
-        },
-        t0(),
-    );
+    apply(&p, &mut run, &success_of("A", 1), t0());
     // A finished step never runs again.
     assert_eq!(
         apply(&p, &mut run, &claim, t0() + Duration::days(1)).claim,
@@ -801,16 +686,7 @@ fn duplicate_events_reissue_outstanding_effects_after_a_crash() {
     ]));
     let mut run = p.new_run("r".into(), t0(), t0());
     apply(&p, &mut run, &Event::Start, t0());
-    apply(
-        &p,
-        &mut run,
-        &Event::Claim {
-            step: "A".into(),
-            unit: 0,
-            attempt: 1,
-        },
-        t0(),
-    );
+    apply(&p, &mut run, &claim_of("A", 1), t0());
     let finished = Event::Finished {
         step: "A".into(),
         unit: 0,
@@ -868,16 +744,7 @@ fn recover_requeues_claimed_attempts_without_consuming_an_attempt() {
     let p = plan(json!([{"id": "A", "type": "echo"}, {"id": "B", "type": "echo"}]));
     let mut run = p.new_run("r".into(), t0(), t0());
     apply(&p, &mut run, &Event::Start, t0());
-    apply(
-        &p,
-        &mut run,
-        &Event::Claim {
-            step: "A".into(),
-            unit: 0,
-            attempt: 1,
-        },
-        t0(),
-    );
+    apply(&p, &mut run, &claim_of("A", 1), t0());
     let recovered = apply(&p, &mut run, &Event::Recover, t0());
     assert!(recovered.changed);
     assert_eq!(run.step("A").unwrap().state, StepState::Queued);
@@ -899,17 +766,7 @@ fn recover_requeues_claimed_attempts_without_consuming_an_attempt() {
         ]
     );
     assert_eq!(
-        apply(
-            &p,
-            &mut run,
-            &Event::Claim {
-                step: "A".into(),
-                unit: 0,
-                attempt: 1
-            },
-            t0()
-        )
-        .claim,
+        apply(&p, &mut run, &claim_of("A", 1), t0()).claim,
         Some(Claim::Granted)
     );
 }
