@@ -203,12 +203,7 @@ async fn revoke_cancels_a_running_run() {
     let revoker = async {
         let srv = server.clone();
         assert!(eventually(Duration::from_secs(30), || srv.hits("slow") == 1).await);
-        let listed = s
-            .sluice(&["runs", "list", "--output", "json"])
-            .await
-            .expect(0)
-            .json();
-        let id = listed[0]["task_id"].as_str().unwrap().to_string();
+        let id = s.newest_run_id().await;
         s.sluice(&["runs", "revoke", &id]).await.expect(0);
     };
     let (output, ()) = tokio::join!(run, revoker);
@@ -264,12 +259,7 @@ async fn logs_follow_a_live_run_to_its_end() {
     let follow = async {
         let srv = server.clone();
         assert!(eventually(Duration::from_secs(30), || srv.hits("slow") == 1).await);
-        let listed = s
-            .sluice(&["runs", "list", "--output", "json"])
-            .await
-            .expect(0)
-            .json();
-        let id = listed[0]["task_id"].as_str().unwrap().to_string();
+        let id = s.newest_run_id().await;
         s.sluice(&["runs", "logs", &id, "--follow"]).await.expect(0)
     };
     let (run, logs) = tokio::join!(run, follow);

@@ -85,6 +85,16 @@ impl Scratch {
         Done(output)
     }
 
+    /// The id of the newest run (e.g. one another command just started).
+    pub async fn newest_run_id(&self) -> String {
+        let listed = self
+            .sluice(&["runs", "list", "--output", "json"])
+            .await
+            .expect(0)
+            .json();
+        listed[0]["task_id"].as_str().expect("a run").to_string()
+    }
+
     /// Every byte stored under the data directory, for secret scans.
     pub fn data_dir_bytes(&self) -> Vec<u8> {
         let mut bytes = Vec::new();

@@ -10,7 +10,7 @@ use chrono::Utc;
 use serde_json::{json, Value};
 use sluice_core::condition;
 use sluice_core::engine::{AttemptResult, Claim, Decision, Event, Plan};
-use sluice_core::model::{LogLevel, ParentRef, Run, StepSpec};
+use sluice_core::model::{Condition, LogLevel, ParentRef, Run, StepSpec};
 use sluice_core::operators::{self, TransformOutput, TransformParams, TriggerParams};
 use sluice_core::ports::{OutputKey, TaskMessage};
 use sluice_core::redact::Redactor;
@@ -566,11 +566,7 @@ fn visible_steps(plan: &Plan, spec: &StepSpec) -> BTreeSet<String> {
     // Templates see every predecessor; step types only what their references name.
     let templated = (operators::is_operator(&spec.step_type)
         && spec.step_type != operators::TRIGGER_APPLICATION)
-        || spec.when.as_ref().is_some_and(|w| {
-            serde_json::to_string(w)
-                .unwrap_or_default()
-                .contains("\"template\"")
-        });
+        || spec.when.as_ref().is_some_and(Condition::uses_template);
     let mut ids: BTreeSet<String> = if templated {
         plan.predecessors(&spec.id).into_iter().collect()
     } else {

@@ -81,6 +81,19 @@ impl Condition {
         kinds
     }
 
+    /// Whether a Jinja2 template condition appears anywhere in this condition (such a
+    /// condition sees every predecessor's output).
+    pub fn uses_template(&self) -> bool {
+        self.template.is_some()
+            || self
+                .and
+                .iter()
+                .chain(&self.or)
+                .flatten()
+                .any(Condition::uses_template)
+            || self.not.as_deref().is_some_and(Condition::uses_template)
+    }
+
     /// The single kind, or `None` when the condition is malformed (validation reports it).
     pub fn kind(&self) -> Option<ConditionKind<'_>> {
         let kinds = self.kinds();
@@ -89,5 +102,27 @@ impl Condition {
         } else {
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn finds_template_conditions_at_any_depth() {
+        let nested: Condition = serde_json::from_value(json!({"or": [
+            {"equal": {"value": "template", "to": "template"}},
+            {"not": {"and": [{"template": "a > 1"}]}}
+        ]}))
+        .unwrap();
+        assert!(nested.uses_template());
+        let plain: Condition =
+            serde_json::from_value(json!({"equal": {"value": "\"template\"", "to": 1}})).unwrap();
+        assert!(
+            !plain.uses_template(),
+            "a value that mentions the word is not a template"
+        );
     }
 }
