@@ -501,34 +501,28 @@ pub async fn runs(client: &Client, cmd: RunsCommand) -> anyhow::Result<u8> {
         }
         RunsCommand::Logs { id, step, follow } => {
             get_task(client, &id, "").await?;
-            let mut after = 0u64;
-            loop {
-                let mut path = format!("{}/logs?after={after}&limit=1000", task_path(&id));
-                if let Some(step) = &step {
-                    path.push_str(&format!("&step={}", segment(step)));
-                }
+            crate::output::print_logs(step.as_deref(), follow, async |after| {
+                let path = format!(
+                    "{}/logs?after={after}&limit={}",
+                    task_path(&id),
+                    crate::output::LOG_PAGE
+                );
                 let page = client
                     .get(&path)
                     .await
                     .map_err(|e| not_found_as_run(e, &id))?;
-                let logs = page["logs"].as_array().cloned().unwrap_or_default();
-                for entry in logs {
-                    let entry: sluice_core::model::LogEntry = serde_json::from_value(entry)?;
-                    println!("{}", crate::commands::format_log(&entry));
+                let mut entries = Vec::new();
+                for doc in page["logs"].as_array().cloned().unwrap_or_default() {
+                    let seq = doc["seq"].as_u64().unwrap_or_default();
+                    entries.push((seq, serde_json::from_value(doc)?));
                 }
-                let next = page["next_after"].as_u64().unwrap_or(after);
-                let read_some = next != after;
-                after = next;
-                if read_some {
-                    continue;
-                }
-                let terminal = RunState::parse(page["state"].as_str().unwrap_or(""))
-                    .is_some_and(RunState::is_terminal);
-                if !follow || terminal {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(300)).await;
-            }
+                Ok(crate::output::LogPage {
+                    entries,
+                    run_terminal: RunState::parse(page["state"].as_str().unwrap_or(""))
+                        .is_some_and(RunState::is_terminal),
+                })
+            })
+            .await?;
             Ok(0)
         }
         RunsCommand::Replay { id, output } => {

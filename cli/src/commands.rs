@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::{anyhow, Context};
 use serde_json::{Map, Value};
 use sluice_core::json::parse_document;
-use sluice_core::model::{Application, Configuration, LogEntry, RunState, Schedule};
+use sluice_core::model::{Application, Configuration, RunState, Schedule};
 use sluice_core::ports::RunQuery;
 use sluice_core::task::{rfc3339, task_document};
 use sluice_core::validate::{parse_application, parse_configuration};
@@ -439,23 +439,15 @@ async fn runs(local: &Local, cmd: RunsCommand) -> anyhow::Result<u8> {
         }
         RunsCommand::Logs { id, step, follow } => {
             find_run(runtime, &id).await?;
-            let mut after = 0;
-            loop {
-                let entries = store.get_logs(&id, after, 1000).await?;
-                for (seq, entry) in &entries {
-                    after = *seq;
-                    if step.as_ref().is_none_or(|s| *s == entry.step) {
-                        println!("{}", format_log(entry));
-                    }
-                }
-                if !entries.is_empty() {
-                    continue;
-                }
-                if !follow || find_run(runtime, &id).await?.state.is_terminal() {
-                    break;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-            }
+            crate::output::print_logs(step.as_deref(), follow, async |after| {
+                // The run first: its record dates the FLOW entries of what it holds.
+                let run = find_run(runtime, &id).await?;
+                Ok(crate::output::LogPage {
+                    entries: runtime.logs(&run, after, crate::output::LOG_PAGE).await?,
+                    run_terminal: run.state.is_terminal(),
+                })
+            })
+            .await?;
             Ok(0)
         }
         RunsCommand::Replay { id, output } => {
@@ -484,18 +476,6 @@ async fn find_run(runtime: &Runtime, id: &str) -> anyhow::Result<sluice_core::mo
         }
         Err(e) => Err(e).context("cannot read the run"),
     }
-}
-
-/// One log line: `ts LEVEL step[attempt] message`.
-pub fn format_log(entry: &LogEntry) -> String {
-    format!(
-        "{} {:<7} {}[{}] {}",
-        rfc3339(&entry.ts),
-        entry.level.as_str(),
-        entry.step,
-        entry.attempt,
-        entry.message
-    )
 }
 
 async fn cache(runtime: &Runtime, cmd: CacheCommand) -> anyhow::Result<u8> {

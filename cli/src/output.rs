@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use sluice_core::model::{Application, Configuration};
+use sluice_core::model::{Application, Configuration, LogEntry};
 
 use crate::InvalidInput;
 
@@ -58,4 +58,61 @@ pub fn in_file(file: &Path, e: anyhow::Error) -> anyhow::Error {
 pub fn prefixed<'a>(file: &Path, lines: impl Iterator<Item = &'a str>) -> anyhow::Error {
     let lines: Vec<String> = lines.map(|l| format!("{}: {l}", file.display())).collect();
     InvalidInput(lines.join("\n")).into()
+}
+
+/// A page of a run's log: entries after a cursor, and the run's state as read before them.
+pub struct LogPage {
+    pub entries: Vec<(u64, LogEntry)>,
+    pub run_terminal: bool,
+}
+
+/// Entries a log read asks for per page.
+pub const LOG_PAGE: usize = 1000;
+
+/// Prints a run's log (`runs logs [--follow]`), reading pages with `fetch(after)`.
+///
+/// Entries become visible only roughly in sequence order (see `sluice_core::logs`), so
+/// each new poll re-reads a window behind the newest entry seen and prints only entries
+/// it has not printed.
+pub async fn print_logs(
+    step: Option<&str>,
+    follow: bool,
+    mut fetch: impl AsyncFnMut(u64) -> anyhow::Result<LogPage>,
+) -> anyhow::Result<()> {
+    let mut printed = std::collections::HashSet::new();
+    let mut newest = 0u64;
+    loop {
+        let mut after = newest.saturating_sub(sluice_core::logs::FOLLOW_OVERLAP);
+        let mut run_terminal = None;
+        loop {
+            let page = fetch(after).await?;
+            run_terminal.get_or_insert(page.run_terminal);
+            for (seq, entry) in &page.entries {
+                newest = newest.max(*seq);
+                if printed.insert(*seq) && step.is_none_or(|s| s == entry.step) {
+                    println!("{}", format_log(entry));
+                }
+            }
+            match page.entries.last() {
+                Some((seq, _)) if page.entries.len() >= LOG_PAGE => after = *seq,
+                _ => break,
+            }
+        }
+        if !follow || run_terminal == Some(true) {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+}
+
+/// One log line: `ts LEVEL step[attempt] message`.
+pub fn format_log(entry: &LogEntry) -> String {
+    format!(
+        "{} {:<7} {}[{}] {}",
+        sluice_core::task::rfc3339(&entry.ts),
+        entry.level.as_str(),
+        entry.step,
+        entry.attempt,
+        entry.message
+    )
 }

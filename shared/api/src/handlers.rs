@@ -737,12 +737,7 @@ async fn logs_page(state: &Shared, run: &Run, params: &Params) -> Result<Value> 
         .unwrap_or(1000)
         .clamp(1, 10_000);
     let step = params.get("step");
-    let entries = state
-        .runtime
-        .backend()
-        .runs
-        .get_logs(&run.id, after, limit)
-        .await?;
+    let entries = state.runtime.logs(run, after, limit).await?;
     let next_after = entries.last().map_or(after, |(seq, _)| *seq);
     let logs: Vec<Value> = entries
         .iter()

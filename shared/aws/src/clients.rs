@@ -23,7 +23,8 @@ pub struct Clients {
     pub s3: aws_sdk_s3::Client,
     pub secrets: aws_sdk_secretsmanager::Client,
     pub scheduler: aws_sdk_scheduler::Client,
-    /// Requests made, by `service:operation` (for the cost measurements).
+    /// Requests made, by `service:operation`, and DynamoDB capacity units (for the cost
+    /// measurements).
     pub requests: RequestCounter,
 }
 
@@ -38,6 +39,15 @@ impl RequestCounter {
 
     pub fn reset(&self) {
         self.0.lock().expect("request counter").clear();
+    }
+
+    pub(crate) fn add(&self, key: &str, n: u64) {
+        *self
+            .0
+            .lock()
+            .expect("request counter")
+            .entry(key.to_string())
+            .or_default() += n;
     }
 }
 
@@ -72,13 +82,8 @@ impl Intercept for Counting {
                 .unwrap_or_default();
             tracing::trace!(service = self.service, operation = %operation, body, "aws request");
         }
-        *self
-            .counter
-            .0
-            .lock()
-            .expect("request counter")
-            .entry(format!("{}:{operation}", self.service))
-            .or_default() += 1;
+        self.counter
+            .add(&format!("{}:{operation}", self.service), 1);
         Ok(())
     }
 }
@@ -113,6 +118,9 @@ impl Clients {
         let dynamodb = aws_sdk_dynamodb::Client::from_conf(
             aws_sdk_dynamodb::config::Builder::from(config)
                 .interceptor(counting("dynamodb"))
+                .interceptor(crate::capacity::CapacityCounting {
+                    counter: requests.clone(),
+                })
                 .build(),
         );
         let sqs = aws_sdk_sqs::Client::from_conf(

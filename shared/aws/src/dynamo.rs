@@ -58,7 +58,7 @@ pub const OPEN_RUNS: &str = "open_runs";
 const RUN_SK: &str = "RUN";
 const SNAPSHOT_SK: &str = "SNAPSHOT";
 /// Sequence numbers of one log batch: `micros * 1000 + index`.
-const LOG_SEQ_PER_BATCH: u64 = 1000;
+const LOG_SEQ_PER_BATCH: u64 = sluice_core::logs::SEQUENCE_PER_MICROSECOND;
 /// Entries per log item (each item stays well under 400 KB).
 const LOG_ITEM_ENTRIES: usize = 100;
 
@@ -946,7 +946,7 @@ impl RunStore for DynamoStore {
         if entries.is_empty() {
             return Ok(());
         }
-        let base = (Utc::now().timestamp_micros().max(0) as u64) * LOG_SEQ_PER_BATCH;
+        let base = sluice_core::logs::sequence(Utc::now(), 0);
         let max = LOG_SEQ_PER_BATCH as usize;
         if entries.len() > max {
             tracing::warn!(

@@ -256,7 +256,7 @@ async fn lambda_batches_duplicates_and_dead_letters() {
     let env = env().await;
     let runtime = env.runtime(sluice_steps_registry());
     let app: Application = serde_json::from_value(json!({"name": "dup", "author": "me", "steps": [
-        {"id": "A", "type": "echo", "parameters": {"value": 1}},
+        {"id": "A", "type": "echo", "parameters": {"value": 1, "log": "A executes"}},
         {"id": "B", "type": "echo", "depends_on": ["A"], "parameters": {"value": 2}}]}))
     .unwrap();
     env.store.put_application(&app).await.unwrap();
@@ -295,12 +295,14 @@ async fn lambda_batches_duplicates_and_dead_letters() {
     assert_eq!(step_a.attempts, 1, "ran once");
     // A busy duplicate may be asked to retry later; it never runs again.
     assert!(response.batch_item_failures.len() <= 1);
-    let logs = env.store.get_logs(&run.id, 0, 0).await.unwrap();
-    assert_eq!(
-        logs.iter().filter(|(_, e)| e.message == "Start A").count(),
-        1,
-        "one execution logged"
-    );
+    let logs = runtime.logs(&after, 0, 0).await.unwrap();
+    for message in ["Start A", "A executes"] {
+        assert_eq!(
+            logs.iter().filter(|(_, e)| e.message == message).count(),
+            1,
+            "one execution logged: {logs:?}"
+        );
+    }
 
     // B's message is dead-lettered: B fails, the run ends in failure.
     let b = TaskMessage {
@@ -429,14 +431,13 @@ async fn requests_of_run(env: &AwsEnvironment, app: Application) -> BTreeMap<Str
         })
         .await
         .unwrap();
-    let mut esm = 0;
+    let mut polling: BTreeMap<String, u64> = BTreeMap::new();
     for _ in 0..200 {
         let deliveries = env
             .queue
             .receive(&queue, 10, Duration::from_secs(60), Duration::ZERO)
             .await
             .unwrap();
-        esm += 2; // what the event source mapping spends: the receive and the delete
         for d in deliveries {
             let disposition = runtime
                 .handle_message(&d.message, d.receive_count, false)
@@ -444,25 +445,22 @@ async fn requests_of_run(env: &AwsEnvironment, app: Application) -> BTreeMap<Str
             assert_eq!(disposition, sluice_runtime::Disposition::Ack);
             env.queue.ack(&queue, &d.receipt).await.unwrap();
         }
-        if env
-            .store
-            .get_run(&run.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .state
-            .is_terminal()
-        {
+        // The driver's terminal-state polling is not the handler's: uncount it.
+        let before = env.clients.requests.snapshot();
+        let state = env.store.get_run(&run.id).await.unwrap().unwrap().state;
+        for (op, n) in env.clients.requests.snapshot() {
+            *polling.entry(op.clone()).or_default() += n - before.get(&op).unwrap_or(&0);
+        }
+        if state.is_terminal() {
             break;
         }
     }
     let mut counts = env.clients.requests.snapshot();
     for (op, n) in counts.iter_mut() {
-        // Drop the driver's own calls: receives, deletes, and its terminal-state polling.
-        match op.as_str() {
-            "sqs:ReceiveMessage" | "sqs:DeleteMessage" => *n = 0,
-            "dynamodb:GetItem" => *n -= (esm / 2) as u64,
-            _ => {}
+        *n -= polling.get(op).unwrap_or(&0);
+        // The event source mapping's receives and deletes are priced separately.
+        if matches!(op.as_str(), "sqs:ReceiveMessage" | "sqs:DeleteMessage") {
+            *n = 0;
         }
     }
     counts.retain(|_, n| *n > 0);
@@ -473,25 +471,57 @@ async fn requests_of_run(env: &AwsEnvironment, app: Application) -> BTreeMap<Str
     counts
 }
 
-/// Measures the AWS requests per step (docs/cost.md): the difference between an
-/// 11-step and a 1-step application, over 10.
+/// Measures the AWS requests and DynamoDB capacity units per step (docs/cost.md): the
+/// difference between an n-step and a 1-step application, over n - 1, priced at the
+/// us-east-1 list prices. The price is a deterministic function of the requests the
+/// handler makes, so the $2.50 target is asserted, for small and larger applications.
 #[tokio::test]
 async fn requests_per_step() {
+    use sluice_aws::capacity::{READ_UNITS, WRITE_UNITS};
     let env = env().await;
     let single = requests_of_run(&env, shape("chain", 1)).await;
     let mut report = String::new();
-    for kind in ["chain", "join", "for_each"] {
-        let counts = requests_of_run(&env, shape(kind, 11)).await;
-        let mut total = 0.0;
-        let mut line = format!("{kind}:");
-        for (op, n) in &counts {
-            let per_step = (*n as f64 - *single.get(op).unwrap_or(&0) as f64) / 10.0;
-            total += per_step;
-            line.push_str(&format!(" {op}={per_step:.1}"));
+    for (kind, n) in [
+        ("chain", 11),
+        ("join", 11),
+        ("for_each", 11),
+        ("chain", 31),
+        ("chain", 61),
+        ("chain", 101),
+    ] {
+        let counts = requests_of_run(&env, shape(kind, n)).await;
+        let per_step = |op: &str| {
+            (*counts.get(op).unwrap_or(&0) as f64 - *single.get(op).unwrap_or(&0) as f64)
+                / (n - 1) as f64
+        };
+        let mut requests = 0.0;
+        let mut line = format!("{kind} of {n}:");
+        for op in counts.keys() {
+            line.push_str(&format!(" {op}={:.2}", per_step(op)));
+            if !op.ends_with("CapacityUnits") {
+                requests += per_step(op);
+            }
         }
-        report.push_str(&format!("{line} total={total:.1}\n"));
-        // A guard against regressions: at most this many handler requests per step.
-        assert!(total <= 12.0, "{kind}: {total} requests per step\n{report}");
+        // Per million steps: write units $0.625, read units $0.125, SQS requests $0.40
+        // (the sends, plus a receive and a delete per 10-message batch), Lambda $0.20 per
+        // million invocations (one per batch) and ~35 ms at 128 MB arm64.
+        let price = per_step(WRITE_UNITS) * 0.625
+            + per_step(READ_UNITS) * 0.125
+            + (per_step("sqs:SendMessage") + per_step("sqs:SendMessageBatch") + 0.2) * 0.40
+            + 0.1 * 0.20
+            + 0.06;
+        report.push_str(&format!(
+            "{line} requests={requests:.2} price=${price:.2}/M steps\n"
+        ));
+        // Guards against regressions.
+        assert!(
+            requests <= 6.0,
+            "{kind}: {requests} requests per step\n{report}"
+        );
+        assert!(
+            n > 31 || price <= 2.50,
+            "{kind}: ${price:.2} per million steps\n{report}"
+        );
     }
     println!("per-step requests (single-step run: {single:?})\n{report}");
 }

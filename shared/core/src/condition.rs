@@ -3,45 +3,90 @@
 use serde_json::{Map, Value};
 
 use crate::model::{Condition, ConditionKind};
-use crate::reference::{resolve_str, resolve_value, Interpolation, Scope};
+use crate::reference::{resolve_str, resolve_value, Interpolation, RefError, Scope};
 use crate::template;
+
+/// Why a condition could not be evaluated.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct ConditionError {
+    pub message: String,
+    /// An encrypted configuration value it references was withheld from the scope:
+    /// evaluating again with secrets may succeed.
+    pub withheld: bool,
+}
+
+impl ConditionError {
+    fn new(message: String) -> Self {
+        Self {
+            message,
+            withheld: false,
+        }
+    }
+
+    fn labelled(self, label: Option<&str>) -> Self {
+        match label {
+            Some(label) => Self {
+                message: format!("condition \"{label}\": {}", self.message),
+                ..self
+            },
+            None => self,
+        }
+    }
+}
+
+impl From<RefError> for ConditionError {
+    fn from(e: RefError) -> Self {
+        Self {
+            withheld: matches!(e, RefError::Withheld { .. }),
+            message: e.to_string(),
+        }
+    }
+}
 
 /// Evaluates a condition. `template_context` builds the Jinja2 context on first use.
 pub fn evaluate(
     condition: &Condition,
     scope: &dyn Scope,
     template_context: &dyn Fn() -> Map<String, Value>,
-) -> Result<bool, String> {
-    let label = |e: String| match &condition.label {
-        Some(label) => format!("condition \"{label}\": {e}"),
-        None => e,
-    };
+) -> Result<bool, ConditionError> {
+    evaluate_kind(condition, scope, template_context)
+        .map_err(|e| e.labelled(condition.label.as_deref()))
+}
+
+fn evaluate_kind(
+    condition: &Condition,
+    scope: &dyn Scope,
+    template_context: &dyn Fn() -> Map<String, Value>,
+) -> Result<bool, ConditionError> {
     let kind = condition.kind().ok_or_else(|| {
-        label("a condition needs exactly one of equal, numeric, template, and, or, not".into())
+        ConditionError::new(
+            "a condition needs exactly one of equal, numeric, template, and, or, not".into(),
+        )
     })?;
     match kind {
         ConditionKind::Equal(eq) => {
-            let value = resolve_value(&eq.value, scope).map_err(|e| label(e.to_string()))?;
-            let to = resolve_value(&eq.to, scope).map_err(|e| label(e.to_string()))?;
+            let value = resolve_value(&eq.value, scope)?;
+            let to = resolve_value(&eq.to, scope)?;
             Ok(json_equal(&value, &to))
         }
         ConditionKind::Numeric(numeric) => {
-            let value = resolve_value(&numeric.value, scope).map_err(|e| label(e.to_string()))?;
-            let number = as_number(&value)
-                .ok_or_else(|| label(format!("numeric: value {value} is not a number")))?;
+            let value = resolve_value(&numeric.value, scope)?;
+            let number = as_number(&value).ok_or_else(|| {
+                ConditionError::new(format!("numeric: value {value} is not a number"))
+            })?;
             Ok(numeric.above.is_none_or(|above| number > above)
                 && numeric.below.is_none_or(|below| number < below))
         }
         ConditionKind::Template(expression) => {
-            let expression = resolve_str(expression, scope, Interpolation::Expression)
-                .map_err(|e| label(e.to_string()))?;
+            let expression = resolve_str(expression, scope, Interpolation::Expression)?;
             let expression = expression.as_str().unwrap_or_default();
             template::evaluate_truth(expression, &template_context())
-                .map_err(|e| label(format!("template: {e}")))
+                .map_err(|e| ConditionError::new(format!("template: {e}")))
         }
         ConditionKind::And(all) => {
             for c in all {
-                if !evaluate(c, scope, template_context).map_err(label)? {
+                if !evaluate(c, scope, template_context)? {
                     return Ok(false);
                 }
             }
@@ -49,13 +94,13 @@ pub fn evaluate(
         }
         ConditionKind::Or(any) => {
             for c in any {
-                if evaluate(c, scope, template_context).map_err(label)? {
+                if evaluate(c, scope, template_context)? {
                     return Ok(true);
                 }
             }
             Ok(false)
         }
-        ConditionKind::Not(inner) => Ok(!evaluate(inner, scope, template_context).map_err(label)?),
+        ConditionKind::Not(inner) => Ok(!evaluate(inner, scope, template_context)?),
     }
 }
 
@@ -105,6 +150,7 @@ mod tests {
         evaluate(&condition, &scope, &|| {
             scope.template_context(&["Check".to_string()])
         })
+        .map_err(|e| e.message)
     }
 
     #[test]

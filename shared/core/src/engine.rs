@@ -17,6 +17,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, Utc};
+use serde_json::Value;
 
 use crate::model::{Application, Run, RunState, StepRun, StepState, Unit, UnitState};
 
@@ -133,12 +134,15 @@ pub enum Event {
         unit: u32,
         attempt: u32,
     },
-    /// A claimed attempt ended.
+    /// A claimed attempt ended. A successful attempt's `output`, when given, is kept in
+    /// the run record (the runtime passes only small outputs; it stores the rest apart
+    /// before this event).
     Finished {
         step: String,
         unit: u32,
         attempt: u32,
         result: AttemptResult,
+        output: Option<Value>,
     },
     /// A blocking `trigger_application` started its child run and now waits for it.
     ChildStarted {
@@ -329,8 +333,9 @@ impl Machine<'_> {
                 unit,
                 attempt,
                 result,
+                output,
             } => {
-                self.finished(step, *unit, *attempt, result);
+                self.finished(step, *unit, *attempt, result, output);
                 None
             }
             Event::ChildStarted {
@@ -377,6 +382,7 @@ impl Machine<'_> {
                             error: error.clone(),
                             retryable: false,
                         },
+                        &None,
                     );
                 }
                 None
@@ -455,6 +461,8 @@ impl Machine<'_> {
         unit.state = UnitState::Queued;
         unit.attempt = attempt;
         unit.claimed_at = None;
+        unit.finished_at = None;
+        unit.output = None;
         unit.not_before =
             (delay_ms > 0).then(|| self.now + Duration::milliseconds(delay_ms as i64));
         self.effects.push(Effect::Dispatch {
@@ -548,7 +556,14 @@ impl Machine<'_> {
         Claim::Granted
     }
 
-    fn finished(&mut self, step: &str, unit: u32, attempt: u32, result: &AttemptResult) {
+    fn finished(
+        &mut self,
+        step: &str,
+        unit: u32,
+        attempt: u32,
+        result: &AttemptResult,
+        output: &Option<Value>,
+    ) {
         let Some(i) = self.live_step(step) else {
             return;
         };
@@ -565,7 +580,9 @@ impl Machine<'_> {
             AttemptResult::Success { warnings } => {
                 let unit = &mut self.run.steps[i].units[u];
                 unit.state = UnitState::Done;
-                unit.claimed_at = None;
+                // `claimed_at` stays: with `finished_at` it dates the attempt's log.
+                unit.finished_at = Some(self.now);
+                unit.output = output.clone();
                 unit.error = None;
                 unit.warnings = warnings.clone();
                 self.queue_next_item(i);

@@ -6,6 +6,7 @@
 //! AWS) inherits them unchanged.
 
 pub mod json;
+pub mod logs;
 pub mod model;
 pub mod ports;
 pub mod redact;

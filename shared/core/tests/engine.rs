@@ -39,6 +39,7 @@ fn success_of(step: &str, attempt: u32) -> Event {
         unit: 0,
         attempt,
         result: AttemptResult::Success { warnings: vec![] },
+        output: None,
     }
 }
 
@@ -280,11 +281,15 @@ impl Sim {
                 attempt,
             } => {
                 let result = self.result_for(&step, attempt);
+                // Successes carry their output inline, as the runtime does for small ones.
+                let output = matches!(result, AttemptResult::Success { .. })
+                    .then(|| json!({"step": step, "unit": unit}));
                 self.apply(Event::Finished {
                     step,
                     unit,
                     attempt,
                     result,
+                    output,
                 });
             }
             Item::Effect(Effect::RunFinished { .. }) | Item::Effect(Effect::RevokeChild { .. }) => {
@@ -403,6 +408,7 @@ fn retries_back_off_exponentially_then_succeed() {
             error: format!("boom {attempt}"),
             retryable: true,
         },
+        output: None,
     };
     let claim = |attempt| Event::Claim {
         step: "Flaky".into(),
@@ -692,6 +698,7 @@ fn duplicate_events_reissue_outstanding_effects_after_a_crash() {
         unit: 0,
         attempt: 1,
         result: AttemptResult::Success { warnings: vec![] },
+        output: None,
     };
     let first = apply(&p, &mut run, &finished, t0());
     assert!(first.changed);
@@ -905,6 +912,14 @@ proptest! {
         chaos.run_to_end(true);
 
         prop_assert_eq!(outcome(&chaos.run), outcome(&reference.run));
+        // Every finished unit keeps the output its (first recorded) success carried.
+        for step in &chaos.run.steps {
+            for (k, unit) in step.units.iter().enumerate() {
+                if unit.state == UnitState::Done {
+                    prop_assert_eq!(&unit.output, &Some(json!({"step": step.id, "unit": k})));
+                }
+            }
+        }
         for (key, count) in &chaos.executions {
             prop_assert_eq!(*count, 1, "attempt {:?} executed {} times", key, count);
         }

@@ -12,6 +12,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, OptionalExtension};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use sluice_core::logs;
 use sluice_core::model::{Application, Configuration, LogEntry, Run, Schedule};
 use sluice_core::ports::{
     Cache, DefinitionStore, OutputKey, RunQuery, RunStore, ScheduleStore, StoreError,
@@ -746,11 +747,16 @@ impl RunStore for EmbeddedStore {
         let expires = nanos(expires_at);
         self.shared
             .write(|conn| {
+                // Time-based numbers (as on AWS) interleave with the derived FLOW
+                // entries; never below the last one, so a cursor never skips an entry.
+                let last: i64 =
+                    conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM logs", [], |r| r.get(0))?;
+                let base = logs::sequence(Utc::now(), 0).max(last as u64 + 1);
                 let mut stmt = conn.prepare_cached(
-                    "INSERT INTO logs (run_id, expires_at, entry) VALUES (?1, ?2, ?3)",
+                    "INSERT INTO logs (seq, run_id, expires_at, entry) VALUES (?1, ?2, ?3, ?4)",
                 )?;
-                for text in &texts {
-                    stmt.execute(params![run_id, expires, text])?;
+                for (i, text) in texts.iter().enumerate() {
+                    stmt.execute(params![(base + i as u64) as i64, run_id, expires, text])?;
                 }
                 Ok(())
             })

@@ -10,6 +10,7 @@ use chrono::Utc;
 use serde_json::{json, Value};
 use sluice_core::condition;
 use sluice_core::engine::{AttemptResult, Claim, Decision, Event, Plan};
+use sluice_core::logs;
 use sluice_core::model::{Condition, LogLevel, ParentRef, Run, StepSpec};
 use sluice_core::operators::{self, TransformOutput, TransformParams, TriggerParams};
 use sluice_core::ports::{OutputKey, TaskMessage};
@@ -167,17 +168,18 @@ impl Runtime {
             return Ok(Decision::Fail(format!("unknown step {step_id}")));
         };
         let predecessors = plan.predecessors(step_id);
-        let needs_secrets = spec.when.as_ref().is_some_and(|w| {
-            serde_json::to_string(w)
-                .unwrap_or_default()
-                .contains("config")
-        });
+        // References retry with secrets when they meet a withheld value; a template sees
+        // `config` whole and cannot tell, so one that names it gets the secrets up front.
+        let needs_secrets = spec
+            .when
+            .as_ref()
+            .is_some_and(|w| w.template_contains("config"));
         let decided = self
             .resolve_with(run, &plan, spec, needs_secrets, |scope| {
                 if let Some(when) = &spec.when {
                     let holds =
                         condition::evaluate(when, scope, &|| scope.template_context(&predecessors))
-                            .map_err(ResolveFailure::from_message)?;
+                            .map_err(ResolveFailure::from)?;
                     if !holds {
                         return Ok(Decision::Skip);
                     }
@@ -226,10 +228,11 @@ impl Runtime {
 
         let started = Instant::now();
         let flow = StepLogger::new(&spec.id, message.attempt, run.loglevel, Redactor::default());
-        flow.log(LogLevel::Flow, format!("Start {}", spec.id));
+        flow.log(LogLevel::Flow, logs::start_message(&spec.id));
         let (result, logger) = self.attempt(&run, &plan, spec, message).await;
         let logger = logger.unwrap_or_else(|| flow.clone().into());
         let mut events = Vec::new();
+        let mut inline_output = None;
         let result = match result {
             Ok((output, mut extra)) => {
                 if let Some(AttemptResult::Success { warnings }) = &output.result {
@@ -237,16 +240,20 @@ impl Runtime {
                         logger.log(LogLevel::Warning, logger.redact(warning));
                     }
                 }
-                let key = OutputKey {
-                    run_id: run.id.clone(),
-                    step_id: spec.id.clone(),
-                    unit: message.unit,
-                };
-                if let Some(output) = &output.value_to_store {
-                    self.backend
-                        .runs
-                        .put_output(&key, output, run.expires_at)
-                        .await?;
+                if let Some(value) = output.value_to_store {
+                    if output.result.is_some() && self.keeps_inline(&run, &value) {
+                        inline_output = Some(value);
+                    } else {
+                        let key = OutputKey {
+                            run_id: run.id.clone(),
+                            step_id: spec.id.clone(),
+                            unit: message.unit,
+                        };
+                        self.backend
+                            .runs
+                            .put_output(&key, &value, run.expires_at)
+                            .await?;
+                    }
                 }
                 events.append(&mut extra);
                 output.result
@@ -265,10 +272,15 @@ impl Runtime {
         };
         logger.log(
             LogLevel::Flow,
-            format!("stop {}|{:.3}", spec.id, started.elapsed().as_secs_f64()),
+            logs::stop_message(&spec.id, started.elapsed().as_secs_f64()),
         );
         let mut entries = flow.drain();
         entries.extend(logger.drain());
+        if !matches!(result, Some(AttemptResult::Failure { .. })) {
+            // The run record dates this attempt (claimed, finished), so its start and
+            // stop are derived when read (`sluice_core::logs`); often nothing is left.
+            entries.retain(|e| e.level != LogLevel::Flow);
+        }
         self.backend
             .runs
             .append_logs(&run.id, &entries, run.expires_at)
@@ -279,6 +291,7 @@ impl Runtime {
                 unit: message.unit,
                 attempt: message.attempt,
                 result,
+                output: inline_output,
             });
         }
         Ok(Outcome::Done(events, Box::new(run)))
@@ -533,16 +546,17 @@ enum ResolveFailure {
     Error(String),
 }
 
-impl ResolveFailure {
-    fn from_message(message: String) -> Self {
-        // Conditions report errors as text; a withheld secret is recognisable by it.
-        if message.contains("is not available here") {
+impl From<condition::ConditionError> for ResolveFailure {
+    fn from(e: condition::ConditionError) -> Self {
+        if e.withheld {
             Self::Withheld
         } else {
-            Self::Error(message)
+            Self::Error(e.message)
         }
     }
+}
 
+impl ResolveFailure {
     fn message(&self) -> String {
         match self {
             Self::Withheld => "an encrypted configuration value could not be read".into(),

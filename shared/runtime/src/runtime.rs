@@ -4,10 +4,11 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 use serde_json::{json, Map, Value};
 use sluice_core::engine::{self, Applied, AttemptResult, Effect, Event, Plan};
-use sluice_core::model::{Run, RunState, StepState};
+use sluice_core::logs;
+use sluice_core::model::{LogEntry, Run, RunState, StepState};
 use sluice_core::operators;
 use sluice_core::ports::{
     Cache, DefinitionStore, OutputKey, Queue, QueueError, RunStore, SecretError, SecretStore,
@@ -37,6 +38,13 @@ pub struct RuntimeConfig {
     pub result_expires: chrono::Duration,
     /// How long decrypted secrets are reused before they are read again.
     pub secret_ttl: Duration,
+    /// Outputs of at most this many bytes of JSON are kept in the run record, so that
+    /// finishing a step is one write and successors read them with the run...
+    pub inline_output_bytes: usize,
+    /// ...while the run's inline outputs stay within this many bytes in total (the run
+    /// record is rewritten by every transition; on DynamoDB each started KiB of it is a
+    /// write unit).
+    pub inline_outputs_per_run_bytes: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -47,6 +55,8 @@ impl Default for RuntimeConfig {
                 sluice_core::model::DEFAULT_RESULT_EXPIRES_SECONDS,
             ),
             secret_ttl: Duration::from_secs(30),
+            inline_output_bytes: 256,
+            inline_outputs_per_run_bytes: 2048,
         }
     }
 }
@@ -202,7 +212,10 @@ impl Runtime {
             };
             let plan = self.plan(run_id).await?;
             let expected = run.version;
-            let applied = engine::apply(&plan, &mut run, event, Utc::now());
+            // Microseconds are all the logs need (`sluice_core::logs::sequence`), and
+            // fewer random digits keep the compressed record small.
+            let now = Utc::now().trunc_subsecs(6);
+            let applied = engine::apply(&plan, &mut run, event, now);
             if !applied.changed && from_hint {
                 // A stale hint can make a real event look like a duplicate (e.g. the
                 // finish of an inline operator claimed after the hint was taken); no
@@ -375,6 +388,7 @@ impl Runtime {
             unit: 0,
             attempt: unit.attempt,
             result,
+            output: None,
         }))
     }
 
@@ -387,32 +401,64 @@ impl Runtime {
         if !step.state.succeeded() && step.state != StepState::Failed {
             return Ok(Value::Null);
         }
-        let key = |unit| OutputKey {
-            run_id: run.id.clone(),
-            step_id: step_id.to_string(),
-            unit,
+        let output_of = |unit: u32| async move {
+            if let Some(inline) = step.units.get(unit as usize).and_then(|u| u.output.clone()) {
+                return Ok::<_, RuntimeError>(inline);
+            }
+            let key = OutputKey {
+                run_id: run.id.clone(),
+                step_id: step_id.to_string(),
+                unit,
+            };
+            Ok(self
+                .backend
+                .runs
+                .get_output(&key)
+                .await?
+                .unwrap_or(Value::Null))
         };
         match step.fan_out {
             Some(n) => {
                 let mut items = Vec::with_capacity(n as usize);
                 for unit in 0..n {
-                    items.push(
-                        self.backend
-                            .runs
-                            .get_output(&key(unit))
-                            .await?
-                            .unwrap_or(Value::Null),
-                    );
+                    items.push(output_of(unit).await?);
                 }
                 Ok(Value::Array(items))
             }
-            None => Ok(self
-                .backend
-                .runs
-                .get_output(&key(0))
-                .await?
-                .unwrap_or(Value::Null)),
+            None => output_of(0).await,
         }
+    }
+
+    /// Whether a successful attempt's `output` goes into the run record (see
+    /// [`RuntimeConfig::inline_output_bytes`]) rather than to the output store.
+    pub(crate) fn keeps_inline(&self, run: &Run, output: &Value) -> bool {
+        let size = |value: &Value| serde_json::to_vec(value).map_or(usize::MAX, |v| v.len());
+        let own = size(output);
+        if own > self.config.inline_output_bytes {
+            return false;
+        }
+        let kept: usize = run
+            .steps
+            .iter()
+            .flat_map(|s| &s.units)
+            .filter_map(|u| u.output.as_ref())
+            .map(size)
+            .sum();
+        kept + own <= self.config.inline_outputs_per_run_bytes
+    }
+
+    /// Up to `limit` (0: 1000) log entries of `run` after sequence number `after`: the
+    /// stored ones merged with the `FLOW` entries derived from this record of the run
+    /// (see [`sluice_core::logs`]). Read the run before its logs.
+    pub async fn logs(
+        &self,
+        run: &Run,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, LogEntry)>, RuntimeError> {
+        let limit = if limit == 0 { 1000 } else { limit };
+        let stored = self.backend.runs.get_logs(&run.id, after, limit).await?;
+        Ok(logs::merge(stored, logs::derived_flow(run), after, limit))
     }
 
     /// Every step's output, by id (for `--output json` and the API).

@@ -84,14 +84,23 @@ impl Condition {
     /// Whether a Jinja2 template condition appears anywhere in this condition (such a
     /// condition sees every predecessor's output).
     pub fn uses_template(&self) -> bool {
-        self.template.is_some()
+        self.template_contains("")
+    }
+
+    /// Whether a Jinja2 template condition anywhere in this condition contains `text`
+    /// (templates see `config` whole, so one that names it needs the secrets up front).
+    pub fn template_contains(&self, text: &str) -> bool {
+        self.template.as_deref().is_some_and(|t| t.contains(text))
             || self
                 .and
                 .iter()
                 .chain(&self.or)
                 .flatten()
-                .any(Condition::uses_template)
-            || self.not.as_deref().is_some_and(Condition::uses_template)
+                .any(|c| c.template_contains(text))
+            || self
+                .not
+                .as_deref()
+                .is_some_and(|c| c.template_contains(text))
     }
 
     /// The single kind, or `None` when the condition is malformed (validation reports it).

@@ -122,6 +122,15 @@ pub struct Unit {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// When the unit's last attempt ended successfully (with `claimed_at`, the times of
+    /// its `FLOW` start and stop log entries, which are derived rather than stored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// A small output kept in the run record itself, so that finishing a step is one
+    /// write and its successors read it with the run (see `Event::Finished`). Larger
+    /// outputs are stored apart; `None` then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
 }
 
 impl Unit {
@@ -133,6 +142,8 @@ impl Unit {
             claimed_at: None,
             error: None,
             warnings: Vec::new(),
+            finished_at: None,
+            output: None,
         }
     }
 }
