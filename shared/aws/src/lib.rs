@@ -12,6 +12,7 @@
 //! in `sluice --backend aws`, which polls the queues in-process with the handler the
 //! functions use.
 
+pub mod api;
 pub mod capacity;
 pub mod clients;
 mod codec;
