@@ -432,19 +432,23 @@ impl Runtime {
     /// Whether a successful attempt's `output` goes into the run record (see
     /// [`RuntimeConfig::inline_output_bytes`]) rather than to the output store.
     pub(crate) fn keeps_inline(&self, run: &Run, output: &Value) -> bool {
-        let size = |value: &Value| serde_json::to_vec(value).map_or(usize::MAX, |v| v.len());
-        let own = size(output);
-        if own > self.config.inline_output_bytes {
+        let Some(own) = json_len_within(output, self.config.inline_output_bytes) else {
             return false;
-        }
-        let kept: usize = run
+        };
+        let budget = self.config.inline_outputs_per_run_bytes;
+        let mut kept = own;
+        for inline in run
             .steps
             .iter()
             .flat_map(|s| &s.units)
             .filter_map(|u| u.output.as_ref())
-            .map(size)
-            .sum();
-        kept + own <= self.config.inline_outputs_per_run_bytes
+        {
+            match json_len_within(inline, budget - kept.min(budget)) {
+                Some(len) => kept += len,
+                None => return false,
+            }
+        }
+        kept <= budget
     }
 
     /// Up to `limit` (0: 1000) log entries of `run` after sequence number `after`: the
@@ -496,5 +500,44 @@ impl Runtime {
             _ => Event::Resend,
         };
         self.process(run_id, event).await
+    }
+}
+
+/// The length of `value` as compact JSON, or `None` once it exceeds `limit`: a large
+/// output is not serialized whole just to learn that it is too large to keep inline.
+fn json_len_within(value: &Value, limit: usize) -> Option<usize> {
+    struct Bounded {
+        len: usize,
+        limit: usize,
+    }
+    impl std::io::Write for Bounded {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.len += bytes.len();
+            if self.len > self.limit {
+                return Err(std::io::Error::other("over the limit"));
+            }
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Bounded { len: 0, limit };
+    serde_json::to_writer(&mut counter, value).ok()?;
+    Some(counter.len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_len_within;
+    use serde_json::json;
+
+    #[test]
+    fn json_length_is_exact_within_the_limit_and_none_beyond() {
+        let value = json!({"a": [1, 2, "three"]});
+        let len = serde_json::to_vec(&value).unwrap().len();
+        assert_eq!(json_len_within(&value, len), Some(len));
+        assert_eq!(json_len_within(&value, len - 1), None);
+        assert_eq!(json_len_within(&json!(null), 4), Some(4));
     }
 }

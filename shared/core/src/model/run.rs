@@ -128,9 +128,19 @@ pub struct Unit {
     pub finished_at: Option<DateTime<Utc>>,
     /// A small output kept in the run record itself, so that finishing a step is one
     /// write and its successors read it with the run (see `Event::Finished`). Larger
-    /// outputs are stored apart; `None` then.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// outputs are stored apart; `None` then. (A `null` output is `Some(Null)`, also
+    /// after a round trip through a store, so nobody looks for it elsewhere.)
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present_value"
+    )]
     pub output: Option<Value>,
+}
+
+/// A present field, `null` included, is `Some` (serde's `Option` would make `null` `None`).
+fn present_value<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 impl Unit {
@@ -317,6 +327,19 @@ mod tests {
         assert!(a.starts_with(RUN_ID_PREFIX));
         let uuid = uuid::Uuid::parse_str(&a[RUN_ID_PREFIX.len()..]).unwrap();
         assert_eq!(uuid.get_version_num(), 7);
+    }
+
+    #[test]
+    fn an_inline_null_output_survives_a_round_trip() {
+        let mut unit = Unit::pending();
+        unit.output = Some(Value::Null);
+        let text = serde_json::to_string(&unit).unwrap();
+        assert_eq!(
+            serde_json::from_str::<Unit>(&text).unwrap().output,
+            Some(Value::Null)
+        );
+        let absent: Unit = serde_json::from_str(r#"{"state":"pending","attempt":0}"#).unwrap();
+        assert_eq!(absent.output, None);
     }
 
     #[test]
