@@ -1,56 +1,32 @@
 #!/usr/bin/env bash
-# Builds every function and deploys the Sluice stack with SAM (not run in CI).
+# Builds every function of template.yaml and deploys the Sluice stack with SAM, with the
+# settings of one environment of infra/samconfig.toml (not run by the tests).
 #
-#   scripts/deploy.sh --stack-name sluice --region eu-west-1 \
-#     --jwt-issuer https://issuer.example --jwt-audience client-id \
-#     [--architecture arm64|x86_64] [--result-expires 604800] [--log-level info] \
-#     [--alarm-topic arn:aws:sns:...] [--admin-password-hash '$argon2id$...'] [-- extra sam deploy args]
+#   scripts/deploy.sh dev --guided     # first deployment: asks for JwtIssuer, JwtAudience…
+#                                      # and saves the answers in infra/samconfig.toml
+#   scripts/deploy.sh prod             # later deployments
+#   scripts/deploy.sh dev --parameter-overrides ...   # any further `sam deploy` options
 #
-# Needs cargo-lambda (pip install cargo-lambda, or scripts/requirements-test.txt), the SAM
-# CLI and AWS credentials. `sam build` builds each function with `cargo lambda build
-# --release` (BuildMethod rust-cargolambda); the explicit build first fails fast on a
-# compile error and warms the cache.
+# Needs the SAM CLI and cargo-lambda (both in scripts/requirements-test.txt) and AWS
+# credentials. `sam build` builds each function with `cargo lambda build --release`
+# (BuildMethod rust-cargolambda, CodeUri functions/<name>), so what is deployed is
+# exactly what the template names. Afterwards the stack's outputs are written to
+# target/stack-<env>.json for `sluice --backend aws --stack-outputs FILE`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-stack=sluice region=${AWS_REGION:-} arch=arm64 expires=604800 level=info
-issuer="" audience="" topic="" admin_hash=""
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --stack-name) stack=$2; shift 2 ;;
-        --region) region=$2; shift 2 ;;
-        --architecture) arch=$2; shift 2 ;;
-        --result-expires) expires=$2; shift 2 ;;
-        --log-level) level=$2; shift 2 ;;
-        --jwt-issuer) issuer=$2; shift 2 ;;
-        --jwt-audience) audience=$2; shift 2 ;;
-        --alarm-topic) topic=$2; shift 2 ;;
-        --admin-password-hash) admin_hash=$2; shift 2 ;;
-        --) shift; break ;;
-        *) echo "deploy.sh: unknown option $1" >&2; exit 2 ;;
-    esac
-done
-if [ -z "$issuer" ] || [ -z "$audience" ]; then
-    echo "deploy.sh: --jwt-issuer and --jwt-audience are required" >&2
+env=${1:-}
+if [ -z "$env" ] || [ "${env#-}" != "$env" ]; then
+    echo "usage: scripts/deploy.sh dev|prod [sam deploy options]" >&2
     exit 2
 fi
+shift
 [ -d .venv/bin ] && export PATH="$PWD/.venv/bin:$PATH"
+config=(--config-file infra/samconfig.toml --config-env "$env")
 
-python3 scripts/template.py --check
-target_flag=--arm64
-[ "$arch" = x86_64 ] && target_flag=--x86-64
-cargo lambda build --release "$target_flag"
-
-retention_days=$(( (expires + 86399) / 86400 + 1 ))
-sam build --beta-features
-sam deploy \
-    --stack-name "$stack" ${region:+--region "$region"} \
-    --capabilities CAPABILITY_IAM \
-    --resolve-s3 \
-    --no-fail-on-empty-changeset \
-    --parameter-overrides \
-        "Architecture=$arch" "ResultExpiresSeconds=$expires" "OutputRetentionDays=$retention_days" \
-        "LogLevel=$level" "JwtIssuer=$issuer" "JwtAudience=$audience" \
-        "AlarmTopicArn=$topic" "AdminPasswordHash=$admin_hash" \
-    "$@"
-sam list stack-outputs --stack-name "$stack" ${region:+--region "$region"}
+cargo run --quiet -p sluice-infra -- --check
+sam build "${config[@]}"
+sam deploy "${config[@]}" "$@"
+mkdir -p target
+sam list stack-outputs "${config[@]}" --output json > "target/stack-$env.json"
+echo "stack outputs: target/stack-$env.json (sluice --backend aws --stack-outputs target/stack-$env.json)"

@@ -2,6 +2,9 @@
 //! (or moto through `AWS_ENDPOINT_URL`), polling the step queues in-process with the
 //! handler the Lambda functions use.
 
+use std::path::Path;
+
+use anyhow::Context;
 use clap::Subcommand;
 use sluice_aws::{AwsEnvironment, AwsSettings};
 
@@ -9,9 +12,10 @@ use crate::local::{Local, Store};
 
 #[derive(Subcommand)]
 pub enum AwsCommand {
-    /// Create the tables, queues (one per step type, with dead-letter queues), bucket
-    /// and schedule group that `--backend aws` uses, named from `SLUICE_AWS_PREFIX`.
-    /// Idempotent. A SAM deployment (`template.yaml`) creates the same resources.
+    /// Create the tables, queues (one per step type, with dead-letter queues, and the
+    /// parked-letters queue), bucket and schedule group that `--backend aws` uses, named
+    /// from `SLUICE_AWS_PREFIX`. Idempotent. A SAM deployment (`template.yaml`) creates
+    /// the same resources.
     Provision,
 }
 
@@ -24,10 +28,22 @@ fn step_types() -> Vec<String> {
     names
 }
 
-pub async fn dispatch(cmd: AwsCommand) -> anyhow::Result<u8> {
+/// The deployment's names: from a stack's outputs when given (`--stack-outputs`), else
+/// from `SLUICE_AWS_PREFIX` and the per-resource variables.
+pub fn settings(stack_outputs: Option<&Path>) -> anyhow::Result<AwsSettings> {
+    let Some(path) = stack_outputs else {
+        return Ok(AwsSettings::from_env());
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--stack-outputs {}", path.display()))?;
+    AwsSettings::from_stack_outputs(&text)
+        .with_context(|| format!("--stack-outputs {}", path.display()))
+}
+
+pub async fn dispatch(cmd: AwsCommand, stack_outputs: Option<&Path>) -> anyhow::Result<u8> {
     match cmd {
         AwsCommand::Provision => {
-            let env = AwsEnvironment::load(AwsSettings::from_env()).await;
+            let env = AwsEnvironment::load(settings(stack_outputs)?).await;
             let done = sluice_aws::provision::provision(&env.clients, &env.settings, &step_types())
                 .await?;
             println!("Tables:         {}", done.tables.join(", "));
@@ -35,6 +51,7 @@ pub async fn dispatch(cmd: AwsCommand) -> anyhow::Result<u8> {
                 "Queues:         {} (each with a -dlq)",
                 done.queues.join(", ")
             );
+            println!("Parked letters: {}", done.parked_queue);
             println!("Bucket:         {}", done.bucket);
             println!("Schedule group: {}", done.schedule_group);
             write_request_log(&env);
@@ -44,8 +61,8 @@ pub async fn dispatch(cmd: AwsCommand) -> anyhow::Result<u8> {
 }
 
 /// The AWS environment from the standard variables, with a runtime over it.
-pub async fn open_local() -> anyhow::Result<Local> {
-    let env = AwsEnvironment::load(AwsSettings::from_env()).await;
+pub async fn open_local(stack_outputs: Option<&Path>) -> anyhow::Result<Local> {
+    let env = AwsEnvironment::load(settings(stack_outputs)?).await;
     let runtime = env.runtime(sluice_steps::builtin_registry());
     Ok(Local {
         store: Store::Aws(Box::new(env)),

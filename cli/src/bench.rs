@@ -109,7 +109,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<u8> {
         std::env::temp_dir().join(format!("sluice-bench-{}", std::process::id()))
     });
     let _ = std::fs::remove_dir_all(&dir);
-    let local = Local::open(&dir)?;
+    let local = Local::open(&dir, None)?;
     let runtime = local.runtime.clone();
     runtime
         .put_application(&chain_app())
@@ -119,7 +119,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<u8> {
         .put_application(&fan_app())
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let workers = local.start_workers(args.workers).await?;
+    let takeover = local.take_over().await?;
+    let workers = local.start_workers(takeover, args.workers);
 
     // 1. Per-step overhead: sequential chains; a step's overhead is the time from its
     //    predecessor's end (or the run's start) to its own end, echo doing no work.

@@ -21,13 +21,13 @@ use crate::{
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
-        Command::Validate { files } => validate(&files),
+        Command::Validate { files, kind } => validate(&files, kind),
         Command::Schema { kind } => {
             println!("{}", serde_json::to_string_pretty(&schema(kind))?);
             Ok(0)
         }
         Command::Bench(args) => crate::bench::run(args).await,
-        Command::Aws(cmd) => crate::aws::dispatch(cmd).await,
+        Command::Aws(cmd) => crate::aws::dispatch(cmd, cli.stack_outputs.as_deref()).await,
         command if cli.endpoint.is_some() && crate::client::serves(&command) => {
             crate::client::dispatch(
                 cli.endpoint.as_deref().unwrap_or_default(),
@@ -36,12 +36,16 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             )
             .await
         }
-        Command::Serve(args) => crate::serve::run(&cli.data_dir, args).await,
+        Command::Serve(args) => crate::serve::run(&cli.data_dir, cli.result_expires, args).await,
         Command::Tokens(cmd) => crate::tokens::local(&cli.data_dir, cmd).await,
+        Command::Backup { file } => crate::backup::backup(&cli.data_dir, &file).await,
+        Command::Restore { file } => crate::backup::restore(&cli.data_dir, &file).await,
         command => {
             let local = match cli.backend {
-                crate::BackendKind::Embedded => Local::open(&cli.data_dir)?,
-                crate::BackendKind::Aws => crate::aws::open_local().await?,
+                crate::BackendKind::Embedded => Local::open(&cli.data_dir, cli.result_expires)?,
+                crate::BackendKind::Aws => {
+                    crate::aws::open_local(cli.stack_outputs.as_deref()).await?
+                }
             };
             match command {
                 Command::Run(args) => run(&local, args).await,
@@ -58,7 +62,10 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                     unreachable!()
                 }
                 Command::Aws(_) => unreachable!(),
-                Command::Serve(_) | Command::Tokens(_) => unreachable!(),
+                Command::Serve(_)
+                | Command::Tokens(_)
+                | Command::Backup { .. }
+                | Command::Restore { .. } => unreachable!(),
                 Command::Schedules(cmd) => crate::schedules::local(&local, cmd).await,
             }
         }
@@ -129,6 +136,25 @@ async fn run(local: &Local, args: RunArgs) -> anyhow::Result<u8> {
         None
     };
     let config = args.config.as_deref().map(load_configuration).transpose()?;
+    // The params against the application (from the file, else stored) and the
+    // configuration they name (from -c, else stored), before either is stored.
+    let stored_app;
+    let checked_app = match &app {
+        Some(app) => app,
+        None => {
+            stored_app = runtime
+                .backend()
+                .definitions
+                .get_application(&args.app)
+                .await?
+                .ok_or_else(|| InvalidInput(format!("application \"{}\" not found", args.app)))?;
+            &stored_app
+        }
+    };
+    runtime
+        .check_start(checked_app, &params, config.as_ref())
+        .await
+        .map_err(start_error)?;
     if let Some(config) = &config {
         runtime
             .put_configuration(config)
@@ -168,7 +194,8 @@ where
     Fut: std::future::Future<Output = Result<(sluice_core::model::Run, String), StartError>>,
 {
     let runtime = &local.runtime;
-    let workers = local.start_workers(workers).await?;
+    let takeover = local.take_over().await?;
+    let workers = local.start_workers(takeover, workers);
     let updates = runtime.subscribe();
     let (run, label) = match start(runtime.clone()).await {
         Ok(started) => started,
@@ -243,18 +270,19 @@ async fn resume(
     workers: usize,
 ) -> anyhow::Result<u8> {
     let runtime = &local.runtime;
-    let workers = local.start_workers(workers).await?;
-    let updates = runtime.subscribe();
     // Only the embedded data directory's lock proves no other worker is alive; on AWS a
-    // Lambda may still hold an attempt, which its lease protects.
-    let sole_worker = matches!(local.store, crate::local::Store::Embedded(_));
+    // Lambda may still hold an attempt, which its lease protects. Resume before the
+    // workers poll (see `Local::start_workers`).
+    let takeover = local.take_over().await?;
+    let updates = runtime.subscribe();
     let ids = match &run_id {
         Some(id) => {
-            runtime.resume(id, sole_worker).await?;
+            runtime.resume(id, takeover.at).await?;
             vec![id.clone()]
         }
-        None => runtime.resume_all(sole_worker).await?,
+        None => runtime.resume_all(takeover.at).await?,
     };
+    let workers = local.start_workers(takeover, workers);
     if ids.is_empty() {
         workers.shutdown().await;
         if output == OutputFormat::Text {
@@ -278,8 +306,8 @@ async fn resume(
     report(runtime, &runs, output).await
 }
 
-/// Which document a file holds, by its top-level fields.
-fn validate(files: &[std::path::PathBuf]) -> anyhow::Result<u8> {
+/// Validates each file as `kind`, or as the kind its top-level fields tell.
+fn validate(files: &[std::path::PathBuf], kind: Option<SchemaKind>) -> anyhow::Result<u8> {
     let catalog = sluice_core::validate::StepCatalog::new(&sluice_steps::builtin_registry());
     let mut code = 0;
     for file in files {
@@ -291,20 +319,9 @@ fn validate(files: &[std::path::PathBuf]) -> anyhow::Result<u8> {
                 continue;
             }
         };
-        let kind = serde_json::from_str::<Value>(&text).ok().map(|v| {
-            if v.get("data").is_some() {
-                "configuration"
-            } else if v.get("schedule").is_some() {
-                "schedule"
-            } else {
-                "application"
-            }
-        });
-        let result = match kind.unwrap_or("application") {
-            "configuration" => parse_configuration(&text).map(|_| "configuration"),
-            "schedule" => parse_document::<Schedule>(&text)
-                .and_then(|s| sluice_core::schedule::validate_schedule(&s).map(|_| "schedule")),
-            _ => parse_application(&text, &catalog).map(|_| "application"),
+        let result = match kind {
+            Some(kind) => validate_as(kind, &text, &catalog),
+            None => validate_any(&text, &catalog),
         };
         match result {
             Ok(kind) => println!("{}: valid {kind}", file.display()),
@@ -315,6 +332,116 @@ fn validate(files: &[std::path::PathBuf]) -> anyhow::Result<u8> {
         }
     }
     Ok(code)
+}
+
+fn validate_as(
+    kind: SchemaKind,
+    text: &str,
+    catalog: &sluice_core::validate::StepCatalog,
+) -> Result<&'static str, Invalid> {
+    match kind {
+        SchemaKind::Configuration => parse_configuration(text).map(|_| "configuration"),
+        SchemaKind::Schedule => parse_document::<Schedule>(text)
+            .and_then(|s| sluice_core::schedule::validate_schedule(&s).map(|_| "schedule")),
+        SchemaKind::Application => parse_application(text, catalog).map(|_| "application"),
+    }
+}
+
+/// Without `--kind`: the kind whose defining field (`steps`, `data`, `schedule`) the
+/// document has. With none of them, the kinds whose fields it uses most are tried, and
+/// if it is none of them, each one's problems are reported: never one kind's errors
+/// for a document of another kind.
+fn validate_any(
+    text: &str,
+    catalog: &sluice_core::validate::StepCatalog,
+) -> Result<&'static str, Invalid> {
+    const KINDS: [(SchemaKind, &str, &str, &[&str]); 3] = [
+        (
+            SchemaKind::Application,
+            "steps",
+            "an application",
+            &[
+                "name",
+                "friendly_name",
+                "description",
+                "author",
+                "version",
+                "configuration",
+                "meta",
+                "app_variables",
+            ],
+        ),
+        (
+            SchemaKind::Configuration,
+            "data",
+            "a configuration",
+            &["name", "friendly_name", "description", "author", "version"],
+        ),
+        (
+            SchemaKind::Schedule,
+            "schedule",
+            "a schedule",
+            &["application_id", "entry_id", "params", "enabled"],
+        ),
+    ];
+    // Syntax errors come with their line and column from the parser itself.
+    let value: Value = parse_document(text)?;
+    let Some(fields) = value.as_object() else {
+        return Err(Invalid::one(sluice_core::Issue::new(
+            "",
+            "a document is a JSON object",
+        )));
+    };
+    let defined: Vec<_> = KINDS
+        .iter()
+        .filter(|(_, defining, _, _)| fields.contains_key(*defining))
+        .collect();
+    match defined.as_slice() {
+        [(kind, ..)] => return validate_as(*kind, text, catalog),
+        [] => {}
+        several => {
+            let named: Vec<String> = several
+                .iter()
+                .map(|(_, f, _, _)| format!("\"{f}\""))
+                .collect();
+            return Err(Invalid::one(sluice_core::Issue::new(
+                "",
+                format!(
+                    "cannot tell the document's kind: it has {}; pass --kind",
+                    named.join(" and ")
+                ),
+            )));
+        }
+    }
+    let score = |known: &[&str]| {
+        fields
+            .keys()
+            .filter(|k| known.contains(&k.as_str()))
+            .count()
+    };
+    let best = KINDS
+        .iter()
+        .map(|(_, _, _, known)| score(known))
+        .max()
+        .unwrap_or(0);
+    let candidates: Vec<_> = KINDS
+        .iter()
+        .filter(|(_, _, _, known)| score(known) == best)
+        .collect();
+    let mut issues = vec![sluice_core::Issue::new(
+        "",
+        "cannot tell the document's kind: it has no \"steps\" (application), \"data\" (configuration) or \"schedule\" (schedule) field; add it or pass --kind",
+    )];
+    for (kind, _, article, _) in candidates {
+        match validate_as(*kind, text, catalog) {
+            Ok(valid) => return Ok(valid),
+            Err(problems) => issues.extend(problems.issues.into_iter().map(|mut issue| {
+                issue.message = format!("as {article}: {}", issue.message);
+                issue
+            })),
+        }
+    }
+    Err(Invalid { issues })
 }
 
 async fn apps(runtime: &Runtime, cmd: DocCommand) -> anyhow::Result<u8> {

@@ -21,7 +21,9 @@ pub struct Local {
 }
 
 impl Local {
-    pub fn open(data_dir: &Path) -> anyhow::Result<Self> {
+    /// Opens a data directory; runs started here are kept `result_expires` seconds
+    /// (`--result-expires`, `SLUICE_RESULT_EXPIRES`; the default otherwise).
+    pub fn open(data_dir: &Path, result_expires: Option<i64>) -> anyhow::Result<Self> {
         let store = EmbeddedStore::open(data_dir)
             .with_context(|| format!("cannot open data directory {}", data_dir.display()))?;
         let ports = store.ports();
@@ -32,33 +34,58 @@ impl Local {
             secrets: ports.secrets,
             cache: ports.cache,
         };
-        let runtime = Runtime::new(
-            backend,
-            sluice_steps::builtin_registry(),
-            RuntimeConfig::default(),
-        );
+        let mut config = RuntimeConfig::default();
+        if let Some(seconds) = result_expires {
+            config.result_expires = chrono::Duration::seconds(seconds);
+        }
+        let runtime = Runtime::new(backend, sluice_steps::builtin_registry(), config);
         Ok(Self {
             store: Store::Embedded(store),
             runtime,
         })
     }
 
-    /// Starts this process's workers. Embedded: takes the data directory (only one
-    /// process may run steps on it), so messages a dead process held are released at
-    /// once. AWS: polls the step queues as the event source mappings do, beside any
-    /// other worker.
-    pub async fn start_workers(&self, concurrency: usize) -> anyhow::Result<Workers> {
-        let lock = match &self.store {
+    /// Takes over the backend's step queues for this process's workers. Embedded: takes
+    /// the data directory (only one process may run steps on it), so messages a dead
+    /// process held are released at once, and records when: every claim older than that
+    /// was made by a dead process. AWS: nothing to take, other workers stay alive.
+    pub async fn take_over(&self) -> anyhow::Result<Takeover> {
+        match &self.store {
             Store::Embedded(store) => {
                 let lock = DataDirLock::acquire(store.data_dir())?;
+                // A missing or replaced secret key stops the command here, loudly.
+                store.secrets().check_key().await?;
                 store.queue().release_inflight().await?;
-                Some(lock)
+                Ok(Takeover {
+                    lock: Some(lock),
+                    at: Some(chrono::Utc::now()),
+                })
             }
-            Store::Aws(_) => None,
-        };
-        let pool = WorkerPool::start(self.runtime.clone(), concurrency);
-        Ok(Workers { pool, _lock: lock })
+            Store::Aws(_) => Ok(Takeover {
+                lock: None,
+                at: None,
+            }),
+        }
     }
+
+    /// Starts polling the step queues, as the event source mappings do on AWS. Resume
+    /// runs (with [`Takeover::at`]) before this, so no worker ever claims a unit that
+    /// resume is about to reset.
+    pub fn start_workers(&self, takeover: Takeover, concurrency: usize) -> Workers {
+        let pool = WorkerPool::start(self.runtime.clone(), concurrency);
+        Workers {
+            pool,
+            _lock: takeover.lock,
+        }
+    }
+}
+
+/// The right to run workers: the data-directory lock (embedded) and when it was taken.
+pub struct Takeover {
+    lock: Option<DataDirLock>,
+    /// Embedded: when this process took the data directory; `None` on AWS, where other
+    /// workers may be alive and only leases protect their claims.
+    pub at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Drop for Local {
@@ -81,5 +108,71 @@ impl Workers {
     /// Stops polling and lets running steps finish.
     pub async fn shutdown(self) {
         self.pool.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_runtime::StartRequest;
+
+    /// `--result-expires` reaches the runs: kept until then, purged after (the purge is
+    /// driven at chosen times, nothing waits).
+    #[tokio::test]
+    async fn result_expires_sets_how_long_runs_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = Local::open(dir.path(), Some(60)).unwrap();
+        let app: sluice_core::model::Application = serde_json::from_value(serde_json::json!({
+            "name": "keep", "author": "t",
+            "steps": [{"id": "A", "type": "echo", "parameters": {"value": 1}}]
+        }))
+        .unwrap();
+        local.runtime.put_application(&app).await.unwrap();
+        let run = local
+            .runtime
+            .start(StartRequest {
+                application: "keep".into(),
+                ..StartRequest::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            run.expires_at - run.created_at,
+            chrono::Duration::seconds(60)
+        );
+        let Store::Embedded(store) = &local.store else {
+            unreachable!()
+        };
+        let before = run.created_at + chrono::Duration::seconds(59);
+        assert_eq!(store.purge_expired_at(before).await.unwrap().runs, 0);
+        let after = run.created_at + chrono::Duration::seconds(61);
+        assert_eq!(store.purge_expired_at(after).await.unwrap().runs, 1);
+
+        let default = Local::open(&dir.path().join("other"), None).unwrap();
+        let run = default
+            .runtime
+            .start(StartRequest {
+                application: "keep".into(),
+                snapshot: Some(app),
+                ..StartRequest::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(run.expires_at - run.created_at, chrono::Duration::days(7));
+    }
+
+    #[test]
+    fn result_expires_is_range_checked() {
+        use clap::Parser;
+        for bad in ["0", "59", "1e300", "-1", "315360001"] {
+            assert!(
+                crate::Cli::try_parse_from(["sluice", "run", "x", "--result-expires", bad])
+                    .is_err(),
+                "{bad}"
+            );
+        }
+        let cli =
+            crate::Cli::try_parse_from(["sluice", "serve", "--result-expires", "3600"]).unwrap();
+        assert_eq!(cli.result_expires, Some(3600));
     }
 }

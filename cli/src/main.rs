@@ -2,6 +2,7 @@
 //! directory) and manage their documents, runs and cache.
 
 mod aws;
+mod backup;
 mod bench;
 mod client;
 mod commands;
@@ -49,6 +50,17 @@ struct Cli {
     /// Bearer API token for --endpoint (else SLUICE_ADMIN_PASSWORD, as HTTP Basic).
     #[arg(long, global = true, env = "SLUICE_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// `--backend aws`: the resource names of a deployed stack, from the JSON of `aws
+    /// cloudformation describe-stacks --stack-name NAME` or `sam list stack-outputs
+    /// --output json` (scripts/deploy.sh writes it), instead of names derived from
+    /// SLUICE_AWS_PREFIX.
+    #[arg(long, global = true, env = "SLUICE_STACK_OUTPUTS", value_name = "FILE")]
+    stack_outputs: Option<PathBuf>,
+    /// Embedded: keep the runs this command starts (with their outputs and logs) this
+    /// many seconds, 60 to 315360000 (10 years); default 604800 (7 days).
+    #[arg(long, global = true, env = "SLUICE_RESULT_EXPIRES", value_name = "SECONDS",
+          value_parser = clap::value_parser!(i64).range(60..=315_360_000))]
+    result_expires: Option<i64>,
     #[command(subcommand)]
     command: Command,
 }
@@ -71,6 +83,10 @@ enum Command {
     Validate {
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// The documents' kind; without it, each file's kind is told by its top-level
+        /// field (`steps`, `data` or `schedule`).
+        #[arg(long, value_enum)]
+        kind: Option<SchemaKind>,
     },
     /// Print the JSON Schema of a document.
     Schema {
@@ -102,6 +118,17 @@ enum Command {
     /// Manage schedules (crontab or frequency, UTC).
     #[command(subcommand)]
     Schedules(schedules::SchedulesCommand),
+    /// Write the data directory (database, secret key, outputs) to one archive; safe
+    /// while `sluice serve` runs.
+    Backup {
+        /// The archive to write (a tar file); it must not exist.
+        file: PathBuf,
+    },
+    /// Restore a `sluice backup` archive into an empty or new data directory.
+    Restore {
+        /// The archive `sluice backup` wrote.
+        file: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -197,6 +224,18 @@ enum CacheCommand {
     Delete { key: String },
 }
 
+/// `sluice runs list | head -1`: once the reader closes the pipe, end the way command
+/// line tools do (killed by SIGPIPE, silently) instead of panicking in `println!`. Not
+/// for `serve`, whose sockets and log pipes must never end the process.
+fn exit_quietly_on_closed_stdout() {
+    #[cfg(unix)]
+    // SAFETY: called first thing in main, before any other thread exists; it only
+    // restores the default disposition of one signal.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// Invalid input: exit code 2, the message names the file, field or line.
 #[derive(Debug)]
 pub struct InvalidInput(pub String);
@@ -211,6 +250,9 @@ impl std::error::Error for InvalidInput {}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_)) {
+        exit_quietly_on_closed_stdout();
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")

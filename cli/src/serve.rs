@@ -29,6 +29,13 @@ pub struct ServeArgs {
     /// Largest request body in bytes (bigger gets 413).
     #[arg(long, default_value_t = sluice_api::DEFAULT_BODY_LIMIT)]
     body_limit: usize,
+    /// Requests per second per caller (token or user at a client address); more get
+    /// 429 with Retry-After. 0 turns the limit off.
+    #[arg(long, env = "SLUICE_RATE_LIMIT", default_value_t = sluice_api::Rate::DEFAULT.per_second)]
+    rate_limit: u32,
+    /// Requests a caller may send at once above the rate.
+    #[arg(long, env = "SLUICE_RATE_BURST", default_value_t = sluice_api::Rate::DEFAULT.burst)]
+    rate_burst: u32,
 }
 
 /// How often expired runs, outputs, logs and cache entries are deleted.
@@ -64,23 +71,30 @@ fn admin_credentials() -> anyhow::Result<AdminCredentials> {
     })
 }
 
-pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<u8> {
+pub async fn run(
+    data_dir: &Path,
+    result_expires: Option<i64>,
+    args: ServeArgs,
+) -> anyhow::Result<u8> {
     let admin = admin_credentials()?;
-    let local = Local::open(data_dir)?;
+    let local = Local::open(data_dir, result_expires)?;
     let Store::Embedded(store) = &local.store else {
         bail!("sluice serve runs on the embedded data directory; on AWS the api function serves the API");
     };
     let store = store.clone();
     let runtime = local.runtime.clone();
 
-    let workers = local.start_workers(args.workers).await?;
+    // Resume strictly before any worker polls: it resets the attempts the dead process
+    // had claimed, which must not include one a new worker just claimed.
+    let takeover = local.take_over().await?;
     let resumed = runtime
-        .resume_all(true)
+        .resume_all(takeover.at)
         .await
         .context("cannot resume unfinished runs")?;
     if !resumed.is_empty() {
         eprintln!("Resumed {} unfinished run(s)", resumed.len());
     }
+    let workers = local.start_workers(takeover, args.workers);
 
     let scheduler = LocalScheduler::default();
     let ports = ApiPorts {
@@ -94,6 +108,10 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<u8> {
     }
     let mut state = ApiState::new(runtime.clone(), ports.clone(), admin);
     state.body_limit = args.body_limit;
+    state.rate_limit = sluice_api::Rate {
+        per_second: args.rate_limit,
+        burst: args.rate_burst,
+    };
     let app = sluice_api::router(state);
 
     let (stop, stopped) = watch::channel(false);
@@ -128,6 +146,8 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<u8> {
         "Listening on http://{addr} (data directory {})",
         data_dir.display()
     );
+    // The client address tells callers apart for the rate limit.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await

@@ -13,4 +13,5 @@ for name in ("source", "target"):
     db.commit()
     db.close()
 PY
-echo "source.db and target.db rebuilt"
+rm -f target.work.db
+echo "source.db and target.db rebuilt; the working copy target.work.db removed"

@@ -280,3 +280,74 @@ async fn bad_run_params_exit_2_before_anything_runs() {
         done.stderr()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_takes_a_kind_and_reports_the_real_problem() {
+    let s = Scratch::new();
+    // A configuration whose `data` is misspelt is not reported as an application.
+    let typo = s.write("typo.json", r#"{"name": "conf", "dat": []}"#);
+    let done = s
+        .sluice(&["validate", typo.to_str().unwrap()])
+        .await
+        .expect(2);
+    let err = done.stderr();
+    assert!(err.contains("cannot tell the document's kind"), "{err}");
+    assert!(
+        err.contains("as a configuration: unknown field `dat`"),
+        "{err}"
+    );
+    let done = s
+        .sluice(&[
+            "validate",
+            "--kind",
+            "configuration",
+            typo.to_str().unwrap(),
+        ])
+        .await
+        .expect(2);
+    let err = done.stderr();
+    assert!(err.contains("unknown field `dat`"), "{err}");
+    assert!(!err.contains("steps"), "{err}");
+
+    let config = s.write("config.json", r#"{"name": "conf", "data": []}"#);
+    s.sluice(&["validate", config.to_str().unwrap()])
+        .await
+        .expect(0);
+    let done = s
+        .sluice(&[
+            "validate",
+            "--kind",
+            "application",
+            config.to_str().unwrap(),
+        ])
+        .await
+        .expect(2);
+    assert!(
+        done.stderr().contains("unknown field `data`"),
+        "{}",
+        done.stderr()
+    );
+
+    // Literal parameters are checked against the step type's schema.
+    let bad = s.write(
+        "params.json",
+        &json!({"name": "bad", "author": "me", "steps": [
+            {"id": "A", "type": "http_request", "parameters": {"url": 5}},
+            {"id": "B", "type": "http_request", "parameters": {"url": "http://x", "timeout_seconds": 1e300}},
+            {"id": "C", "type": "sql", "parameters": {"url": "sqlite::memory:", "query": "select '${config.x}'"}}
+        ]})
+        .to_string(),
+    );
+    let done = s
+        .sluice(&["validate", bad.to_str().unwrap()])
+        .await
+        .expect(2);
+    let err = done.stderr();
+    for expected in [
+        "params.json: steps[0].parameters.url: expected a string, got 5",
+        "params.json: steps[1].parameters.timeout_seconds: must be at most 900",
+        "params.json: steps[2].parameters.query: must not contain ${…} references",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+}

@@ -4,8 +4,13 @@
 mod support;
 
 mod aws;
+mod aws_stack;
+mod backup;
+mod chaos;
 mod cli_documents;
 mod cli_http;
 mod cli_runs;
+mod hardening;
 mod serve_api;
 mod serve_client;
+mod templates;

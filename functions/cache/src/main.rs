@@ -1,11 +1,11 @@
 //! The `cache` step type's function: fed by the `<stack>-cache` queue (partial batch
-//! failure reporting), it executes that step type only.
+//! failure reporting), it executes that step type only, and links only its code.
 
-use sluice_aws::lambda::StepRegistry;
+use sluice_lambda::StepRegistry;
 
 #[tokio::main]
-async fn main() -> Result<(), sluice_aws::lambda::Error> {
+async fn main() -> Result<(), sluice_lambda::Error> {
     let mut registry = StepRegistry::new();
     registry.register(sluice_steps::CacheStep);
-    sluice_aws::lambda::run_queue_function(registry).await
+    sluice_lambda::queue::run_queue_function(registry).await
 }

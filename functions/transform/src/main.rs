@@ -2,9 +2,9 @@
 //! whichever function finished their predecessor; only a delayed retry of one (a busy
 //! claim, a backoff) comes through this queue.
 
-use sluice_aws::lambda::StepRegistry;
+use sluice_lambda::StepRegistry;
 
 #[tokio::main]
-async fn main() -> Result<(), sluice_aws::lambda::Error> {
-    sluice_aws::lambda::run_queue_function(StepRegistry::new()).await
+async fn main() -> Result<(), sluice_lambda::Error> {
+    sluice_lambda::queue::run_queue_function(StepRegistry::new()).await
 }

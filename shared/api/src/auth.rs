@@ -13,7 +13,8 @@
 //! hash, and a keyed hash lookup keeps every request at one store read.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -27,6 +28,7 @@ use sluice_core::model::{OwnerType, Role};
 use sluice_core::ports::AccessStore;
 
 use crate::error::ApiError;
+use crate::limits::{ApiClock, CallerLimiter};
 
 /// Prefix of Sluice API tokens: tells them apart from JWTs at a glance.
 pub const TOKEN_PREFIX: &str = "slc_";
@@ -105,26 +107,139 @@ impl std::fmt::Debug for AdminCredentials {
 /// deliberately slow, runs once per client rather than once per request.
 const VERIFIED_TTL: Duration = Duration::from_secs(300);
 
+/// Password verifications (Argon2, deliberately slow) one caller may start: a burst of
+/// [`VERIFY_BURST`], then one every [`VERIFY_EVERY`]. A correct password is verified once
+/// per [`VERIFIED_TTL`], so only guessing ever meets this bound.
+const VERIFY_BURST: u32 = 10;
+const VERIFY_EVERY: Duration = Duration::from_secs(6);
+
+/// Argon2 verifications running at once, on threads of their own: half the cores (1 to
+/// 4), so a flood of wrong passwords queues here instead of occupying the async workers
+/// and every core (and everyone else).
+fn concurrent_verifications() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cores / 2).clamp(1, 4)
+}
+
+/// A password verification for the [`VerifierPool`]; its permit is released when the
+/// verification ends, even if the request waiting for it went away.
+struct VerifyJob {
+    password: String,
+    phc: String,
+    answer: tokio::sync::oneshot::Sender<bool>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// Argon2 off the async workers, at most [`concurrent_verifications`] at once, and always
+/// on the same few threads: each verification allocates its memory cost (19 MiB by
+/// default), which the allocator then reuses, instead of keeping a fresh arena's worth
+/// per blocking-pool thread for good. The threads end with the pool.
+struct VerifierPool {
+    jobs: std::sync::mpsc::Sender<VerifyJob>,
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+impl VerifierPool {
+    fn new(threads: usize) -> Self {
+        let (jobs, queue) = std::sync::mpsc::channel::<VerifyJob>();
+        let queue = Arc::new(Mutex::new(queue));
+        for i in 0..threads {
+            let queue = queue.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("sluice-argon2-{i}"))
+                .spawn(move || {
+                    let mut memory = Vec::new();
+                    loop {
+                        let job = queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                        let Ok(job) = job else { break };
+                        let matches = verify_with_memory(&job.password, &job.phc, &mut memory);
+                        let _ = job.answer.send(matches);
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start a password verification thread");
+            }
+        }
+        Self {
+            jobs,
+            permits: Arc::new(tokio::sync::Semaphore::new(threads.max(1))),
+        }
+    }
+
+    /// Whether `password` matches `phc`; `false` if no verifier thread is running.
+    async fn verify(&self, password: &str, phc: &str) -> bool {
+        let Ok(permit) = self.permits.clone().acquire_owned().await else {
+            return false;
+        };
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let job = VerifyJob {
+            password: password.to_string(),
+            phc: phc.to_string(),
+            answer,
+            _permit: permit,
+        };
+        if self.jobs.send(job).is_err() {
+            return false;
+        }
+        answered.await.unwrap_or(false)
+    }
+}
+
 /// Authenticates requests and resolves their role.
 pub struct Authenticator {
     pub admin: AdminCredentials,
     verified: Mutex<HashMap<[u8; 32], Instant>>,
+    /// An Argon2 hash (with the admin hash's parameters) of a random password: a wrong
+    /// user name is verified against it, so it costs exactly what a wrong password
+    /// costs and the answer time does not reveal the administrator's name.
+    dummy_hash: Option<String>,
+    verifications: CallerLimiter,
+    verifiers: VerifierPool,
+    verified_count: AtomicU64,
 }
 
 impl Authenticator {
     pub fn new(admin: AdminCredentials) -> Self {
+        Self::with_clock(admin, ApiClock::system())
+    }
+
+    /// Like [`Authenticator::new`], with the clock of the per-caller verification bound.
+    pub fn with_clock(admin: AdminCredentials, clock: ApiClock) -> Self {
+        let dummy_hash = admin.password_hash.as_deref().and_then(dummy_hash_like);
+        let quota = governor::Quota::with_period(VERIFY_EVERY)
+            .expect("a non-zero period")
+            .allow_burst(std::num::NonZeroU32::new(VERIFY_BURST).expect("non-zero"));
         Self {
             admin,
             verified: Mutex::default(),
+            dummy_hash,
+            verifications: CallerLimiter::new(quota, clock),
+            verifiers: VerifierPool::new(concurrent_verifications()),
+            verified_count: AtomicU64::new(0),
         }
     }
 
+    /// Argon2 verifications run so far (right or wrong user name alike).
+    pub fn verifications(&self) -> u64 {
+        self.verified_count.load(Ordering::Relaxed)
+    }
+
+    /// Verifies a password on the verifier threads (see [`VerifierPool`]).
+    async fn verify_off_the_workers(&self, password: &str, phc: &str) -> bool {
+        self.verified_count.fetch_add(1, Ordering::Relaxed);
+        self.verifiers.verify(password, phc).await
+    }
+
     /// The identity of a request from its `Authorization` header and JWT claims.
+    ///
+    /// `caller` names who is asking (e.g. the client address with the credential's
+    /// name): password verifications are bounded per caller.
     pub async fn identify(
         &self,
         authorization: Option<&str>,
         claims: Option<&JwtClaims>,
         access: &dyn AccessStore,
+        caller: &str,
     ) -> Result<Identity, ApiError> {
         if let Some(claims) = claims {
             return self.identify_jwt(claims, access).await;
@@ -137,7 +252,7 @@ impl Authenticator {
         let (scheme, credentials) = header.split_once(' ').unwrap_or((header, ""));
         let credentials = credentials.trim();
         if scheme.eq_ignore_ascii_case("basic") {
-            self.identify_basic(credentials)
+            self.identify_basic(credentials, caller).await
         } else if scheme.eq_ignore_ascii_case("bearer") {
             if !credentials.starts_with(TOKEN_PREFIX) {
                 return Err(ApiError::unauthorized(
@@ -160,34 +275,43 @@ impl Authenticator {
         }
     }
 
-    fn identify_basic(&self, credentials: &str) -> Result<Identity, ApiError> {
+    async fn identify_basic(&self, credentials: &str, caller: &str) -> Result<Identity, ApiError> {
         let bad = || ApiError::unauthorized("invalid user name or password");
-        let hash = self.admin.password_hash.as_deref().ok_or_else(|| {
-            ApiError::unauthorized(
+        let (Some(hash), Some(dummy)) = (
+            self.admin.password_hash.as_deref(),
+            self.dummy_hash.as_deref(),
+        ) else {
+            return Err(ApiError::unauthorized(
                 "Basic authentication is disabled: no SLUICE_ADMIN_PASSWORD is set",
-            )
-        })?;
+            ));
+        };
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(credentials)
             .map_err(|_| bad())?;
         let text = String::from_utf8(decoded).map_err(|_| bad())?;
         let (user, password) = text.split_once(':').ok_or_else(bad)?;
-        if user != self.admin.user {
-            return Err(bad());
-        }
+        let right_user = user == self.admin.user;
         let fingerprint: [u8; 32] = Sha256::digest(format!("{hash}\0{password}")).into();
         let now = Instant::now();
-        let known = {
-            let verified = self.verified.lock().expect("verified cache");
+        let known = right_user && {
+            let verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
             verified
                 .get(&fingerprint)
                 .is_some_and(|at| now.duration_since(*at) < VERIFIED_TTL)
         };
         if !known {
-            if !verify_password(password, hash) {
+            if let Err(wait) = self.verifications.check(caller) {
+                return Err(ApiError::too_many_requests(
+                    "too many password attempts; retry later",
+                    wait,
+                ));
+            }
+            let against = if right_user { hash } else { dummy };
+            let matches = self.verify_off_the_workers(password, against).await;
+            if !(matches && right_user) {
                 return Err(bad());
             }
-            let mut verified = self.verified.lock().expect("verified cache");
+            let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
             if verified.len() > 1000 {
                 verified.clear();
             }
@@ -228,6 +352,26 @@ impl Authenticator {
     }
 }
 
+/// The name of the credential in an `Authorization` header, for telling callers apart
+/// (never the secret part): `token:` and a prefix of the token's hash, or `user:` and the
+/// Basic user name.
+pub fn credential_name(header: &str) -> Option<String> {
+    let (scheme, credentials) = header.split_once(' ')?;
+    let credentials = credentials.trim();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        Some(format!("token:{}", &token_hash(credentials)[..16]))
+    } else if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(credentials)
+            .ok()?;
+        let text = String::from_utf8(decoded).ok()?;
+        let (user, _) = text.split_once(':')?;
+        Some(format!("user:{user}"))
+    } else {
+        None
+    }
+}
+
 /// A new API token: `slc_` and 256 random bits, base64url. Shown once; store only
 /// [`token_hash`] of it.
 pub fn new_token() -> String {
@@ -251,6 +395,64 @@ pub fn hash_password(password: &str) -> Result<String, String> {
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
         .map_err(|e| e.to_string())
+}
+
+/// An Argon2 hash of a random password with the parameters (algorithm, version, costs)
+/// of `phc`, so that verifying against it takes as long as verifying against `phc`.
+fn dummy_hash_like(phc: &str) -> Option<String> {
+    let parsed = PasswordHash::new(phc).ok()?;
+    let algorithm = argon2::Algorithm::try_from(parsed.algorithm).ok()?;
+    let version = parsed
+        .version
+        .and_then(|v| argon2::Version::try_from(v).ok())
+        .unwrap_or_default();
+    let params = argon2::Params::try_from(&parsed).ok()?;
+    let mut random = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut random);
+    let salt = SaltString::generate(&mut rand::rngs::OsRng);
+    Argon2::new(algorithm, version, params)
+        .hash_password(&random, &salt)
+        .map(|h| h.to_string())
+        .ok()
+}
+
+/// [`verify_password`] in `memory`, the Argon2 working memory, grown to the hash's memory
+/// cost once and then reused: the allocator does not reliably reuse a freed buffer of
+/// that size, so allocating it per verification made the process grow by the memory cost
+/// with every wrong password.
+fn verify_with_memory(password: &str, phc: &str, memory: &mut Vec<argon2::Block>) -> bool {
+    let Ok(parsed) = PasswordHash::new(phc) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+        return false;
+    };
+    let Ok(algorithm) = argon2::Algorithm::try_from(parsed.algorithm) else {
+        return false;
+    };
+    let version = match parsed.version.map(argon2::Version::try_from) {
+        None => argon2::Version::default(),
+        Some(Ok(version)) => version,
+        Some(Err(_)) => return false,
+    };
+    let Ok(params) = argon2::Params::try_from(&parsed) else {
+        return false;
+    };
+    let mut salt_bytes = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_bytes) else {
+        return false;
+    };
+    memory.resize(params.block_count(), argon2::Block::default());
+    let mut computed = vec![0u8; expected.len()];
+    let hashed = Argon2::new(algorithm, version, params).hash_password_into_with_memory(
+        password.as_bytes(),
+        salt,
+        &mut computed,
+        &mut memory[..],
+    );
+    // `Output` compares in constant time.
+    hashed.is_ok()
+        && argon2::password_hash::Output::new(&computed).is_ok_and(|computed| computed == expected)
 }
 
 /// Whether `password` matches an Argon2 PHC string (constant-time comparison inside).
@@ -285,6 +487,20 @@ mod tests {
         assert!(a.starts_with(TOKEN_PREFIX) && a.len() > 40);
         assert_ne!(a, new_token());
         assert_eq!(token_hash(&a).len(), 64);
+    }
+
+    #[test]
+    fn verification_in_reused_memory_agrees_with_argon2() {
+        let mut memory = Vec::new();
+        let phc = hash_password("s3cret").unwrap();
+        assert!(verify_with_memory("s3cret", &phc, &mut memory));
+        assert!(!verify_with_memory("S3cret", &phc, &mut memory));
+        let capacity = memory.capacity();
+        assert!(verify_with_memory("s3cret", &phc, &mut memory));
+        assert_eq!(memory.capacity(), capacity, "the memory is reused");
+        let dummy = dummy_hash_like(&phc).unwrap();
+        assert!(!verify_with_memory("s3cret", &dummy, &mut memory));
+        assert!(!verify_with_memory("s3cret", "not a hash", &mut memory));
     }
 
     #[test]
@@ -370,28 +586,33 @@ mod identify_tests {
             groups: groups.iter().map(|g| g.to_string()).collect(),
         };
         let id = auth
-            .identify(None, Some(&claims("alice", &["viewers", "devs"])), &store)
+            .identify(
+                None,
+                Some(&claims("alice", &["viewers", "devs"])),
+                &store,
+                "test",
+            )
             .await
             .unwrap();
         assert_eq!((id.role, id.method), (Role::Developer, "jwt"));
         let id = auth
-            .identify(None, Some(&claims("alice", &[])), &store)
+            .identify(None, Some(&claims("alice", &[])), &store, "test")
             .await
             .unwrap();
         assert_eq!(id.role, Role::Execute);
         let id = auth
-            .identify(None, Some(&claims("bob", &["viewers"])), &store)
+            .identify(None, Some(&claims("bob", &["viewers"])), &store, "test")
             .await
             .unwrap();
         assert_eq!(id.role, Role::View);
         let e = auth
-            .identify(None, Some(&claims("mallory", &["nobody"])), &store)
+            .identify(None, Some(&claims("mallory", &["nobody"])), &store, "test")
             .await
             .unwrap_err();
         assert_eq!(e.status.as_u16(), 403);
 
         let id = auth
-            .identify(Some(&format!("Bearer {token}")), None, &store)
+            .identify(Some(&format!("Bearer {token}")), None, &store, "test")
             .await
             .unwrap();
         assert_eq!(
@@ -399,7 +620,7 @@ mod identify_tests {
             (Role::Configuration, "token:ci")
         );
         assert_eq!(
-            auth.identify(Some("Bearer slc_wrong"), None, &store)
+            auth.identify(Some("Bearer slc_wrong"), None, &store, "test")
                 .await
                 .unwrap_err()
                 .status
@@ -407,7 +628,7 @@ mod identify_tests {
             401
         );
         assert_eq!(
-            auth.identify(Some("Bearer eyJhbGciOi.jwt.x"), None, &store)
+            auth.identify(Some("Bearer eyJhbGciOi.jwt.x"), None, &store, "test")
                 .await
                 .unwrap_err()
                 .status
@@ -421,7 +642,7 @@ mod identify_tests {
             )
         };
         assert_eq!(
-            auth.identify(Some(&basic("admin", "pw")), None, &store)
+            auth.identify(Some(&basic("admin", "pw")), None, &store, "test")
                 .await
                 .unwrap()
                 .role,
@@ -429,19 +650,19 @@ mod identify_tests {
         );
         // The second time comes from the verified cache; a wrong password never does.
         assert!(auth
-            .identify(Some(&basic("admin", "pw")), None, &store)
+            .identify(Some(&basic("admin", "pw")), None, &store, "test")
             .await
             .is_ok());
         assert!(auth
-            .identify(Some(&basic("admin", "pW")), None, &store)
+            .identify(Some(&basic("admin", "pW")), None, &store, "test")
             .await
             .is_err());
         assert!(auth
-            .identify(Some(&basic("root", "pw")), None, &store)
+            .identify(Some(&basic("root", "pw")), None, &store, "test")
             .await
             .is_err());
         assert_eq!(
-            auth.identify(None, None, &store)
+            auth.identify(None, None, &store, "test")
                 .await
                 .unwrap_err()
                 .status

@@ -18,7 +18,18 @@ pub struct ApiError {
     pub message: String,
     /// Path of the offending field, when one is to blame.
     pub field: Option<String>,
+    /// Seconds for a `Retry-After` header (429 answers).
+    pub retry_after: Option<u64>,
 }
+
+/// What a 500 answer really was about: kept in the response's extensions for the
+/// request-id layer to log (see [`crate::router`]), never sent to the client.
+#[derive(Debug, Clone)]
+pub struct InternalDetail(pub String);
+
+/// The message of every 500 answer; the request id (header `x-request-id`, and in the
+/// message) finds the logged detail.
+pub const INTERNAL_MESSAGE: &str = "internal error";
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
@@ -27,6 +38,7 @@ impl ApiError {
             code,
             message: message.into(),
             field: None,
+            retry_after: None,
         }
     }
 
@@ -55,8 +67,17 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, "conflict", message)
     }
 
-    pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    /// A failure of the server or a backend. `detail` is logged with the request id;
+    /// the client reads only [`INTERNAL_MESSAGE`] and the request id.
+    pub fn internal(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", detail)
+    }
+
+    /// 429: the caller went over a limit; it may retry after `wait`.
+    pub fn too_many_requests(message: impl Into<String>, wait: std::time::Duration) -> Self {
+        let mut error = Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message);
+        error.retry_after = Some(crate::limits::retry_after_seconds(wait));
+        error
     }
 
     /// A document problem: 400 when the body could not be read as the expected shape
@@ -77,11 +98,28 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut error = json!({"code": self.code, "message": self.message});
-        if let Some(field) = self.field {
+        let internal = self.status == StatusCode::INTERNAL_SERVER_ERROR;
+        let message = if internal {
+            INTERNAL_MESSAGE
+        } else {
+            self.message.as_str()
+        };
+        let mut error = json!({"code": self.code, "message": message});
+        if let Some(field) = &self.field {
             error["field"] = json!(field);
         }
-        (self.status, axum::Json(json!({ "error": error }))).into_response()
+        let mut response = (self.status, axum::Json(json!({ "error": error }))).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        if internal {
+            response
+                .extensions_mut()
+                .insert(InternalDetail(self.message));
+        }
+        response
     }
 }
 
@@ -95,18 +133,14 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict => Self::conflict(e.to_string()),
-            StoreError::Backend(message) => {
-                tracing::error!(error = %message, "store failure");
-                Self::internal(format!("store error: {message}"))
-            }
+            StoreError::Backend(message) => Self::internal(format!("store error: {message}")),
         }
     }
 }
 
 impl From<SecretError> for ApiError {
     fn from(e: SecretError) -> Self {
-        tracing::error!(error = %e, "secret store failure");
-        Self::internal(e.to_string())
+        Self::internal(format!("secret store error: {e}"))
     }
 }
 
@@ -117,7 +151,7 @@ impl From<RuntimeError> for ApiError {
             RuntimeError::Invalid(invalid) => Self::invalid(&invalid),
             RuntimeError::Store(e) => e.into(),
             RuntimeError::Secret(e) => e.into(),
-            RuntimeError::Queue(e) => Self::internal(e.to_string()),
+            RuntimeError::Queue(e) => Self::internal(format!("queue error: {e}")),
         }
     }
 }

@@ -366,18 +366,25 @@ async fn start(
     Ok(Json(task_document(&run, None)))
 }
 
+/// `?wait=N`: seconds between 0 and [`MAX_WAIT_ACCEPTED`], capped at [`MAX_WAIT`]
+/// (SPEC §4); anything else is refused naming the field, never converted blindly.
 fn wait_param(params: &Params) -> Result<Duration> {
     let seconds = params
         .parse::<f64>("wait", "a number of seconds")?
         .unwrap_or(0.0);
-    if !seconds.is_finite() || seconds < 0.0 {
-        return Err(
-            ApiError::bad_request("wait: must be a number of seconds, at least 0")
-                .with_field("wait"),
-        );
+    let accepted = MAX_WAIT_ACCEPTED.as_secs_f64();
+    if !(0.0..=accepted).contains(&seconds) {
+        return Err(ApiError::bad_request(format!(
+            "wait: must be a number of seconds between 0 and {accepted} (waits are capped at {})",
+            MAX_WAIT.as_secs()
+        ))
+        .with_field("wait"));
     }
-    Ok(Duration::from_secs_f64(seconds).min(MAX_WAIT))
+    Ok(Duration::from_secs_f64(seconds.min(MAX_WAIT.as_secs_f64())))
 }
+
+/// Largest `?wait` accepted (and capped to [`MAX_WAIT`]); larger numbers are mistakes.
+const MAX_WAIT_ACCEPTED: Duration = Duration::from_secs(3600);
 
 /// The run once it is terminal or `wait` has passed. Local changes arrive by broadcast;
 /// the store is polled too, as the steps may run in other processes (Lambda).
@@ -566,13 +573,15 @@ async fn run_step(
                 .with_field("timeout_seconds"),
         );
     }
+    let loglevel = request.loglevel.unwrap_or(20);
+    if ![10, 20, 30, 40].contains(&loglevel) {
+        return Err(ApiError::bad_request(
+            "loglevel: must be 10 (debug), 20 (info), 30 (warning) or 40 (error)",
+        )
+        .with_field("loglevel"));
+    }
     let run_id = format!("steprun-{}", uuid_like());
-    let logger = StepLogger::new(
-        &request.name,
-        1,
-        request.loglevel.unwrap_or(20),
-        Redactor::default(),
-    );
+    let logger = StepLogger::new(&request.name, 1, loglevel, Redactor::default());
     let ctx = StepContext {
         run_id,
         step_id: request.name.clone(),
@@ -730,12 +739,20 @@ fn log_doc(seq: u64, entry: &LogEntry) -> Value {
     })
 }
 
+/// Largest page of a log read.
+const MAX_LOG_PAGE: usize = 10_000;
+
 async fn logs_page(state: &Shared, run: &Run, params: &Params) -> Result<Value> {
     let after = params.parse::<u64>("after", "a whole number")?.unwrap_or(0);
     let limit = params
         .parse::<usize>("limit", "a whole number")?
-        .unwrap_or(1000)
-        .clamp(1, 10_000);
+        .unwrap_or(1000);
+    if !(1..=MAX_LOG_PAGE).contains(&limit) {
+        return Err(
+            ApiError::bad_request(format!("limit: must be between 1 and {MAX_LOG_PAGE}"))
+                .with_field("limit"),
+        );
+    }
     let step = params.get("step");
     let entries = state.runtime.logs(run, after, limit).await?;
     let next_after = entries.last().map_or(after, |(seq, _)| *seq);

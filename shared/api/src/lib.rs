@@ -17,6 +17,7 @@ pub mod auth;
 mod body;
 pub mod error;
 mod handlers;
+pub mod limits;
 pub mod openapi;
 pub mod routes;
 pub mod schedules;
@@ -24,7 +25,7 @@ pub mod schedules;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -37,6 +38,7 @@ pub use error::ApiError;
 pub use handlers::{
     create_api_token, EntryId, OwnerRef, Probe, RunRequest, StepRunRequest, TokenRequest,
 };
+pub use limits::{ApiClock, Rate};
 pub use routes::{RouteSpec, ROUTES};
 
 /// Largest request body accepted by default (bigger gets 413): applications and
@@ -69,6 +71,10 @@ pub struct ApiState {
     /// Components checked by the deep health check, in order. [`ApiState::new`] fills it
     /// with a probe of each store port; adapters may add their own (queues, …).
     pub probes: Vec<Arc<dyn Probe>>,
+    /// Requests per caller (see [`caller_of`]); `per_second: 0` turns the limit off.
+    pub rate_limit: Rate,
+    /// The clock of the rate limit.
+    pub clock: ApiClock,
 }
 
 impl ApiState {
@@ -81,14 +87,78 @@ impl ApiState {
             body_limit: DEFAULT_BODY_LIMIT,
             backend: "embedded".into(),
             probes,
+            rate_limit: Rate::DEFAULT,
+            clock: ApiClock::system(),
         }
     }
 }
 
 pub(crate) type Shared = Arc<ApiState>;
 
+/// Longest request target (path and query) answered normally; longer gets a JSON 414.
+/// (Beyond 64 KiB the HTTP layer itself answers a bare 414 before any handler runs.)
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+
+/// Response header carrying the request id (also in the message of a 500 answer).
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Who is asking, as the limits see it (a request extension set by the rate-limit
+/// layer): the rate-limit key ([`caller_of`]) and the client address when known.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub key: String,
+    pub address: Option<String>,
+}
+
+impl Caller {
+    fn of(request: &Request) -> Self {
+        Self {
+            key: caller_of(request),
+            address: client_address(request),
+        }
+    }
+
+    /// Whom password verifications are counted against: the client address when known,
+    /// as credentials can be made up at will (a guesser rotating user names is still
+    /// one caller), else the credential's name.
+    fn verifier_key(&self) -> &str {
+        self.address.as_deref().unwrap_or(&self.key)
+    }
+}
+
+fn client_address(request: &Request) -> Option<String> {
+    request
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+}
+
+/// The caller of a request: the credential's name (a token by a prefix of its hash, the
+/// Basic user, the JWT user) at the client address, either alone when the other is
+/// unknown, `anonymous` when both are.
+pub fn caller_of(request: &Request) -> String {
+    let address = client_address(request);
+    let credential = if let Some(claims) = request.extensions().get::<JwtClaims>() {
+        Some(format!("jwt:{}", claims.username))
+    } else {
+        request
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(auth::credential_name)
+    };
+    match (credential, address) {
+        (Some(credential), Some(address)) => format!("{credential}@{address}"),
+        (Some(credential), None) => credential,
+        (None, Some(address)) => address,
+        (None, None) => "anonymous".into(),
+    }
+}
+
 /// The API router: every route of [`ROUTES`], each behind authentication and its role.
 pub fn router(state: ApiState) -> Router {
+    let limiter =
+        limits::CallerLimiter::at_rate(state.rate_limit, state.clock.clone()).map(Arc::new);
     let state: Shared = Arc::new(state);
     let body_limit = state.body_limit;
     let mut router: Router<Shared> = Router::new();
@@ -108,7 +178,71 @@ pub fn router(state: ApiState) -> Router {
             .into_response()
         })
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn(move |request: Request, next: Next| {
+            rate_limit(limiter.clone(), request, next)
+        }))
+        .layer(middleware::from_fn(request_context))
         .with_state(state)
+}
+
+/// Refuses a caller over its rate with 429 and `Retry-After`, before any other work.
+async fn rate_limit(
+    limiter: Option<Arc<limits::CallerLimiter>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let caller = Caller::of(&request);
+    if let Some(limiter) = &limiter {
+        if let Err(wait) = limiter.check(&caller.key) {
+            return ApiError::too_many_requests(
+                "too many requests; slow down and retry after the Retry-After seconds",
+                wait,
+            )
+            .into_response();
+        }
+    }
+    request.extensions_mut().insert(caller);
+    next.run(request).await
+}
+
+/// Gives every request an id (header [`REQUEST_ID_HEADER`]), answers an overlong target
+/// with a JSON 414, and turns the detail of a 500 answer into a log line: the client
+/// reads a generic message with the request id, never backend text.
+async fn request_context(request: Request, next: Next) -> Response {
+    let request_id = new_request_id();
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let mut response = if request.uri().to_string().len() > MAX_URI_BYTES {
+        ApiError::new(
+            axum::http::StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            format!("the request target is longer than {MAX_URI_BYTES} bytes"),
+        )
+        .into_response()
+    } else {
+        next.run(request).await
+    };
+    if let Some(detail) = response.extensions_mut().remove::<error::InternalDetail>() {
+        tracing::error!(request_id, %method, path, error = %detail.0, "request failed");
+        let body = serde_json::json!({"error": {
+            "code": "internal",
+            "message": format!("{} (request id {request_id})", error::INTERNAL_MESSAGE),
+            "request_id": request_id,
+        }});
+        let status = response.status();
+        response = (status, axum::Json(body)).into_response();
+    }
+    if let Ok(value) = axum::http::HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    response
+}
+
+fn new_request_id() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 8];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    hex::encode(bytes)
 }
 
 /// Authenticates the request and checks the matched route's role. A route missing from
@@ -136,12 +270,18 @@ async fn authorize(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let claims = request.extensions().get::<JwtClaims>().cloned();
+    let caller = request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .unwrap_or_else(|| Caller::of(&request));
     let identity = match state
         .auth
         .identify(
             authorization.as_deref(),
             claims.as_ref(),
             state.ports.access.as_ref(),
+            caller.verifier_key(),
         )
         .await
     {

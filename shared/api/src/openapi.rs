@@ -54,7 +54,8 @@ fn response_schemas() -> Map<String, Value> {
             "type": "object", "required": ["error"],
             "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
                 "code": {"type": "string"}, "message": {"type": "string"},
-                "field": {"type": "string", "description": "Path of the offending field."}
+                "field": {"type": "string", "description": "Path of the offending field."},
+                "request_id": {"type": "string", "description": "500 answers: the request id (also the x-request-id header) under which the server logged the failure."}
             }}}
         },
         "Status": {"type": "object", "properties": {"status": {"type": "string", "enum": ["ok"]}}},
@@ -150,8 +151,15 @@ fn operation(spec: &RouteSpec) -> Value {
     }
     if spec.body.is_some() {
         responses.insert("413".into(), error.clone());
-        responses.insert("422".into(), error);
+        responses.insert("422".into(), error.clone());
     }
+    // Every route: a caller over its rate (with Retry-After) and a server failure (a
+    // generic message with the request id).
+    responses.insert(
+        "429".into(),
+        json!({"description": "Too many requests; retry after the Retry-After header's seconds", "headers": {"Retry-After": {"schema": {"type": "integer"}}}, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}),
+    );
+    responses.insert("500".into(), error);
     let operation_id = format!(
         "{}{}",
         spec.method.to_ascii_lowercase(),

@@ -65,7 +65,7 @@ use Role::{
 
 const WAIT: (&str, &str) = (
     "wait",
-    "Wait up to this many seconds (at most 25) for the run to end.",
+    "Wait up to this many seconds (0-3600; waits are capped at 25) for the run to end.",
 );
 
 /// Every route of the API.
@@ -82,7 +82,7 @@ pub const ROUTES: &[RouteSpec] = &[
     route("GET", "/api/v1/applications/{name}", Some(View), "applications", "One application.").response("Application"),
     route("DELETE", "/api/v1/applications/{name}", Some(Admin), "applications", "Delete an application.").response("Deleted"),
     route("POST", "/api/v1/applications/{name}/run", Some(Exec), "runs", "Start a run of this application.").query(&[WAIT]).body("RunRequest").response("Task"),
-    route("GET", "/api/v1/applications/{name}/logs", Some(View), "runs", "Log entries of the application's latest run (or of `task_id`).").query(&[("task_id", "A run of this application instead of the latest."), ("step", "Only this step's entries."), ("after", "Only entries with a greater seq."), ("limit", "At most this many entries (default 1000).")]).response("Logs"),
+    route("GET", "/api/v1/applications/{name}/logs", Some(View), "runs", "Log entries of the application's latest run (or of `task_id`).").query(&[("task_id", "A run of this application instead of the latest."), ("step", "Only this step's entries."), ("after", "Only entries with a greater seq."), ("limit", "At most this many entries, 1-10000 (default 1000).")]).response("Logs"),
     // Configurations.
     route("GET", "/api/v1/configurations", Some(View), "configurations", "Stored configurations; encrypted values read as null.").response("ConfigurationList"),
     route("POST", "/api/v1/configurations", Some(Config), "configurations", "Create or overwrite a configuration; an encrypted entry posted with a null value keeps the stored secret.").body("Configuration").response("Configuration"),
@@ -95,7 +95,7 @@ pub const ROUTES: &[RouteSpec] = &[
     // Tasks (runs).
     route("GET", "/api/v1/tasks", Some(View), "runs", "Runs, newest first, filtered and paginated.").query(&[("application", "Only runs of this application."), ("state", "pending, running, success, failure or revoked."), ("since", "Runs created at or after (RFC 3339)."), ("until", "Runs created before (RFC 3339)."), ("configuration", "Only runs with this configuration."), ("queue", "Only runs with this queue label."), ("limit", "Page size, 1-1000 (default 50)."), ("cursor", "next_cursor of the previous page.")]).response("TaskList"),
     route("GET", "/api/v1/tasks/{id}", Some(View), "runs", "A run's task document.").query(&[WAIT, ("outputs", "true: add each step's output.")]).response("Task"),
-    route("GET", "/api/v1/tasks/{id}/logs", Some(View), "runs", "A run's log entries, oldest first, from a seq cursor.").query(&[("step", "Only this step's entries."), ("after", "Only entries with a greater seq (the previous page's next_after)."), ("limit", "At most this many entries (default 1000).")]).response("Logs"),
+    route("GET", "/api/v1/tasks/{id}/logs", Some(View), "runs", "A run's log entries, oldest first, from a seq cursor.").query(&[("step", "Only this step's entries."), ("after", "Only entries with a greater seq (the previous page's next_after)."), ("limit", "At most this many entries, 1-10000 (default 1000).")]).response("Logs"),
     route("GET", "/api/v1/tasks/{id}/application", Some(View), "runs", "The application document the run executes (its snapshot).").response("Application"),
     route("GET", "/api/v1/tasks/{id}/steps/{step}/output", Some(View), "runs", "A step's output (the JSON value itself; null when it has none)."),
     route("POST", "/api/v1/tasks/{id}/replay", Some(Exec), "runs", "A new run with the same application, variables, configuration and queue.").query(&[WAIT]).response("Task"),

@@ -1,12 +1,9 @@
 //! Schedules: storing them (with their statistics), firing a tick exactly once, and the
 //! scheduler loop of `sluice serve`.
 //!
-//! Firing tick `T` of schedule `E` (see [`fire`]) starts a run whose id is derived from
-//! `(E, T)`, so starting again is a no-op, then claims `T` with a conditional write and
-//! counts the run only if the claim succeeds. A crash anywhere in between repeats the
-//! same steps with the same id: one run per tick, counted once, across restarts. The
-//! AWS start function (the EventBridge Scheduler target) calls [`fire`] too, with the
-//! event's scheduled time.
+//! Firing a tick is [`sluice_runtime::schedule::fire`], the one path shared with the AWS
+//! `start` function (the EventBridge Scheduler target): one run per tick, counted once,
+//! across restarts and retried invocations.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,13 +11,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use sluice_core::model::{deterministic_run_id, Run, Schedule};
-use sluice_core::ports::{
-    ScheduleStats, ScheduleStatsStore, ScheduleStore, ScheduledRun, Scheduler, StoreError,
-};
+use sluice_core::model::Schedule;
+use sluice_core::ports::{ScheduleStats, ScheduleStatsStore, ScheduleStore, Scheduler, StoreError};
 use sluice_core::schedule::{validate_schedule, Timing};
 use sluice_core::task::{rfc3339, API_BASE};
-use sluice_runtime::{Runtime, StartError, StartRequest};
+use sluice_runtime::Runtime;
 use tokio::sync::{watch, Notify};
 
 use crate::error::ApiError;
@@ -132,84 +127,7 @@ impl Schedules {
     }
 }
 
-/// Why a tick could not be fired.
-#[derive(Debug, thiserror::Error)]
-pub enum FireError {
-    /// The run was refused (application gone, bad params): the tick is spent.
-    #[error("schedule {entry_id}: the run was refused: {reason}")]
-    Refused { entry_id: String, reason: String },
-    /// Infrastructure: retry the tick later.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("schedule {entry_id}: {reason}")]
-    Runtime { entry_id: String, reason: String },
-}
-
-/// The run id of a tick: the same every time for the same schedule and tick.
-pub fn tick_run_id(entry_id: &str, tick: DateTime<Utc>) -> String {
-    deterministic_run_id(tick, &format!("schedule/{entry_id}/{}", rfc3339(&tick)))
-}
-
-/// Fires tick `tick` of `schedule`: at most one run per tick, counted once (see the
-/// module doc). `Ok(None)` when the tick had already been fired and counted.
-pub async fn fire(
-    runtime: &Runtime,
-    stats: &dyn ScheduleStatsStore,
-    schedule: &Schedule,
-    tick: DateTime<Utc>,
-) -> Result<Option<Run>, FireError> {
-    if let Some(s) = stats.get_stats(&schedule.entry_id).await? {
-        if s.last_tick.is_some_and(|t| t >= tick) {
-            return Ok(None);
-        }
-    }
-    let run_id = tick_run_id(&schedule.entry_id, tick);
-    let started = runtime
-        .start(StartRequest {
-            application: schedule.application_id.clone(),
-            params: schedule.params.clone(),
-            run_id: Some(run_id.clone()),
-            ..StartRequest::default()
-        })
-        .await;
-    let run = match started {
-        Ok(run) => Some(run),
-        Err(StartError::Invalid(e)) => {
-            stats.claim_tick(&schedule.entry_id, tick).await?;
-            return Err(FireError::Refused {
-                entry_id: schedule.entry_id.clone(),
-                reason: e.to_string(),
-            });
-        }
-        Err(StartError::NotFound(reason)) => {
-            stats.claim_tick(&schedule.entry_id, tick).await?;
-            return Err(FireError::Refused {
-                entry_id: schedule.entry_id.clone(),
-                reason,
-            });
-        }
-        Err(StartError::Runtime(e)) => {
-            return Err(FireError::Runtime {
-                entry_id: schedule.entry_id.clone(),
-                reason: e.to_string(),
-            })
-        }
-    };
-    if stats.claim_tick(&schedule.entry_id, tick).await? {
-        stats
-            .record_run(
-                &schedule.entry_id,
-                &ScheduledRun {
-                    run_id,
-                    start_time: Utc::now(),
-                },
-            )
-            .await?;
-        Ok(run)
-    } else {
-        Ok(None)
-    }
-}
+pub use sluice_runtime::schedule::{fire, tick_run_id, FireError, Fired};
 
 /// The embedded [`Scheduler`]: schedules live in the store, so a change only wakes the
 /// loop up to look again.
@@ -266,10 +184,10 @@ pub async fn tick_once(
         };
         if let Some(due) = timing.latest_due(last, now) {
             match fire(runtime, stats, &schedule, due).await {
-                Ok(Some(run)) => {
+                Ok(Fired::Started(run)) => {
                     tracing::info!(entry_id = %schedule.entry_id, run = %run.id, tick = %due, "schedule fired")
                 }
-                Ok(None) => {}
+                Ok(_) => {}
                 Err(FireError::Store(e)) => return Err(e),
                 Err(e) => tracing::warn!(error = %e, "schedule tick not fired"),
             }

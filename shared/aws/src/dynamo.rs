@@ -1,10 +1,11 @@
 //! [`DynamoStore`]: the store ports on DynamoDB, with S3 for documents too large for an
 //! item.
 //!
-//! Tables (see [`crate::resources`] for their keys and indexes):
+//! Tables (see [`crate::provision::TABLES`] for their keys and indexes):
 //! - definitions `(kind, name)`: applications, configurations (redacted), schedules,
-//!   schedule stats, API tokens (by name and by hash), role bindings. A listing is a
-//!   `Query` on one `kind` partition, never a scan.
+//!   schedule stats. A listing is a `Query` on one `kind` partition, never a scan.
+//! - access `(kind, name)`: API tokens (by name and by hash) and role bindings, in a
+//!   table of their own so that no step function's role can reach them.
 //! - runs `(pk = run id, sk)`: `RUN` (the run record, compare-and-swap on `version`),
 //!   `SNAPSHOT` (the application it executes), `OUT#<step>#<unit>` (outputs),
 //!   `LOG#<seq>` (one item per appended batch of log entries). Every item carries
@@ -18,6 +19,7 @@
 //! deliveries cannot overwrite each other.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -30,6 +32,7 @@ use chrono::{DateTime, Datelike, Months, TimeZone, Utc};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
+use sluice_core::clock::Clock;
 use sluice_core::model::{
     ApiToken, Application, Configuration, LogEntry, OwnerType, RoleBinding, Run, Schedule,
 };
@@ -71,14 +74,28 @@ mod kind {
     pub const TOKEN: &str = "token";
     pub const TOKEN_HASH: &str = "token_hash";
     pub const BINDING: &str = "role_binding";
+
+    /// Kinds kept in the access table rather than the definitions table.
+    pub const ACCESS: &[&str] = &[TOKEN, TOKEN_HASH, BINDING];
 }
 
 /// The DynamoDB (+ S3) store of one deployment. Cheap to clone.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct DynamoStore {
     pub(crate) db: Client,
     pub(crate) s3: aws_sdk_s3::Client,
     pub(crate) settings: AwsSettings,
+    /// What expiry is judged by (cache TTLs start from it too): the system clock unless
+    /// [`DynamoStore::with_clock`] says otherwise.
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for DynamoStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DynamoStore")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
 }
 
 fn s(value: impl Into<String>) -> A {
@@ -87,10 +104,6 @@ fn s(value: impl Into<String>) -> A {
 
 fn n(value: impl ToString) -> A {
     A::N(value.to_string())
-}
-
-fn now_ms() -> i64 {
-    Utc::now().timestamp_millis()
 }
 
 fn get_s<'a>(item: &'a HashMap<String, A>, name: &str) -> Option<&'a str> {
@@ -160,7 +173,22 @@ fn transaction_condition_failed<R>(
 
 impl DynamoStore {
     pub fn new(db: Client, s3: aws_sdk_s3::Client, settings: AwsSettings) -> Self {
-        Self { db, s3, settings }
+        Self {
+            db,
+            s3,
+            settings,
+            clock: sluice_core::clock::system(),
+        }
+    }
+
+    /// This store judging expiry by `clock` (tests move time instead of sleeping).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.clock.now().timestamp_millis()
     }
 
     pub fn settings(&self) -> &AwsSettings {
@@ -230,6 +258,15 @@ impl DynamoStore {
 
     // ---- definitions ----
 
+    /// The table holding a kind: tokens and role bindings live apart from definitions.
+    fn table_of(&self, kind: &str) -> &str {
+        if kind::ACCESS.contains(&kind) {
+            &self.settings.access_table
+        } else {
+            &self.settings.definitions_table
+        }
+    }
+
     async fn put_definition<T: Serialize>(
         &self,
         kind: &str,
@@ -242,7 +279,7 @@ impl DynamoStore {
         let text = serde_json::to_string(doc).map_err(json_error)?;
         self.db
             .put_item()
-            .table_name(&self.settings.definitions_table)
+            .table_name(self.table_of(kind))
             .item("kind", s(kind))
             .item("name", s(name))
             .item("doc", s(text))
@@ -279,10 +316,7 @@ impl DynamoStore {
         name: &str,
     ) -> Result<Option<T>, StoreError> {
         let item = self
-            .get_item(
-                &self.settings.definitions_table,
-                Self::definition_key(kind, name),
-            )
+            .get_item(self.table_of(kind), Self::definition_key(kind, name))
             .await?;
         item.map(|item| {
             let text =
@@ -300,7 +334,7 @@ impl DynamoStore {
             let out = self
                 .db
                 .query()
-                .table_name(&self.settings.definitions_table)
+                .table_name(self.table_of(kind))
                 .key_condition_expression("#k = :k")
                 .expression_attribute_names("#k", "kind")
                 .expression_attribute_values(":k", s(kind))
@@ -334,7 +368,7 @@ impl DynamoStore {
         let out = self
             .db
             .delete_item()
-            .table_name(&self.settings.definitions_table)
+            .table_name(self.table_of(kind))
             .set_key(Some(Self::definition_key(kind, name)))
             .return_values(ReturnValue::AllOld)
             .send()
@@ -414,7 +448,7 @@ impl DynamoStore {
                 }
             }
         }
-        let now = now_ms();
+        let now = self.now_ms();
         let mut runs = Vec::with_capacity(ids.len());
         for id in ids {
             if let Some(item) = found.get(id).filter(|i| live(i, now)) {
@@ -434,7 +468,7 @@ impl DynamoStore {
         want: usize,
         out: &mut Vec<String>,
     ) -> Result<(), StoreError> {
-        let now = now_ms();
+        let now = self.now_ms();
         let mut start = None;
         loop {
             let mut request = self
@@ -652,7 +686,7 @@ impl AccessStore for DynamoStore {
         let put =
             |kind: &str, name: &str, condition: bool| -> Result<TransactWriteItem, StoreError> {
                 let mut put = Put::builder()
-                    .table_name(&self.settings.definitions_table)
+                    .table_name(&self.settings.access_table)
                     .item("kind", s(kind))
                     .item("name", s(name))
                     .item("doc", s(doc.clone()));
@@ -695,7 +729,7 @@ impl AccessStore for DynamoStore {
             Ok(TransactWriteItem::builder()
                 .delete(
                     Delete::builder()
-                        .table_name(&self.settings.definitions_table)
+                        .table_name(&self.settings.access_table)
                         .set_key(Some(Self::definition_key(kind, name)))
                         .build()
                         .map_err(|e| backend(e.to_string()))?,
@@ -752,7 +786,7 @@ impl RunStore for DynamoStore {
                     .table_name(&self.settings.runs_table)
                     .set_item(Some(run_item))
                     .condition_expression("attribute_not_exists(pk) OR expires_ms <= :now")
-                    .expression_attribute_values(":now", n(now_ms())),
+                    .expression_attribute_values(":now", n(self.now_ms())),
             )?)
             .transact_items(build(
                 Put::builder()
@@ -773,7 +807,7 @@ impl RunStore for DynamoStore {
             .get_item(&self.settings.runs_table, Self::run_key(id, RUN_SK))
             .await?
         {
-            Some(item) if live(&item, now_ms()) => Ok(Some(self.read_document(&item).await?)),
+            Some(item) if live(&item, self.now_ms()) => Ok(Some(self.read_document(&item).await?)),
             _ => Ok(None),
         }
     }
@@ -796,7 +830,7 @@ impl RunStore for DynamoStore {
             .condition_expression("#v = :expected AND expires_ms > :now")
             .expression_attribute_names("#v", "version")
             .expression_attribute_values(":expected", n(expected_version))
-            .expression_attribute_values(":now", n(now_ms()))
+            .expression_attribute_values(":now", n(self.now_ms()))
             .send()
             .await;
         match result {
@@ -814,7 +848,7 @@ impl RunStore for DynamoStore {
             )
             .await?
         {
-            Some(item) if live(&item, now_ms()) => Ok(Some(self.read_document(&item).await?)),
+            Some(item) if live(&item, self.now_ms()) => Ok(Some(self.read_document(&item).await?)),
             _ => Ok(None),
         }
     }
@@ -838,7 +872,7 @@ impl RunStore for DynamoStore {
             )
             .await?;
         } else {
-            let now = Utc::now();
+            let now = self.clock.now();
             let newest = query.until.unwrap_or(now).min(now);
             let oldest = (now - chrono::Duration::seconds(self.settings.result_expires_seconds))
                 .max(query.since.unwrap_or(DateTime::<Utc>::MIN_UTC));
@@ -869,7 +903,7 @@ impl RunStore for DynamoStore {
     async fn unfinished_runs(&self) -> Result<Vec<String>, StoreError> {
         let mut ids = Vec::new();
         let mut start = None;
-        let now = now_ms();
+        let now = self.now_ms();
         loop {
             let out = self
                 .db
@@ -929,7 +963,7 @@ impl RunStore for DynamoStore {
             )
             .await?
         {
-            Some(item) if live(&item, now_ms()) => Ok(Some(self.read_document(&item).await?)),
+            Some(item) if live(&item, self.now_ms()) => Ok(Some(self.read_document(&item).await?)),
             _ => Ok(None),
         }
     }
@@ -946,7 +980,7 @@ impl RunStore for DynamoStore {
         if entries.is_empty() {
             return Ok(());
         }
-        let base = sluice_core::logs::sequence(Utc::now(), 0);
+        let mut base = sluice_core::logs::sequence(self.clock.now(), 0);
         let max = LOG_SEQ_PER_BATCH as usize;
         if entries.len() > max {
             tracing::warn!(
@@ -959,19 +993,29 @@ impl RunStore for DynamoStore {
             .chunks(LOG_ITEM_ENTRIES)
             .enumerate()
         {
-            let first = base + (chunk_index * LOG_ITEM_ENTRIES) as u64;
-            let mut item = Self::run_key(run_id, &log_sk(first));
-            item.insert("first".into(), n(first));
-            expiry_attributes(&mut item, expires_at);
-            let s3_key = format!("runs/{run_id}/logs/{first}");
-            self.put_document(&mut item, || s3_key, chunk).await?;
-            self.db
-                .put_item()
-                .table_name(&self.settings.runs_table)
-                .set_item(Some(item))
-                .send()
-                .await
-                .map_err(|e| sdk("dynamodb PutItem", e))?;
+            loop {
+                let first = base + (chunk_index * LOG_ITEM_ENTRIES) as u64;
+                let mut item = Self::run_key(run_id, &log_sk(first));
+                item.insert("first".into(), n(first));
+                expiry_attributes(&mut item, expires_at);
+                let s3_key = format!("runs/{run_id}/logs/{first}");
+                self.put_document(&mut item, || s3_key, chunk).await?;
+                let result = self
+                    .db
+                    .put_item()
+                    .table_name(&self.settings.runs_table)
+                    .set_item(Some(item))
+                    .condition_expression("attribute_not_exists(sk)")
+                    .send()
+                    .await;
+                match result {
+                    Ok(_) => break,
+                    // Another batch of this run was numbered in the same microsecond:
+                    // never overwrite it, take the next microsecond's numbers.
+                    Err(e) if is_conditional_failure(&e) => base += LOG_SEQ_PER_BATCH,
+                    Err(e) => return Err(sdk("dynamodb PutItem", e)),
+                }
+            }
         }
         Ok(())
     }
@@ -985,7 +1029,7 @@ impl RunStore for DynamoStore {
         let limit = if limit == 0 { DEFAULT_LOG_LIMIT } else { limit };
         // The item holding `after` starts at most LOG_SEQ_PER_BATCH - 1 below it.
         let from = after.saturating_sub(LOG_SEQ_PER_BATCH - 1);
-        let now = now_ms();
+        let now = self.now_ms();
         let mut entries = Vec::new();
         let mut start = None;
         loop {
@@ -1036,7 +1080,7 @@ impl Cache for DynamoStore {
             )
             .await?;
         match item {
-            Some(item) if live(&item, now_ms()) => Ok(Some(self.read_document(&item).await?)),
+            Some(item) if live(&item, self.now_ms()) => Ok(Some(self.read_document(&item).await?)),
             _ => Ok(None),
         }
     }
@@ -1044,7 +1088,8 @@ impl Cache for DynamoStore {
     async fn put(&self, key: &str, value: &Value, ttl: Option<Duration>) -> Result<(), StoreError> {
         let mut item = HashMap::from([("key".to_string(), s(key))]);
         if let Some(ttl) = ttl {
-            let at = Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+            let at =
+                self.clock.now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
             expiry_attributes(&mut item, at);
         }
         let s3_key = format!("cache/{}", hex::encode(sha2_digest(key)));
@@ -1072,7 +1117,7 @@ impl Cache for DynamoStore {
             .map_err(|e| sdk("dynamodb DeleteItem", e))?;
         Ok(out
             .attributes
-            .is_some_and(|a| !a.is_empty() && live(&a, now_ms())))
+            .is_some_and(|a| !a.is_empty() && live(&a, self.now_ms())))
     }
 }
 

@@ -100,11 +100,14 @@ impl AwsEnvironment {
     pub fn scheduler(&self) -> Option<Arc<dyn Scheduler>> {
         let target = self.settings.start_function_arn.clone()?;
         let role = self.settings.scheduler_role_arn.clone()?;
-        Some(Arc::new(EventBridgeScheduler::new(
-            self.clients.scheduler.clone(),
-            self.settings.schedule_group.clone(),
-            target,
-            role,
-        )))
+        Some(Arc::new(
+            EventBridgeScheduler::new(
+                self.clients.scheduler.clone(),
+                self.settings.schedule_group.clone(),
+                target,
+                role,
+            )
+            .with_dead_letter(self.settings.schedule_dead_letter_arn.clone()),
+        ))
     }
 }

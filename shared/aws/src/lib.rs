@@ -1,5 +1,5 @@
-//! Sluice on AWS: the core's ports implemented one to one on AWS services, and the glue
-//! the Lambda functions share.
+//! Sluice on AWS: the core's ports implemented one to one on AWS services (the Lambda
+//! glue that the functions share is the `sluice-lambda` crate).
 //!
 //! | port | adapter |
 //! |---|---|
@@ -8,18 +8,16 @@
 //! | `SecretStore` | [`SecretsManagerStore`] (one secret per configuration) |
 //! | `Scheduler` | [`EventBridgeScheduler`] (one schedule per Sluice schedule) |
 //!
-//! The same runtime code runs in the functions (`functions/*`, through [`lambda`]) and
-//! in `sluice --backend aws`, which polls the queues in-process with the handler the
-//! functions use.
+//! The same runtime code runs in the functions (`functions/*`, through `sluice-lambda`)
+//! and in `sluice --backend aws`, which polls the queues in-process with the handler the
+//! functions use (`Runtime::handle_delivery`).
 
-pub mod api;
 pub mod capacity;
 pub mod clients;
 mod codec;
 pub mod dynamo;
 pub mod environment;
 mod error;
-pub mod lambda;
 pub mod provision;
 pub mod scheduler;
 pub mod secrets;

@@ -19,7 +19,7 @@ use crate::settings::AwsSettings;
 /// A DynamoDB table of a deployment.
 #[derive(Debug, Clone, Copy)]
 pub struct TableSpec {
-    /// `definitions`, `runs` or `cache` (the table name is `<prefix>-<role>`).
+    /// `definitions`, `access`, `runs` or `cache` (the table name is `<prefix>-<role>`).
     pub role: &'static str,
     pub hash_key: &'static str,
     pub range_key: Option<&'static str>,
@@ -49,6 +49,13 @@ const RUN_LIST_ATTRIBUTES: &[&str] = &[
 pub const TABLES: &[TableSpec] = &[
     TableSpec {
         role: "definitions",
+        hash_key: "kind",
+        range_key: Some("name"),
+        indexes: &[],
+        ttl_attribute: None,
+    },
+    TableSpec {
+        role: "access",
         hash_key: "kind",
         range_key: Some("name"),
         indexes: &[],
@@ -94,6 +101,22 @@ pub const TABLES: &[TableSpec] = &[
 pub const QUEUE_VISIBILITY_SECONDS: u32 = 5400;
 /// Retention of messages in queues and dead-letter queues: 14 days, the SQS maximum.
 pub const QUEUE_RETENTION_SECONDS: u32 = 1_209_600;
+/// Timeout of the `dead_letter` function, which consumes every dead-letter queue.
+pub const DEAD_LETTER_FUNCTION_TIMEOUT_SECONDS: u32 = 60;
+/// Visibility timeout of the dead-letter queues: six times the timeout of the function
+/// consuming them (Lambda refuses a queue whose visibility is shorter than that timeout).
+pub const DEAD_LETTER_VISIBILITY_SECONDS: u32 = 6 * DEAD_LETTER_FUNCTION_TIMEOUT_SECONDS;
+/// Receives of a dead letter before it is parked: five attempts of the `dead_letter`
+/// function on top of the step queue's receives, since a message may keep its receive
+/// count when it moves to the dead-letter queue (moto does), which would otherwise park
+/// it on its first receive there.
+pub const DEAD_LETTER_MAX_RECEIVE_COUNT: u32 = MAX_RECEIVE_COUNT + 5;
+
+/// The final queue of dead letters the `dead_letter` function could not record: nothing
+/// consumes it, an alarm watches its depth.
+pub fn parked_queue(settings: &AwsSettings) -> String {
+    format!("{}-parked", settings.queue_prefix)
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("provisioning {resource}: {message}")]
@@ -114,6 +137,8 @@ fn fail(resource: &str, e: impl std::error::Error) -> ProvisionError {
 pub struct Provisioned {
     pub tables: Vec<String>,
     pub queues: Vec<String>,
+    /// The final queue of unrecordable dead letters ([`parked_queue`]).
+    pub parked_queue: String,
     pub bucket: String,
     pub schedule_group: String,
 }
@@ -121,6 +146,7 @@ pub struct Provisioned {
 pub fn table_name(settings: &AwsSettings, role: &str) -> String {
     match role {
         "definitions" => settings.definitions_table.clone(),
+        "access" => settings.access_table.clone(),
         "runs" => settings.runs_table.clone(),
         _ => settings.cache_table.clone(),
     }
@@ -139,9 +165,20 @@ pub async fn provision(
         create_table(clients, &name, spec).await?;
         done.tables.push(name);
     }
+    let parked = parked_queue(settings);
+    let parked_arn = create_queue_with(
+        clients,
+        &parked,
+        &[(
+            QueueAttributeName::MessageRetentionPeriod,
+            QUEUE_RETENTION_SECONDS.to_string(),
+        )],
+    )
+    .await?;
+    done.parked_queue = parked;
     for step_type in step_types {
         let queue = settings.queue_for(step_type);
-        create_queue(clients, &queue).await?;
+        create_queue(clients, &queue, &parked_arn).await?;
         done.queues.push(queue);
     }
     let created = clients
@@ -277,51 +314,83 @@ async fn create_table(
     Ok(())
 }
 
-/// A queue and its dead-letter queue, joined by a redrive policy.
-async fn create_queue(clients: &Clients, queue: &str) -> Result<(), ProvisionError> {
-    let dlq = dead_letter_queue(queue);
-    let dlq_url = clients
-        .sqs
-        .create_queue()
-        .queue_name(&dlq)
-        .attributes(
-            QueueAttributeName::MessageRetentionPeriod,
-            QUEUE_RETENTION_SECONDS.to_string(),
-        )
+fn redrive_to(arn: &str, max_receive_count: u32) -> String {
+    serde_json::json!({"deadLetterTargetArn": arn, "maxReceiveCount": max_receive_count})
+        .to_string()
+}
+
+/// Creates (or finds) a queue with these attributes; returns its ARN.
+async fn create_queue_with(
+    clients: &Clients,
+    queue: &str,
+    attributes: &[(QueueAttributeName, String)],
+) -> Result<String, ProvisionError> {
+    let mut request = clients.sqs.create_queue().queue_name(queue);
+    for (name, value) in attributes {
+        request = request.attributes(name.clone(), value);
+    }
+    let url = request
         .send()
         .await
-        .map_err(|e| fail(&dlq, e))?
+        .map_err(|e| fail(queue, e))?
         .queue_url
         .unwrap_or_default();
-    let dlq_arn = clients
+    Ok(clients
         .sqs
         .get_queue_attributes()
-        .queue_url(&dlq_url)
+        .queue_url(&url)
         .attribute_names(QueueAttributeName::QueueArn)
         .send()
         .await
-        .map_err(|e| fail(&dlq, e))?
+        .map_err(|e| fail(queue, e))?
         .attributes
         .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
-        .unwrap_or_default();
-    let redrive =
-        serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVE_COUNT})
-            .to_string();
-    clients
-        .sqs
-        .create_queue()
-        .queue_name(queue)
-        .attributes(
-            QueueAttributeName::MessageRetentionPeriod,
-            QUEUE_RETENTION_SECONDS.to_string(),
-        )
-        .attributes(
-            QueueAttributeName::VisibilityTimeout,
-            QUEUE_VISIBILITY_SECONDS.to_string(),
-        )
-        .attributes(QueueAttributeName::RedrivePolicy, redrive)
-        .send()
-        .await
-        .map_err(|e| fail(queue, e))?;
+        .unwrap_or_default())
+}
+
+/// A queue and its dead-letter queue, joined by a redrive policy; the dead-letter queue
+/// redrives to the parked queue.
+async fn create_queue(
+    clients: &Clients,
+    queue: &str,
+    parked_arn: &str,
+) -> Result<(), ProvisionError> {
+    let retention = (
+        QueueAttributeName::MessageRetentionPeriod,
+        QUEUE_RETENTION_SECONDS.to_string(),
+    );
+    let dlq = dead_letter_queue(queue);
+    let dlq_arn = create_queue_with(
+        clients,
+        &dlq,
+        &[
+            retention.clone(),
+            (
+                QueueAttributeName::VisibilityTimeout,
+                DEAD_LETTER_VISIBILITY_SECONDS.to_string(),
+            ),
+            (
+                QueueAttributeName::RedrivePolicy,
+                redrive_to(parked_arn, DEAD_LETTER_MAX_RECEIVE_COUNT),
+            ),
+        ],
+    )
+    .await?;
+    create_queue_with(
+        clients,
+        queue,
+        &[
+            retention,
+            (
+                QueueAttributeName::VisibilityTimeout,
+                QUEUE_VISIBILITY_SECONDS.to_string(),
+            ),
+            (
+                QueueAttributeName::RedrivePolicy,
+                redrive_to(&dlq_arn, MAX_RECEIVE_COUNT),
+            ),
+        ],
+    )
+    .await?;
     Ok(())
 }

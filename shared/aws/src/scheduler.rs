@@ -19,7 +19,8 @@
 
 use async_trait::async_trait;
 use aws_sdk_scheduler::types::{
-    FlexibleTimeWindow, FlexibleTimeWindowMode, RetryPolicy, ScheduleState, Target,
+    DeadLetterConfig, FlexibleTimeWindow, FlexibleTimeWindowMode, RetryPolicy, ScheduleState,
+    Target,
 };
 use aws_sdk_scheduler::Client;
 use sluice_core::json::{Invalid, Issue};
@@ -176,6 +177,9 @@ pub struct EventBridgeScheduler {
     group: String,
     target_arn: String,
     role_arn: String,
+    /// The SQS queue that receives the events of ticks whose invocations failed after
+    /// every retry (the template's `ScheduleDeadLetterQueue`).
+    dead_letter_arn: Option<String>,
 }
 
 impl EventBridgeScheduler {
@@ -190,7 +194,14 @@ impl EventBridgeScheduler {
             group: group.into(),
             target_arn: target_arn.into(),
             role_arn: role_arn.into(),
+            dead_letter_arn: None,
         }
+    }
+
+    /// Sends the events of ticks that failed every retry to this SQS queue.
+    pub fn with_dead_letter(mut self, queue_arn: Option<String>) -> Self {
+        self.dead_letter_arn = queue_arn;
+        self
     }
 
     fn target(&self, entry_id: &str) -> Result<Target, StoreError> {
@@ -203,6 +214,11 @@ impl EventBridgeScheduler {
                     .maximum_retry_attempts(5)
                     .maximum_event_age_in_seconds(3600)
                     .build(),
+            )
+            .set_dead_letter_config(
+                self.dead_letter_arn
+                    .as_ref()
+                    .map(|arn| DeadLetterConfig::builder().arn(arn).build()),
             )
             .build()
             .map_err(|e| StoreError::Backend(e.to_string()))

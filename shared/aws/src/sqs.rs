@@ -212,4 +212,13 @@ impl Queue for SqsQueue {
             _ => self.change_visibility(queue, receipt, delay).await,
         }
     }
+
+    async fn extend_visibility(
+        &self,
+        queue: &str,
+        receipt: &str,
+        visibility: Duration,
+    ) -> Result<(), QueueError> {
+        self.change_visibility(queue, receipt, visibility).await
+    }
 }

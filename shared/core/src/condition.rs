@@ -3,7 +3,7 @@
 use serde_json::{Map, Value};
 
 use crate::model::{Condition, ConditionKind};
-use crate::reference::{resolve_str, resolve_value, Interpolation, RefError, Scope};
+use crate::reference::{resolve_value, RefError, Scope};
 use crate::template;
 
 /// Why a condition could not be evaluated.
@@ -22,6 +22,11 @@ impl ConditionError {
             message,
             withheld: false,
         }
+    }
+
+    /// A template condition failed to compile or evaluate.
+    pub fn template(message: String) -> Self {
+        Self::new(format!("template: {message}"))
     }
 
     fn labelled(self, label: Option<&str>) -> Self {
@@ -44,20 +49,33 @@ impl From<RefError> for ConditionError {
     }
 }
 
-/// Evaluates a condition. `template_context` builds the Jinja2 context on first use.
+/// Evaluates a condition. `template` evaluates a template condition's expression (the
+/// runtime binds its references and evaluates it within the template limits).
 pub fn evaluate(
     condition: &Condition,
     scope: &dyn Scope,
-    template_context: &dyn Fn() -> Map<String, Value>,
+    template: &dyn Fn(&str) -> Result<bool, ConditionError>,
 ) -> Result<bool, ConditionError> {
-    evaluate_kind(condition, scope, template_context)
-        .map_err(|e| e.labelled(condition.label.as_deref()))
+    evaluate_kind(condition, scope, template).map_err(|e| e.labelled(condition.label.as_deref()))
+}
+
+/// Evaluates a template condition in this process: its `${…}` references become values
+/// (never expression source) looked up in `scope`.
+pub fn evaluate_template(
+    expression: &str,
+    scope: &dyn Scope,
+    context: Map<String, Value>,
+) -> Result<bool, ConditionError> {
+    let bound = template::bind(expression, template::SourceKind::Expression, scope)?;
+    bound
+        .evaluate_truth(context)
+        .map_err(|e| ConditionError::template(e.0))
 }
 
 fn evaluate_kind(
     condition: &Condition,
     scope: &dyn Scope,
-    template_context: &dyn Fn() -> Map<String, Value>,
+    template: &dyn Fn(&str) -> Result<bool, ConditionError>,
 ) -> Result<bool, ConditionError> {
     let kind = condition.kind().ok_or_else(|| {
         ConditionError::new(
@@ -78,15 +96,10 @@ fn evaluate_kind(
             Ok(numeric.above.is_none_or(|above| number > above)
                 && numeric.below.is_none_or(|below| number < below))
         }
-        ConditionKind::Template(expression) => {
-            let expression = resolve_str(expression, scope, Interpolation::Expression)?;
-            let expression = expression.as_str().unwrap_or_default();
-            template::evaluate_truth(expression, &template_context())
-                .map_err(|e| ConditionError::new(format!("template: {e}")))
-        }
+        ConditionKind::Template(expression) => template(expression),
         ConditionKind::And(all) => {
             for c in all {
-                if !evaluate(c, scope, template_context)? {
+                if !evaluate(c, scope, template)? {
                     return Ok(false);
                 }
             }
@@ -94,13 +107,13 @@ fn evaluate_kind(
         }
         ConditionKind::Or(any) => {
             for c in any {
-                if evaluate(c, scope, template_context)? {
+                if evaluate(c, scope, template)? {
                     return Ok(true);
                 }
             }
             Ok(false)
         }
-        ConditionKind::Not(inner) => Ok(!evaluate(inner, scope, template_context)?),
+        ConditionKind::Not(inner) => Ok(!evaluate(inner, scope, template)?),
     }
 }
 
@@ -147,8 +160,12 @@ mod tests {
     fn eval(condition: Value) -> Result<bool, String> {
         let condition: Condition = serde_json::from_value(condition).unwrap();
         let scope = scope();
-        evaluate(&condition, &scope, &|| {
-            scope.template_context(&["Check".to_string()])
+        evaluate(&condition, &scope, &|expression| {
+            evaluate_template(
+                expression,
+                &scope,
+                scope.template_context(&["Check".to_string()]),
+            )
         })
         .map_err(|e| e.message)
     }

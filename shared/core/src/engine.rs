@@ -161,9 +161,11 @@ pub enum Event {
     },
     /// Revoke the run: nothing further starts; unfinished steps are cancelled.
     Revoke,
-    /// The only process running workers restarted: attempts it had claimed are
-    /// re-queued (as the same attempt) and every outstanding effect is re-issued.
-    Recover,
+    /// The only process running workers restarted: attempts a previous process claimed
+    /// (before `claimed_before`, when this process took over) are re-queued (as the same
+    /// attempt) and every outstanding effect is re-issued. Claims at or after it belong
+    /// to this process's live workers and are left alone.
+    Recover { claimed_before: DateTime<Utc> },
     /// Re-issue every outstanding effect without changing anything.
     Resend,
 }
@@ -245,8 +247,9 @@ pub fn apply(plan: &Plan, run: &mut Run, event: &Event, now: DateTime<Utc>) -> A
         }
     } else {
         let effects = match event {
-            // A refused claim says nothing about lost effects.
-            Event::Claim { .. } => Vec::new(),
+            Event::Claim {
+                step, unit, attempt, ..
+            } => lost_after_end(plan, machine.run, step, *unit, *attempt, now),
             _ => outstanding(plan, machine.run, now),
         };
         Applied {
@@ -289,6 +292,53 @@ pub fn outstanding(plan: &Plan, run: &Run, now: DateTime<Utc>) -> Vec<Effect> {
         }
     }
     effects
+}
+
+/// How long after an attempt ended a redelivery of its message may conclude that the
+/// messages its end should have sent were lost (the worker died between storing the
+/// transition and sending them). Shorter than any redelivery after a crash (a step's
+/// timeout plus a margin), longer than a successor normally waits for its claim.
+pub const RESEND_AFTER_MS: i64 = 20_000;
+
+/// The effects a refused claim re-issues: none, unless the claimed attempt succeeded at
+/// least [`RESEND_AFTER_MS`] ago; then the outstanding effects its end caused — its
+/// successors' evaluations and dispatches, further units of its own step, the run's end
+/// notice. Limiting them to the claimed step's neighbourhood keeps a duplicate from
+/// re-sending the whole run's work (and those copies from re-sending theirs).
+fn lost_after_end(
+    plan: &Plan,
+    run: &Run,
+    step: &str,
+    unit: u32,
+    attempt: u32,
+    now: DateTime<Utc>,
+) -> Vec<Effect> {
+    let Some(i) = plan.index_of(step) else {
+        return Vec::new();
+    };
+    let ended = run.steps[i]
+        .units
+        .get(unit as usize)
+        .filter(|u| u.attempt == attempt && u.state == UnitState::Done)
+        .and_then(|u| u.finished_at);
+    if ended.is_none_or(|t| t + Duration::milliseconds(RESEND_AFTER_MS) > now) {
+        return Vec::new();
+    }
+    let mut near: Vec<&str> = plan.successors[i]
+        .iter()
+        .map(|&s| plan.app.steps[s].id.as_str())
+        .collect();
+    near.push(step);
+    outstanding(plan, run, now)
+        .into_iter()
+        .filter(|effect| match effect {
+            Effect::Evaluate { step } | Effect::Dispatch { step, .. } => {
+                near.contains(&step.as_str())
+            }
+            Effect::RunFinished { .. } => true,
+            Effect::RevokeChild { .. } => false,
+        })
+        .collect()
 }
 
 fn remaining_ms(until: Option<DateTime<Utc>>, now: DateTime<Utc>) -> u64 {
@@ -391,8 +441,8 @@ impl Machine<'_> {
                 self.revoke();
                 None
             }
-            Event::Recover => {
-                self.recover();
+            Event::Recover { claimed_before } => {
+                self.recover(*claimed_before);
                 None
             }
             Event::Resend => None,
@@ -748,7 +798,7 @@ impl Machine<'_> {
         self.changed = true;
     }
 
-    fn recover(&mut self) {
+    fn recover(&mut self, claimed_before: DateTime<Utc>) {
         if self.run.state != RunState::Running {
             return;
         }
@@ -759,7 +809,8 @@ impl Machine<'_> {
             }
             let mut reset = false;
             for unit in &mut s.units {
-                if unit.state == UnitState::Running {
+                let by_previous_process = unit.claimed_at.is_none_or(|at| at < claimed_before);
+                if unit.state == UnitState::Running && by_previous_process {
                     unit.state = UnitState::Queued;
                     unit.claimed_at = None;
                     reset = true;

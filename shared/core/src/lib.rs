@@ -5,6 +5,9 @@
 //! semantics are tested fast and exhaustively here, and every adapter (embedded SQLite,
 //! AWS) inherits them unchanged.
 
+pub mod clock;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod json;
 pub mod logs;
 pub mod model;
@@ -18,6 +21,7 @@ pub mod engine;
 pub mod operators;
 pub mod reference;
 pub mod schedule;
+pub mod schema_check;
 pub mod task;
 pub mod template;
 pub mod validate;

@@ -198,6 +198,16 @@ pub trait Queue: Send + Sync {
     async fn ack(&self, queue: &str, receipt: &str) -> Result<(), QueueError>;
     /// Makes a received message visible again after `delay`.
     async fn release(&self, queue: &str, receipt: &str, delay: Duration) -> Result<(), QueueError>;
+    /// Keeps a received message invisible for `visibility` from now, its receipt still
+    /// valid (SQS `ChangeMessageVisibility`). A worker holds a message for its step's
+    /// timeout plus a margin, so that the attempt of a worker that died comes back soon
+    /// after that timeout rather than after the receive's long visibility.
+    async fn extend_visibility(
+        &self,
+        queue: &str,
+        receipt: &str,
+        visibility: Duration,
+    ) -> Result<(), QueueError>;
 }
 
 /// Receives after which a message is dead-lettered (SQS `maxReceiveCount`).

@@ -136,7 +136,8 @@ fn preview(text: &str) -> String {
     text.chars().take(30).collect()
 }
 
-fn parse_reference(inner: &str) -> Result<Reference, RefError> {
+/// Parses the inside of one `${…}` (without the braces).
+pub fn parse_reference(inner: &str) -> Result<Reference, RefError> {
     let inner = inner.trim();
     let mut parts = inner.split('.');
     let root = parts.next().unwrap_or_default();
@@ -198,20 +199,10 @@ pub trait Scope {
     fn lookup(&self, reference: &Reference) -> Result<Value, RefError>;
 }
 
-/// How references inside a longer string are rendered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Interpolation {
-    /// Strings as they are, anything else as compact JSON (parameters).
-    Text,
-    /// Every value as a literal of an expression: strings quoted, `null` as `none`
-    /// (template conditions).
-    Expression,
-}
-
 /// Resolves every reference in a JSON value.
 pub fn resolve_value(value: &Value, scope: &dyn Scope) -> Result<Value, RefError> {
     match value {
-        Value::String(s) => resolve_str(s, scope, Interpolation::Text),
+        Value::String(s) => resolve_str(s, scope),
         Value::Array(items) => items
             .iter()
             .map(|v| resolve_value(v, scope))
@@ -228,45 +219,28 @@ pub fn resolve_value(value: &Value, scope: &dyn Scope) -> Result<Value, RefError
     }
 }
 
-/// Resolves a string: exactly one reference gives its value, otherwise text.
-pub fn resolve_str(text: &str, scope: &dyn Scope, mode: Interpolation) -> Result<Value, RefError> {
+/// Resolves a string: exactly one reference gives its value, otherwise text (strings as
+/// they are, anything else as compact JSON). Templates never go through here: their
+/// references are bound as values (`template::bind`).
+pub fn resolve_str(text: &str, scope: &dyn Scope) -> Result<Value, RefError> {
     if !text.contains('$') {
         return Ok(Value::String(text.to_string()));
     }
     let segments = parse(text)?;
-    if mode == Interpolation::Text {
-        if let [Segment::Ref(reference)] = segments.as_slice() {
-            return scope.lookup(reference);
-        }
+    if let [Segment::Ref(reference)] = segments.as_slice() {
+        return scope.lookup(reference);
     }
     let mut out = String::new();
     for segment in &segments {
         match segment {
             Segment::Text(t) => out.push_str(t),
-            Segment::Ref(r) => {
-                let value = scope.lookup(r)?;
-                match mode {
-                    Interpolation::Text => push_text(&mut out, &value),
-                    Interpolation::Expression => push_literal(&mut out, &value),
-                }
-            }
+            Segment::Ref(r) => match scope.lookup(r)? {
+                Value::String(s) => out.push_str(&s),
+                other => out.push_str(&other.to_string()),
+            },
         }
     }
     Ok(Value::String(out))
-}
-
-fn push_text(out: &mut String, value: &Value) {
-    match value {
-        Value::String(s) => out.push_str(s),
-        other => out.push_str(&other.to_string()),
-    }
-}
-
-fn push_literal(out: &mut String, value: &Value) {
-    match value {
-        Value::Null => out.push_str("none"),
-        other => out.push_str(&other.to_string()),
-    }
 }
 
 /// Follows `path` into `value`. Into `null` gives `null` (a skipped step's output);
@@ -317,9 +291,21 @@ pub struct ConfigValues {
     pub values: BTreeMap<String, Value>,
     /// Names of encrypted variables whose plaintext was not loaded.
     pub withheld: Vec<String>,
+    /// Names of encrypted variables whose plaintext is in `values`.
+    pub decrypted: Vec<String>,
 }
 
 impl ConfigValues {
+    /// The same variables with every encrypted one withheld: what templates see.
+    pub fn public(&self) -> Self {
+        let mut public = self.clone();
+        for name in std::mem::take(&mut public.decrypted) {
+            public.values.remove(&name);
+            public.withheld.push(name);
+        }
+        public
+    }
+
     /// Resolves configuration variable `name` (its references included).
     pub fn get(
         &self,
@@ -411,6 +397,16 @@ pub struct RunScope {
 }
 
 impl RunScope {
+    /// This scope without encrypted configuration values (docs/semantics.md, "Secrets in
+    /// templates and derived forms"): templates resolve and render in it, so no template
+    /// output can disclose a secret in any form.
+    pub fn public(&self) -> Self {
+        Self {
+            config: self.config.public(),
+            ..self.clone()
+        }
+    }
+
     fn var(
         &self,
         name: &str,
@@ -578,7 +574,7 @@ mod tests {
     }
 
     fn resolve(text: &str) -> Result<Value, RefError> {
-        resolve_str(text, &scope(), Interpolation::Text)
+        resolve_str(text, &scope())
     }
 
     #[test]
@@ -687,17 +683,6 @@ mod tests {
         ));
         assert!(matches!(parse("${9bad}").unwrap_err(), RefError::Syntax(_)));
         assert!(matches!(parse("${a..b}").unwrap_err(), RefError::Syntax(_)));
-    }
-
-    #[test]
-    fn expression_mode_renders_literals() {
-        let v = resolve_str(
-            "${Get.total} > 1 and ${Skipped} is none and ${Get.devices.0.name} == 'a'",
-            &scope(),
-            Interpolation::Expression,
-        )
-        .unwrap();
-        assert_eq!(v, json!("2 > 1 and none is none and \"a\" == 'a'"));
     }
 
     #[test]

@@ -13,11 +13,21 @@ use crate::model::{
 };
 use crate::operators::{self, TRIGGER_APPLICATION};
 use crate::reference::{self, Reference, RootKind};
+use crate::schema_check;
 use crate::step::StepRegistry;
 use crate::template;
 
 /// Params with a meaning of their own in a run request (SPEC §4).
 pub const RESERVED_PARAMS: [&str; 3] = ["configuration", "queue", "loglevel"];
+
+/// Most attempts a retry policy may ask for.
+pub const MAX_ATTEMPTS: u32 = 100;
+/// Longest first retry delay (a day; later delays are capped at a day as well).
+pub const MAX_BACKOFF_SECONDS: f64 = 86_400.0;
+/// Largest backoff growth factor.
+pub const MAX_BACKOFF_RATE: f64 = 100.0;
+/// Largest `for_each` batch size and concurrency.
+pub const MAX_FOR_EACH: usize = 10_000;
 
 /// Step ids that would shadow reference roots or template names.
 const RESERVED_STEP_IDS: [&str; 5] = ["config", "vars", "run", "item", "input"];
@@ -28,6 +38,8 @@ struct ParamRules {
     /// Known parameter names; `None` when the schema allows any.
     known: Option<BTreeSet<String>>,
     required: BTreeSet<String>,
+    /// The whole schema: literal values are checked against it.
+    schema: Value,
 }
 
 impl ParamRules {
@@ -51,6 +63,7 @@ impl ParamRules {
         Self {
             known: closed.then_some(properties),
             required,
+            schema: schema.clone(),
         }
     }
 }
@@ -81,6 +94,33 @@ impl StepCatalog {
 
     pub fn contains(&self, name: &str) -> bool {
         self.entries.contains_key(name)
+    }
+
+    /// References a step's parameters hold in fields that refuse them (a SQL `query`),
+    /// as one message naming the fields; checked again before each attempt, so that an
+    /// application stored before the rule cannot splice values into such a field.
+    pub fn refused_references(&self, step: &StepSpec, path: &str) -> Option<String> {
+        let schema = &self.entries.get(&step.step_type)?.schema;
+        let properties = schema.get("properties")?.as_object()?;
+        let mut problems = Vec::new();
+        for (name, value) in &step.parameters {
+            if let Some(field_schema) = properties.get(name) {
+                let at = format!("{path}.parameters.{name}");
+                problems.extend(schema_check::literal_problems(
+                    schema,
+                    field_schema,
+                    value,
+                    &at,
+                ));
+            }
+        }
+        (!problems.is_empty()).then(|| {
+            problems
+                .iter()
+                .map(|(at, message)| format!("{at}: {message}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
     }
 
     fn names(&self) -> String {
@@ -196,6 +236,8 @@ pub fn validate_application(app: &Application, catalog: &StepCatalog) -> Result<
         }
     }
 
+    check_variable_references(app, &mut issue);
+
     // Steps: ids and types first, so later checks can rely on the index.
     if app.steps.is_empty() {
         issue(
@@ -251,22 +293,31 @@ pub fn validate_application(app: &Application, catalog: &StepCatalog) -> Result<
             }
         }
         if let Some(retry) = &step.retry {
-            if retry.max_attempts < 1 {
+            if !(1..=MAX_ATTEMPTS).contains(&retry.max_attempts) {
                 issue(
                     format!("{path}.retry.max_attempts"),
-                    "must be at least 1".into(),
+                    format!(
+                        "must be between 1 and {MAX_ATTEMPTS} (got {})",
+                        retry.max_attempts
+                    ),
                 );
             }
-            if retry.backoff_seconds.is_nan() || retry.backoff_seconds < 0.0 {
+            if !(0.0..=MAX_BACKOFF_SECONDS).contains(&retry.backoff_seconds) {
                 issue(
                     format!("{path}.retry.backoff_seconds"),
-                    "must not be negative".into(),
+                    format!(
+                        "must be between 0 and {MAX_BACKOFF_SECONDS} (got {})",
+                        shown_number(retry.backoff_seconds)
+                    ),
                 );
             }
-            if retry.backoff_rate.is_nan() || retry.backoff_rate < 1.0 {
+            if !(1.0..=MAX_BACKOFF_RATE).contains(&retry.backoff_rate) {
                 issue(
                     format!("{path}.retry.backoff_rate"),
-                    "must be at least 1.0".into(),
+                    format!(
+                        "must be between 1 and {MAX_BACKOFF_RATE} (got {})",
+                        shown_number(retry.backoff_rate)
+                    ),
                 );
             }
         }
@@ -279,16 +330,22 @@ pub fn validate_application(app: &Application, catalog: &StepCatalog) -> Result<
             }
         }
         if let Some(for_each) = &step.for_each {
-            if for_each.batch_size < 1 {
+            if !(1..=MAX_FOR_EACH).contains(&for_each.batch_size) {
                 issue(
                     format!("{path}.for_each.batch_size"),
-                    "must be at least 1".into(),
+                    format!(
+                        "must be between 1 and {MAX_FOR_EACH} (got {})",
+                        for_each.batch_size
+                    ),
                 );
             }
-            if for_each.max_concurrency < 1 {
+            if !(1..=MAX_FOR_EACH).contains(&for_each.max_concurrency) {
                 issue(
                     format!("{path}.for_each.max_concurrency"),
-                    "must be at least 1".into(),
+                    format!(
+                        "must be between 1 and {MAX_FOR_EACH} (got {})",
+                        for_each.max_concurrency
+                    ),
                 );
             }
             if !matches!(for_each.items, Value::Array(_) | Value::String(_)) {
@@ -329,6 +386,90 @@ pub fn validate_application(app: &Application, catalog: &StepCatalog) -> Result<
     } else {
         Err(Invalid { issues })
     }
+}
+
+/// References between app variables: every `${vars.NAME}` in a variable's value names a
+/// variable, and no variable reaches itself.
+fn check_variable_references(app: &Application, issue: &mut impl FnMut(String, String)) {
+    let mut edges: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (i, var) in app.app_variables.iter().enumerate() {
+        let Some(value) = &var.value else { continue };
+        let Ok(refs) = reference::references_in(value) else {
+            continue; // reported with the step references that use it, or at run time
+        };
+        for r in refs {
+            if r.kind() != RootKind::Vars {
+                continue;
+            }
+            match r.path.first() {
+                Some(name) if app.variable(name).is_some() => edges
+                    .entry(var.name.as_str())
+                    .or_default()
+                    .push(name.clone()),
+                Some(name) => issue(
+                    format!("app_variables[{i}].value"),
+                    format!("{r}: unknown app variable \"{name}\""),
+                ),
+                None => issue(
+                    format!("app_variables[{i}].value"),
+                    format!("{r}: name an app variable: ${{vars.NAME}}"),
+                ),
+            }
+        }
+    }
+    // Depth-first, each variable finished once: linear in the references.
+    let mut done: BTreeSet<&str> = BTreeSet::new();
+    for (i, var) in app.app_variables.iter().enumerate() {
+        if done.contains(var.name.as_str()) {
+            continue;
+        }
+        if let Some(cycle) = variable_cycle(&edges, &var.name, &mut done) {
+            issue(
+                format!("app_variables[{i}].value"),
+                format!("app variable reference cycle: {}", cycle.join(" -> ")),
+            );
+        }
+    }
+}
+
+/// A cycle reachable from `start`, as the names along it. Variables in `done` are known
+/// to reach no cycle (or one already reported); every variable visited ends there.
+fn variable_cycle<'a>(
+    edges: &'a BTreeMap<&str, Vec<String>>,
+    start: &'a str,
+    done: &mut BTreeSet<&'a str>,
+) -> Option<Vec<String>> {
+    // The path being explored, each with the index of its next edge to follow.
+    let mut chain: Vec<(&str, usize)> = vec![(start, 0)];
+    let mut on_chain: BTreeSet<&str> = BTreeSet::from([start]);
+    while let Some((name, next_edge)) = chain.last_mut() {
+        let targets = edges.get(*name).map(Vec::as_slice).unwrap_or_default();
+        let Some(next) = targets.get(*next_edge) else {
+            done.insert(name);
+            on_chain.remove(name);
+            chain.pop();
+            continue;
+        };
+        *next_edge += 1;
+        let next = next.as_str();
+        if on_chain.contains(next) {
+            let from = chain.iter().position(|(c, _)| *c == next).unwrap_or(0);
+            let mut cycle: Vec<String> = chain[from..].iter().map(|(c, _)| c.to_string()).collect();
+            cycle.push(next.to_string());
+            done.extend(chain.iter().map(|(c, _)| *c));
+            return Some(cycle);
+        }
+        if !done.contains(next) {
+            on_chain.insert(next);
+            chain.push((next, 0));
+        }
+    }
+    None
+}
+
+/// A number as JSON writes it (`1e300`, not three hundred digits).
+fn shown_number(x: f64) -> String {
+    serde_json::Number::from_f64(x).map_or_else(|| x.to_string(), |n| n.to_string())
 }
 
 fn check_variable_value(
@@ -404,16 +545,48 @@ fn check_parameters(
             );
         }
     }
+    check_literal_parameters(step, path, &rules.schema, issue);
     if operators::is_operator(&step.step_type) && step.step_type != TRIGGER_APPLICATION {
         if let Some(Value::String(t)) = step.parameters.get("template") {
-            if !t.contains("${") {
-                if let Err(e) = template::check_template(t) {
-                    issue(
-                        format!("{path}.parameters.template"),
-                        format!("invalid template: {e}"),
-                    );
-                }
+            if let Err(e) = template::check_template(t) {
+                issue(
+                    format!("{path}.parameters.template"),
+                    format!("invalid template: {e}"),
+                );
             }
+        }
+    }
+}
+
+/// Checks each literal parameter against its schema (a `${…}` value is checked by the
+/// step at run time), and the schema's conditional rules (`if`/`then`/`else`, `allOf`)
+/// against the whole parameters object. Unknown and missing names are reported above.
+fn check_literal_parameters(
+    step: &StepSpec,
+    path: &str,
+    schema: &Value,
+    issue: &mut impl FnMut(String, String),
+) {
+    let properties = schema.get("properties").and_then(Value::as_object);
+    for (name, value) in &step.parameters {
+        if let Some(field_schema) = properties.and_then(|p| p.get(name)) {
+            let field_path = format!("{path}.parameters.{name}");
+            for (at, message) in schema_check::check(schema, field_schema, value, &field_path) {
+                issue(at, message);
+            }
+        }
+    }
+    let mut rules = Map::new();
+    for keyword in ["if", "then", "else", "allOf"] {
+        if let Some(rule) = schema.get(keyword) {
+            rules.insert(keyword.to_string(), rule.clone());
+        }
+    }
+    if !rules.is_empty() {
+        let object = Value::Object(step.parameters.clone());
+        let at = format!("{path}.parameters");
+        for (at, message) in schema_check::check(schema, &Value::Object(rules), &object, &at) {
+            issue(at, message);
         }
     }
 }
@@ -432,18 +605,7 @@ fn check_condition(condition: &Condition, path: &str, issue: &mut impl FnMut(Str
     }
     match kinds[0] {
         ConditionKind::Template(expression) => {
-            // References become literals at run time; a placeholder checks the syntax.
-            let probe = match reference::parse(expression) {
-                Ok(segments) => segments
-                    .into_iter()
-                    .map(|s| match s {
-                        reference::Segment::Text(t) => t,
-                        reference::Segment::Ref(_) => "none".to_string(),
-                    })
-                    .collect::<String>(),
-                Err(_) => return, // reported with the references
-            };
-            if let Err(e) = template::check_expression(&probe) {
+            if let Err(e) = template::check_expression(expression) {
                 issue(
                     format!("{path}.template"),
                     format!("invalid expression: {e}"),
@@ -948,7 +1110,7 @@ mod tests {
             "steps[2].parameters: missing required parameter \"value\" for step type \"echo\"",
             "steps[2].depends_on[0]: unknown step \"Ghost\"",
             "steps[2].depends_on[1]: a step cannot depend on itself",
-            "steps[3].retry.max_attempts: must be at least 1",
+            "steps[3].retry.max_attempts: must be between 1 and 100 (got 0)",
             "steps[3].timeout_seconds: must be between 1 and 900 (got 901)",
             "steps[4].when.template: invalid expression",
             "steps[3].parameters.value: ${C.x}: step \"C\" is not a predecessor; add it to depends_on",

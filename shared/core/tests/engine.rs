@@ -721,6 +721,42 @@ fn duplicate_events_reissue_outstanding_effects_after_a_crash() {
     );
 }
 
+/// The crash a worker can actually have: it stored A's end and died before sending, so
+/// what comes back is A's *claim* message. Early, it re-sends nothing (the successors'
+/// messages may simply be on their way); after `RESEND_AFTER_MS`, only what A's end
+/// caused and is still outstanding — not the other branch's work.
+#[test]
+fn a_late_redelivered_claim_of_an_ended_attempt_reissues_what_its_end_caused() {
+    use sluice_core::engine::RESEND_AFTER_MS;
+    let p = plan(json!([
+        {"id": "A", "type": "echo"},
+        {"id": "B", "type": "echo", "depends_on": ["A"]},
+        {"id": "Other", "type": "echo"}
+    ]));
+    let mut run = p.new_run("r".into(), t0(), t0() + Duration::days(7));
+    apply(&p, &mut run, &Event::Start, t0());
+    apply(&p, &mut run, &claim_of("A", 1), t0());
+    apply(&p, &mut run, &success_of("A", 1), t0());
+    let early = apply(&p, &mut run, &claim_of("A", 1), t0() + Duration::seconds(1));
+    assert_eq!((early.claim, early.effects), (Some(Claim::Duplicate), vec![]));
+    let late = t0() + Duration::milliseconds(RESEND_AFTER_MS);
+    let again = apply(&p, &mut run, &claim_of("A", 1), late);
+    assert!(!again.changed);
+    assert_eq!(again.claim, Some(Claim::Duplicate));
+    assert_eq!(
+        again.effects,
+        vec![Effect::Dispatch {
+            step: "B".into(),
+            unit: 0,
+            attempt: 1,
+            delay_ms: 0
+        }]
+    );
+    // Once B is claimed nothing is outstanding near A: copies die out.
+    apply(&p, &mut run, &claim_of("B", 1), late);
+    assert_eq!(apply(&p, &mut run, &claim_of("A", 1), late).effects, vec![]);
+}
+
 #[test]
 fn dead_lettered_messages_fail_their_step_for_good() {
     let p = plan(json!([
@@ -752,7 +788,16 @@ fn recover_requeues_claimed_attempts_without_consuming_an_attempt() {
     let mut run = p.new_run("r".into(), t0(), t0());
     apply(&p, &mut run, &Event::Start, t0());
     apply(&p, &mut run, &claim_of("A", 1), t0());
-    let recovered = apply(&p, &mut run, &Event::Recover, t0());
+    // A claim made since the new process took over belongs to its live workers.
+    let taken_over_at_claim = Event::Recover {
+        claimed_before: t0(),
+    };
+    assert!(!apply(&p, &mut run, &taken_over_at_claim, t0()).changed);
+    assert_eq!(run.step("A").unwrap().state, StepState::Running);
+    let recover = Event::Recover {
+        claimed_before: t0() + chrono::Duration::seconds(1),
+    };
+    let recovered = apply(&p, &mut run, &recover, t0());
     assert!(recovered.changed);
     assert_eq!(run.step("A").unwrap().state, StepState::Queued);
     assert_eq!(

@@ -242,19 +242,75 @@ pub(crate) struct Shared {
     _checkpointer: Option<mpsc::Sender<()>>,
 }
 
+/// Mode of the data directory and `outputs/`: only the owner may list or enter them.
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
+/// Mode of every file in the data directory (the database and its WAL, which SQLite
+/// creates with the database's mode, outputs, the key, the lock).
+pub const PRIVATE_FILE_MODE: u32 = 0o600;
+
+/// Creates a private directory (and missing parents, also private), or makes an
+/// existing one private: a data directory holds secrets and every run's data.
+pub(crate) fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR_MODE)
+        .create(dir)?;
+    tighten(dir, PRIVATE_DIR_MODE)
+}
+
+/// Creates an empty private file when absent, or makes an existing one private.
+pub(crate) fn private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(PRIVATE_FILE_MODE)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => tighten(path, PRIVATE_FILE_MODE),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes group and other permissions of a path a previous version created wider.
+fn tighten(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let current = std::fs::metadata(path)?.permissions().mode() & 0o777;
+    if current & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(current & mode))?;
+        tracing::info!(path = %path.display(), from = format!("{current:o}"), "made private");
+    }
+    Ok(())
+}
+
 impl Shared {
     pub(crate) fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|e| {
+        private_dir(data_dir).map_err(|e| {
             StoreError::Backend(format!(
                 "cannot create the data directory {}: {e}",
                 data_dir.display()
             ))
         })?;
         let outputs_dir = data_dir.join(OUTPUTS_DIR);
-        std::fs::create_dir_all(&outputs_dir).map_err(|e| {
+        private_dir(&outputs_dir).map_err(|e| {
             StoreError::Backend(format!("cannot create {}: {e}", outputs_dir.display()))
         })?;
         let path = data_dir.join(DATABASE_FILE);
+        // SQLite gives the WAL and shared-memory files the database file's mode.
+        private_file(&path).map_err(|e| {
+            StoreError::Backend(format!(
+                "cannot create the database {}: {e}",
+                path.display()
+            ))
+        })?;
+        for companion in ["-wal", "-shm"] {
+            let companion = data_dir.join(format!("{DATABASE_FILE}{companion}"));
+            if companion.exists() {
+                let _ = private_file(&companion);
+            }
+        }
         let mut conn = Connection::open(&path).map_err(|e| {
             StoreError::Backend(format!("cannot open the database {}: {e}", path.display()))
         })?;

@@ -1,6 +1,7 @@
 //! Sluice embedded adapters: every port of `sluice_core::ports` on one data directory —
 //! a SQLite database `sluice.db` (store, durable queue, encrypted secrets), large outputs
-//! as files under `outputs/`, the AES key `secret.key`, and the process lock `lock`.
+//! as files under `outputs/`, the AES key `secret.key`, and the process lock `lock`, all
+//! private to the owner (directories 0700, files 0600). [`backup`] archives one whole.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -26,6 +27,7 @@ use std::sync::Arc;
 use sluice_core::ports::{Cache, DefinitionStore, Queue, RunStore, ScheduleStore, SecretStore};
 
 mod access;
+pub mod backup;
 mod db;
 mod lock;
 mod queue;
@@ -35,7 +37,7 @@ mod store;
 #[cfg(test)]
 mod tests;
 
-pub use db::{DATABASE_FILE, OUTPUTS_DIR, SCHEMA_VERSION};
+pub use db::{DATABASE_FILE, OUTPUTS_DIR, PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, SCHEMA_VERSION};
 pub use lock::{DataDirLock, LockError, LOCK_FILE};
 pub use queue::EmbeddedQueue;
 pub use secrets::{EmbeddedSecrets, SECRET_KEY_FILE};

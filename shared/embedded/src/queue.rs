@@ -311,4 +311,38 @@ impl Queue for EmbeddedQueue {
         }
         Ok(())
     }
+
+    /// Moves the message's `visible_at` to `visibility` from now; the receipt stays the
+    /// current one. A stale receipt changes nothing.
+    async fn extend_visibility(
+        &self,
+        queue: &str,
+        receipt: &str,
+        visibility: Duration,
+    ) -> Result<(), QueueError> {
+        let id = parse_receipt(receipt)?;
+        let visible_at = add_duration(now_nanos(), visibility);
+        let changed = self
+            .shared
+            .write(|conn| {
+                conn.prepare_cached(
+                    "UPDATE messages SET visible_at = ?1 \
+                     WHERE id = ?2 AND queue = ?3 AND receipt = ?4",
+                )?
+                .execute(params![visible_at, id, queue, receipt])
+            })
+            .await
+            .map_err(queue_error)?;
+        if changed > 0 {
+            // A waiter sleeping until the old visibility re-arms for the new one.
+            self.shared.notifier(queue).notify_one();
+        } else {
+            tracing::debug!(
+                queue,
+                receipt,
+                "visibility change with a stale receipt ignored"
+            );
+        }
+        Ok(())
+    }
 }

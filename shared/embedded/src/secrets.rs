@@ -34,18 +34,154 @@ fn backend(error: impl std::fmt::Display) -> SecretError {
     SecretError::Backend(error.to_string())
 }
 
+/// The `secrets` row holding the key check value: [`KEY_CHECK_TEXT`] encrypted under the
+/// key, which only that key decrypts. Not a valid configuration name, so no
+/// configuration can collide with it.
+const KEY_CHECK_ROW: &str = "#key-check";
+const KEY_CHECK_TEXT: &[u8] = b"sluice secret key check";
+
+/// A row of the `secrets` table: (configuration, nonce, ciphertext).
+type StoredRow = (String, Vec<u8>, Vec<u8>);
+
 impl EmbeddedSecrets {
-    /// The cipher, loading or creating the key on first use.
-    fn cipher(&self) -> Result<&Aes256Gcm, SecretError> {
+    /// The cipher, loading or creating the key on first use, and checked against what
+    /// the database was encrypted with (see [`EmbeddedSecrets::check_key`]).
+    async fn cipher(&self) -> Result<&Aes256Gcm, SecretError> {
         if let Some(cipher) = self.shared.cipher.get() {
             return Ok(cipher);
         }
-        let key = load_or_create_key(&self.shared.data_dir.join(SECRET_KEY_FILE))?;
+        let path = self.shared.data_dir.join(SECRET_KEY_FILE);
+        let stored_rows = self.rows()?;
+        let key_is_missing = !path.exists();
+        let holds_values = stored_rows.iter().any(|(name, ..)| name != KEY_CHECK_ROW);
+        if key_is_missing && holds_values {
+            return Err(backend(format!(
+                "the secret key {} is missing, but the database holds values encrypted with                  it: restore that file (e.g. `sluice restore` of a backup); a new key could                  never decrypt them, so none is created",
+                path.display()
+            )));
+        }
+        let key = load_or_create_key(&path)?;
         let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&key));
+        let wrong_key = || {
+            backend(format!(
+                "the secret key {} is not the key the stored values were encrypted with                  (the key check failed): restore the original file",
+                path.display()
+            ))
+        };
+        // With no stored values a missing key is simply new: the old check is void.
+        let check = stored_rows
+            .iter()
+            .find(|(name, ..)| name == KEY_CHECK_ROW)
+            .filter(|_| !key_is_missing);
+        match check {
+            Some((_, nonce, ciphertext)) => {
+                if decrypt(&cipher, KEY_CHECK_ROW, nonce, ciphertext).as_deref()
+                    != Some(KEY_CHECK_TEXT)
+                {
+                    return Err(wrong_key());
+                }
+            }
+            None => {
+                // A data directory from before key checks: the key must still open what
+                // is stored before it is vouched for.
+                let value_row = stored_rows.iter().find(|(name, ..)| name != KEY_CHECK_ROW);
+                if let Some((name, nonce, ciphertext)) = value_row {
+                    if decrypt(&cipher, name, nonce, ciphertext).is_none() {
+                        return Err(wrong_key());
+                    }
+                }
+                let (nonce, ciphertext) = encrypt(&cipher, KEY_CHECK_ROW, KEY_CHECK_TEXT)?;
+                self.store_row(KEY_CHECK_ROW, &nonce, &ciphertext).await?;
+            }
+        }
         // A concurrent first use loaded the same file: either instance will do.
         let _ = self.shared.cipher.set(cipher);
         Ok(self.shared.cipher.get().expect("cipher was just set"))
     }
+
+    /// Loads the key and checks it against the database now, so that a missing or
+    /// replaced `secret.key` stops a command at its start with a clear error rather
+    /// than failing runs later.
+    /// Without a key file and without stored values there is nothing to check (the key
+    /// is created on first use).
+    pub async fn check_key(&self) -> Result<(), SecretError> {
+        let key_exists = self.shared.data_dir.join(SECRET_KEY_FILE).exists();
+        if !key_exists && self.rows()?.iter().all(|(name, ..)| name == KEY_CHECK_ROW) {
+            return Ok(());
+        }
+        self.cipher().await.map(|_| ())
+    }
+
+    /// Every stored row.
+    fn rows(&self) -> Result<Vec<StoredRow>, SecretError> {
+        self.shared
+            .read(|conn| {
+                conn.prepare_cached("SELECT configuration, nonce, ciphertext FROM secrets")?
+                    .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+                    .collect()
+            })
+            .map_err(backend)
+    }
+
+    async fn store_row(
+        &self,
+        configuration: &str,
+        nonce: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<(), SecretError> {
+        self.shared
+            .write(|conn| {
+                conn.prepare_cached(
+                    "INSERT INTO secrets (configuration, nonce, ciphertext) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (configuration) DO UPDATE SET nonce = excluded.nonce, \
+                     ciphertext = excluded.ciphertext",
+                )?
+                .execute(params![configuration, nonce, ciphertext])
+            })
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+}
+
+/// AES-256-GCM under a fresh random nonce, with the row name as associated data.
+fn encrypt(
+    cipher: &Aes256Gcm,
+    configuration: &str,
+    plaintext: &[u8],
+) -> Result<(Vec<u8>, Vec<u8>), SecretError> {
+    let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+    let ciphertext = cipher
+        .encrypt(
+            &nonce,
+            Payload {
+                msg: plaintext,
+                aad: configuration.as_bytes(),
+            },
+        )
+        .map_err(|_| backend("encryption failed"))?;
+    Ok((nonce.to_vec(), ciphertext))
+}
+
+/// The plaintext of a row, or `None` when this key (or the row) is not the right one.
+fn decrypt(
+    cipher: &Aes256Gcm,
+    configuration: &str,
+    nonce: &[u8],
+    ciphertext: &[u8],
+) -> Option<Vec<u8>> {
+    if nonce.len() != NONCE_LEN {
+        return None;
+    }
+    cipher
+        .decrypt(
+            Nonce::from_slice(nonce),
+            Payload {
+                msg: ciphertext,
+                aad: configuration.as_bytes(),
+            },
+        )
+        .ok()
 }
 
 /// Reads the key file, or creates it. Creation writes a private temporary file
@@ -129,31 +265,11 @@ impl SecretStore for EmbeddedSecrets {
         if values.is_empty() {
             return self.delete_secrets(configuration).await;
         }
-        let cipher = self.cipher()?;
+        let cipher = self.cipher().await?;
         let plaintext = serde_json::to_vec(values).map_err(backend)?;
-        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
-        let ciphertext = cipher
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: &plaintext,
-                    aad: configuration.as_bytes(),
-                },
-            )
-            .map_err(|_| backend("encryption failed"))?;
+        let (nonce, ciphertext) = encrypt(cipher, configuration, &plaintext)?;
         drop(plaintext);
-        self.shared
-            .write(|conn| {
-                conn.prepare_cached(
-                    "INSERT INTO secrets (configuration, nonce, ciphertext) VALUES (?1, ?2, ?3) \
-                     ON CONFLICT (configuration) DO UPDATE SET nonce = excluded.nonce, \
-                     ciphertext = excluded.ciphertext",
-                )?
-                .execute(params![configuration, nonce.as_slice(), ciphertext])
-            })
-            .await
-            .map_err(backend)?;
-        Ok(())
+        self.store_row(configuration, &nonce, &ciphertext).await
     }
 
     async fn get_secrets(
@@ -180,16 +296,8 @@ impl SecretStore for EmbeddedSecrets {
         if nonce.len() != NONCE_LEN {
             return Err(decrypt_error("the stored nonce is malformed"));
         }
-        let plaintext = self
-            .cipher()?
-            .decrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: &ciphertext,
-                    aad: configuration.as_bytes(),
-                },
-            )
-            .map_err(|_| {
+        let plaintext = decrypt(self.cipher().await?, configuration, &nonce, &ciphertext)
+            .ok_or_else(|| {
                 decrypt_error(
                     "authentication failed: secret.key is not the key these values were \
                      encrypted with, or the stored data was altered",

@@ -2,6 +2,7 @@
 //! with outputs over [`INLINE_OUTPUT_LIMIT`] kept as files beside the database.
 
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -12,13 +13,14 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, OptionalExtension};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use sluice_core::clock::Clock;
 use sluice_core::logs;
 use sluice_core::model::{Application, Configuration, LogEntry, Run, Schedule};
 use sluice_core::ports::{
     Cache, DefinitionStore, OutputKey, RunQuery, RunStore, ScheduleStore, StoreError,
 };
 
-use crate::db::{add_duration, json_error, nanos, now_nanos, sql, Shared};
+use crate::db::{add_duration, json_error, nanos, sql, Shared};
 use crate::queue::EmbeddedQueue;
 use crate::secrets::EmbeddedSecrets;
 use crate::Ports;
@@ -49,6 +51,9 @@ const ORPHAN_AGE: Duration = Duration::from_secs(3600);
 #[derive(Clone)]
 pub struct EmbeddedStore {
     pub(crate) shared: Arc<Shared>,
+    /// What expiry is judged by (cache TTLs start from it too); the system clock unless
+    /// [`EmbeddedStore::with_clock`] says otherwise. The queue keeps the system clock.
+    clock: Arc<dyn Clock>,
 }
 
 /// What one [`EmbeddedStore::purge_expired`] deleted.
@@ -68,7 +73,19 @@ impl EmbeddedStore {
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
         Ok(Self {
             shared: Arc::new(Shared::open(data_dir)?),
+            clock: sluice_core::clock::system(),
         })
+    }
+
+    /// This store judging expiry by `clock` (tests move time instead of sleeping).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Now, by this store's clock, in the database's unit.
+    fn now_nanos(&self) -> i64 {
+        nanos(self.clock.now())
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -121,8 +138,13 @@ impl EmbeddedStore {
     /// cache entries, in small batches. Reads already ignore expired records; this only
     /// reclaims space. Also removes output files no row references (older than an hour).
     pub async fn purge_expired(&self) -> Result<PurgeReport, StoreError> {
+        self.purge_expired_at(self.clock.now()).await
+    }
+
+    /// [`EmbeddedStore::purge_expired`] as of `now` (tests drive the time).
+    pub async fn purge_expired_at(&self, now: DateTime<Utc>) -> Result<PurgeReport, StoreError> {
         let mut report = PurgeReport::default();
-        let now = now_nanos();
+        let now = crate::db::nanos(now);
 
         loop {
             let deleted = self
@@ -320,7 +342,7 @@ impl EmbeddedStore {
                      WHERE run_id = ?1 AND step_id = ?2 AND unit = ?3 AND expires_at > ?4",
                 )?
                 .query_row(
-                    params![key.run_id, key.step_id, key.unit, now_nanos()],
+                    params![key.run_id, key.step_id, key.unit, self.now_nanos()],
                     |row| {
                         let inline: Option<String> = row.get(0)?;
                         let file: Option<String> = row.get(1)?;
@@ -374,6 +396,7 @@ fn write_output_file(dir: &Path, bytes: &[u8]) -> Result<String, StoreError> {
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(crate::db::PRIVATE_FILE_MODE)
             .open(&temp_path)?;
         file.write_all(bytes)?;
         // The row that names the file may survive a power cut; the file must too.
@@ -487,7 +510,7 @@ impl RunStore for EmbeddedStore {
     async fn create_run(&self, run: &Run, app: &Application) -> Result<bool, StoreError> {
         let doc = serde_json::to_string(run).map_err(json_error)?;
         let snapshot = serde_json::to_string(app).map_err(json_error)?;
-        let now = now_nanos();
+        let now = self.now_nanos();
         self.shared
             .write(|conn| {
                 let inserted =
@@ -531,7 +554,7 @@ impl RunStore for EmbeddedStore {
     async fn get_run(&self, id: &str) -> Result<Option<Run>, StoreError> {
         self.get_doc(
             "SELECT doc FROM runs WHERE id = ?1 AND expires_at > ?2",
-            params![id, now_nanos()],
+            params![id, self.now_nanos()],
         )
     }
 
@@ -548,7 +571,7 @@ impl RunStore for EmbeddedStore {
             )));
         }
         let doc = serde_json::to_string(run).map_err(json_error)?;
-        let now = now_nanos();
+        let now = self.now_nanos();
         let changed = self
             .shared
             .write(|conn| {
@@ -580,13 +603,13 @@ impl RunStore for EmbeddedStore {
         self.get_doc(
             "SELECT s.doc FROM run_snapshots s JOIN runs r ON r.id = s.run_id \
              WHERE s.run_id = ?1 AND r.expires_at > ?2",
-            params![run_id, now_nanos()],
+            params![run_id, self.now_nanos()],
         )
     }
 
     async fn list_runs(&self, query: &RunQuery) -> Result<Vec<Run>, StoreError> {
         let mut statement = String::from("SELECT doc FROM runs WHERE expires_at > ?1");
-        let mut values: Vec<SqlValue> = vec![SqlValue::Integer(now_nanos())];
+        let mut values: Vec<SqlValue> = vec![SqlValue::Integer(self.now_nanos())];
         let mut filter = |clause: &str, value: SqlValue| {
             values.push(value);
             statement.push_str(&format!(" AND {clause} ?{}", values.len()));
@@ -628,7 +651,7 @@ impl RunStore for EmbeddedStore {
                 conn.prepare_cached(
                     "SELECT id FROM runs WHERE terminal = 0 AND expires_at > ?1 ORDER BY id",
                 )?
-                .query_map([now_nanos()], |row| row.get(0))?
+                .query_map([self.now_nanos()], |row| row.get(0))?
                 .collect()
             })
             .map_err(sql)
@@ -751,7 +774,7 @@ impl RunStore for EmbeddedStore {
                 // entries; never below the last one, so a cursor never skips an entry.
                 let last: i64 =
                     conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM logs", [], |r| r.get(0))?;
-                let base = logs::sequence(Utc::now(), 0).max(last as u64 + 1);
+                let base = logs::sequence(self.clock.now(), 0).max(last as u64 + 1);
                 let mut stmt = conn.prepare_cached(
                     "INSERT INTO logs (seq, run_id, expires_at, entry) VALUES (?1, ?2, ?3, ?4)",
                 )?;
@@ -783,7 +806,7 @@ impl RunStore for EmbeddedStore {
                     params![
                         run_id,
                         i64::try_from(after).unwrap_or(i64::MAX),
-                        now_nanos(),
+                        self.now_nanos(),
                         i64::try_from(limit).unwrap_or(i64::MAX)
                     ],
                     |row| Ok((row.get(0)?, row.get(1)?)),
@@ -805,13 +828,13 @@ impl Cache for EmbeddedStore {
     async fn get(&self, key: &str) -> Result<Option<Value>, StoreError> {
         self.get_doc(
             "SELECT value FROM cache WHERE key = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
-            params![key, now_nanos()],
+            params![key, self.now_nanos()],
         )
     }
 
     async fn put(&self, key: &str, value: &Value, ttl: Option<Duration>) -> Result<(), StoreError> {
         let text = serde_json::to_string(value).map_err(json_error)?;
-        let expires = ttl.map(|ttl| add_duration(now_nanos(), ttl));
+        let expires = ttl.map(|ttl| add_duration(self.now_nanos(), ttl));
         self.shared
             .write(|conn| {
                 conn.prepare_cached(
@@ -840,7 +863,7 @@ impl Cache for EmbeddedStore {
         Ok(match expires {
             None => false,
             Some(None) => true,
-            Some(Some(at)) => at > now_nanos(),
+            Some(Some(at)) => at > self.now_nanos(),
         })
     }
 }

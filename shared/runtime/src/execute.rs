@@ -21,6 +21,7 @@ use sluice_core::template;
 use sluice_core::validate::run_variables;
 
 use crate::runtime::{Runtime, RuntimeError};
+use crate::sandbox;
 use crate::service::StartRequest;
 
 /// What became of a message.
@@ -70,6 +71,7 @@ impl Runtime {
                     match secrets.as_ref().and_then(|s| s.get(&var.name)) {
                         Some(value) => {
                             config.values.insert(var.name.clone(), value.clone());
+                            config.decrypted.push(var.name.clone());
                         }
                         None => config.withheld.push(var.name.clone()),
                     }
@@ -134,21 +136,24 @@ impl Runtime {
     }
 
     /// Resolves with the plain scope first and reads secrets only when a reference needs
-    /// an encrypted value.
-    async fn resolve_with<T>(
+    /// an encrypted value. `offload` runs `resolve` on a blocking thread (it evaluates
+    /// template conditions, which may take up to the step's timeout).
+    async fn resolve_with<T: Send + 'static>(
         &self,
         run: &Run,
         plan: &Plan,
         spec: &StepSpec,
-        needs_secrets: bool,
-        resolve: impl Fn(&RunScope) -> Result<T, ResolveFailure>,
+        offload: bool,
+        resolve: Resolver<T>,
     ) -> Result<(T, Prepared), StepError> {
-        let prepared = self.scope(run, plan, spec, needs_secrets).await?;
-        match resolve(&prepared.scope) {
+        let prepared = self.scope(run, plan, spec, false).await?;
+        let (result, prepared) = resolve_in(resolve.clone(), prepared, offload).await?;
+        match result {
             Ok(value) => Ok((value, prepared)),
-            Err(ResolveFailure::Withheld) if !needs_secrets => {
+            Err(ResolveFailure::Withheld) => {
                 let prepared = self.scope(run, plan, spec, true).await?;
-                match resolve(&prepared.scope) {
+                let (result, prepared) = resolve_in(resolve, prepared, offload).await?;
+                match result {
                     Ok(value) => Ok((value, prepared)),
                     Err(e) => Err(StepError::Fatal(prepared.redactor.redact_str(&e.message()))),
                 }
@@ -168,34 +173,37 @@ impl Runtime {
             return Ok(Decision::Fail(format!("unknown step {step_id}")));
         };
         let predecessors = plan.predecessors(step_id);
-        // References retry with secrets when they meet a withheld value; a template sees
-        // `config` whole and cannot tell, so one that names it gets the secrets up front.
-        let needs_secrets = spec
-            .when
-            .as_ref()
-            .is_some_and(|w| w.template_contains("config"));
-        let decided = self
-            .resolve_with(run, &plan, spec, needs_secrets, |scope| {
-                if let Some(when) = &spec.when {
-                    let holds =
-                        condition::evaluate(when, scope, &|| scope.template_context(&predecessors))
-                            .map_err(ResolveFailure::from)?;
-                    if !holds {
-                        return Ok(Decision::Skip);
-                    }
+        let owned = Arc::new(spec.clone());
+        let time = Duration::from_secs(spec.timeout_seconds());
+        let offload = spec.when.as_ref().is_some_and(Condition::uses_template);
+        let resolver: Resolver<Decision> = Arc::new(move |scope: &RunScope| {
+            let spec = &owned;
+            if let Some(when) = &spec.when {
+                let holds = condition::evaluate(when, scope, &|expression| {
+                    template_condition(expression, scope, &predecessors, time)
+                })
+                .map_err(ResolveFailure::from)?;
+                if !holds {
+                    return Ok(Decision::Skip);
                 }
-                match &spec.for_each {
-                    None => Ok(Decision::Run { units: None }),
-                    Some(for_each) => {
-                        let items = for_each_items(spec, scope)?;
-                        let batches = items.len().div_ceil(for_each.batch_size.max(1));
-                        Ok(Decision::Run {
-                            units: Some(batches as u32),
-                        })
-                    }
+            }
+            match &spec.for_each {
+                None => Ok(Decision::Run { units: None }),
+                Some(for_each) => {
+                    let items = for_each_items(spec, scope)?;
+                    let batches = items.len().div_ceil(for_each.batch_size.max(1));
+                    Ok(Decision::Run {
+                        units: Some(u32::try_from(batches).map_err(|_| {
+                            ResolveFailure::Error(format!(
+                                "for_each.items: {} batches are too many",
+                                batches
+                            ))
+                        })?),
+                    })
                 }
-            })
-            .await;
+            }
+        });
+        let decided = self.resolve_with(run, &plan, spec, offload, resolver).await;
         Ok(match decided {
             Ok((decision, _)) => decision,
             Err(e) => Decision::Fail(e.message().to_string()),
@@ -218,7 +226,17 @@ impl Runtime {
         match applied.claim {
             Some(Claim::Granted) => {}
             Some(Claim::Busy { retry_after_ms }) => return Ok(Outcome::Busy(retry_after_ms)),
-            _ => return Ok(Outcome::Duplicate),
+            _ => {
+                // A redelivery of an attempt that ended long ago: the worker that ended it
+                // may have died before sending what its end caused; re-send what is still
+                // outstanding (the engine picks only that attempt's neighbourhood).
+                let mut work = std::collections::VecDeque::new();
+                self.carry_out(&run, applied.effects, &mut work).await?;
+                for (run_id, event) in work {
+                    self.process(&run_id, event).await?;
+                }
+                return Ok(Outcome::Duplicate);
+            }
         }
         let plan = self.plan(&run.id).await?;
         let spec = plan
@@ -308,40 +326,54 @@ impl Runtime {
         Result<(AttemptOutput, Vec<Event>), StepError>,
         Option<LoggerHandle>,
     ) {
-        let needs_secrets = spec.step_type != operators::TRIGGER_APPLICATION
-            && operators::is_operator(&spec.step_type)
-            && spec
-                .parameters
-                .get("template")
-                .and_then(Value::as_str)
-                .is_some_and(|t| t.contains("config"));
+        // Validation refuses these; an application stored before that rule must not
+        // splice a value into a field such as a SQL query either.
+        let path = format!(
+            "steps[{}]",
+            plan.app.step_index(&spec.id).unwrap_or_default()
+        );
+        if let Some(refused) = self.catalog.refused_references(spec, &path) {
+            return (Err(StepError::Fatal(refused)), None);
+        }
         let unit = message.unit as usize;
-        let resolved = self
-            .resolve_with(run, plan, spec, needs_secrets, |scope| {
-                let mut scope = scope.clone();
-                if spec.for_each.is_some() {
-                    let items = for_each_items(spec, &scope)?;
-                    let batch = spec.for_each.as_ref().map_or(1, |f| f.batch_size.max(1));
-                    let start = unit * batch;
-                    let item = if batch == 1 {
-                        items.get(start).cloned().unwrap_or(Value::Null)
-                    } else {
-                        Value::Array(items.iter().skip(start).take(batch).cloned().collect())
-                    };
-                    scope.item = Some(item);
-                }
-                let params = if operators::is_operator(&spec.step_type)
-                    && spec.step_type != operators::TRIGGER_APPLICATION
-                {
-                    // A template's `${…}` would clash with Jinja; only resolve around it.
-                    resolve_except_template(&spec.parameters, &scope)?
+        let owned = Arc::new(spec.clone());
+        let resolver: Resolver<(Value, RunScope)> = Arc::new(move |scope: &RunScope| {
+            let spec = &owned;
+            let mut scope = scope.clone();
+            let templated = operators::is_operator(&spec.step_type)
+                && spec.step_type != operators::TRIGGER_APPLICATION;
+            if spec.for_each.is_some() {
+                // A template's `item` comes from the scope without secrets, like the rest
+                // of what it sees.
+                let items = if templated {
+                    for_each_items(spec, &scope.public()).map_err(|e| match e {
+                        ResolveFailure::Withheld => ResolveFailure::Error(
+                            "for_each.items: encrypted configuration values cannot be the items of a template step".into(),
+                        ),
+                        other => other,
+                    })?
                 } else {
-                    reference::resolve_value(&Value::Object(spec.parameters.clone()), &scope)
-                        .map_err(ResolveFailure::from)?
+                    for_each_items(spec, &scope)?
                 };
-                Ok((params, scope))
-            })
-            .await;
+                let batch = spec.for_each.as_ref().map_or(1, |f| f.batch_size.max(1));
+                let start = unit.saturating_mul(batch);
+                let item = if batch == 1 {
+                    items.get(start).cloned().unwrap_or(Value::Null)
+                } else {
+                    Value::Array(items.iter().skip(start).take(batch).cloned().collect())
+                };
+                scope.item = Some(item);
+            }
+            let params = if templated {
+                // The template's references are bound as values when it renders.
+                resolve_except_template(&spec.parameters, &scope)?
+            } else {
+                reference::resolve_value(&Value::Object(spec.parameters.clone()), &scope)
+                    .map_err(ResolveFailure::from)?
+            };
+            Ok((params, scope))
+        });
+        let resolved = self.resolve_with(run, plan, spec, false, resolver).await;
         let ((params, scope), prepared) = match resolved {
             Ok(done) => done,
             Err(e) => return (Err(e), None),
@@ -363,7 +395,9 @@ impl Runtime {
         let outcome = tokio::time::timeout(timeout, async {
             match spec.step_type.as_str() {
                 operators::TRANSFORM | operators::TEMPLATE_RENDER => {
-                    transform(spec, params, &scope, plan).map(|o| (o, Vec::new()))
+                    transform(spec, params, &scope, plan, timeout)
+                        .await
+                        .map(|o| (o, Vec::new()))
                 }
                 operators::TRIGGER_APPLICATION => self.trigger(run, spec, message, params).await,
                 other => {
@@ -395,6 +429,12 @@ impl Runtime {
         let outcome = outcome.map(|(mut output, events)| {
             if let Some(value) = &output.value_to_store {
                 output.value_to_store = Some(prepared.redactor.redact_value(value));
+            }
+            // Warnings are stored in the run record: they pass the redactor too.
+            if let Some(AttemptResult::Success { warnings }) = &mut output.result {
+                for warning in warnings.iter_mut() {
+                    *warning = prepared.redactor.redact_str(warning);
+                }
             }
             (output, events)
         });
@@ -645,25 +685,27 @@ fn resolve_except_template(
     Ok(Value::Object(out))
 }
 
-/// Renders a `transform`.
-fn transform(
+/// Renders a `transform`: its references bound as values, in the scope without secrets,
+/// in a bounded child process on a blocking thread.
+async fn transform(
     spec: &StepSpec,
     params: Value,
     scope: &RunScope,
     plan: &Plan,
+    time: Duration,
 ) -> Result<AttemptOutput, StepError> {
     let params: TransformParams = sluice_core::json::from_value(params)
         .map_err(|e| StepError::Fatal(format!("invalid parameters: {e}")))?;
-    // `${…}` references in the template are substituted as text before rendering.
-    let source = reference::resolve_str(&params.template, scope, reference::Interpolation::Text)
+    let public = scope.public();
+    let bound = template::bind(&params.template, template::SourceKind::Template, &public)
         .map_err(|e| StepError::Fatal(e.to_string()))?;
-    let source = source
-        .as_str()
-        .map(str::to_string)
-        .unwrap_or_else(|| source.to_string());
-    let context = scope.template_context(&plan.predecessors(&spec.id));
-    let rendered = template::render(&source, &context)
-        .map_err(|e| StepError::Fatal(format!("template: {e}")))?;
+    let context = public.template_context(&plan.predecessors(&spec.id));
+    let rendered = tokio::task::spawn_blocking(move || {
+        sandbox::isolated(time, move || bound.render(context).map_err(|e| e.0))
+    })
+    .await
+    .map_err(|e| StepError::Fatal(format!("template: {e}")))?
+    .map_err(|e| StepError::Fatal(format!("template: {e}")))?;
     let value = match params.output {
         TransformOutput::Text => Value::String(rendered),
         TransformOutput::Json => serde_json::from_str(rendered.trim()).map_err(|e| {
@@ -674,4 +716,46 @@ fn transform(
         })?,
     };
     Ok(AttemptOutput::finished(StepOutput::value(value)))
+}
+
+/// Evaluates a template condition: references bound as values, in the scope without
+/// secrets, in a bounded child process (the caller is on a blocking thread).
+fn template_condition(
+    expression: &str,
+    scope: &RunScope,
+    predecessors: &[String],
+    time: Duration,
+) -> Result<bool, condition::ConditionError> {
+    let public = scope.public();
+    let bound = template::bind(expression, template::SourceKind::Expression, &public)?;
+    let context = public.template_context(predecessors);
+    let truth = sandbox::isolated(time, move || {
+        bound
+            .evaluate_truth(context)
+            .map(|holds| holds.to_string())
+            .map_err(|e| e.0)
+    })
+    .map_err(|e| condition::ConditionError::template(e.0))?;
+    Ok(truth == "true")
+}
+
+/// Resolution of a step's scope, shareable with a blocking thread.
+type Resolver<T> = Arc<dyn Fn(&RunScope) -> Result<T, ResolveFailure> + Send + Sync>;
+
+/// Runs a resolver on `prepared`, on a blocking thread when `offload`.
+async fn resolve_in<T: Send + 'static>(
+    resolve: Resolver<T>,
+    prepared: Prepared,
+    offload: bool,
+) -> Result<(Result<T, ResolveFailure>, Prepared), StepError> {
+    if !offload {
+        let result = resolve(&prepared.scope);
+        return Ok((result, prepared));
+    }
+    tokio::task::spawn_blocking(move || {
+        let result = resolve(&prepared.scope);
+        (result, prepared)
+    })
+    .await
+    .map_err(|e| StepError::Fatal(format!("evaluating the step failed: {e}")))
 }

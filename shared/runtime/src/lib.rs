@@ -8,9 +8,13 @@
 
 mod execute;
 mod runtime;
+pub mod sandbox;
+pub mod schedule;
 mod service;
 mod worker;
 
-pub use runtime::{Backend, Progress, Runtime, RuntimeConfig, RuntimeError};
+pub use runtime::{
+    Backend, Progress, Runtime, RuntimeConfig, RuntimeError, DEFAULT_VISIBILITY_MARGIN,
+};
 pub use service::{StartError, StartRequest};
-pub use worker::{Disposition, WorkerPool, VISIBILITY};
+pub use worker::{AttemptOutcome, AttemptReport, Disposition, Handled, WorkerPool, VISIBILITY};

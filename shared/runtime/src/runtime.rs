@@ -45,6 +45,13 @@ pub struct RuntimeConfig {
     /// record is rewritten by every transition; on DynamoDB each started KiB of it is a
     /// write unit).
     pub inline_outputs_per_run_bytes: usize,
+    /// How long past its step's timeout a worker keeps a received message invisible, so
+    /// that the attempt of a worker that died is retried at about timeout + margin. More
+    /// than the claim's lease grace (`sluice_core::engine::LEASE_GRACE_MS`), so that the
+    /// redelivered message finds the dead holder's lease expired.
+    pub visibility_margin: Duration,
+    /// The time transitions are stamped with and leases are judged by (tests move it).
+    pub clock: Arc<dyn Fn() -> chrono::DateTime<Utc> + Send + Sync>,
 }
 
 impl Default for RuntimeConfig {
@@ -57,9 +64,15 @@ impl Default for RuntimeConfig {
             secret_ttl: Duration::from_secs(30),
             inline_output_bytes: 256,
             inline_outputs_per_run_bytes: 2048,
+            visibility_margin: DEFAULT_VISIBILITY_MARGIN,
+            clock: Arc::new(Utc::now),
         }
     }
 }
+
+/// The default [`RuntimeConfig::visibility_margin`]: the lease grace plus time for the
+/// claim and for recording the result.
+pub const DEFAULT_VISIBILITY_MARGIN: Duration = Duration::from_secs(45);
 
 /// Failures of the runtime itself (not of steps, which end in their run record).
 #[derive(Debug, thiserror::Error)]
@@ -91,13 +104,51 @@ pub struct Runtime {
     pub(crate) registry: StepRegistry,
     pub(crate) catalog: StepCatalog,
     pub(crate) config: RuntimeConfig,
-    plans: Mutex<HashMap<String, Arc<Plan>>>,
+    plans: PlanCache,
     pub(crate) secret_cache: Mutex<HashMap<String, (Instant, Secrets)>>,
     progress: broadcast::Sender<Progress>,
 }
 
-/// Most plans kept in memory; runs are short-lived, so a full reset is good enough.
-const PLAN_CACHE_LIMIT: usize = 10_000;
+/// Most plans kept in memory (a plan is about the size of its application document).
+pub(crate) const PLAN_CACHE_LIMIT: usize = 1_000;
+
+/// The plans of recently active runs, least recently used evicted first, so that memory
+/// stays flat however many runs start. A plan evicted too early only costs a read of the
+/// run's snapshot.
+pub(crate) struct PlanCache {
+    plans: Mutex<lru::LruCache<String, Arc<Plan>>>,
+}
+
+impl PlanCache {
+    pub(crate) fn new(limit: usize) -> Self {
+        let limit = std::num::NonZeroUsize::new(limit).unwrap_or(std::num::NonZeroUsize::MIN);
+        Self {
+            plans: Mutex::new(lru::LruCache::new(limit)),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, lru::LruCache<String, Arc<Plan>>> {
+        // A panic while holding it leaves a consistent map: take it over.
+        self.plans.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn get(&self, run_id: &str) -> Option<Arc<Plan>> {
+        self.lock().get(run_id).cloned()
+    }
+
+    pub(crate) fn insert(&self, run_id: &str, plan: Arc<Plan>) {
+        self.lock().put(run_id.to_string(), plan);
+    }
+
+    /// Drops the plan of a run that ended (late duplicates reload it from the store).
+    pub(crate) fn forget(&self, run_id: &str) {
+        self.lock().pop(run_id);
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
 
 impl Runtime {
     pub fn new(backend: Backend, registry: StepRegistry, config: RuntimeConfig) -> Arc<Self> {
@@ -108,7 +159,7 @@ impl Runtime {
             registry,
             catalog,
             config,
-            plans: Mutex::default(),
+            plans: PlanCache::new(PLAN_CACHE_LIMIT),
             secret_cache: Mutex::default(),
             progress,
         })
@@ -146,8 +197,8 @@ impl Runtime {
 
     /// The plan (application snapshot and graph) a run executes.
     pub(crate) async fn plan(&self, run_id: &str) -> Result<Arc<Plan>, RuntimeError> {
-        if let Some(plan) = self.plans.lock().expect("plan cache").get(run_id) {
-            return Ok(plan.clone());
+        if let Some(plan) = self.plans.get(run_id) {
+            return Ok(plan);
         }
         let app = self
             .backend
@@ -158,11 +209,7 @@ impl Runtime {
                 RuntimeError::NotFound(format!("run \"{run_id}\" has no application snapshot"))
             })?;
         let plan = Arc::new(Plan::new(app));
-        let mut plans = self.plans.lock().expect("plan cache");
-        if plans.len() >= PLAN_CACHE_LIMIT {
-            plans.clear();
-        }
-        plans.insert(run_id.to_string(), plan.clone());
+        self.plans.insert(run_id, plan.clone());
         Ok(plan)
     }
 
@@ -172,10 +219,13 @@ impl Runtime {
     }
 
     pub(crate) fn remember_plan(&self, run_id: &str, plan: Arc<Plan>) {
-        self.plans
-            .lock()
-            .expect("plan cache")
-            .insert(run_id.to_string(), plan);
+        self.plans.insert(run_id, plan);
+    }
+
+    /// Plans held in memory (for tests of the bound).
+    #[doc(hidden)]
+    pub fn cached_plans(&self) -> usize {
+        self.plans.len()
     }
 
     pub async fn get_run(&self, run_id: &str) -> Result<Run, RuntimeError> {
@@ -214,7 +264,7 @@ impl Runtime {
             let expected = run.version;
             // Microseconds are all the logs need (`sluice_core::logs::sequence`), and
             // fewer random digits keep the compressed record small.
-            let now = Utc::now().trunc_subsecs(6);
+            let now = (self.config.clock)().trunc_subsecs(6);
             let applied = engine::apply(&plan, &mut run, event, now);
             if !applied.changed && from_hint {
                 // A stale hint can make a real event look like a duplicate (e.g. the
@@ -225,7 +275,12 @@ impl Runtime {
             if applied.changed {
                 run.version = expected + 1;
                 match self.backend.runs.update_run(&run, expected).await {
-                    Ok(()) => self.publish(&run),
+                    Ok(()) => {
+                        if run.state.is_terminal() {
+                            self.plans.forget(run_id);
+                        }
+                        self.publish(&run)
+                    }
                     Err(StoreError::Conflict) => continue,
                     Err(e) => return Err(e.into()),
                 }
@@ -270,7 +325,7 @@ impl Runtime {
         Ok(())
     }
 
-    async fn carry_out(
+    pub(crate) async fn carry_out(
         &self,
         run: &Run,
         effects: Vec<Effect>,
@@ -474,30 +529,34 @@ impl Runtime {
         Ok(outputs)
     }
 
-    /// Re-issues the outstanding work of every unfinished run. `claimed_by_dead_process`
-    /// (embedded: this process holds the data-directory lock) also re-queues attempts
-    /// that were running when the previous process died.
+    /// Re-issues the outstanding work of every unfinished run. `taken_over_at` (embedded:
+    /// the time this process took the data-directory lock, so every earlier claim was
+    /// made by a process that is now dead) also re-queues the attempts that were running
+    /// when the previous process died. Call it before this process's workers poll; claims
+    /// made at or after `taken_over_at` are never reset, so a live worker's attempt is
+    /// never sent a second time.
     pub async fn resume_all(
         &self,
-        claimed_by_dead_process: bool,
+        taken_over_at: Option<chrono::DateTime<Utc>>,
     ) -> Result<Vec<String>, RuntimeError> {
         let ids = self.backend.runs.unfinished_runs().await?;
         for id in &ids {
-            self.resume(id, claimed_by_dead_process).await?;
+            self.resume(id, taken_over_at).await?;
         }
         Ok(ids)
     }
 
+    /// [`Runtime::resume_all`] for one run.
     pub async fn resume(
         &self,
         run_id: &str,
-        claimed_by_dead_process: bool,
+        taken_over_at: Option<chrono::DateTime<Utc>>,
     ) -> Result<(), RuntimeError> {
         let run = self.get_run(run_id).await?;
-        let event = match run.state {
-            RunState::Pending => Event::Start,
-            _ if claimed_by_dead_process => Event::Recover,
-            _ => Event::Resend,
+        let event = match (run.state, taken_over_at) {
+            (RunState::Pending, _) => Event::Start,
+            (_, Some(claimed_before)) => Event::Recover { claimed_before },
+            (_, None) => Event::Resend,
         };
         self.process(run_id, event).await
     }

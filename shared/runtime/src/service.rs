@@ -3,12 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use chrono::Utc;
 use serde_json::{Map, Value};
 use sluice_core::engine::{Event, Plan};
 use sluice_core::model::{new_run_id, Application, Configuration, ParentRef, Run};
 use sluice_core::validate::{
     check_config_references, check_run_params, validate_application, validate_configuration,
+    RunSettings,
 };
 use sluice_core::{Invalid, Issue};
 
@@ -65,22 +65,10 @@ impl Runtime {
                     ))
                 })?,
         };
-        let settings = check_run_params(&app, &request.params)?;
-        let configuration = match &settings.configuration {
-            Some(name) => Some(
-                self.backend
-                    .definitions
-                    .get_configuration(name)
-                    .await?
-                    .ok_or_else(|| {
-                        StartError::NotFound(format!("configuration \"{name}\" not found"))
-                    })?,
-            ),
-            None => None,
-        };
-        check_config_references(&app, configuration.as_ref())?;
+        let settings = self.check_start(&app, &request.params, None).await?;
 
-        let now = Utc::now();
+        // The runtime's clock, which the stores judge expiry by too.
+        let now = (self.config.clock)();
         let plan = Plan::new(app.clone());
         let id = request.run_id.unwrap_or_else(new_run_id);
         let mut run = plan.new_run(id.clone(), now, now + self.config.result_expires);
@@ -96,6 +84,34 @@ impl Runtime {
         }
         self.process(&id, Event::Start).await?;
         Ok(self.get_run(&id).await?)
+    }
+
+    /// Checks that `app` can start with `params` (their values, the configuration they
+    /// name and its references) without storing anything, so that a caller can check
+    /// before it stores the documents of a run. `pending` is a configuration about to be
+    /// stored: it stands in for the stored one of its name.
+    pub async fn check_start(
+        &self,
+        app: &Application,
+        params: &Map<String, Value>,
+        pending: Option<&Configuration>,
+    ) -> Result<RunSettings, StartError> {
+        let settings = check_run_params(app, params)?;
+        let configuration = match &settings.configuration {
+            Some(name) if pending.is_some_and(|c| &c.name == name) => pending.cloned(),
+            Some(name) => Some(
+                self.backend
+                    .definitions
+                    .get_configuration(name)
+                    .await?
+                    .ok_or_else(|| {
+                        StartError::NotFound(format!("configuration \"{name}\" not found"))
+                    })?,
+            ),
+            None => None,
+        };
+        check_config_references(app, configuration.as_ref())?;
+        Ok(settings)
     }
 
     /// A new run with the same application document, params, configuration and queue.

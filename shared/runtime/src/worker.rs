@@ -4,7 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_core::engine::Event;
+use sluice_core::engine::{self, AttemptResult, Event};
+use sluice_core::model::Run;
 use sluice_core::ports::{dead_letter_queue, Delivery, TaskMessage};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
@@ -120,8 +121,9 @@ async fn poll(
 pub(crate) async fn handle(runtime: &Runtime, queue: &str, delivery: Delivery, dead_letter: bool) {
     let queue_api = &runtime.backend().queue;
     let acked = match runtime
-        .handle_message(&delivery.message, delivery.receive_count, dead_letter)
+        .handle_delivery(queue, &delivery, dead_letter)
         .await
+        .disposition
     {
         Disposition::Ack => queue_api.ack(queue, &delivery.receipt).await,
         Disposition::RetryAfter(delay) => queue_api.release(queue, &delivery.receipt, delay).await,
@@ -141,7 +143,98 @@ pub enum Disposition {
     RetryAfter(Duration),
 }
 
+/// What became of a step attempt a message carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    Succeeded,
+    /// Failed, and the engine queued the next attempt.
+    Retried,
+    /// Failed for good (no attempt left, or not retryable).
+    Failed,
+    /// Started and not finished by this message (a blocking child run is under way).
+    Waiting,
+    /// Marked failed because its message reached the dead-letter queue (not executed).
+    DeadLettered,
+}
+
+/// A step attempt that a message ran (or dead-lettered), for logs and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptReport {
+    pub step_type: String,
+    pub outcome: AttemptOutcome,
+    /// Claim, execution and storing of the result (zero for a dead letter).
+    pub duration: Duration,
+}
+
+/// The result of handling one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handled {
+    pub disposition: Disposition,
+    /// `None` when no attempt ran: a duplicate, a busy claim, an infrastructure error.
+    pub attempt: Option<AttemptReport>,
+}
+
 impl Runtime {
+    /// How long a worker holds a received message of `message`'s step: its timeout plus
+    /// [`RuntimeConfig::visibility_margin`](crate::RuntimeConfig). `None` when the run is
+    /// gone (nothing will run).
+    pub async fn attempt_visibility(&self, message: &TaskMessage) -> Option<Duration> {
+        let plan = self.plan(&message.run_id).await.ok()?;
+        let timeout = plan.app.step(&message.step_id)?.timeout_seconds();
+        Some(Duration::from_secs(timeout) + self.config.visibility_margin)
+    }
+
+    /// Handles a received message as every worker does (local pollers and the Lambda
+    /// functions): holds it for its step's timeout plus the margin (renewed while the
+    /// handling lasts longer), then [`Runtime::handle_message`]. Acknowledging or
+    /// releasing the message is the caller's.
+    pub async fn handle_delivery(
+        &self,
+        queue: &str,
+        delivery: &Delivery,
+        dead_letter: bool,
+    ) -> Handled {
+        let hold = if dead_letter {
+            None
+        } else {
+            self.attempt_visibility(&delivery.message).await
+        };
+        let work = self.handle_report(&delivery.message, delivery.receive_count, dead_letter);
+        let Some(hold) = hold else {
+            return work.await;
+        };
+        let queue_api = &self.backend.queue;
+        let extend = || async {
+            if let Err(e) = queue_api
+                .extend_visibility(queue, &delivery.receipt, hold)
+                .await
+            {
+                tracing::warn!(queue, error = %e, "cannot set the message's visibility; a crash is retried after the receive's");
+            }
+        };
+        extend().await;
+        // The attempt itself ends within its timeout; what follows (recording it, inline
+        // operators) is covered by renewing the hold every half margin past that, up to
+        // three holds in all, so that a handler stuck for good still lets the message go.
+        let margin = self.config.visibility_margin;
+        let period = (margin / 2).max(Duration::from_secs(1));
+        let now = tokio::time::Instant::now();
+        let last_renewal = now + hold * 2;
+        let mut renew =
+            tokio::time::interval_at(now + hold.saturating_sub(margin) + period, period);
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                handled = &mut work => return handled,
+                at = renew.tick(), if tokio::time::Instant::now() < last_renewal => {
+                    if at < last_renewal {
+                        extend().await;
+                    }
+                }
+            }
+        }
+    }
+
     /// Handles one step-queue (or dead-letter-queue) message: claims and executes the
     /// attempt and records its result, or marks a dead-lettered attempt failed. Never
     /// fails: infrastructure errors become a retry.
@@ -151,6 +244,19 @@ impl Runtime {
         receive_count: u32,
         dead_letter: bool,
     ) -> Disposition {
+        self.handle_report(message, receive_count, dead_letter)
+            .await
+            .disposition
+    }
+
+    async fn handle_report(
+        &self,
+        message: &TaskMessage,
+        receive_count: u32,
+        dead_letter: bool,
+    ) -> Handled {
+        let started = std::time::Instant::now();
+        let mut attempt = None;
         let outcome = if dead_letter {
             let event = Event::DeadLettered {
                 step: message.step_id.clone(),
@@ -161,12 +267,17 @@ impl Runtime {
                     receive_count.saturating_sub(1).max(1)
                 ),
             };
-            self.process(&message.run_id, event)
-                .await
-                .map(|_| Outcome::Duplicate)
+            let processed = self.process(&message.run_id, event).await;
+            if processed.is_ok() {
+                attempt = self
+                    .report(message, AttemptOutcome::DeadLettered, Duration::ZERO)
+                    .await;
+            }
+            processed.map(|_| Outcome::Duplicate)
         } else {
             match self.execute(message).await {
                 Ok(Outcome::Done(events, run)) => {
+                    let outcome = self.outcome_of(message, &run, &events).await;
                     let mut result = Ok(Outcome::Duplicate);
                     let mut hint = Some(*run);
                     for event in events {
@@ -176,12 +287,15 @@ impl Runtime {
                             break;
                         }
                     }
+                    if result.is_ok() {
+                        attempt = self.report(message, outcome, started.elapsed()).await;
+                    }
                     result
                 }
                 other => other,
             }
         };
-        match outcome {
+        let disposition = match outcome {
             Ok(Outcome::Busy(ms)) => Disposition::RetryAfter(Duration::from_millis(ms)),
             Ok(_) => Disposition::Ack,
             Err(RuntimeError::NotFound(_)) => Disposition::Ack,
@@ -189,6 +303,59 @@ impl Runtime {
                 tracing::error!(run = %message.run_id, step = %message.step_id, error = %e, "delivery failed; it will be retried");
                 Disposition::RetryAfter(RETRY_AFTER_ERROR)
             }
+        };
+        Handled {
+            disposition,
+            attempt,
         }
+    }
+
+    /// What the engine makes of an executed attempt's events: applied to a copy of the
+    /// run as claimed, so that "retried" is the engine's own decision.
+    async fn outcome_of(
+        &self,
+        message: &TaskMessage,
+        run: &Run,
+        events: &[Event],
+    ) -> AttemptOutcome {
+        let finished = events.iter().find(|e| {
+            matches!(e, Event::Finished { step, unit, attempt, .. }
+                if *step == message.step_id && *unit == message.unit && *attempt == message.attempt)
+        });
+        let Some(finished @ Event::Finished { result, .. }) = finished else {
+            return AttemptOutcome::Waiting;
+        };
+        if matches!(result, AttemptResult::Success { .. }) {
+            return AttemptOutcome::Succeeded;
+        }
+        let Ok(plan) = self.plan(&message.run_id).await else {
+            return AttemptOutcome::Failed;
+        };
+        let mut after = run.clone();
+        engine::apply(&plan, &mut after, finished, (self.config.clock)());
+        let retried = after
+            .step(&message.step_id)
+            .and_then(|s| s.units.get(message.unit as usize))
+            .is_some_and(|u| u.attempt > message.attempt);
+        if retried {
+            AttemptOutcome::Retried
+        } else {
+            AttemptOutcome::Failed
+        }
+    }
+
+    async fn report(
+        &self,
+        message: &TaskMessage,
+        outcome: AttemptOutcome,
+        duration: Duration,
+    ) -> Option<AttemptReport> {
+        let plan = self.plan(&message.run_id).await.ok()?;
+        let step_type = plan.app.step(&message.step_id)?.step_type.clone();
+        Some(AttemptReport {
+            step_type,
+            outcome,
+            duration,
+        })
     }
 }

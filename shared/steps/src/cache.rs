@@ -9,6 +9,9 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 use sluice_core::step::{StepContext, StepError, StepOutput, TypedStep};
 
+/// Longest cache entry lifetime (ten years): a longer one would overflow expiry dates.
+const MAX_TTL_SECONDS: u64 = 315_360_000;
+
 /// What the `cache` step does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -34,7 +37,7 @@ pub struct CacheParams {
     pub value: Option<Value>,
     /// `save` only: seconds after which the entry expires; without it, it never does.
     #[serde(default)]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 315_360_000))]
     pub ttl_seconds: Option<u64>,
     /// `read` only: returned when the key is absent (`null` included); without it a
     /// missing key fails the step.
@@ -102,10 +105,10 @@ impl TypedStep for CacheStep {
                     ));
                 };
                 let ttl = match ttl_seconds {
-                    Some(0) => {
-                        return Err(StepError::Fatal(
-                            "cache: \"ttl_seconds\" must be at least 1".into(),
-                        ))
+                    Some(s) if !(1..=MAX_TTL_SECONDS).contains(&s) => {
+                        return Err(StepError::Fatal(format!(
+                            "cache: \"ttl_seconds\" must be between 1 and {MAX_TTL_SECONDS} (got {s})"
+                        )))
                     }
                     other => other.map(Duration::from_secs),
                 };

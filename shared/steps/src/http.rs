@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sluice_core::step::{StepContext, StepError, StepOutput, TypedStep};
 
+/// Longest request timeout: a step's own timeout cannot be longer.
+const MAX_TIMEOUT_SECONDS: f64 = sluice_core::model::MAX_TIMEOUT_SECONDS as f64;
+
 /// How much of an unexpected response's body goes into the error.
 const ERROR_BODY_CHARS: usize = 300;
 
@@ -93,7 +96,7 @@ pub struct HttpRequestParams {
     pub auth: Option<Auth>,
     /// Seconds the whole request (connecting, sending, reading the body) may take.
     #[serde(default = "default_timeout")]
-    #[schemars(range(min = 0.001))]
+    #[schemars(range(min = 0.001, max = 900.0))]
     pub timeout_seconds: f64,
     /// Statuses that count as success; absent: any 2xx. Any other status fails the
     /// attempt (retryably) with the status and the start of the body.
@@ -161,11 +164,16 @@ impl TypedStep for HttpRequest {
                 params.url
             )));
         }
-        if !(params.timeout_seconds.is_finite() && params.timeout_seconds > 0.0) {
-            return Err(fatal(
-                "\"timeout_seconds\" must be a positive number".into(),
-            ));
-        }
+        // A reference may have brought any number: 1e300 must not reach Duration.
+        let timeout = Some(params.timeout_seconds)
+            .filter(|t| (0.001..=MAX_TIMEOUT_SECONDS).contains(t))
+            .and_then(|t| Duration::try_from_secs_f64(t).ok())
+            .ok_or_else(|| {
+                fatal(format!(
+                    "\"timeout_seconds\" must be between 0.001 and {MAX_TIMEOUT_SECONDS} (got {})",
+                    params.timeout_seconds
+                ))
+            })?;
         if !params.query.is_empty() {
             let mut pairs = url.query_pairs_mut();
             for (name, value) in &params.query {
@@ -187,10 +195,7 @@ impl TypedStep for HttpRequest {
             headers.append(header, value);
         }
 
-        let mut request = self
-            .client
-            .request(method.clone(), url)
-            .timeout(Duration::from_secs_f64(params.timeout_seconds));
+        let mut request = self.client.request(method.clone(), url).timeout(timeout);
         match params.body {
             None | Some(Value::Null) => {}
             Some(Value::String(text)) => {

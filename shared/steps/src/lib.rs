@@ -4,26 +4,46 @@
 //! whose doc comments become the published parameter schema. A step value is built once
 //! and reused for every invocation (a warm Lambda keeps its HTTP client and database
 //! pools), so the structs hold the long-lived clients.
+//!
+//! Each type sits behind a cargo feature of its name (all on by default), so a step
+//! type's Lambda function links that type alone. Functions that only need to *know* the
+//! types (the API, the schedule start, the dead letters) use the [`catalogue`] instead:
+//! names and parameter schemas as data, without any type's code.
 
+#[cfg(feature = "cache")]
 mod cache;
+pub mod catalogue;
+#[cfg(feature = "echo")]
 mod echo;
+#[cfg(feature = "http_request")]
 mod http;
+#[cfg(feature = "sql")]
 mod sql;
 
+#[cfg(feature = "cache")]
 pub use cache::{CacheAction, CacheParams, CacheStep};
+pub use catalogue::catalogue_registry;
+#[cfg(feature = "echo")]
 pub use echo::{Echo, EchoParams};
+#[cfg(feature = "http_request")]
 pub use http::{Auth, BasicAuth, HttpRequest, HttpRequestParams, ResponseMode, Scalar};
+#[cfg(feature = "sql")]
 pub use sql::{Sql, SqlMode, SqlParams};
 
 use sluice_core::step::StepRegistry;
 
-/// A registry holding every built-in step type.
+/// A registry holding every built-in step type compiled in (all of them with the
+/// default features).
 pub fn builtin_registry() -> StepRegistry {
+    #[allow(unused_mut)]
     let mut registry = StepRegistry::new();
-    registry
-        .register(Echo)
-        .register(HttpRequest::new())
-        .register(Sql::new())
-        .register(CacheStep);
+    #[cfg(feature = "echo")]
+    registry.register(Echo);
+    #[cfg(feature = "http_request")]
+    registry.register(HttpRequest::new());
+    #[cfg(feature = "sql")]
+    registry.register(Sql::new());
+    #[cfg(feature = "cache")]
+    registry.register(CacheStep);
     registry
 }

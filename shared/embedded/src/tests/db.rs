@@ -110,3 +110,62 @@ async fn a_panicking_write_is_undone_and_releases_the_lock() {
         .unwrap();
     assert_eq!(cache_keys(&other), ["after", "from-another-process"]);
 }
+
+#[tokio::test]
+async fn the_data_directory_and_its_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("data");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let store = crate::EmbeddedStore::open(&dir).unwrap();
+    store
+        .runs()
+        .put_output(
+            &sluice_core::ports::OutputKey {
+                run_id: "r".into(),
+                step_id: "A".into(),
+                unit: 0,
+            },
+            &serde_json::json!("x".repeat(crate::INLINE_OUTPUT_LIMIT + 10)),
+            chrono::Utc::now() + chrono::Duration::days(1),
+        )
+        .await
+        .unwrap();
+    let _lock = crate::DataDirLock::acquire(&dir).unwrap();
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&dir.join(crate::OUTPUTS_DIR)), 0o700);
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            assert_eq!(mode(&path), 0o600, "{}", path.display());
+        }
+    }
+    let outputs: Vec<_> = std::fs::read_dir(dir.join(crate::OUTPUTS_DIR))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(!outputs.is_empty());
+    for path in outputs {
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+    }
+}
+
+#[test]
+fn a_data_directory_created_wider_is_made_private_on_open() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("data");
+    std::fs::create_dir_all(dir.join(crate::OUTPUTS_DIR)).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(dir.join(crate::DATABASE_FILE), b"").unwrap();
+    std::fs::set_permissions(
+        dir.join(crate::DATABASE_FILE),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    drop(crate::EmbeddedStore::open(&dir).unwrap());
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&dir.join(crate::OUTPUTS_DIR)), 0o700);
+    assert_eq!(mode(&dir.join(crate::DATABASE_FILE)), 0o600);
+}

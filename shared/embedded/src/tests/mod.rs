@@ -1,5 +1,7 @@
 //! Tests against real SQLite files in temporary data directories.
 
+mod backup;
+mod conformance;
 mod db;
 mod lock;
 mod perf;

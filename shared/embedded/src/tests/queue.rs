@@ -308,3 +308,43 @@ async fn release_inflight_returns_messages_after_a_restart() {
     q.ack("steps", &got[0].receipt).await.unwrap();
     assert_eq!(q.depth("steps").await.unwrap(), 2);
 }
+
+#[tokio::test]
+async fn extend_visibility_keeps_the_receipt_and_moves_the_redelivery() {
+    let (_dir, store) = temp_store();
+    let q = store.queue();
+    q.send("steps", &message("A"), NO_WAIT).await.unwrap();
+    let first = q.receive("steps", 1, LONG, NO_WAIT).await.unwrap();
+    // Shortened from a minute to 200 ms: back after that, not after the receive's minute.
+    q.extend_visibility("steps", &first[0].receipt, Duration::from_millis(200))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let again = q
+        .receive("steps", 1, LONG, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1, "redelivered once the new visibility ended");
+    assert!(started.elapsed() >= Duration::from_millis(150));
+    assert_eq!(again[0].receive_count, 2);
+    // Extended: invisible past the receive's visibility, and its receipt still acks.
+    q.extend_visibility("steps", &again[0].receipt, LONG)
+        .await
+        .unwrap();
+    assert!(q
+        .receive("steps", 1, LONG, NO_WAIT)
+        .await
+        .unwrap()
+        .is_empty());
+    // A stale receipt changes nothing.
+    q.extend_visibility("steps", &first[0].receipt, NO_WAIT)
+        .await
+        .unwrap();
+    assert!(q
+        .receive("steps", 1, LONG, NO_WAIT)
+        .await
+        .unwrap()
+        .is_empty());
+    q.ack("steps", &again[0].receipt).await.unwrap();
+    assert_eq!(q.depth("steps").await.unwrap(), 0);
+}

@@ -95,7 +95,11 @@ async fn plaintext_never_reaches_the_database_files() {
     // The ciphertext is there (the test reads the right files).
     let conn = rusqlite::Connection::open(dir.path().join("sluice.db")).unwrap();
     let count: i64 = conn
-        .query_row("SELECT COUNT(*) FROM secrets", [], |r| r.get(0))
+        .query_row(
+            "SELECT COUNT(*) FROM secrets WHERE configuration = 'acme'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(count, 1);
 }
@@ -105,9 +109,11 @@ async fn same_values_encrypt_differently_each_time() {
     let (dir, store) = temp_store();
     let read = || {
         let conn = rusqlite::Connection::open(dir.path().join("sluice.db")).unwrap();
-        conn.query_row("SELECT nonce, ciphertext FROM secrets", [], |r| {
-            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
-        })
+        conn.query_row(
+            "SELECT nonce, ciphertext FROM secrets WHERE configuration = 'acme'",
+            [],
+            |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?)),
+        )
         .unwrap()
     };
     store
@@ -143,9 +149,84 @@ async fn a_tampered_key_fails_to_decrypt() {
 
     let store = EmbeddedStore::open(dir.path()).unwrap();
     match store.secrets().get_secrets("acme").await {
-        Err(SecretError::Decrypt { configuration, .. }) => assert_eq!(configuration, "acme"),
-        other => panic!("expected a decrypt error, got {other:?}"),
+        Err(SecretError::Backend(message)) => {
+            assert!(message.contains("key check failed"), "{message}")
+        }
+        other => panic!("expected a key check error, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_deleted_key_is_refused_loudly_never_silently_replaced() {
+    let (dir, store) = temp_store();
+    store
+        .secrets()
+        .put_secrets("acme", &values())
+        .await
+        .unwrap();
+    drop(store);
+    let key_path = dir.path().join("secret.key");
+    std::fs::remove_file(&key_path).unwrap();
+
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    for result in [
+        store.secrets().check_key().await.map(|_| BTreeMap::new()),
+        store.secrets().get_secrets("acme").await,
+        store
+            .secrets()
+            .put_secrets("other", &values())
+            .await
+            .map(|_| BTreeMap::new()),
+    ] {
+        match result {
+            Err(SecretError::Backend(message)) => {
+                assert!(message.contains("is missing"), "{message}");
+                assert!(message.contains("restore"), "{message}");
+            }
+            other => panic!("expected a missing-key error, got {other:?}"),
+        }
+    }
+    assert!(!key_path.exists(), "no replacement key was created");
+}
+
+#[tokio::test]
+async fn a_replaced_key_fails_the_key_check_before_any_value_is_read() {
+    let (dir, store) = temp_store();
+    store
+        .secrets()
+        .put_secrets("acme", &values())
+        .await
+        .unwrap();
+    drop(store);
+    let key_path = dir.path().join("secret.key");
+    std::fs::remove_file(&key_path).unwrap();
+    crate::secrets::load_or_create_key(&key_path).unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let e = store.secrets().check_key().await.unwrap_err();
+    assert!(e.to_string().contains("key check failed"), "{e}");
+}
+
+#[tokio::test]
+async fn with_no_stored_values_a_missing_key_is_simply_created_again() {
+    let (dir, store) = temp_store();
+    store
+        .secrets()
+        .put_secrets("acme", &values())
+        .await
+        .unwrap();
+    store.secrets().delete_secrets("acme").await.unwrap();
+    drop(store);
+    std::fs::remove_file(dir.path().join("secret.key")).unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    store
+        .secrets()
+        .put_secrets("acme", &values())
+        .await
+        .unwrap();
+    drop(store);
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    store.secrets().check_key().await.unwrap();
+    assert_eq!(store.secrets().get_secrets("acme").await.unwrap(), values());
 }
 
 #[tokio::test]

@@ -50,6 +50,12 @@ pub enum SqlMode {
 /// Parameters of `sql`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+// `describe` needs `table`; `select` and `execute` (the default) need `query`.
+#[schemars(extend(
+    "if" = {"properties": {"mode": {"const": "describe"}}, "required": ["mode"]},
+    "then" = {"required": ["table"]},
+    "else" = {"required": ["query"]}
+))]
 pub struct SqlParams {
     /// The database: `postgres://user:password@host:5432/db`, `mysql://user:password@host/db`,
     /// or SQLite as `sqlite://path`, `sqlite:path` or a bare file path (relative paths are
@@ -59,7 +65,12 @@ pub struct SqlParams {
     /// The statement (`select` and `execute`). Placeholders: `?` for SQLite and MySQL,
     /// `$1`, `$2`, … for PostgreSQL (SQLite accepts `?1` and `$1` too). In `execute`
     /// mode without `params`, several statements separated by `;` may be given.
+    /// It may not hold `${…}` references: pass values in `params`, which are bound.
     #[serde(default)]
+    #[schemars(extend(
+        "x-sluice-literal" = true,
+        "x-sluice-literal-reason" = "values would be spliced into the SQL text; put a placeholder in the query and the reference in \"params\" (bound parameters)"
+    ))]
     pub query: Option<String>,
     /// Values bound to the placeholders, in order: never spliced into the text. `null`,
     /// booleans, integers, reals and strings bind as such; objects and arrays as their

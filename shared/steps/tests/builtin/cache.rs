@@ -111,6 +111,12 @@ async fn parameters_must_fit_the_action() {
             "ttl_seconds",
         ),
         (
+            // A reference may bring any integer: one that would overflow expiry dates
+            // is refused.
+            json!({"action": "save", "key": "k", "value": 1, "ttl_seconds": u64::MAX}),
+            "\"ttl_seconds\" must be between 1 and",
+        ),
+        (
             json!({"action": "read", "key": "k", "value": 1}),
             "\"value\"",
         ),

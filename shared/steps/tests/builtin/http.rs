@@ -354,3 +354,24 @@ async fn bad_parameters_are_fatal() {
         assert!(!e.message().contains("break-secret"), "{e}");
     }
 }
+
+/// A number a reference brought (validation only sees literals) is range-checked by the
+/// step: `1e300` seconds is refused, it does not panic in `Duration`.
+#[tokio::test]
+async fn a_huge_timeout_is_refused_not_a_panic() {
+    let base = server().await;
+    for timeout in [json!(1e300), json!(-1), json!(0), json!(901)] {
+        let error = err(
+            &HttpRequest::new(),
+            json!({"url": format!("{base}/echo"), "timeout_seconds": timeout}),
+        )
+        .await;
+        assert!(!error.retryable(), "{error:?}");
+        assert!(
+            error
+                .message()
+                .contains("\"timeout_seconds\" must be between 0.001 and 900"),
+            "{error:?}"
+        );
+    }
+}

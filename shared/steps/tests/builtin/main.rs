@@ -8,6 +8,7 @@ mod mysql;
 mod postgres;
 mod registry;
 mod sqlite;
+mod validation;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -139,3 +139,32 @@ async fn postgres_round_trip() {
     let out = ok(&step, json!({"url": url, "mode": "execute", "query": "DELETE FROM sluice_kinds WHERE flag = $1", "params": [true]})).await;
     assert_eq!(out, json!({"rows_affected": 1}));
 }
+
+/// A value shaped like an injection is bound as data on PostgreSQL too.
+#[tokio::test]
+async fn postgres_binds_injection_text_as_data() {
+    let url = url();
+    let step = Sql::new();
+    ok(
+        &step,
+        json!({"url": url, "mode": "execute", "query": "
+            DROP TABLE IF EXISTS sluice_users;
+            CREATE TABLE sluice_users (name text);
+            INSERT INTO sluice_users VALUES ('ann');
+        "}),
+    )
+    .await;
+    let injection = "x'; drop table sluice_users; --";
+    let rows = ok(
+        &step,
+        json!({"url": url, "query": "SELECT name FROM sluice_users WHERE name = $1", "params": [injection]}),
+    )
+    .await;
+    assert_eq!(rows, json!([]));
+    let rows = ok(
+        &step,
+        json!({"url": url, "query": "SELECT count(*)::int8 AS n FROM sluice_users"}),
+    )
+    .await;
+    assert_eq!(rows, json!([{"n": 1}]));
+}

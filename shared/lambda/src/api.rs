@@ -1,4 +1,4 @@
-//! The `api` function's glue: the REST API router (`sluice_api::router`) on the AWS ports,
+//! The `api` function: the REST API router (`sluice_api::router`) on the AWS ports,
 //! behind API Gateway's HTTP API. API Gateway's JWT authorizer has verified the bearer
 //! token before the function runs; its claims become the request's [`JwtClaims`], which
 //! the router maps to a role through the role bindings.
@@ -8,11 +8,9 @@ use std::sync::Arc;
 use lambda_http::tower::ServiceExt;
 use lambda_http::{service_fn, Request, RequestExt};
 use sluice_api::{AdminCredentials, ApiPorts, ApiState, JwtClaims};
-use sluice_core::step::StepRegistry;
+use sluice_aws::{AwsEnvironment, AwsSettings};
 
-use crate::environment::AwsEnvironment;
-use crate::lambda::{init_tracing, warm_up, Error};
-use crate::settings::AwsSettings;
+use crate::{init_tracing, warm_up, Error, StepRegistry};
 
 /// Which claims of a verified JWT name the user and their groups
 /// (`SLUICE_JWT_USERNAME_CLAIM`, default `username`; `SLUICE_JWT_GROUPS_CLAIM`, default

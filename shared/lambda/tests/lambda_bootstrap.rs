@@ -3,14 +3,21 @@
 //! minutes from cold on 2 cores, seconds when cached), `cargo lambda watch
 //! --only-lambda-apis` emulates the Lambda runtime API, the `bootstrap` runs against it
 //! and moto, and `cargo lambda invoke` sends it an SQS event holding a real step
-//! message: the step runs and the run ends.
+//! message: the step runs and the run ends. Every line the function printed is JSON;
+//! the record's lines carry its run id, step id and attempt, and its metrics are an
+//! embedded-metric-format line.
+//!
+//! The bootstrap reaches the runtime API through a relay that notes the first
+//! connection, so the test prints the start-up time (process spawned → first runtime API
+//! request; docs/benchmarks.md). `SLUICE_BOOTSTRAP=<path>` runs that bootstrap instead
+//! of building one (to measure a release build).
 //!
 //! Needs moto (`AWS_ENDPOINT_URL`) and cargo-lambda (in `.venv/bin`, installed by
 //! `scripts/test.sh`); fails, never skips, without them.
 
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use sluice_aws::{AwsEnvironment, AwsSettings};
@@ -58,17 +65,22 @@ async fn echo_function_bootstrap_handles_an_sqs_event() {
         "AWS_ENDPOINT_URL is not set: this test needs a moto server (scripts/test.sh starts one)"
     );
     // 1. Build the function as for deployment.
-    let target = repo().join("target/lambda-build");
-    let built = cargo_lambda()
-        .args(["build", "-p", "sluice-fn-echo", "--lambda-dir"])
-        .arg(target.join("lambda"))
-        .env("CARGO_TARGET_DIR", &target)
-        .status()
-        .await
-        .unwrap();
-    assert!(built.success(), "cargo lambda build failed");
-    let bootstrap = target.join("lambda/sluice-echo/bootstrap");
-    assert!(bootstrap.exists());
+    let bootstrap = match std::env::var_os("SLUICE_BOOTSTRAP") {
+        Some(path) => PathBuf::from(path),
+        None => {
+            let target = repo().join("target/lambda-build");
+            let built = cargo_lambda()
+                .args(["build", "-p", "sluice-fn-echo", "--lambda-dir"])
+                .arg(target.join("lambda"))
+                .env("CARGO_TARGET_DIR", &target)
+                .status()
+                .await
+                .unwrap();
+            assert!(built.success(), "cargo lambda build failed");
+            target.join("lambda/sluice-echo/bootstrap")
+        }
+    };
+    assert!(bootstrap.exists(), "{}", bootstrap.display());
 
     // 2. A deployment on moto with a run whose first step waits in the echo queue.
     let prefix = format!("lb{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
@@ -124,20 +136,54 @@ async fn echo_function_bootstrap_handles_an_sqs_event() {
     tokio::time::timeout(Duration::from_secs(60), api_up)
         .await
         .expect("cargo lambda watch listens");
+    // A relay in front of the runtime API that notes when the first request arrives.
+    let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay_port = relay.local_addr().unwrap().port();
+    let (first_request, first_request_at) = tokio::sync::oneshot::channel::<Instant>();
+    tokio::spawn(async move {
+        let mut first_request = Some(first_request);
+        loop {
+            let Ok((mut inbound, _)) = relay.accept().await else {
+                return;
+            };
+            if let Some(tx) = first_request.take() {
+                let _ = tx.send(Instant::now());
+            }
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await
+                {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    let spawned = Instant::now();
     let mut function = Command::new(&bootstrap)
         .env("AWS_LAMBDA_FUNCTION_NAME", "_")
         .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
         .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
         .env(
             "AWS_LAMBDA_RUNTIME_API",
-            format!("http://127.0.0.1:{port}/.rt"),
+            format!("http://127.0.0.1:{relay_port}/.rt"),
         )
         .env("SLUICE_AWS_PREFIX", &prefix)
         .env("SLUICE_QUEUE", &queue)
-        .stdout(Stdio::null())
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
+
+    let startup = tokio::time::timeout(Duration::from_secs(60), first_request_at)
+        .await
+        .expect("the bootstrap polls the runtime API")
+        .unwrap()
+        - spawned;
+    println!(
+        "start-up to the first runtime API request: {:.1} ms ({})",
+        startup.as_secs_f64() * 1e3,
+        bootstrap.display()
+    );
 
     // 4. The SQS event as the event source mapping sends it.
     let event = json!({"Records": [{
@@ -193,4 +239,32 @@ async fn echo_function_bootstrap_handles_an_sqs_event() {
     );
     let _ = function.kill().await;
     let _ = watch.kill().await;
+
+    // 5. What the function printed: JSON lines only; the record's carry its ids.
+    let mut stdout = String::new();
+    use tokio::io::AsyncReadExt;
+    function
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .await
+        .unwrap();
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let handled = lines
+        .iter()
+        .find(|l| l["message"] == "record handled")
+        .unwrap_or_else(|| panic!("no per-record line: {stdout}"));
+    assert_eq!(handled["span"]["run_id"], json!(run.id), "{handled}");
+    assert_eq!(handled["span"]["step_id"], "Hello");
+    assert_eq!(handled["span"]["attempt"], 1);
+    let metrics = lines
+        .iter()
+        .find(|l| l.get("_aws").is_some())
+        .unwrap_or_else(|| panic!("no metrics line: {stdout}"));
+    assert_eq!(metrics["StepType"], "echo");
+    assert_eq!(metrics["succeeded"], 1);
 }

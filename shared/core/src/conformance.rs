@@ -1,0 +1,756 @@
+//! The contract of the store ports, written once and run against every adapter: the
+//! embedded one (SQLite, `sluice-embedded`'s tests) and the AWS one (DynamoDB, S3 and
+//! Secrets Manager on moto, `sluice-aws`'s tests). Behind the `conformance` feature.
+//!
+//! An adapter's tests implement [`StoreFactory`] (fresh, empty stores on a
+//! [`ManualClock`]) and instantiate every test with [`store_conformance!`]:
+//!
+//! ```ignore
+//! sluice_core::store_conformance!(crate::MyFactory);
+//! ```
+//!
+//! Expiry is tested by moving the clock, never by sleeping. Times are whole seconds
+//! where an adapter may keep only milliseconds.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Duration as ChronoDuration, SubsecRound, Utc};
+use serde_json::{json, Value};
+
+use crate::clock::{Clock, ManualClock};
+use crate::model::{
+    Application, Configuration, LogEntry, LogLevel, Run, RunState, Schedule, StepRun,
+};
+use crate::ports::{
+    Cache, DefinitionStore, OutputKey, RunQuery, RunStore, ScheduleStatsStore, ScheduleStore,
+    ScheduledRun, SecretStore, StoreError,
+};
+
+/// Fresh, empty stores of one adapter, all judging expiry by `clock`.
+pub struct Stores {
+    pub definitions: Arc<dyn DefinitionStore>,
+    pub runs: Arc<dyn RunStore>,
+    pub cache: Arc<dyn Cache>,
+    pub secrets: Arc<dyn SecretStore>,
+    pub schedules: Arc<dyn ScheduleStore>,
+    pub stats: Arc<dyn ScheduleStatsStore>,
+    pub clock: Arc<ManualClock>,
+    /// Whatever must outlive the stores (a temporary directory).
+    pub keep: Box<dyn std::any::Any + Send + Sync>,
+}
+
+/// Makes [`Stores`] for one test.
+#[async_trait]
+pub trait StoreFactory: Send + Sync {
+    async fn fresh(&self) -> Stores;
+}
+
+/// Instantiates every contract test of this module as a `#[tokio::test]` calling
+/// `$factory` (an expression of a type implementing [`StoreFactory`]).
+#[macro_export]
+macro_rules! store_conformance {
+    ($factory:expr) => {
+        $crate::store_conformance!(@each $factory;
+            definitions_round_trip_sorted,
+            configurations_are_stored_redacted,
+            runs_are_created_once_with_their_snapshot,
+            update_run_is_compare_and_swap,
+            concurrent_transitions_of_one_version_have_one_winner,
+            unfinished_runs_are_the_non_terminal_ones,
+            list_runs_filters_orders_and_pages,
+            list_runs_default_limit_is_50,
+            expired_runs_are_absent_and_can_be_created_again,
+            outputs_overwrite_spill_and_expire,
+            logs_page_with_a_cursor_and_expire,
+            cache_entries_expire_by_ttl,
+            secrets_are_one_document_per_configuration,
+            schedules_round_trip_sorted,
+            tick_claims_move_forward_only,
+            concurrent_claims_of_one_tick_have_one_winner,
+        );
+    };
+    (@each $factory:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                $crate::conformance::$name(&$factory).await;
+            }
+        )*
+    };
+}
+
+/// A one-step application named `name`.
+pub fn application(name: &str) -> Application {
+    serde_json::from_value(json!({
+        "name": name,
+        "author": "conformance",
+        "steps": [{"id": "A", "type": "echo", "parameters": {"value": 1}}]
+    }))
+    .expect("application")
+}
+
+/// A pending run of `application`, expiring a week after `created_at`.
+pub fn run(id: &str, application: &str, created_at: DateTime<Utc>) -> Run {
+    Run {
+        id: id.to_string(),
+        application: application.to_string(),
+        configuration: None,
+        queue: None,
+        loglevel: 20,
+        params: Default::default(),
+        state: RunState::Pending,
+        created_at,
+        started_at: None,
+        finished_at: None,
+        parent: None,
+        replay_of: None,
+        expires_at: created_at + ChronoDuration::days(7),
+        steps: vec![StepRun::new("A")],
+        version: 0,
+    }
+}
+
+fn key(run_id: &str, step: &str, unit: u32) -> OutputKey {
+    OutputKey {
+        run_id: run_id.into(),
+        step_id: step.into(),
+        unit,
+    }
+}
+
+fn entry(at: DateTime<Utc>, message: &str) -> LogEntry {
+    LogEntry {
+        ts: at,
+        level: LogLevel::Info,
+        step: "A".into(),
+        attempt: 1,
+        message: message.into(),
+    }
+}
+
+fn messages(logs: &[(u64, LogEntry)]) -> Vec<&str> {
+    logs.iter().map(|(_, e)| e.message.as_str()).collect()
+}
+
+fn ids(runs: Vec<Run>) -> Vec<String> {
+    runs.into_iter().map(|r| r.id).collect()
+}
+
+/// Now by the stores' clock, in whole seconds.
+fn now(s: &Stores) -> DateTime<Utc> {
+    s.clock.now().trunc_subsecs(0)
+}
+
+fn is_conflict<T>(result: Result<T, StoreError>) -> bool {
+    matches!(result, Err(StoreError::Conflict))
+}
+
+/// Too large for a row or an item even compressed: the adapter keeps it aside (a file,
+/// an S3 object).
+fn large_value() -> Value {
+    let text: String = (0..400_000u64)
+        .map(|i| format!("{:x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40))
+        .collect();
+    json!({"blob": text})
+}
+
+pub async fn definitions_round_trip_sorted(f: &impl StoreFactory) {
+    let s = f.fresh().await;
+    let d = &s.definitions;
+    for name in ["zeta", "alpha", "mid"] {
+        d.put_application(&application(name)).await.unwrap();
+    }
+    let mut changed = application("mid");
+    changed.description = "changed".into();
+    d.put_application(&changed).await.unwrap();
+    let names: Vec<_> = d
+        .list_applications()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.name)
+        .collect();
+    assert_eq!(names, ["alpha", "mid", "zeta"]);
+    assert_eq!(d.get_application("mid").await.unwrap(), Some(changed));
+    assert!(d.delete_application("alpha").await.unwrap());
+    assert!(!d.delete_application("alpha").await.unwrap());
+    assert!(d.get_application("alpha").await.unwrap().is_none());
+    assert!(d.get_application("never").await.unwrap().is_none());
+}
+
+pub async fn configurations_are_stored_redacted(f: &impl StoreFactory) {
+    let s = f.fresh().await;
+    let d = &s.definitions;
+    let config: Configuration = serde_json::from_value(json!({
+        "name": "acme",
+        "data": [
+            {"name": "host", "value": "h.example"},
+            {"name": "token", "value": "s3cr3t-token", "encrypted": true}
+        ]
+    }))
+    .unwrap();
+    d.put_configuration(&config).await.unwrap();
+    let mut other = config.redacted();
+    other.name = "beta".into();
+    d.put_configuration(&other).await.unwrap();
+    assert_eq!(
+        d.get_configuration("acme").await.unwrap(),
+        Some(config.redacted()),
+        "an encrypted value never reaches the definition store"
+    );
+    let names: Vec<_> = d
+        .list_configurations()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(names, ["acme", "beta"]);
+    assert!(d.delete_configuration("acme").await.unwrap());
+    assert!(!d.delete_configuration("acme").await.unwrap());
+    assert_eq!(d.list_configurations().await.unwrap().len(), 1);
+}
+
+pub async fn runs_are_created_once_with_their_snapshot(f: &impl StoreFactory) {
+    let s = f.fresh().await;
+    let r = &s.runs;
+    let first = run("isapp-1", "app", now(&s));
+    assert!(r.create_run(&first, &application("app")).await.unwrap());
+    let mut second = first.clone();
+    second.state = RunState::Running;
+    assert!(
+        !r.create_run(&second, &application("other")).await.unwrap(),
+        "creating an existing run writes nothing"
+    );
+    assert_eq!(r.get_run("isapp-1").await.unwrap(), Some(first));
+    assert_eq!(
+        r.get_snapshot("isapp-1").await.unwrap().unwrap().name,
+        "app"
+    );
+    assert!(r.get_run("isapp-2").await.unwrap().is_none());
+    assert!(r.get_snapshot("isapp-2").await.unwrap().is_none());
+}
+
+pub async fn update_run_is_compare_and_swap(f: &impl StoreFactory) {
+    let s = f.fresh().await;
+    let r = &s.runs;
+    let mut current = run("isapp-1", "app", now(&s));
+    r.create_run(&current, &application("app")).await.unwrap();
+
+    // A chain of transitions, each against the version it read.
+    for (version, state) in [
+        (1, RunState::Running),
+        (2, RunState::Running),
+        (3, RunState::Success),
+    ] {
+        let mut stale = current.clone();
+        current.state = state;
+        current.version = version;
+        r.update_run(&current, version - 1).await.unwrap();
+        assert_eq!(r.get_run("isapp-1").await.unwrap().as_ref(), Some(&current));
+        // A writer that still believes the previous version loses, and changes nothing.
+        stale.state = RunState::Failure;
+        stale.version = version;
+        assert!(is_conflict(r.update_run(&stale, version - 1).await));
+        assert_eq!(r.get_run("isapp-1").await.unwrap().as_ref(), Some(&current));
+    }
+    // A missing run cannot be updated.
+    let mut ghost = run("isapp-9", "app", now(&s));
+    ghost.version = 1;
+    assert!(is_conflict(r.update_run(&ghost, 0).await));
+    assert!(r.get_run("isapp-9").await.unwrap().is_none());
+    // Not bumping the version is a programming error, not a conflict.
+    assert!(matches!(
+        r.update_run(&current, 3).await,
+        Err(StoreError::Backend(_))
+    ));
+}
+
+pub async fn concurrent_transitions_of_one_version_have_one_winner(f: &impl StoreFactory) {
+    let s = f.fresh().await;
+    let base = run("isapp-1", "app", now(&s));
+    s.runs.create_run(&base, &application("app")).await.unwrap();
+    let writers: Vec<_> = (0..8u32)
+        .map(|i| {
+            let runs = s.runs.clone();
+            let mut mine = base.clone();
+            mine.version = 1;
+            mine.params.insert("writer".into(), json!(i));
+            tokio::spawn(async move { (i, runs.update_run(&mine, 0).await) })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for writer in writers {
+        match writer.await.unwrap() {
+            (i, Ok(())) => winners.push(i),
+            (_, Err(StoreError::Conflict)) => {}
+            (_, Err(e)) => panic!("a losing writer must see a conflict, got {e}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one transition of version 0 wins");
+    let stored = s.runs.get_run("isapp-1").await.unwrap().unwrap();
+    assert_eq!(stored.version, 1);
+    assert_eq!(stored.params["writer"], json!(winners[0]));
+}
+
+pub async fn unfinished_runs_are_the_non_terminal_ones(f: &impl StoreFactory) {
+    let s = f.fresh().await;
+    let r = &s.runs;
+    for (id, state) in [
+        ("isapp-1", RunState::Pending),
+        ("isapp-2", RunState::Running),
+        ("isapp-3", RunState::Success),
+        ("isapp-4", RunState::Failure),
+        ("isapp-5", RunState::Revoked),
+    ] {
+        let mut one = run(id, "app", now(&s));
+        one.state = state;
+        r.create_run(&one, &application("app")).await.unwrap();
+    }
+    assert_eq!(r.unfinished_runs().await.unwrap(), ["isapp-1", "isapp-2"]);
+    let mut finished = r.get_run("isapp-2").await.unwrap().unwrap();
+    finished.state = RunState::Success;
+    finished.version = 1;
+    r.update_run(&finished, 0).await.unwrap();
+    assert_eq!(r.unfinished_runs().await.unwrap(), ["isapp-1"]);
+}
+
+pub async fn list_runs_filters_orders_and_pages(f: &impl StoreFactory) {
+    let s = f.fresh().await;
+    let r = &s.runs;
+    let base = now(&s) - ChronoDuration::hours(1);
+    for i in 0..10u32 {
+        let mut one = run(
+            &format!("isapp-{i:02}"),
+            if i % 2 == 0 { "even" } else { "odd" },
+            base + ChronoDuration::minutes(i64::from(i)),
+        );
+        one.state = if i < 3 {
+            RunState::Success
+        } else {
+            RunState::Running
+        };
+        one.configuration = Some(if i < 5 { "c1" } else { "c2" }.to_string());
+        one.queue = (i == 7).then(|| "urgent".to_string());
+        r.create_run(&one, &application("x")).await.unwrap();
+    }
+    let list = |q: RunQuery| async move { ids(r.list_runs(&q).await.unwrap()) };
+
+    let all = list(RunQuery::default()).await;
+    assert_eq!(all.len(), 10);
+    assert_eq!((all[0].as_str(), all[9].as_str()), ("isapp-09", "isapp-00"));
+    assert_eq!(
+        list(RunQuery {
+            application: Some("even".into()),
+            ..Default::default()
+        })
+        .await,
+        ["isapp-08", "isapp-06", "isapp-04", "isapp-02", "isapp-00"]
+    );
+    assert_eq!(
+        list(RunQuery {
+            state: Some(RunState::Success),
+            ..Default::default()
+        })
+        .await,
+        ["isapp-02", "isapp-01", "isapp-00"]
+    );
+    assert_eq!(
+        list(RunQuery {
+            configuration: Some("c2".into()),
+            application: Some("odd".into()),
+            ..Default::default()
+        })
+        .await,
+        ["isapp-09", "isapp-07", "isapp-05"]
+    );
+    assert_eq!(
+        list(RunQuery {
+            queue: Some("urgent".into()),
+            ..Default::default()
+        })
+        .await,
+        ["isapp-07"]
+    );
+    // `since` is inclusive, `until` exclusive.
+    assert_eq!(
+        list(RunQuery {
+            since: Some(base + ChronoDuration::minutes(3)),
+            until: Some(base + ChronoDuration::minutes(6)),
+            ..Default::default()
+        })
+        .await,
+        ["isapp-05", "isapp-04", "isapp-03"]
+    );
+    // Pages of 4 with the cursor, with and without a filter.
+    for application in [None, Some("odd")] {
+        let mut seen = Vec::new();
+        let mut before = None;
+        loop {
+            let page = list(RunQuery {
+                application: application.map(String::from),
+                before_id: before.clone(),
+                limit: 4,
+                ..Default::default()
+            })
+            .await;
+            if page.is_empty() {
+                break;
+            }
+            assert!(page.len() <= 4);
+            before = page.last().cloned();
+            seen.extend(page);
+        }
+        let expected: Vec<_> = all
+            .iter()
+            .filter(|id| application.is_none() || id.ends_with(['1', '3', '5', '7', '9']))
+            .cloned()
+            .collect();
+        assert_eq!(seen, expected, "pages of {application:?}");
+    }
+}
+
+pub async fn list_runs_default_limit_is_50(f: &impl StoreFactory) {
+    let s = f.fresh().await;
+    let at = now(&s);
+    for i in 0..60 {
+        s.runs
+            .create_run(&run(&format!("isapp-{i:03}"), "a", at), &application("a"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        s.runs.list_runs(&RunQuery::default()).await.unwrap().len(),
+        50
+    );
+    let all = RunQuery {
+        limit: 100,
+        ..Default::default()
+    };
+    assert_eq!(s.runs.list_runs(&all).await.unwrap().len(), 60);
+}
+
+pub async fn expired_runs_are_absent_and_can_be_created_again(f: &impl StoreFactory) {
+    let s = f.fresh().await;
+    let r = &s.runs;
+    let mut old = run("isapp-1", "app", now(&s));
+    old.expires_at = now(&s) + ChronoDuration::hours(1);
+    r.create_run(&old, &application("app")).await.unwrap();
+    assert!(r.get_run("isapp-1").await.unwrap().is_some());
+
+    s.clock
+        .advance(ChronoDuration::hours(1) + ChronoDuration::seconds(1));
+    assert!(r.get_run("isapp-1").await.unwrap().is_none());
+    assert!(r.get_snapshot("isapp-1").await.unwrap().is_none());
+    assert!(r.list_runs(&RunQuery::default()).await.unwrap().is_empty());
+    let by_application = RunQuery {
+        application: Some("app".into()),
+        ..Default::default()
+    };
+    assert!(r.list_runs(&by_application).await.unwrap().is_empty());
+    assert!(r.unfinished_runs().await.unwrap().is_empty());
+    let mut bumped = old.clone();
+    bumped.version = 1;
+    assert!(
+        is_conflict(r.update_run(&bumped, 0).await),
+        "an expired run cannot be updated"
+    );
+
+    // An expired run counts as absent for creation too: it is replaced, snapshot included.
+    let fresh = run("isapp-1", "app", now(&s));
+    assert!(r.create_run(&fresh, &application("app2")).await.unwrap());
+    assert_eq!(r.get_run("isapp-1").await.unwrap(), Some(fresh));
+    assert_eq!(
+        r.get_snapshot("isapp-1").await.unwrap().unwrap().name,
+        "app2"
+    );
+}
+
+pub async fn outputs_overwrite_spill_and_expire(f: &impl StoreFactory) {
+    let s = f.fresh().await;
+    let r = &s.runs;
+    let expires = now(&s) + ChronoDuration::days(1);
+    let k = key("isapp-1", "A", 0);
+    r.put_output(&k, &json!({"n": 1}), expires).await.unwrap();
+    r.put_output(&k, &json!({"n": 2}), expires).await.unwrap();
+    assert_eq!(r.get_output(&k).await.unwrap(), Some(json!({"n": 2})));
+    assert_eq!(r.get_output(&key("isapp-1", "A", 1)).await.unwrap(), None);
+    assert_eq!(r.get_output(&key("isapp-1", "B", 0)).await.unwrap(), None);
+    r.put_output(&k, &Value::Null, expires).await.unwrap();
+    assert_eq!(
+        r.get_output(&k).await.unwrap(),
+        Some(Value::Null),
+        "a null output is an output"
+    );
+
+    // Large values round-trip (kept aside by the adapter), and can shrink again.
+    let big = large_value();
+    r.put_output(&k, &big, expires).await.unwrap();
+    assert_eq!(r.get_output(&k).await.unwrap(), Some(big.clone()));
+    r.put_output(&k, &json!("small"), expires).await.unwrap();
+    assert_eq!(r.get_output(&k).await.unwrap(), Some(json!("small")));
+
+    // Expiry, by the clock.
+    let soon = key("isapp-1", "A", 2);
+    let soon_big = key("isapp-1", "A", 3);
+    let in_an_hour = now(&s) + ChronoDuration::hours(1);
+    r.put_output(&soon, &json!(1), in_an_hour).await.unwrap();
+    r.put_output(&soon_big, &big, in_an_hour).await.unwrap();
+    assert_eq!(r.get_output(&soon).await.unwrap(), Some(json!(1)));
+    s.clock.advance(ChronoDuration::hours(2));
+    assert_eq!(r.get_output(&soon).await.unwrap(), None);
+    assert_eq!(r.get_output(&soon_big).await.unwrap(), None);
+    assert_eq!(r.get_output(&k).await.unwrap(), Some(json!("small")));
+}
+
+pub async fn logs_page_with_a_cursor_and_expire(f: &impl StoreFactory) {
+    let s = f.fresh().await;
+    let r = &s.runs;
+    let expires = now(&s) + ChronoDuration::days(1);
+    let at = s.clock.now();
+    // The clock stands still between most appends: batches numbered at the same instant
+    // (time-based numbers, on AWS) must never overwrite each other.
+    let tick = || s.clock.advance(ChronoDuration::milliseconds(5));
+    r.append_logs("r1", &[entry(at, "a"), entry(at, "b")], expires)
+        .await
+        .unwrap();
+    r.append_logs("r2", &[entry(at, "other")], expires)
+        .await
+        .unwrap();
+    r.append_logs("r1", &[entry(at, "c")], expires)
+        .await
+        .unwrap();
+    r.append_logs("r1", &[], expires).await.unwrap();
+
+    let all = r.get_logs("r1", 0, 0).await.unwrap();
+    assert_eq!(messages(&all), ["a", "b", "c"]);
+    assert!(
+        all.windows(2).all(|w| w[0].0 < w[1].0),
+        "increasing numbers"
+    );
+    assert_eq!(all[0].1, entry(at, "a"), "entries round-trip");
+    assert_eq!(messages(&r.get_logs("r1", 0, 1).await.unwrap()), ["a"]);
+    // The cursor resumes inside a batch, and pages.
+    assert_eq!(
+        messages(&r.get_logs("r1", all[0].0, 0).await.unwrap()),
+        ["b", "c"]
+    );
+    assert_eq!(
+        messages(&r.get_logs("r1", all[0].0, 1).await.unwrap()),
+        ["b"]
+    );
+    assert!(r.get_logs("r1", all[2].0, 0).await.unwrap().is_empty());
+    assert_eq!(messages(&r.get_logs("r2", 0, 0).await.unwrap()), ["other"]);
+    assert!(r.get_logs("r3", 0, 0).await.unwrap().is_empty());
+
+    // A later batch after the cursor is found by a follower.
+    tick();
+    r.append_logs("r1", &[entry(at, "d")], expires)
+        .await
+        .unwrap();
+    assert_eq!(
+        messages(&r.get_logs("r1", all[2].0, 0).await.unwrap()),
+        ["d"]
+    );
+
+    // Expiry, by the clock.
+    tick();
+    r.append_logs(
+        "r1",
+        &[entry(at, "short")],
+        now(&s) + ChronoDuration::hours(1),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.get_logs("r1", 0, 0).await.unwrap().len(), 5);
+    s.clock.advance(ChronoDuration::hours(2));
+    assert_eq!(
+        messages(&r.get_logs("r1", 0, 0).await.unwrap()),
+        ["a", "b", "c", "d"]
+    );
+}
+
+pub async fn cache_entries_expire_by_ttl(f: &impl StoreFactory) {
+    let s = f.fresh().await;
+    let c = &s.cache;
+    assert_eq!(c.get("k").await.unwrap(), None);
+    c.put("forever", &json!({"a": [1, 2]}), None).await.unwrap();
+    c.put("minute", &json!(1), Some(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    c.put("gone", &json!(2), Some(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert_eq!(c.get("forever").await.unwrap(), Some(json!({"a": [1, 2]})));
+    assert_eq!(c.get("minute").await.unwrap(), Some(json!(1)));
+
+    s.clock.advance(ChronoDuration::seconds(30));
+    assert_eq!(c.get("minute").await.unwrap(), Some(json!(1)));
+    assert_eq!(c.get("gone").await.unwrap(), None);
+    assert!(
+        !c.delete("gone").await.unwrap(),
+        "deleting an expired entry reports that nothing live was there"
+    );
+
+    // A put replaces the value and the TTL, which counts from the put.
+    c.put("minute", &json!("v2"), Some(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    s.clock.advance(ChronoDuration::seconds(45));
+    assert_eq!(c.get("minute").await.unwrap(), Some(json!("v2")));
+    s.clock.advance(ChronoDuration::seconds(16));
+    assert_eq!(c.get("minute").await.unwrap(), None);
+    assert_eq!(c.get("forever").await.unwrap(), Some(json!({"a": [1, 2]})));
+
+    // No TTL on a put makes an entry permanent again.
+    c.put("minute", &json!(3), None).await.unwrap();
+    s.clock.advance(ChronoDuration::days(365));
+    assert_eq!(c.get("minute").await.unwrap(), Some(json!(3)));
+
+    assert!(c.delete("forever").await.unwrap());
+    assert!(!c.delete("forever").await.unwrap());
+    assert_eq!(c.get("forever").await.unwrap(), None);
+}
+
+pub async fn secrets_are_one_document_per_configuration(f: &impl StoreFactory) {
+    let s = f.fresh().await;
+    let secrets = &s.secrets;
+    assert!(secrets.get_secrets("none").await.unwrap().is_empty());
+    let first = BTreeMap::from([
+        ("token".to_string(), json!("s3cr3t")),
+        ("pin".to_string(), json!(1234)),
+    ]);
+    secrets.put_secrets("c1", &first).await.unwrap();
+    let other = BTreeMap::from([("token".to_string(), json!("other"))]);
+    secrets.put_secrets("c2", &other).await.unwrap();
+    assert_eq!(secrets.get_secrets("c1").await.unwrap(), first);
+    assert_eq!(secrets.get_secrets("c2").await.unwrap(), other);
+
+    // A put replaces every value of the configuration.
+    let replaced = BTreeMap::from([("token".to_string(), json!("new"))]);
+    secrets.put_secrets("c1", &replaced).await.unwrap();
+    assert_eq!(secrets.get_secrets("c1").await.unwrap(), replaced);
+
+    secrets.delete_secrets("c1").await.unwrap();
+    assert!(secrets.get_secrets("c1").await.unwrap().is_empty());
+    secrets.delete_secrets("c1").await.unwrap();
+    assert_eq!(secrets.get_secrets("c2").await.unwrap(), other);
+    // A configuration stored again after a delete gets its secrets again.
+    secrets.put_secrets("c1", &first).await.unwrap();
+    assert_eq!(secrets.get_secrets("c1").await.unwrap(), first);
+}
+
+fn schedule(entry_id: &str) -> Schedule {
+    serde_json::from_value(json!({
+        "application_id": "device_sync",
+        "entry_id": entry_id,
+        "schedule": {"schedule_type": "frequency", "schedule_info": {"run_every": 300}}
+    }))
+    .unwrap()
+}
+
+pub async fn schedules_round_trip_sorted(f: &impl StoreFactory) {
+    let s = f.fresh().await;
+    let store = &s.schedules;
+    store.put_schedule(&schedule("nightly")).await.unwrap();
+    store.put_schedule(&schedule("hourly")).await.unwrap();
+    let mut disabled = schedule("nightly");
+    disabled.enabled = false;
+    store.put_schedule(&disabled).await.unwrap();
+    assert_eq!(store.get_schedule("nightly").await.unwrap(), Some(disabled));
+    assert!(store.get_schedule("never").await.unwrap().is_none());
+    let entry_ids: Vec<_> = store
+        .list_schedules()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.entry_id)
+        .collect();
+    assert_eq!(entry_ids, ["hourly", "nightly"]);
+    assert!(store.delete_schedule("nightly").await.unwrap());
+    assert!(!store.delete_schedule("nightly").await.unwrap());
+    assert_eq!(store.list_schedules().await.unwrap().len(), 1);
+}
+
+pub async fn tick_claims_move_forward_only(f: &impl StoreFactory) {
+    let s = f.fresh().await;
+    let stats = &s.stats;
+    let t0 = now(&s);
+    let minute = ChronoDuration::minutes(1);
+    assert!(stats.get_stats("e").await.unwrap().is_none());
+
+    assert!(
+        stats.claim_tick("e", t0).await.unwrap(),
+        "a first claim wins"
+    );
+    assert!(
+        !stats.claim_tick("e", t0).await.unwrap(),
+        "the same tick again loses"
+    );
+    assert!(
+        !stats.claim_tick("e", t0 - minute).await.unwrap(),
+        "an earlier one too"
+    );
+    assert!(stats.claim_tick("e", t0 + minute).await.unwrap());
+    let got = stats.get_stats("e").await.unwrap().unwrap();
+    assert_eq!(got.entry_id, "e");
+    assert_eq!(got.last_tick, Some(t0 + minute));
+    assert_eq!((got.total_runs, got.last_run), (0, None));
+
+    let first = ScheduledRun {
+        run_id: "isapp-a".into(),
+        start_time: t0 + minute,
+    };
+    let second = ScheduledRun {
+        run_id: "isapp-b".into(),
+        start_time: t0 + minute * 2,
+    };
+    stats.record_run("e", &first).await.unwrap();
+    stats.record_run("e", &second).await.unwrap();
+    let got = stats.get_stats("e").await.unwrap().unwrap();
+    assert_eq!(got.total_runs, 2);
+    assert_eq!(got.last_run, Some(second));
+    assert_eq!(
+        got.last_tick,
+        Some(t0 + minute),
+        "counting leaves the claim"
+    );
+
+    // Counting a run of a schedule never claimed creates its record.
+    stats.record_run("d", &first).await.unwrap();
+    let listed: Vec<_> = stats
+        .list_stats()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.entry_id, s.total_runs))
+        .collect();
+    assert_eq!(listed, [("d".to_string(), 1), ("e".to_string(), 2)]);
+
+    stats.delete_stats("e").await.unwrap();
+    stats.delete_stats("e").await.unwrap();
+    assert!(stats.get_stats("e").await.unwrap().is_none());
+    assert!(
+        stats.claim_tick("e", t0).await.unwrap(),
+        "a deleted schedule's ticks start over"
+    );
+}
+
+pub async fn concurrent_claims_of_one_tick_have_one_winner(f: &impl StoreFactory) {
+    let s = f.fresh().await;
+    let tick = now(&s);
+    let claims: Vec<_> = (0..8)
+        .map(|_| {
+            let stats = s.stats.clone();
+            tokio::spawn(async move { stats.claim_tick("e", tick).await.unwrap() })
+        })
+        .collect();
+    let mut won = 0;
+    for claim in claims {
+        won += usize::from(claim.await.unwrap());
+    }
+    assert_eq!(won, 1, "one tick is owned by exactly one firing");
+}
