@@ -254,6 +254,14 @@ async fn echo_function_bootstrap_handles_an_sqs_event() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect();
+    let ready = lines
+        .iter()
+        .find(|l| l["message"] == "ready for the first invocation")
+        .unwrap_or_else(|| panic!("no ready line: {stdout}"));
+    println!(
+        "of which the function's own INIT (clients, warm-up requests): {} ms",
+        ready["init_ms"]
+    );
     let handled = lines
         .iter()
         .find(|l| l["message"] == "record handled")
