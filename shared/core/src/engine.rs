@@ -248,7 +248,10 @@ pub fn apply(plan: &Plan, run: &mut Run, event: &Event, now: DateTime<Utc>) -> A
     } else {
         let effects = match event {
             Event::Claim {
-                step, unit, attempt, ..
+                step,
+                unit,
+                attempt,
+                ..
             } => lost_after_end(plan, machine.run, step, *unit, *attempt, now),
             _ => outstanding(plan, machine.run, now),
         };

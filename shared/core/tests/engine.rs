@@ -738,7 +738,10 @@ fn a_late_redelivered_claim_of_an_ended_attempt_reissues_what_its_end_caused() {
     apply(&p, &mut run, &claim_of("A", 1), t0());
     apply(&p, &mut run, &success_of("A", 1), t0());
     let early = apply(&p, &mut run, &claim_of("A", 1), t0() + Duration::seconds(1));
-    assert_eq!((early.claim, early.effects), (Some(Claim::Duplicate), vec![]));
+    assert_eq!(
+        (early.claim, early.effects),
+        (Some(Claim::Duplicate), vec![])
+    );
     let late = t0() + Duration::milliseconds(RESEND_AFTER_MS);
     let again = apply(&p, &mut run, &claim_of("A", 1), late);
     assert!(!again.changed);

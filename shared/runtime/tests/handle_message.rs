@@ -398,5 +398,8 @@ async fn an_early_duplicate_of_a_finished_attempt_sends_nothing() {
     assert_eq!(h.handle(&a).await, Disposition::Ack);
     assert_eq!(h.take_messages().await.len(), 1, "B's message");
     assert_eq!(h.handle(&a).await, Disposition::Ack);
-    assert!(h.take_messages().await.is_empty(), "the duplicate re-sent B");
+    assert!(
+        h.take_messages().await.is_empty(),
+        "the duplicate re-sent B"
+    );
 }
