@@ -1,6 +1,6 @@
 //! The adapters against moto (`scripts/test.sh` starts it and exports
-//! `AWS_ENDPOINT_URL`): the queue and scheduler semantics the embedded adapters' tests
-//! pin down, and the requests per step. The store ports: `tests/conformance.rs`.
+//! `AWS_ENDPOINT_URL`): the scheduler semantics the embedded adapters' tests pin down,
+//! and the requests per step. The store and queue ports: `tests/conformance.rs`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::json;
 use sluice_aws::{AwsEnvironment, AwsSettings};
 use sluice_core::model::Application;
-use sluice_core::ports::{DefinitionStore, Queue, RunStore, TaskMessage};
+use sluice_core::ports::{DefinitionStore, Queue, RunStore};
 
 /// A fresh deployment with its own prefix on the moto server.
 async fn env() -> AwsEnvironment {
@@ -24,63 +24,8 @@ async fn env() -> AwsEnvironment {
     env
 }
 
-// The store ports' contract on moto is tests/conformance.rs (shared with the embedded
-// adapters); this file keeps the queue, the scheduler and the cost measurement.
-
-#[tokio::test]
-async fn queue_receive_ack_release_and_dead_letter_after_five_receives() {
-    let env = env().await;
-    let q = env.settings.queue_for("echo");
-    let message = TaskMessage {
-        run_id: "r".into(),
-        step_id: "S".into(),
-        unit: 0,
-        attempt: 1,
-    };
-    env.queue.send(&q, &message, Duration::ZERO).await.unwrap();
-    let got = env
-        .queue
-        .receive(&q, 10, Duration::from_secs(30), Duration::from_secs(1))
-        .await
-        .unwrap();
-    assert_eq!(got.len(), 1);
-    assert_eq!(got[0].message, message);
-    assert_eq!(got[0].receive_count, 1);
-    env.queue
-        .release(&q, &got[0].receipt, Duration::ZERO)
-        .await
-        .unwrap();
-    let mut count = 1;
-    for _ in 0..4 {
-        let again = env
-            .queue
-            .receive(&q, 10, Duration::from_secs(30), Duration::from_secs(1))
-            .await
-            .unwrap();
-        assert_eq!(again.len(), 1);
-        count = again[0].receive_count;
-        env.queue
-            .release(&q, &again[0].receipt, Duration::ZERO)
-            .await
-            .unwrap();
-    }
-    assert_eq!(count, 5);
-    // The sixth receive finds it moved to the dead-letter queue.
-    let none = env
-        .queue
-        .receive(&q, 10, Duration::from_secs(30), Duration::from_secs(1))
-        .await
-        .unwrap();
-    assert!(none.is_empty());
-    let dlq = sluice_core::ports::dead_letter_queue(&q);
-    let dead = env
-        .queue
-        .receive(&dlq, 10, Duration::from_secs(30), Duration::from_secs(1))
-        .await
-        .unwrap();
-    assert_eq!(dead.len(), 1);
-    env.queue.ack(&dlq, &dead[0].receipt).await.unwrap();
-}
+// The store and queue ports' contract on moto is tests/conformance.rs (shared with the
+// embedded adapters); this file keeps the scheduler and the cost measurement.
 
 /// The Lambda handler on SQS events: a duplicate delivery never runs a step twice, and a
 /// dead-lettered message fails its step with a clear error.

@@ -1,16 +1,21 @@
-//! The contract of the store ports, written once and run against every adapter: the
-//! embedded one (SQLite, `sluice-embedded`'s tests) and the AWS one (DynamoDB, S3 and
-//! Secrets Manager on moto, `sluice-aws`'s tests). Behind the `conformance` feature.
+//! The contract of the store and queue ports, written once and run against every
+//! adapter: the embedded one (SQLite, `sluice-embedded`'s tests) and the AWS one
+//! (DynamoDB, S3, Secrets Manager and SQS on moto, `sluice-aws`'s tests). Behind the
+//! `conformance` feature.
 //!
 //! An adapter's tests implement [`StoreFactory`] (fresh, empty stores on a
-//! [`ManualClock`]) and instantiate every test with [`store_conformance!`]:
+//! [`ManualClock`]) and [`QueueFactory`] (fresh, empty queues) and instantiate every
+//! test with [`store_conformance!`] and [`queue_conformance!`]:
 //!
 //! ```ignore
 //! sluice_core::store_conformance!(crate::MyFactory);
+//! sluice_core::queue_conformance!(crate::MyFactory);
 //! ```
 //!
 //! Expiry is tested by moving the clock, never by sleeping. Times are whole seconds
-//! where an adapter may keep only milliseconds.
+//! where an adapter may keep only milliseconds. The queue contract is the part that
+//! needs no clock (SQS on moto cannot be given one): when a delayed or timed-out message
+//! becomes visible is tested per adapter, the embedded one on a [`ManualClock`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,8 +30,9 @@ use crate::model::{
     Application, Configuration, LogEntry, LogLevel, Run, RunState, Schedule, StepRun,
 };
 use crate::ports::{
-    Cache, DefinitionStore, OutputKey, RunQuery, RunStore, ScheduleStatsStore, ScheduleStore,
-    ScheduledRun, SecretStore, StoreError,
+    dead_letter_queue, Cache, DefinitionStore, Delivery, OutputKey, Queue, RunQuery, RunStore,
+    ScheduleStatsStore, ScheduleStore, ScheduledRun, SecretStore, StoreError, TaskMessage,
+    MAX_RECEIVE_COUNT,
 };
 
 /// Fresh, empty stores of one adapter, all judging expiry by `clock`.
@@ -753,4 +759,300 @@ pub async fn concurrent_claims_of_one_tick_have_one_winner(f: &impl StoreFactory
         won += usize::from(claim.await.unwrap());
     }
     assert_eq!(won, 1, "one tick is owned by exactly one firing");
+}
+
+/// A fresh queue port of one adapter: the queues `name` and `other` exist, each with
+/// its dead-letter queue, and are empty.
+pub struct Queues {
+    pub queue: Arc<dyn Queue>,
+    pub name: String,
+    pub other: String,
+    /// Whatever must outlive the queue (a temporary directory).
+    pub keep: Box<dyn std::any::Any + Send + Sync>,
+}
+
+/// Makes [`Queues`] for one test.
+#[async_trait]
+pub trait QueueFactory: Send + Sync {
+    async fn fresh(&self) -> Queues;
+}
+
+/// Instantiates every queue contract test of this module as a `#[tokio::test]` calling
+/// `$factory` (an expression of a type implementing [`QueueFactory`]).
+#[macro_export]
+macro_rules! queue_conformance {
+    ($factory:expr) => {
+        $crate::store_conformance!(@each $factory;
+            queue_hides_a_received_message_from_every_receiver,
+            queue_ack_deletes_and_a_second_ack_is_harmless,
+            queue_receive_returns_at_most_max,
+            queue_zero_visibility_delivers_once_per_batch,
+            queue_release_without_delay_redelivers_with_a_higher_count,
+            queue_extend_visibility_keeps_the_message_hidden_and_its_receipt,
+            queue_dead_letters_after_max_receives,
+            queue_a_waiting_receive_returns_a_message_sent_meanwhile,
+            queue_an_abandoned_receive_loses_nothing_when_cancel_safe,
+        );
+    };
+}
+
+/// Longer than any test: a message received with it stays hidden for the whole test.
+const HIDDEN: Duration = Duration::from_secs(300);
+/// The long-poll wait of a receive that expects a message (it returns once it has one).
+const EXPECT: Duration = Duration::from_secs(1);
+/// The wait of a receive that expects nothing.
+const NO_WAIT: Duration = Duration::ZERO;
+
+fn task(step: &str) -> TaskMessage {
+    TaskMessage {
+        run_id: "isapp-1".into(),
+        step_id: step.into(),
+        unit: 0,
+        attempt: 1,
+    }
+}
+
+fn steps(deliveries: &[Delivery]) -> Vec<String> {
+    let mut steps: Vec<_> = deliveries
+        .iter()
+        .map(|d| d.message.step_id.clone())
+        .collect();
+    steps.sort();
+    steps
+}
+
+/// Receives from `queue` until `count` messages arrived (at most 10 receives), each
+/// receive taking up to `max`, and checks that no receive returned more than `max`.
+async fn receive_all(
+    q: &Queues,
+    queue: &str,
+    count: usize,
+    max: usize,
+    visibility: Duration,
+) -> Vec<Delivery> {
+    let mut all = Vec::new();
+    for _ in 0..10 {
+        if all.len() >= count {
+            break;
+        }
+        let got = q
+            .queue
+            .receive(queue, max, visibility, EXPECT)
+            .await
+            .unwrap();
+        assert!(
+            got.len() <= max.max(1),
+            "{} messages for max {max}",
+            got.len()
+        );
+        all.extend(got);
+    }
+    all
+}
+
+async fn receive_one(q: &Queues, visibility: Duration) -> Delivery {
+    let mut got = receive_all(q, &q.name, 1, 1, visibility).await;
+    assert_eq!(got.len(), 1, "one message expected");
+    got.remove(0)
+}
+
+async fn assert_empty(q: &Queues, queue: &str) {
+    let got = q.queue.receive(queue, 10, HIDDEN, NO_WAIT).await.unwrap();
+    assert!(
+        got.is_empty(),
+        "{queue} should look empty, got {:?}",
+        steps(&got)
+    );
+}
+
+pub async fn queue_hides_a_received_message_from_every_receiver(f: &impl QueueFactory) {
+    let q = f.fresh().await;
+    q.queue.send(&q.name, &task("A"), NO_WAIT).await.unwrap();
+    let first = receive_one(&q, HIDDEN).await;
+    assert_eq!(first.message, task("A"), "the body round-trips");
+    assert_eq!(first.receive_count, 1);
+    assert!(!first.receipt.is_empty());
+    assert_empty(&q, &q.name).await;
+    assert_empty(&q, &q.other).await;
+    q.queue.send(&q.other, &task("B"), NO_WAIT).await.unwrap();
+    let mut other = receive_all(&q, &q.other, 1, 10, HIDDEN).await;
+    assert_eq!(
+        steps(&other),
+        ["B"],
+        "each queue sees only its own messages"
+    );
+    q.queue
+        .ack(&q.other, &other.remove(0).receipt)
+        .await
+        .unwrap();
+    q.queue.ack(&q.name, &first.receipt).await.unwrap();
+}
+
+pub async fn queue_ack_deletes_and_a_second_ack_is_harmless(f: &impl QueueFactory) {
+    let q = f.fresh().await;
+    q.queue.send(&q.name, &task("A"), NO_WAIT).await.unwrap();
+    // With no visibility the message stays visible, so only an ack makes it go away.
+    let first = receive_one(&q, Duration::ZERO).await;
+    let second = receive_one(&q, Duration::ZERO).await;
+    assert_eq!(
+        (first.receive_count, second.receive_count),
+        (1, 2),
+        "unacked, it comes back"
+    );
+    q.queue.ack(&q.name, &second.receipt).await.unwrap();
+    q.queue
+        .ack(&q.name, &second.receipt)
+        .await
+        .expect("a receipt acked twice is not an error");
+    let after = q
+        .queue
+        .receive(&q.name, 10, Duration::ZERO, EXPECT)
+        .await
+        .unwrap();
+    assert!(after.is_empty(), "acked, it is gone: {:?}", steps(&after));
+}
+
+pub async fn queue_receive_returns_at_most_max(f: &impl QueueFactory) {
+    let q = f.fresh().await;
+    for step in ["A", "B", "C"] {
+        q.queue.send(&q.name, &task(step), NO_WAIT).await.unwrap();
+    }
+    let got = receive_all(&q, &q.name, 3, 2, HIDDEN).await;
+    assert_eq!(steps(&got), ["A", "B", "C"], "every message, each once");
+    assert!(got.iter().all(|d| d.receive_count == 1));
+    assert_empty(&q, &q.name).await;
+    for d in got {
+        q.queue.ack(&q.name, &d.receipt).await.unwrap();
+    }
+}
+
+pub async fn queue_zero_visibility_delivers_once_per_batch(f: &impl QueueFactory) {
+    let q = f.fresh().await;
+    q.queue.send(&q.name, &task("A"), NO_WAIT).await.unwrap();
+    q.queue.send(&q.name, &task("B"), NO_WAIT).await.unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        let got = q
+            .queue
+            .receive(&q.name, 10, Duration::ZERO, EXPECT)
+            .await
+            .unwrap();
+        let batch = steps(&got);
+        let mut unique = batch.clone();
+        unique.dedup();
+        assert_eq!(batch, unique, "a batch never holds a message twice");
+        seen.extend(batch);
+        seen.sort();
+        seen.dedup();
+        if seen.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(seen, ["A", "B"]);
+}
+
+pub async fn queue_release_without_delay_redelivers_with_a_higher_count(f: &impl QueueFactory) {
+    let q = f.fresh().await;
+    q.queue.send(&q.name, &task("A"), NO_WAIT).await.unwrap();
+    let first = receive_one(&q, HIDDEN).await;
+    q.queue
+        .release(&q.name, &first.receipt, Duration::ZERO)
+        .await
+        .unwrap();
+    let second = receive_one(&q, HIDDEN).await;
+    assert_eq!(second.message, task("A"));
+    assert_eq!(second.receive_count, 2);
+    assert_ne!(
+        second.receipt, first.receipt,
+        "every receive has its own receipt"
+    );
+    assert_empty(&q, &q.name).await;
+    q.queue.ack(&q.name, &second.receipt).await.unwrap();
+}
+
+pub async fn queue_extend_visibility_keeps_the_message_hidden_and_its_receipt(
+    f: &impl QueueFactory,
+) {
+    let q = f.fresh().await;
+    q.queue.send(&q.name, &task("A"), NO_WAIT).await.unwrap();
+    let first = receive_one(&q, HIDDEN).await;
+    q.queue
+        .extend_visibility(&q.name, &first.receipt, HIDDEN * 2)
+        .await
+        .unwrap();
+    assert_empty(&q, &q.name).await;
+    // The receipt still works after the extension: a release brings the message back.
+    q.queue
+        .release(&q.name, &first.receipt, Duration::ZERO)
+        .await
+        .unwrap();
+    let second = receive_one(&q, HIDDEN).await;
+    assert_eq!((second.message, second.receive_count), (task("A"), 2));
+    q.queue.ack(&q.name, &second.receipt).await.unwrap();
+}
+
+pub async fn queue_dead_letters_after_max_receives(f: &impl QueueFactory) {
+    let q = f.fresh().await;
+    q.queue.send(&q.name, &task("A"), NO_WAIT).await.unwrap();
+    for count in 1..=MAX_RECEIVE_COUNT {
+        let got = receive_one(&q, HIDDEN).await;
+        assert_eq!(got.receive_count, count);
+        q.queue
+            .release(&q.name, &got.receipt, Duration::ZERO)
+            .await
+            .unwrap();
+    }
+    let after = q.queue.receive(&q.name, 10, HIDDEN, EXPECT).await.unwrap();
+    assert!(
+        after.is_empty(),
+        "a message received {MAX_RECEIVE_COUNT} times is not delivered again: {:?}",
+        after.iter().map(|d| d.receive_count).collect::<Vec<_>>()
+    );
+    let dlq = dead_letter_queue(&q.name);
+    let mut dead = receive_all(&q, &dlq, 1, 10, HIDDEN).await;
+    assert_eq!(dead.len(), 1, "moved to the dead-letter queue");
+    assert_eq!(dead[0].message, task("A"));
+    q.queue.ack(&dlq, &dead.remove(0).receipt).await.unwrap();
+    assert_empty(&q, &q.name).await;
+}
+
+pub async fn queue_a_waiting_receive_returns_a_message_sent_meanwhile(f: &impl QueueFactory) {
+    let q = f.fresh().await;
+    let waiting = {
+        let (queue, name) = (q.queue.clone(), q.name.clone());
+        // Whether the send lands before or during the wait, this receive gets it.
+        tokio::spawn(async move {
+            queue
+                .receive(&name, 1, HIDDEN, Duration::from_secs(10))
+                .await
+                .unwrap()
+        })
+    };
+    q.queue.send(&q.name, &task("A"), NO_WAIT).await.unwrap();
+    let got = waiting.await.unwrap();
+    assert_eq!(steps(&got), ["A"]);
+    q.queue.ack(&q.name, &got[0].receipt).await.unwrap();
+}
+
+/// [`Queue::receive_is_cancel_safe`] holds what it promises: an adapter that says so
+/// loses nothing when a waiting receive is dropped. (One that does not, SQS, may hide a
+/// message for the receive's visibility; its callers never drop a receive.)
+pub async fn queue_an_abandoned_receive_loses_nothing_when_cancel_safe(f: &impl QueueFactory) {
+    let q = f.fresh().await;
+    if q.queue.receive_is_cancel_safe() {
+        let abandoned = tokio::time::timeout(
+            Duration::from_millis(50),
+            q.queue
+                .receive(&q.name, 10, HIDDEN, Duration::from_secs(10)),
+        )
+        .await;
+        assert!(
+            abandoned.is_err(),
+            "nothing to receive: the wait was cut short"
+        );
+    }
+    q.queue.send(&q.name, &task("A"), NO_WAIT).await.unwrap();
+    let got = receive_one(&q, HIDDEN).await;
+    assert_eq!((got.message, got.receive_count), (task("A"), 1));
+    q.queue.ack(&q.name, &got.receipt).await.unwrap();
 }

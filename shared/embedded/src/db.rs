@@ -507,10 +507,6 @@ pub(crate) fn nanos(at: DateTime<Utc>) -> i64 {
     })
 }
 
-pub(crate) fn now_nanos() -> i64 {
-    nanos(Utc::now())
-}
-
 pub(crate) fn add_duration(at: i64, duration: Duration) -> i64 {
     let delta = i64::try_from(duration.as_nanos()).unwrap_or(i64::MAX);
     at.saturating_add(delta)

@@ -1,5 +1,7 @@
 //! [`EmbeddedQueue`]: a durable queue with SQS semantics in the data directory's SQLite
 //! database — visibility timeout, receive count, dead-letter queue, fresh receipts.
+//! When a message becomes visible is judged by the store's [`Clock`] (tests move it);
+//! a `receive`'s long-poll wait is real time.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -7,12 +9,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension};
+use sluice_core::clock::Clock;
 use sluice_core::ports::{
     dead_letter_queue, Delivery, Queue, QueueError, TaskMessage, MAX_RECEIVE_COUNT,
 };
 use tokio::time::Instant;
 
-use crate::db::{add_duration, now_nanos, DbError, Shared};
+use crate::db::{add_duration, nanos, DbError, Shared};
 
 /// A `receive` waiter re-reads the table at least this often, so that messages sent by
 /// another process (which cannot wake this one's in-process waiters) are still picked up.
@@ -22,6 +25,9 @@ const CROSS_PROCESS_POLL: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 pub struct EmbeddedQueue {
     pub(crate) shared: Arc<Shared>,
+    /// What delays and visibility timeouts are measured by: the store's clock
+    /// ([`crate::EmbeddedStore::with_clock`]), the system clock by default.
+    pub(crate) clock: Arc<dyn Clock>,
 }
 
 fn queue_error(error: DbError) -> QueueError {
@@ -47,6 +53,11 @@ struct Received {
 }
 
 impl EmbeddedQueue {
+    /// Now, by this queue's clock, in the database's unit.
+    fn now_nanos(&self) -> i64 {
+        nanos(self.clock.now())
+    }
+
     /// Messages of `queue`, visible or not.
     pub async fn depth(&self, queue: &str) -> Result<u64, QueueError> {
         let count: i64 = self
@@ -64,7 +75,7 @@ impl EmbeddedQueue {
     /// [`crate::DataDirLock`] at startup: no other worker can be processing them. Messages
     /// delayed by `send` or `release` keep their delay. Returns how many were released.
     pub async fn release_inflight(&self) -> Result<u64, QueueError> {
-        let now = now_nanos();
+        let now = self.now_nanos();
         let released = self
             .shared
             .write(|conn| {
@@ -90,7 +101,7 @@ impl EmbeddedQueue {
         max: usize,
         visibility: Duration,
     ) -> Result<Received, QueueError> {
-        let now = now_nanos();
+        let now = self.now_nanos();
         let invisible_until = add_duration(now, visibility);
         let dlq = dead_letter_queue(queue);
         self.shared
@@ -209,7 +220,7 @@ impl Queue for EmbeddedQueue {
         delay: Duration,
     ) -> Result<(), QueueError> {
         let body = serde_json::to_string(message).map_err(|e| QueueError(format!("json: {e}")))?;
-        let now = now_nanos();
+        let now = self.now_nanos();
         self.shared
             .write(|conn| {
                 conn.prepare_cached(
@@ -257,7 +268,7 @@ impl Queue for EmbeddedQueue {
             }
             let mut until = deadline.min(now + CROSS_PROCESS_POLL);
             if let Some(at) = received.next_visible_at {
-                let in_nanos = at.saturating_sub(now_nanos()).max(0) as u64;
+                let in_nanos = at.saturating_sub(self.now_nanos()).max(0) as u64;
                 until = until.min(now + Duration::from_nanos(in_nanos));
             }
             tokio::select! {
@@ -292,7 +303,7 @@ impl Queue for EmbeddedQueue {
     /// changes nothing.
     async fn release(&self, queue: &str, receipt: &str, delay: Duration) -> Result<(), QueueError> {
         let id = parse_receipt(receipt)?;
-        let visible_at = add_duration(now_nanos(), delay);
+        let visible_at = add_duration(self.now_nanos(), delay);
         let changed = self
             .shared
             .write(|conn| {
@@ -321,7 +332,7 @@ impl Queue for EmbeddedQueue {
         visibility: Duration,
     ) -> Result<(), QueueError> {
         let id = parse_receipt(receipt)?;
-        let visible_at = add_duration(now_nanos(), visibility);
+        let visible_at = add_duration(self.now_nanos(), visibility);
         let changed = self
             .shared
             .write(|conn| {

@@ -51,8 +51,9 @@ const ORPHAN_AGE: Duration = Duration::from_secs(3600);
 #[derive(Clone)]
 pub struct EmbeddedStore {
     pub(crate) shared: Arc<Shared>,
-    /// What expiry is judged by (cache TTLs start from it too); the system clock unless
-    /// [`EmbeddedStore::with_clock`] says otherwise. The queue keeps the system clock.
+    /// What expiry is judged by (cache TTLs start from it too), and the queue's delays and
+    /// visibility timeouts; the system clock unless [`EmbeddedStore::with_clock`] says
+    /// otherwise.
     clock: Arc<dyn Clock>,
 }
 
@@ -77,7 +78,8 @@ impl EmbeddedStore {
         })
     }
 
-    /// This store judging expiry by `clock` (tests move time instead of sleeping).
+    /// This store judging expiry by `clock`, and its [`EmbeddedStore::queue`] when a
+    /// message becomes visible (tests move time instead of sleeping).
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
@@ -92,10 +94,11 @@ impl EmbeddedStore {
         &self.shared.data_dir
     }
 
-    /// The durable queue on the same database.
+    /// The durable queue on the same database, on this store's clock.
     pub fn queue(&self) -> EmbeddedQueue {
         EmbeddedQueue {
             shared: self.shared.clone(),
+            clock: self.clock.clone(),
         }
     }
 

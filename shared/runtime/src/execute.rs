@@ -1,28 +1,30 @@
-//! Executing one claimed attempt: building the scope its parameters resolve in (loading
-//! secrets only when a parameter needs them), running the step type or operator under its
-//! timeout, storing the redacted output and the logs.
+//! The executor: drives a run's events to the end and executes claimed attempts.
+//!
+//! `Runtime::process` applies an event through transitions and carries out what the
+//! stored transition asks for, looping until no event is left; evaluations and inline
+//! operators, which transitions hand back, run here. `Runtime::execute` claims an
+//! attempt (a transition), resolves its parameters (`resolve.rs`), runs the step type or
+//! operator under its timeout (templates in `render.rs`), stores the redacted output and
+//! the logs, and returns the events that report it. An inline operator or a
+//! `trigger_application` child re-enters the loop within this file, never a layer above.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use serde_json::{json, Value};
-use sluice_core::condition;
-use sluice_core::engine::{AttemptResult, Claim, Decision, Event, Plan};
+use sluice_core::engine::{AttemptResult, Claim, Effect, Event, Plan};
 use sluice_core::logs;
-use sluice_core::model::{Condition, LogLevel, ParentRef, Run, StepSpec};
-use sluice_core::operators::{self, TransformOutput, TransformParams, TriggerParams};
+use sluice_core::model::{LogLevel, ParentRef, Run, StepSpec};
+use sluice_core::operators::{self, TriggerParams};
 use sluice_core::ports::{OutputKey, TaskMessage};
 use sluice_core::redact::Redactor;
-use sluice_core::reference::{self, ConfigValues, RefError, RunScope};
 use sluice_core::step::{StepContext, StepError, StepLogger, StepOutput};
-use sluice_core::template;
-use sluice_core::validate::run_variables;
 
+use crate::create::{StartError, StartRequest};
+use crate::render;
 use crate::runtime::{Runtime, RuntimeError};
-use crate::sandbox;
-use crate::service::StartRequest;
+use crate::transitions::FollowUp;
 
 /// What became of a message.
 #[derive(Debug)]
@@ -36,178 +38,78 @@ pub(crate) enum Outcome {
     Busy(u64),
 }
 
-/// The scope of one step with the redactor for whatever secrets went into it.
-struct Prepared {
-    scope: RunScope,
-    redactor: Redactor,
-}
-
 impl Runtime {
-    /// Builds the scope a step resolves in. Secrets are read only when `with_secrets`.
-    async fn scope(
-        &self,
-        run: &Run,
-        plan: &Plan,
-        spec: &StepSpec,
-        with_secrets: bool,
-    ) -> Result<Prepared, StepError> {
-        let mut config = ConfigValues::default();
-        let mut redactor = Redactor::default();
-        if let Some(name) = &run.configuration {
-            let stored = self
-                .backend
-                .definitions
-                .get_configuration(name)
-                .await
-                .map_err(|e| StepError::Failed(e.to_string()))?
-                .ok_or_else(|| StepError::Fatal(format!("configuration \"{name}\" not found")))?;
-            let secrets = if with_secrets {
-                Some(self.secrets_of(name).await?)
-            } else {
-                None
-            };
-            for var in &stored.data {
-                if var.encrypted {
-                    match secrets.as_ref().and_then(|s| s.get(&var.name)) {
-                        Some(value) => {
-                            config.values.insert(var.name.clone(), value.clone());
-                            config.decrypted.push(var.name.clone());
-                        }
-                        None => config.withheld.push(var.name.clone()),
-                    }
-                } else {
-                    config
-                        .values
-                        .entry(var.name.clone())
-                        .or_insert_with(|| var.value.clone());
-                }
-            }
-            if let Some(secrets) = &secrets {
-                redactor = Redactor::new(secrets.values());
-            }
-        }
-        let mut steps = BTreeMap::new();
-        for id in visible_steps(plan, spec) {
-            let output = self
-                .read_output(run, &id)
-                .await
-                .map_err(|e| StepError::Failed(e.to_string()))?;
-            steps.insert(id, output);
-        }
-        Ok(Prepared {
-            scope: RunScope {
-                config,
-                vars: run_variables(&plan.app, &run.params),
-                run: json!({"id": run.id, "application": run.application}),
-                steps,
-                item: None,
-            },
-            redactor,
-        })
+    /// Applies an event and carries out every effect, including the events effects lead
+    /// to (evaluations, inline operators, parent notifications), until none is left.
+    pub async fn process(&self, run_id: &str, event: Event) -> Result<(), RuntimeError> {
+        self.process_from(run_id, event, None).await
     }
 
-    /// Decrypted secrets of a configuration, reused for a short while.
-    async fn secrets_of(
+    /// Like [`Runtime::process`], starting from `hint`, the run as this process last
+    /// stored it.
+    pub(crate) async fn process_from(
         &self,
-        configuration: &str,
-    ) -> Result<Arc<BTreeMap<String, Value>>, StepError> {
-        if let Some((at, secrets)) = self
-            .secret_cache
-            .lock()
-            .expect("secret cache")
-            .get(configuration)
-        {
-            if at.elapsed() < self.config.secret_ttl {
-                return Ok(secrets.clone());
-            }
+        run_id: &str,
+        event: Event,
+        hint: Option<Run>,
+    ) -> Result<(), RuntimeError> {
+        let mut latest: HashMap<String, Run> = HashMap::new();
+        if let Some(run) = hint {
+            latest.insert(run.id.clone(), run);
         }
-        let secrets = Arc::new(
-            self.backend
-                .secrets
-                .get_secrets(configuration)
-                .await
-                .map_err(|e| StepError::Fatal(e.to_string()))?,
-        );
-        self.secret_cache
-            .lock()
-            .expect("secret cache")
-            .insert(configuration.to_string(), (Instant::now(), secrets.clone()));
-        Ok(secrets)
+        let mut work = VecDeque::from([(run_id.to_string(), event)]);
+        while let Some((run_id, event)) = work.pop_front() {
+            let hint = latest.remove(&run_id);
+            let (run, applied) = self.transition_from(&run_id, &event, hint).await?;
+            self.carry_out(&run, applied.effects, &mut work).await?;
+            latest.insert(run_id, run);
+        }
+        Ok(())
     }
 
-    /// Resolves with the plain scope first and reads secrets only when a reference needs
-    /// an encrypted value. `offload` runs `resolve` on a blocking thread (it evaluates
-    /// template conditions, which may take up to the step's timeout).
-    async fn resolve_with<T: Send + 'static>(
+    /// Carries out the effects of a stored transition in order: what needs no execution
+    /// through transitions, evaluations and inline operators here. The events they lead
+    /// to join `work`.
+    pub(crate) async fn carry_out(
         &self,
         run: &Run,
-        plan: &Plan,
-        spec: &StepSpec,
-        offload: bool,
-        resolve: Resolver<T>,
-    ) -> Result<(T, Prepared), StepError> {
-        let prepared = self.scope(run, plan, spec, false).await?;
-        let (result, prepared) = resolve_in(resolve.clone(), prepared, offload).await?;
-        match result {
-            Ok(value) => Ok((value, prepared)),
-            Err(ResolveFailure::Withheld) => {
-                let prepared = self.scope(run, plan, spec, true).await?;
-                let (result, prepared) = resolve_in(resolve, prepared, offload).await?;
-                match result {
-                    Ok(value) => Ok((value, prepared)),
-                    Err(e) => Err(StepError::Fatal(prepared.redactor.redact_str(&e.message()))),
+        effects: Vec<Effect>,
+        work: &mut VecDeque<(String, Event)>,
+    ) -> Result<(), RuntimeError> {
+        for effect in effects {
+            match self.carry_out_effect(run, effect).await? {
+                FollowUp::Apply(events) => work.extend(events),
+                FollowUp::Evaluate { step } => {
+                    let decision = self.evaluate(run, &step).await?;
+                    work.push_back((run.id.clone(), Event::Evaluated { step, decision }));
                 }
+                FollowUp::Inline(message) => self.run_inline(&message, work).await?,
             }
-            Err(e) => Err(StepError::Fatal(prepared.redactor.redact_str(&e.message()))),
         }
+        Ok(())
     }
 
-    /// Evaluates a ready step's `when` and `for_each`.
-    pub(crate) async fn evaluate(
+    /// Executes an operator's attempt inline (no queue hop) and queues its events; a
+    /// busy claim goes to the queue to be retried later.
+    async fn run_inline(
         &self,
-        run: &Run,
-        step_id: &str,
-    ) -> Result<Decision, RuntimeError> {
-        let plan = self.plan(&run.id).await?;
-        let Some(spec) = plan.app.step(step_id) else {
-            return Ok(Decision::Fail(format!("unknown step {step_id}")));
-        };
-        let predecessors = plan.predecessors(step_id);
-        let owned = Arc::new(spec.clone());
-        let time = Duration::from_secs(spec.timeout_seconds());
-        let offload = spec.when.as_ref().is_some_and(Condition::uses_template);
-        let resolver: Resolver<Decision> = Arc::new(move |scope: &RunScope| {
-            let spec = &owned;
-            if let Some(when) = &spec.when {
-                let holds = condition::evaluate(when, scope, &|expression| {
-                    template_condition(expression, scope, &predecessors, time)
-                })
-                .map_err(ResolveFailure::from)?;
-                if !holds {
-                    return Ok(Decision::Skip);
-                }
+        message: &TaskMessage,
+        work: &mut VecDeque<(String, Event)>,
+    ) -> Result<(), RuntimeError> {
+        match Box::pin(self.execute(message)).await? {
+            Outcome::Done(events, _) => {
+                work.extend(events.into_iter().map(|e| (message.run_id.clone(), e)));
             }
-            match &spec.for_each {
-                None => Ok(Decision::Run { units: None }),
-                Some(for_each) => {
-                    let items = for_each_items(spec, scope)?;
-                    let batches = items.len().div_ceil(for_each.batch_size.max(1));
-                    Ok(Decision::Run {
-                        units: Some(u32::try_from(batches).map_err(|_| {
-                            ResolveFailure::Error(format!(
-                                "for_each.items: {} batches are too many",
-                                batches
-                            ))
-                        })?),
-                    })
-                }
+            Outcome::Duplicate => {}
+            Outcome::Busy(ms) => {
+                let queue = (self.config.queue_for)(operators::TRANSFORM);
+                self.backend
+                    .queue
+                    .send(&queue, message, Duration::from_millis(ms))
+                    .await?;
             }
-        });
-        let decided = self.resolve_with(run, &plan, spec, offload, resolver).await;
-        Ok(match decided {
-            Ok((decision, _)) => decision,
-            Err(e) => Decision::Fail(e.message().to_string()),
-        })
+        }
+        Ok(())
     }
 
     /// Claims and executes one attempt of a step.
@@ -230,7 +132,7 @@ impl Runtime {
                 // A redelivery of an attempt that ended long ago: the worker that ended it
                 // may have died before sending what its end caused; re-send what is still
                 // outstanding (the engine picks only that attempt's neighbourhood).
-                let mut work = std::collections::VecDeque::new();
+                let mut work = VecDeque::new();
                 self.carry_out(&run, applied.effects, &mut work).await?;
                 for (run_id, event) in work {
                     self.process(&run_id, event).await?;
@@ -335,69 +237,30 @@ impl Runtime {
         if let Some(refused) = self.catalog.refused_references(spec, &path) {
             return (Err(StepError::Fatal(refused)), None);
         }
-        let unit = message.unit as usize;
-        let owned = Arc::new(spec.clone());
-        let resolver: Resolver<(Value, RunScope)> = Arc::new(move |scope: &RunScope| {
-            let spec = &owned;
-            let mut scope = scope.clone();
-            let templated = operators::is_operator(&spec.step_type)
-                && spec.step_type != operators::TRIGGER_APPLICATION;
-            if spec.for_each.is_some() {
-                // A template's `item` comes from the scope without secrets, like the rest
-                // of what it sees.
-                let items = if templated {
-                    for_each_items(spec, &scope.public()).map_err(|e| match e {
-                        ResolveFailure::Withheld => ResolveFailure::Error(
-                            "for_each.items: encrypted configuration values cannot be the items of a template step".into(),
-                        ),
-                        other => other,
-                    })?
-                } else {
-                    for_each_items(spec, &scope)?
-                };
-                let batch = spec.for_each.as_ref().map_or(1, |f| f.batch_size.max(1));
-                let start = unit.saturating_mul(batch);
-                let item = if batch == 1 {
-                    items.get(start).cloned().unwrap_or(Value::Null)
-                } else {
-                    Value::Array(items.iter().skip(start).take(batch).cloned().collect())
-                };
-                scope.item = Some(item);
-            }
-            let params = if templated {
-                // The template's references are bound as values when it renders.
-                resolve_except_template(&spec.parameters, &scope)?
-            } else {
-                reference::resolve_value(&Value::Object(spec.parameters.clone()), &scope)
-                    .map_err(ResolveFailure::from)?
+        let (params, scope, redactor) =
+            match self.resolve_parameters(run, plan, spec, message.unit).await {
+                Ok(done) => done,
+                Err(e) => return (Err(e), None),
             };
-            Ok((params, scope))
-        });
-        let resolved = self.resolve_with(run, plan, spec, false, resolver).await;
-        let ((params, scope), prepared) = match resolved {
-            Ok(done) => done,
-            Err(e) => return (Err(e), None),
-        };
         let logger = LoggerHandle {
-            logger: StepLogger::new(
-                &spec.id,
-                message.attempt,
-                run.loglevel,
-                prepared.redactor.clone(),
-            ),
-            redactor: prepared.redactor.clone(),
+            logger: StepLogger::new(&spec.id, message.attempt, run.loglevel, redactor.clone()),
+            redactor: redactor.clone(),
         };
-        logger.logger.debug(format!(
-            "parameters: {}",
-            prepared.redactor.redact_value(&params)
-        ));
+        logger
+            .logger
+            .debug(format!("parameters: {}", redactor.redact_value(&params)));
         let timeout = Duration::from_secs(spec.timeout_seconds());
         let outcome = tokio::time::timeout(timeout, async {
             match spec.step_type.as_str() {
                 operators::TRANSFORM | operators::TEMPLATE_RENDER => {
-                    transform(spec, params, &scope, plan, timeout)
+                    render::transform(spec, params, &scope, plan, timeout)
                         .await
-                        .map(|o| (o, Vec::new()))
+                        .map(|value| {
+                            (
+                                AttemptOutput::finished(StepOutput::value(value)),
+                                Vec::new(),
+                            )
+                        })
                 }
                 operators::TRIGGER_APPLICATION => self.trigger(run, spec, message, params).await,
                 other => {
@@ -428,12 +291,12 @@ impl Runtime {
         });
         let outcome = outcome.map(|(mut output, events)| {
             if let Some(value) = &output.value_to_store {
-                output.value_to_store = Some(prepared.redactor.redact_value(value));
+                output.value_to_store = Some(redactor.redact_value(value));
             }
             // Warnings are stored in the run record: they pass the redactor too.
             if let Some(AttemptResult::Success { warnings }) = &mut output.result {
                 for warning in warnings.iter_mut() {
-                    *warning = prepared.redactor.redact_str(warning);
+                    *warning = redactor.redact_str(warning);
                 }
             }
             (output, events)
@@ -480,12 +343,16 @@ impl Runtime {
             replay_of: None,
             snapshot: None,
         };
-        Box::pin(self.start(request)).await.map_err(|e| {
+        let refused = |e: StartError| {
             StepError::Fatal(format!(
                 "cannot start application \"{}\": {e}",
                 params.application
             ))
-        })?;
+        };
+        let child = self.create_run(request).await.map_err(refused)?;
+        Box::pin(self.process(&child, Event::Start))
+            .await
+            .map_err(|e| refused(e.into()))?;
         let started = Event::ChildStarted {
             step: spec.id.clone(),
             unit: message.unit,
@@ -500,29 +367,6 @@ impl Runtime {
                 AttemptOutput::finished(StepOutput::value(json!({"run_id": child_id}))),
                 vec![started],
             ))
-        }
-    }
-
-    /// Executes a message for an operator inline (no queue hop) and queues its events.
-    pub(crate) async fn run_claimed(
-        &self,
-        message: &TaskMessage,
-        work: &mut VecDeque<(String, Event)>,
-    ) -> Result<Option<Event>, RuntimeError> {
-        match Box::pin(self.execute(message)).await? {
-            Outcome::Done(events, _) => {
-                work.extend(events.into_iter().map(|e| (message.run_id.clone(), e)));
-                Ok(None)
-            }
-            Outcome::Duplicate => Ok(None),
-            Outcome::Busy(ms) => {
-                let queue = (self.config.queue_for)(operators::TRANSFORM);
-                self.backend
-                    .queue
-                    .send(&queue, message, Duration::from_millis(ms))
-                    .await?;
-                Ok(None)
-            }
         }
     }
 }
@@ -578,184 +422,4 @@ impl AttemptOutput {
             result: None,
         }
     }
-}
-
-/// Why resolution failed: a withheld secret (retry with secrets) or a real error.
-enum ResolveFailure {
-    Withheld,
-    Error(String),
-}
-
-impl From<condition::ConditionError> for ResolveFailure {
-    fn from(e: condition::ConditionError) -> Self {
-        if e.withheld {
-            Self::Withheld
-        } else {
-            Self::Error(e.message)
-        }
-    }
-}
-
-impl ResolveFailure {
-    fn message(&self) -> String {
-        match self {
-            Self::Withheld => "an encrypted configuration value could not be read".into(),
-            Self::Error(m) => m.clone(),
-        }
-    }
-}
-
-impl From<RefError> for ResolveFailure {
-    fn from(e: RefError) -> Self {
-        match e {
-            RefError::Withheld { .. } => Self::Withheld,
-            other => Self::Error(other.to_string()),
-        }
-    }
-}
-
-/// The steps whose outputs a step can see: its direct predecessors and every step it
-/// references.
-fn visible_steps(plan: &Plan, spec: &StepSpec) -> BTreeSet<String> {
-    // Templates see every predecessor; step types only what their references name.
-    let templated = (operators::is_operator(&spec.step_type)
-        && spec.step_type != operators::TRIGGER_APPLICATION)
-        || spec.when.as_ref().is_some_and(Condition::uses_template);
-    let mut ids: BTreeSet<String> = if templated {
-        plan.predecessors(&spec.id).into_iter().collect()
-    } else {
-        BTreeSet::new()
-    };
-    let mut values = vec![Value::Object(spec.parameters.clone())];
-    if let Some(f) = &spec.for_each {
-        values.push(f.items.clone());
-    }
-    if let Some(w) = &spec.when {
-        values.push(serde_json::to_value(w).unwrap_or_default());
-    }
-    for value in values {
-        for r in reference::references_in(&value).unwrap_or_default() {
-            if let reference::RootKind::Step(id) = r.kind() {
-                if plan.index_of(id).is_some() {
-                    ids.insert(id.to_string());
-                }
-            }
-        }
-    }
-    ids
-}
-
-/// The `for_each` list of a step.
-fn for_each_items(spec: &StepSpec, scope: &RunScope) -> Result<Vec<Value>, ResolveFailure> {
-    let Some(for_each) = &spec.for_each else {
-        return Ok(Vec::new());
-    };
-    match reference::resolve_value(&for_each.items, scope)? {
-        Value::Array(items) => Ok(items),
-        other => Err(ResolveFailure::Error(format!(
-            "for_each.items: expected a list, got {}",
-            describe_json(&other)
-        ))),
-    }
-}
-
-fn describe_json(value: &Value) -> String {
-    let text = value.to_string();
-    if text.len() > 80 {
-        format!("{}…", &text[..text.floor_char_boundary(80)])
-    } else {
-        text
-    }
-}
-
-/// Resolves an operator's parameters except `template`, whose text Jinja renders.
-fn resolve_except_template(
-    parameters: &serde_json::Map<String, Value>,
-    scope: &RunScope,
-) -> Result<Value, ResolveFailure> {
-    let mut out = serde_json::Map::new();
-    for (name, value) in parameters {
-        let resolved = if name == "template" {
-            value.clone()
-        } else {
-            reference::resolve_value(value, scope)?
-        };
-        out.insert(name.clone(), resolved);
-    }
-    Ok(Value::Object(out))
-}
-
-/// Renders a `transform`: its references bound as values, in the scope without secrets,
-/// in a bounded child process on a blocking thread.
-async fn transform(
-    spec: &StepSpec,
-    params: Value,
-    scope: &RunScope,
-    plan: &Plan,
-    time: Duration,
-) -> Result<AttemptOutput, StepError> {
-    let params: TransformParams = sluice_core::json::from_value(params)
-        .map_err(|e| StepError::Fatal(format!("invalid parameters: {e}")))?;
-    let public = scope.public();
-    let bound = template::bind(&params.template, template::SourceKind::Template, &public)
-        .map_err(|e| StepError::Fatal(e.to_string()))?;
-    let context = public.template_context(&plan.predecessors(&spec.id));
-    let rendered = tokio::task::spawn_blocking(move || {
-        sandbox::isolated(time, move || bound.render(context).map_err(|e| e.0))
-    })
-    .await
-    .map_err(|e| StepError::Fatal(format!("template: {e}")))?
-    .map_err(|e| StepError::Fatal(format!("template: {e}")))?;
-    let value = match params.output {
-        TransformOutput::Text => Value::String(rendered),
-        TransformOutput::Json => serde_json::from_str(rendered.trim()).map_err(|e| {
-            StepError::Fatal(format!(
-                "the rendering is not JSON ({e}); set \"output\": \"text\" to keep text. Rendering starts: {}",
-                rendered.chars().take(120).collect::<String>()
-            ))
-        })?,
-    };
-    Ok(AttemptOutput::finished(StepOutput::value(value)))
-}
-
-/// Evaluates a template condition: references bound as values, in the scope without
-/// secrets, in a bounded child process (the caller is on a blocking thread).
-fn template_condition(
-    expression: &str,
-    scope: &RunScope,
-    predecessors: &[String],
-    time: Duration,
-) -> Result<bool, condition::ConditionError> {
-    let public = scope.public();
-    let bound = template::bind(expression, template::SourceKind::Expression, &public)?;
-    let context = public.template_context(predecessors);
-    let truth = sandbox::isolated(time, move || {
-        bound
-            .evaluate_truth(context)
-            .map(|holds| holds.to_string())
-            .map_err(|e| e.0)
-    })
-    .map_err(|e| condition::ConditionError::template(e.0))?;
-    Ok(truth == "true")
-}
-
-/// Resolution of a step's scope, shareable with a blocking thread.
-type Resolver<T> = Arc<dyn Fn(&RunScope) -> Result<T, ResolveFailure> + Send + Sync>;
-
-/// Runs a resolver on `prepared`, on a blocking thread when `offload`.
-async fn resolve_in<T: Send + 'static>(
-    resolve: Resolver<T>,
-    prepared: Prepared,
-    offload: bool,
-) -> Result<(Result<T, ResolveFailure>, Prepared), StepError> {
-    if !offload {
-        let result = resolve(&prepared.scope);
-        return Ok((result, prepared));
-    }
-    tokio::task::spawn_blocking(move || {
-        let result = resolve(&prepared.scope);
-        (result, prepared)
-    })
-    .await
-    .map_err(|e| StepError::Fatal(format!("evaluating the step failed: {e}")))
 }

@@ -14,8 +14,8 @@ use sluice_core::model::{deterministic_run_id, Run, Schedule};
 use sluice_core::ports::{ScheduleStatsStore, ScheduleStore, ScheduledRun, StoreError};
 use sluice_core::task::rfc3339;
 
+use crate::create::{StartError, StartRequest};
 use crate::runtime::Runtime;
-use crate::service::{StartError, StartRequest};
 
 /// The run id of a tick: the same every time for the same schedule and tick.
 pub fn tick_run_id(entry_id: &str, tick: DateTime<Utc>) -> String {

@@ -1,117 +1,27 @@
-//! Operations shared by the CLI and the HTTP API: starting, replaying and revoking runs,
-//! and storing definitions (configurations with their secrets split off).
+//! Operations shared by the CLI and the HTTP API: starting, replaying, revoking and
+//! resuming runs, reading their logs, and storing definitions (configurations with their
+//! secrets split off). Calls the executor (`process`), run creation and transitions.
 
 use std::collections::BTreeMap;
 
-use serde_json::{Map, Value};
-use sluice_core::engine::{Event, Plan};
-use sluice_core::model::{new_run_id, Application, Configuration, ParentRef, Run};
-use sluice_core::validate::{
-    check_config_references, check_run_params, validate_application, validate_configuration,
-    RunSettings,
-};
+use chrono::Utc;
+use serde_json::Value;
+use sluice_core::engine::Event;
+use sluice_core::logs;
+use sluice_core::model::{Application, Configuration, LogEntry, Run, RunState};
+use sluice_core::validate::{validate_application, validate_configuration};
 use sluice_core::{Invalid, Issue};
 
+use crate::create::{StartError, StartRequest};
 use crate::runtime::{Runtime, RuntimeError};
-
-/// A request to start a run.
-#[derive(Debug, Clone, Default)]
-pub struct StartRequest {
-    /// Name of a stored application (ignored when `snapshot` is given).
-    pub application: String,
-    /// Run params: app variable overrides and the reserved `configuration`, `queue`,
-    /// `loglevel`.
-    pub params: Map<String, Value>,
-    pub parent: Option<ParentRef>,
-    /// A fixed id (child runs); a new time-ordered id otherwise.
-    pub run_id: Option<String>,
-    pub replay_of: Option<String>,
-    /// Run this document instead of the stored application (replays).
-    pub snapshot: Option<Application>,
-}
-
-/// Why a run could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    Invalid(#[from] Invalid),
-    #[error(transparent)]
-    Runtime(#[from] RuntimeError),
-}
-
-impl From<sluice_core::ports::StoreError> for StartError {
-    fn from(e: sluice_core::ports::StoreError) -> Self {
-        Self::Runtime(e.into())
-    }
-}
 
 impl Runtime {
     /// Checks a request, creates the run and starts it. Starting is idempotent for a
     /// fixed `run_id`: the existing run is returned.
     pub async fn start(&self, request: StartRequest) -> Result<Run, StartError> {
-        let app = match request.snapshot {
-            Some(app) => app,
-            None => self
-                .backend
-                .definitions
-                .get_application(&request.application)
-                .await?
-                .ok_or_else(|| {
-                    StartError::NotFound(format!(
-                        "application \"{}\" not found",
-                        request.application
-                    ))
-                })?,
-        };
-        let settings = self.check_start(&app, &request.params, None).await?;
-
-        // The runtime's clock, which the stores judge expiry by too.
-        let now = (self.config.clock)();
-        let plan = Plan::new(app.clone());
-        let id = request.run_id.unwrap_or_else(new_run_id);
-        let mut run = plan.new_run(id.clone(), now, now + self.config.result_expires);
-        run.configuration = settings.configuration;
-        run.queue = settings.queue;
-        run.loglevel = settings.loglevel;
-        run.params = request.params;
-        run.parent = request.parent;
-        run.replay_of = request.replay_of;
-        if self.backend.runs.create_run(&run, &app).await? {
-            self.remember_plan(&id, std::sync::Arc::new(plan));
-            self.publish(&run);
-        }
+        let id = self.create_run(request).await?;
         self.process(&id, Event::Start).await?;
         Ok(self.get_run(&id).await?)
-    }
-
-    /// Checks that `app` can start with `params` (their values, the configuration they
-    /// name and its references) without storing anything, so that a caller can check
-    /// before it stores the documents of a run. `pending` is a configuration about to be
-    /// stored: it stands in for the stored one of its name.
-    pub async fn check_start(
-        &self,
-        app: &Application,
-        params: &Map<String, Value>,
-        pending: Option<&Configuration>,
-    ) -> Result<RunSettings, StartError> {
-        let settings = check_run_params(app, params)?;
-        let configuration = match &settings.configuration {
-            Some(name) if pending.is_some_and(|c| &c.name == name) => pending.cloned(),
-            Some(name) => Some(
-                self.backend
-                    .definitions
-                    .get_configuration(name)
-                    .await?
-                    .ok_or_else(|| {
-                        StartError::NotFound(format!("configuration \"{name}\" not found"))
-                    })?,
-            ),
-            None => None,
-        };
-        check_config_references(app, configuration.as_ref())?;
-        Ok(settings)
     }
 
     /// A new run with the same application document, params, configuration and queue.
@@ -149,6 +59,52 @@ impl Runtime {
     pub async fn revoke(&self, run_id: &str) -> Result<Run, RuntimeError> {
         self.process(run_id, Event::Revoke).await?;
         self.get_run(run_id).await
+    }
+
+    /// Up to `limit` (0: 1000) log entries of `run` after sequence number `after`: the
+    /// stored ones merged with the `FLOW` entries derived from this record of the run
+    /// (see [`sluice_core::logs`]). Read the run before its logs.
+    pub async fn logs(
+        &self,
+        run: &Run,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, LogEntry)>, RuntimeError> {
+        let limit = if limit == 0 { 1000 } else { limit };
+        let stored = self.backend.runs.get_logs(&run.id, after, limit).await?;
+        Ok(logs::merge(stored, logs::derived_flow(run), after, limit))
+    }
+
+    /// Re-issues the outstanding work of every unfinished run. `taken_over_at` (embedded:
+    /// the time this process took the data-directory lock, so every earlier claim was
+    /// made by a process that is now dead) also re-queues the attempts that were running
+    /// when the previous process died. Call it before this process's workers poll; claims
+    /// made at or after `taken_over_at` are never reset, so a live worker's attempt is
+    /// never sent a second time.
+    pub async fn resume_all(
+        &self,
+        taken_over_at: Option<chrono::DateTime<Utc>>,
+    ) -> Result<Vec<String>, RuntimeError> {
+        let ids = self.backend.runs.unfinished_runs().await?;
+        for id in &ids {
+            self.resume(id, taken_over_at).await?;
+        }
+        Ok(ids)
+    }
+
+    /// [`Runtime::resume_all`] for one run.
+    pub async fn resume(
+        &self,
+        run_id: &str,
+        taken_over_at: Option<chrono::DateTime<Utc>>,
+    ) -> Result<(), RuntimeError> {
+        let run = self.get_run(run_id).await?;
+        let event = match (run.state, taken_over_at) {
+            (RunState::Pending, _) => Event::Start,
+            (_, Some(claimed_before)) => Event::Recover { claimed_before },
+            (_, None) => Event::Resend,
+        };
+        self.process(run_id, event).await
     }
 
     /// Validates and stores an application.

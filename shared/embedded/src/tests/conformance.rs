@@ -1,10 +1,11 @@
-//! The store ports' contract (`sluice_core::conformance`) on a fresh data directory.
+//! The store and queue ports' contract (`sluice_core::conformance`) on a fresh data
+//! directory.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use sluice_core::clock::ManualClock;
-use sluice_core::conformance::{StoreFactory, Stores};
+use sluice_core::conformance::{QueueFactory, Queues, StoreFactory, Stores};
 
 use crate::EmbeddedStore;
 
@@ -32,4 +33,20 @@ impl StoreFactory for FreshDataDir {
     }
 }
 
+/// The queue on the system clock (its default); `tests/queue.rs` drives a manual one.
+#[async_trait]
+impl QueueFactory for FreshDataDir {
+    async fn fresh(&self) -> Queues {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = EmbeddedStore::open(dir.path()).expect("open store");
+        Queues {
+            queue: Arc::new(store.queue()),
+            name: "steps".into(),
+            other: "other".into(),
+            keep: Box::new((dir, Arc::new(store))),
+        }
+    }
+}
+
 sluice_core::store_conformance!(FreshDataDir);
+sluice_core::queue_conformance!(FreshDataDir);

@@ -1,8 +1,15 @@
-use std::time::{Duration, Instant};
+//! The embedded queue beyond the port contract (`tests/conformance.rs`): when delayed,
+//! released and timed-out messages become visible, on a [`ManualClock`] that only the
+//! test moves, and what only this adapter has (ordering, depth, restarts).
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Duration as ChronoDuration;
+use sluice_core::clock::ManualClock;
 use sluice_core::ports::{dead_letter_queue, Queue, TaskMessage, MAX_RECEIVE_COUNT};
 
-use super::temp_store;
+use crate::{EmbeddedQueue, EmbeddedStore};
 
 fn message(step: &str) -> TaskMessage {
     TaskMessage {
@@ -16,10 +23,28 @@ fn message(step: &str) -> TaskMessage {
 const NO_WAIT: Duration = Duration::ZERO;
 const LONG: Duration = Duration::from_secs(60);
 
+/// A queue of a fresh data directory whose time moves only with the returned clock.
+fn driven_queue() -> (tempfile::TempDir, Arc<ManualClock>, EmbeddedQueue) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clock = ManualClock::starting_now();
+    let queue = EmbeddedStore::open(dir.path())
+        .expect("open store")
+        .with_clock(clock.clone())
+        .queue();
+    (dir, clock, queue)
+}
+
+fn millis(ms: i64) -> ChronoDuration {
+    ChronoDuration::milliseconds(ms)
+}
+
+async fn visible(q: &EmbeddedQueue, queue: &str) -> Vec<sluice_core::ports::Delivery> {
+    q.receive(queue, 10, LONG, NO_WAIT).await.unwrap()
+}
+
 #[tokio::test]
 async fn visibility_timeout_redelivers_with_a_higher_count() {
-    let (_dir, store) = temp_store();
-    let q = store.queue();
+    let (_dir, clock, q) = driven_queue();
     q.send("steps", &message("A"), NO_WAIT).await.unwrap();
 
     let first = q
@@ -27,24 +52,13 @@ async fn visibility_timeout_redelivers_with_a_higher_count() {
         .await
         .unwrap();
     assert_eq!(first.len(), 1);
-    assert_eq!(first[0].message, message("A"));
     assert_eq!(first[0].receive_count, 1);
-    // Invisible while in flight.
-    assert!(q
-        .receive("steps", 10, LONG, NO_WAIT)
-        .await
-        .unwrap()
-        .is_empty());
-    // Another queue does not see it.
-    assert!(q
-        .receive("other", 10, LONG, NO_WAIT)
-        .await
-        .unwrap()
-        .is_empty());
+    clock.advance(millis(299));
+    assert!(visible(&q, "steps").await.is_empty(), "still in flight");
 
-    tokio::time::sleep(Duration::from_millis(350)).await;
-    let second = q.receive("steps", 10, LONG, NO_WAIT).await.unwrap();
-    assert_eq!(second.len(), 1);
+    clock.advance(millis(1));
+    let second = visible(&q, "steps").await;
+    assert_eq!(second.len(), 1, "visible once the timeout has passed");
     assert_eq!(second[0].receive_count, 2);
     assert_ne!(second[0].receipt, first[0].receipt);
 
@@ -57,65 +71,61 @@ async fn visibility_timeout_redelivers_with_a_higher_count() {
 }
 
 #[tokio::test]
-async fn receive_waits_for_an_invisible_message_to_come_back() {
-    let (_dir, store) = temp_store();
-    let q = store.queue();
-    q.send("steps", &message("A"), NO_WAIT).await.unwrap();
-    q.receive("steps", 1, Duration::from_millis(150), NO_WAIT)
+async fn delayed_messages_become_visible_when_the_clock_passes_the_delay() {
+    let (_dir, clock, q) = driven_queue();
+    q.send("steps", &message("A"), Duration::from_secs(200))
         .await
         .unwrap();
-    let started = Instant::now();
-    let again = q
-        .receive("steps", 1, LONG, Duration::from_secs(5))
-        .await
-        .unwrap();
-    assert_eq!(again.len(), 1);
-    assert!(started.elapsed() < Duration::from_millis(900));
-}
-
-#[tokio::test]
-async fn delayed_messages_become_visible_later() {
-    let (_dir, store) = temp_store();
-    let q = store.queue();
-    q.send("steps", &message("A"), Duration::from_millis(200))
-        .await
-        .unwrap();
-    assert!(q
-        .receive("steps", 10, LONG, NO_WAIT)
-        .await
-        .unwrap()
-        .is_empty());
-    let started = Instant::now();
-    let got = q
-        .receive("steps", 10, LONG, Duration::from_secs(5))
-        .await
-        .unwrap();
-    let waited = started.elapsed();
+    assert!(visible(&q, "steps").await.is_empty());
+    clock.advance(ChronoDuration::seconds(200) - millis(1));
+    assert!(
+        visible(&q, "steps").await.is_empty(),
+        "not before the delay"
+    );
+    clock.advance(millis(1));
+    let got = visible(&q, "steps").await;
     assert_eq!(got.len(), 1);
-    assert!(waited >= Duration::from_millis(150), "{waited:?}");
-    // Woken by the delay's end, not by the one-second fallback poll.
-    assert!(waited < Duration::from_millis(900), "{waited:?}");
+    assert_eq!(got[0].receive_count, 1, "a delay is not a receive");
+}
+
+/// A receive waiting on an empty-looking queue returns a message whose visibility
+/// timeout the clock moved past during the wait (it re-reads the table, at least every
+/// second, so a clock moved by someone else is noticed too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_receive_returns_a_message_that_became_visible() {
+    let (_dir, clock, q) = driven_queue();
+    q.send("steps", &message("A"), NO_WAIT).await.unwrap();
+    q.receive("steps", 1, LONG, NO_WAIT).await.unwrap();
+    let waiter = {
+        let q = q.clone();
+        tokio::spawn(async move {
+            q.receive("steps", 1, LONG, Duration::from_secs(10))
+                .await
+                .unwrap()
+        })
+    };
+    clock.advance(ChronoDuration::seconds(61));
+    let again = waiter.await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].receive_count, 2);
 }
 
 #[tokio::test]
-async fn receive_returns_empty_after_wait() {
-    let (_dir, store) = temp_store();
-    let q = store.queue();
-    let started = Instant::now();
+async fn receive_returns_empty_after_its_wait() {
+    let (_dir, _clock, q) = driven_queue();
     let got = q
         .receive("steps", 10, LONG, Duration::from_millis(100))
         .await
         .unwrap();
     assert!(got.is_empty());
-    assert!(started.elapsed() >= Duration::from_millis(100));
 }
 
 #[tokio::test]
 async fn oldest_first_up_to_max() {
-    let (_dir, store) = temp_store();
-    let q = store.queue();
+    let (_dir, clock, q) = driven_queue();
     for step in ["A", "B", "C"] {
         q.send("steps", &message(step), NO_WAIT).await.unwrap();
+        clock.advance(millis(1));
     }
     let got = q.receive("steps", 2, LONG, NO_WAIT).await.unwrap();
     let steps: Vec<_> = got.iter().map(|d| d.message.step_id.as_str()).collect();
@@ -126,22 +136,8 @@ async fn oldest_first_up_to_max() {
 }
 
 #[tokio::test]
-async fn zero_visibility_does_not_duplicate_within_a_batch() {
-    let (_dir, store) = temp_store();
-    let q = store.queue();
-    q.send("steps", &message("A"), NO_WAIT).await.unwrap();
-    q.send("steps", &message("B"), NO_WAIT).await.unwrap();
-    let got = q
-        .receive("steps", 10, Duration::ZERO, NO_WAIT)
-        .await
-        .unwrap();
-    assert_eq!(got.len(), 2);
-}
-
-#[tokio::test]
-async fn dead_letters_after_max_receives() {
-    let (_dir, store) = temp_store();
-    let q = store.queue();
+async fn dead_lettering_resets_the_count_and_leaves_delayed_messages() {
+    let (_dir, _clock, q) = driven_queue();
     q.send("steps", &message("A"), NO_WAIT).await.unwrap();
     q.send("steps", &message("B"), Duration::from_secs(3600))
         .await
@@ -162,7 +158,7 @@ async fn dead_letters_after_max_receives() {
     let dlq = dead_letter_queue("steps");
     assert_eq!(q.depth("steps").await.unwrap(), 1); // B, still delayed
     assert_eq!(q.depth(&dlq).await.unwrap(), 1);
-    let dead = q.receive(&dlq, 10, LONG, NO_WAIT).await.unwrap();
+    let dead = visible(&q, &dlq).await;
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].message, message("A"));
     assert_eq!(dead[0].receive_count, 1);
@@ -170,8 +166,7 @@ async fn dead_letters_after_max_receives() {
 
 #[tokio::test]
 async fn a_batch_fills_past_dead_letters() {
-    let (_dir, store) = temp_store();
-    let q = store.queue();
+    let (_dir, _clock, q) = driven_queue();
     q.send("steps", &message("A"), NO_WAIT).await.unwrap();
     for _ in 0..MAX_RECEIVE_COUNT {
         let got = q
@@ -188,9 +183,8 @@ async fn a_batch_fills_past_dead_letters() {
 }
 
 #[tokio::test]
-async fn release_makes_visible_and_invalidates_the_receipt() {
-    let (_dir, store) = temp_store();
-    let q = store.queue();
+async fn release_invalidates_the_receipt_and_its_delay_runs_on_the_clock() {
+    let (_dir, clock, q) = driven_queue();
     q.send("steps", &message("A"), NO_WAIT).await.unwrap();
     let first = q.receive("steps", 1, LONG, NO_WAIT).await.unwrap();
     q.release("steps", &first[0].receipt, NO_WAIT)
@@ -201,150 +195,133 @@ async fn release_makes_visible_and_invalidates_the_receipt() {
     assert_eq!(q.depth("steps").await.unwrap(), 1);
 
     let second = q.receive("steps", 1, LONG, NO_WAIT).await.unwrap();
-    assert_eq!(second.len(), 1);
     assert_eq!(second[0].receive_count, 2);
 
-    // Release with a delay: invisible until then, and a waiting receive wakes for it.
-    q.release("steps", &second[0].receipt, Duration::from_millis(200))
+    // Released with a delay: invisible before the clock passes it, visible after.
+    q.release("steps", &second[0].receipt, Duration::from_secs(30))
         .await
         .unwrap();
-    assert!(q
-        .receive("steps", 1, LONG, NO_WAIT)
-        .await
-        .unwrap()
-        .is_empty());
-    let started = Instant::now();
-    let third = q
-        .receive("steps", 1, LONG, Duration::from_secs(5))
-        .await
-        .unwrap();
+    clock.advance(ChronoDuration::seconds(30) - millis(1));
+    assert!(visible(&q, "steps").await.is_empty());
+    clock.advance(millis(1));
+    let third = visible(&q, "steps").await;
     assert_eq!(third.len(), 1);
     assert_eq!(third[0].receive_count, 3);
-    assert!(started.elapsed() >= Duration::from_millis(150));
 }
 
-#[tokio::test]
-async fn release_wakes_a_waiting_receiver() {
-    let (_dir, store) = temp_store();
-    let q = store.queue();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_reaches_a_waiting_receiver() {
+    let (_dir, _clock, q) = driven_queue();
     q.send("steps", &message("A"), NO_WAIT).await.unwrap();
     let got = q.receive("steps", 1, LONG, NO_WAIT).await.unwrap();
     let waiter = {
         let q = q.clone();
         tokio::spawn(async move {
-            let started = Instant::now();
-            let got = q
-                .receive("steps", 1, LONG, Duration::from_secs(10))
+            q.receive("steps", 1, LONG, Duration::from_secs(10))
                 .await
-                .unwrap();
-            (got, started.elapsed())
+                .unwrap()
         })
     };
-    tokio::time::sleep(Duration::from_millis(50)).await;
     q.release("steps", &got[0].receipt, NO_WAIT).await.unwrap();
-    let (got, elapsed) = waiter.await.unwrap();
+    let got = waiter.await.unwrap();
     assert_eq!(got.len(), 1);
-    assert!(elapsed < Duration::from_millis(500), "{elapsed:?}");
+    assert_eq!(got[0].receive_count, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn receive_wakes_on_send_from_another_task() {
-    let (_dir, store) = temp_store();
-    let q = store.queue();
-    let mut waiters = Vec::new();
-    for _ in 0..3 {
-        let q = q.clone();
-        waiters.push(tokio::spawn(async move {
-            let got = q
-                .receive("steps", 1, LONG, Duration::from_secs(10))
-                .await
-                .unwrap();
-            (got, Instant::now())
-        }));
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let sent_at = Instant::now();
+async fn concurrent_waiters_share_the_messages_sent_meanwhile() {
+    let (_dir, _clock, q) = driven_queue();
+    let waiters: Vec<_> = (0..3)
+        .map(|_| {
+            let q = q.clone();
+            tokio::spawn(async move {
+                q.receive("steps", 1, LONG, Duration::from_secs(10))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
     for step in ["A", "B", "C"] {
         q.send("steps", &message(step), NO_WAIT).await.unwrap();
     }
     let mut steps = Vec::new();
     for waiter in waiters {
-        let (got, at) = waiter.await.unwrap();
+        let got = waiter.await.unwrap();
         assert_eq!(got.len(), 1);
-        // Well under the one-second fallback poll: woken by the send.
-        assert!(at.duration_since(sent_at) < Duration::from_millis(500));
         steps.push(got[0].message.step_id.clone());
     }
     steps.sort();
-    assert_eq!(steps, ["A", "B", "C"]);
+    assert_eq!(steps, ["A", "B", "C"], "each message to one waiter");
 }
 
 #[tokio::test]
 async fn release_inflight_returns_messages_after_a_restart() {
-    let (dir, store) = temp_store();
-    let q = store.queue();
+    let (dir, clock, q) = driven_queue();
     q.send("steps", &message("A"), NO_WAIT).await.unwrap();
     q.send("steps", &message("B"), Duration::from_secs(3600))
         .await
         .unwrap();
     let got = q.receive("steps", 10, LONG, NO_WAIT).await.unwrap();
     assert_eq!(got.len(), 1);
-    drop((q, store));
+    drop(q);
 
     // A new process on the same directory.
-    let store = crate::EmbeddedStore::open(dir.path()).unwrap();
-    let q = store.queue();
-    assert!(q
-        .receive("steps", 10, LONG, NO_WAIT)
-        .await
+    let q = EmbeddedStore::open(dir.path())
         .unwrap()
-        .is_empty());
+        .with_clock(clock.clone())
+        .queue();
+    assert!(visible(&q, "steps").await.is_empty());
     assert_eq!(q.release_inflight().await.unwrap(), 1);
-    let again = q.receive("steps", 10, LONG, NO_WAIT).await.unwrap();
+    let again = visible(&q, "steps").await;
     assert_eq!(again.len(), 1, "the delayed message keeps its delay");
     assert_eq!(again[0].message.step_id, "A");
     assert_eq!(again[0].receive_count, 2);
     // The receipt from before the restart is dead.
     q.ack("steps", &got[0].receipt).await.unwrap();
     assert_eq!(q.depth("steps").await.unwrap(), 2);
+    clock.advance(ChronoDuration::seconds(3600));
+    let mut later: Vec<_> = visible(&q, "steps")
+        .await
+        .into_iter()
+        .map(|d| d.message.step_id)
+        .collect();
+    later.sort();
+    assert_eq!(
+        later,
+        ["A", "B"],
+        "the delay ends, and so does A's visibility"
+    );
 }
 
 #[tokio::test]
 async fn extend_visibility_keeps_the_receipt_and_moves_the_redelivery() {
-    let (_dir, store) = temp_store();
-    let q = store.queue();
+    let (_dir, clock, q) = driven_queue();
     q.send("steps", &message("A"), NO_WAIT).await.unwrap();
     let first = q.receive("steps", 1, LONG, NO_WAIT).await.unwrap();
     // Shortened from a minute to 200 ms: back after that, not after the receive's minute.
     q.extend_visibility("steps", &first[0].receipt, Duration::from_millis(200))
         .await
         .unwrap();
-    let started = Instant::now();
+    clock.advance(millis(199));
+    assert!(visible(&q, "steps").await.is_empty());
+    clock.advance(millis(1));
     let again = q
-        .receive("steps", 1, LONG, Duration::from_secs(5))
+        .receive("steps", 1, Duration::from_secs(1), NO_WAIT)
         .await
         .unwrap();
     assert_eq!(again.len(), 1, "redelivered once the new visibility ended");
-    assert!(started.elapsed() >= Duration::from_millis(150));
     assert_eq!(again[0].receive_count, 2);
-    // Extended: invisible past the receive's visibility, and its receipt still acks.
+    // Lengthened past the receive's second: still hidden after it, its receipt still acks.
     q.extend_visibility("steps", &again[0].receipt, LONG)
         .await
         .unwrap();
-    assert!(q
-        .receive("steps", 1, LONG, NO_WAIT)
-        .await
-        .unwrap()
-        .is_empty());
+    clock.advance(ChronoDuration::seconds(30));
+    assert!(visible(&q, "steps").await.is_empty());
     // A stale receipt changes nothing.
     q.extend_visibility("steps", &first[0].receipt, NO_WAIT)
         .await
         .unwrap();
-    assert!(q
-        .receive("steps", 1, LONG, NO_WAIT)
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(visible(&q, "steps").await.is_empty());
     q.ack("steps", &again[0].receipt).await.unwrap();
     assert_eq!(q.depth("steps").await.unwrap(), 0);
 }

@@ -1,0 +1,114 @@
+//! Creating runs: checking a start request (params, configuration, references) and
+//! storing the new run record. Below the executor, which creates the child runs of
+//! `trigger_application`, and the service, which starts runs; calls transitions only.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+use sluice_core::engine::Plan;
+use sluice_core::model::{new_run_id, Application, Configuration, ParentRef};
+use sluice_core::validate::{check_config_references, check_run_params, RunSettings};
+use sluice_core::Invalid;
+
+use crate::runtime::{Runtime, RuntimeError};
+
+/// A request to start a run.
+#[derive(Debug, Clone, Default)]
+pub struct StartRequest {
+    /// Name of a stored application (ignored when `snapshot` is given).
+    pub application: String,
+    /// Run params: app variable overrides and the reserved `configuration`, `queue`,
+    /// `loglevel`.
+    pub params: Map<String, Value>,
+    pub parent: Option<ParentRef>,
+    /// A fixed id (child runs); a new time-ordered id otherwise.
+    pub run_id: Option<String>,
+    pub replay_of: Option<String>,
+    /// Run this document instead of the stored application (replays).
+    pub snapshot: Option<Application>,
+}
+
+/// Why a run could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(#[from] Invalid),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+impl From<sluice_core::ports::StoreError> for StartError {
+    fn from(e: sluice_core::ports::StoreError) -> Self {
+        Self::Runtime(e.into())
+    }
+}
+
+impl Runtime {
+    /// Checks a request and stores its new run, returning the run's id; starting it
+    /// (processing [`Event::Start`](sluice_core::engine::Event::Start)) is the caller's.
+    /// Creating is idempotent for a fixed `run_id`: an existing run is left as it is.
+    pub(crate) async fn create_run(&self, request: StartRequest) -> Result<String, StartError> {
+        let app = match request.snapshot {
+            Some(app) => app,
+            None => self
+                .backend
+                .definitions
+                .get_application(&request.application)
+                .await?
+                .ok_or_else(|| {
+                    StartError::NotFound(format!(
+                        "application \"{}\" not found",
+                        request.application
+                    ))
+                })?,
+        };
+        let settings = self.check_start(&app, &request.params, None).await?;
+
+        // The runtime's clock, which the stores judge expiry by too.
+        let now = (self.config.clock)();
+        let plan = Plan::new(app.clone());
+        let id = request.run_id.unwrap_or_else(new_run_id);
+        let mut run = plan.new_run(id.clone(), now, now + self.config.result_expires);
+        run.configuration = settings.configuration;
+        run.queue = settings.queue;
+        run.loglevel = settings.loglevel;
+        run.params = request.params;
+        run.parent = request.parent;
+        run.replay_of = request.replay_of;
+        if self.backend.runs.create_run(&run, &app).await? {
+            self.remember_plan(&id, Arc::new(plan));
+            self.publish(&run);
+        }
+        Ok(id)
+    }
+
+    /// Checks that `app` can start with `params` (their values, the configuration they
+    /// name and its references) without storing anything, so that a caller can check
+    /// before it stores the documents of a run. `pending` is a configuration about to be
+    /// stored: it stands in for the stored one of its name.
+    pub async fn check_start(
+        &self,
+        app: &Application,
+        params: &Map<String, Value>,
+        pending: Option<&Configuration>,
+    ) -> Result<RunSettings, StartError> {
+        let settings = check_run_params(app, params)?;
+        let configuration = match &settings.configuration {
+            Some(name) if pending.is_some_and(|c| &c.name == name) => pending.cloned(),
+            Some(name) => Some(
+                self.backend
+                    .definitions
+                    .get_configuration(name)
+                    .await?
+                    .ok_or_else(|| {
+                        StartError::NotFound(format!("configuration \"{name}\" not found"))
+                    })?,
+            ),
+            None => None,
+        };
+        check_config_references(app, configuration.as_ref())?;
+        Ok(settings)
+    }
+}

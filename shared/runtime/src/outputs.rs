@@ -1,0 +1,117 @@
+//! Reading step outputs (inline in the run record or in the output store) and deciding
+//! which outputs stay inline: plain reads, called by every layer above.
+
+use serde_json::{Map, Value};
+use sluice_core::model::{Run, StepState};
+use sluice_core::ports::OutputKey;
+
+use crate::runtime::{Runtime, RuntimeError};
+
+impl Runtime {
+    /// A step's output as successors see it: `null` when skipped or absent, the list of
+    /// item outputs for a fan-out.
+    pub async fn read_output(&self, run: &Run, step_id: &str) -> Result<Value, RuntimeError> {
+        let Some(step) = run.step(step_id) else {
+            return Ok(Value::Null);
+        };
+        if !step.state.succeeded() && step.state != StepState::Failed {
+            return Ok(Value::Null);
+        }
+        let output_of = |unit: u32| async move {
+            if let Some(inline) = step.units.get(unit as usize).and_then(|u| u.output.clone()) {
+                return Ok::<_, RuntimeError>(inline);
+            }
+            let key = OutputKey {
+                run_id: run.id.clone(),
+                step_id: step_id.to_string(),
+                unit,
+            };
+            Ok(self
+                .backend
+                .runs
+                .get_output(&key)
+                .await?
+                .unwrap_or(Value::Null))
+        };
+        match step.fan_out {
+            Some(n) => {
+                let mut items = Vec::with_capacity(n as usize);
+                for unit in 0..n {
+                    items.push(output_of(unit).await?);
+                }
+                Ok(Value::Array(items))
+            }
+            None => output_of(0).await,
+        }
+    }
+
+    /// Whether a successful attempt's `output` goes into the run record (see
+    /// [`RuntimeConfig::inline_output_bytes`]) rather than to the output store.
+    pub(crate) fn keeps_inline(&self, run: &Run, output: &Value) -> bool {
+        let Some(own) = json_len_within(output, self.config.inline_output_bytes) else {
+            return false;
+        };
+        let budget = self.config.inline_outputs_per_run_bytes;
+        let mut kept = own;
+        for inline in run
+            .steps
+            .iter()
+            .flat_map(|s| &s.units)
+            .filter_map(|u| u.output.as_ref())
+        {
+            match json_len_within(inline, budget - kept.min(budget)) {
+                Some(len) => kept += len,
+                None => return false,
+            }
+        }
+        kept <= budget
+    }
+
+    /// Every step's output, by id (for `--output json` and the API).
+    pub async fn outputs(&self, run: &Run) -> Result<Map<String, Value>, RuntimeError> {
+        let mut outputs = Map::new();
+        for step in &run.steps {
+            outputs.insert(step.id.clone(), self.read_output(run, &step.id).await?);
+        }
+        Ok(outputs)
+    }
+}
+
+/// The length of `value` as compact JSON, or `None` once it exceeds `limit`: a large
+/// output is not serialized whole just to learn that it is too large to keep inline.
+fn json_len_within(value: &Value, limit: usize) -> Option<usize> {
+    struct Bounded {
+        len: usize,
+        limit: usize,
+    }
+    impl std::io::Write for Bounded {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.len += bytes.len();
+            if self.len > self.limit {
+                return Err(std::io::Error::other("over the limit"));
+            }
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Bounded { len: 0, limit };
+    serde_json::to_writer(&mut counter, value).ok()?;
+    Some(counter.len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_len_within;
+    use serde_json::json;
+
+    #[test]
+    fn json_length_is_exact_within_the_limit_and_none_beyond() {
+        let value = json!({"a": [1, 2, "three"]});
+        let len = serde_json::to_vec(&value).unwrap().len();
+        assert_eq!(json_len_within(&value, len), Some(len));
+        assert_eq!(json_len_within(&value, len - 1), None);
+        assert_eq!(json_len_within(&json!(null), 4), Some(4));
+    }
+}
