@@ -155,9 +155,13 @@ pub async fn apps(client: &Client, cmd: DocCommand) -> anyhow::Result<u8> {
             let app: Application = serde_json::from_value(doc)?;
             println!("{}", crate::output::stored_application(&app));
         }
-        DocCommand::List => {
-            let apps: Vec<Application> =
-                serde_json::from_value(client.get("/api/v1/applications").await?)?;
+        DocCommand::List { hidden } => {
+            let path = if hidden {
+                "/api/v1/applications?hidden=true"
+            } else {
+                "/api/v1/applications"
+            };
+            let apps: Vec<Application> = serde_json::from_value(client.get(path).await?)?;
             for app in apps {
                 println!("{}", crate::output::application_line(&app));
             }
@@ -191,7 +195,8 @@ pub async fn configs(client: &Client, cmd: DocCommand) -> anyhow::Result<u8> {
             let stored: Configuration = serde_json::from_value(doc)?;
             println!("{}", crate::output::stored_configuration(&stored));
         }
-        DocCommand::List => {
+        DocCommand::List { hidden } => {
+            crate::commands::only_for_apps(hidden)?;
             let configs: Vec<Configuration> =
                 serde_json::from_value(client.get("/api/v1/configurations").await?)?;
             for config in configs {
@@ -274,6 +279,7 @@ pub fn run_from_document(doc: &Value) -> anyhow::Result<Run> {
                     step.error = s["error"].as_str().map(str::to_string);
                     step.child_run = s["child_run"].as_str().map(str::to_string);
                     step.fan_out = s["items"].as_u64().map(|n| n as u32);
+                    step.type_version = s["version"].as_str().map(str::to_string);
                     step.warnings = s["warnings"]
                         .as_array()
                         .map(|w| {

@@ -16,14 +16,17 @@ use crate::local::Local;
 use crate::progress::{summary, wait_for, Printer};
 use crate::{
     CacheCommand, Cli, Command, DocCommand, InvalidInput, OutputFormat, RunArgs, RunsCommand,
-    SchemaKind, EXIT_INVALID, EXIT_RUN_FAILED,
+    SchemaKind, SchemaTopic, EXIT_INVALID, EXIT_RUN_FAILED,
 };
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Validate { files, kind } => validate(&files, kind),
-        Command::Schema { kind } => {
-            println!("{}", serde_json::to_string_pretty(&schema(kind))?);
+        Command::Schema { kind, name } => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&schema_topic(kind, name)?)?
+            );
             Ok(0)
         }
         Command::Bench(args) => crate::bench::run(args).await,
@@ -70,6 +73,32 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             }
         }
     }
+}
+
+/// What `sluice schema KIND [NAME]` prints.
+fn schema_topic(topic: SchemaTopic, name: Option<String>) -> anyhow::Result<Value> {
+    let kind = match topic {
+        SchemaTopic::Step => {
+            let types = sluice_core::step::step_type_listing(&sluice_steps::builtin_registry());
+            return match name {
+                None => Ok(Value::Array(types)),
+                Some(name) => types
+                    .into_iter()
+                    .find(|t| t["name"] == name.as_str())
+                    .ok_or_else(|| InvalidInput(format!("step type \"{name}\" not found")).into()),
+            };
+        }
+        SchemaTopic::Application => SchemaKind::Application,
+        SchemaTopic::Configuration => SchemaKind::Configuration,
+        SchemaTopic::Schedule => SchemaKind::Schedule,
+    };
+    if let Some(name) = name {
+        return Err(InvalidInput(format!(
+            "{name}: a name is taken only by `sluice schema step`"
+        ))
+        .into());
+    }
+    Ok(schema(kind))
 }
 
 /// The JSON Schema of a document kind.
@@ -444,6 +473,14 @@ fn validate_any(
     Err(Invalid { issues })
 }
 
+/// `--hidden` is about applications (`meta.hidden`); configurations have no such flag.
+pub(crate) fn only_for_apps(hidden: bool) -> anyhow::Result<()> {
+    if hidden {
+        return Err(InvalidInput("--hidden applies to `apps list` only".to_string()).into());
+    }
+    Ok(())
+}
+
 async fn apps(runtime: &Runtime, cmd: DocCommand) -> anyhow::Result<u8> {
     let definitions = &runtime.backend().definitions;
     match cmd {
@@ -452,9 +489,10 @@ async fn apps(runtime: &Runtime, cmd: DocCommand) -> anyhow::Result<u8> {
             runtime.put_application(&app).await.map_err(start_error)?;
             println!("{}", crate::output::stored_application(&app));
         }
-        DocCommand::List => {
-            for app in definitions.list_applications().await? {
-                println!("{}", crate::output::application_line(&app));
+        DocCommand::List { hidden } => {
+            let apps = definitions.list_applications().await?;
+            for app in apps.iter().filter(|app| hidden || !app.is_hidden()) {
+                println!("{}", crate::output::application_line(app));
             }
         }
         DocCommand::Get { name } => {
@@ -485,7 +523,8 @@ async fn configs(runtime: &Runtime, cmd: DocCommand) -> anyhow::Result<u8> {
                 .map_err(start_error)?;
             println!("{}", crate::output::stored_configuration(&stored));
         }
-        DocCommand::List => {
+        DocCommand::List { hidden } => {
+            only_for_apps(hidden)?;
             for config in definitions.list_configurations().await? {
                 println!("{}", crate::output::configuration_line(&config));
             }

@@ -88,10 +88,13 @@ enum Command {
         #[arg(long, value_enum)]
         kind: Option<SchemaKind>,
     },
-    /// Print the JSON Schema of a document.
+    /// Print the JSON Schema of a document, or (`step`) the step types: each one's
+    /// version, description and parameter schema.
     Schema {
-        #[arg(value_enum, default_value_t = SchemaKind::Application)]
-        kind: SchemaKind,
+        #[arg(value_enum, default_value_t = SchemaTopic::Application)]
+        kind: SchemaTopic,
+        /// With `step`: the step type to show (without it, every step type).
+        name: Option<String>,
     },
     /// Manage stored applications.
     #[command(subcommand)]
@@ -160,6 +163,15 @@ enum OutputFormat {
     Json,
 }
 
+/// What `sluice schema` prints: a document kind's schema or the step types.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SchemaTopic {
+    Application,
+    Configuration,
+    Schedule,
+    Step,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum SchemaKind {
     Application,
@@ -173,7 +185,11 @@ enum DocCommand {
     Push {
         file: PathBuf,
     },
-    List,
+    List {
+        /// Include applications hidden by `meta.hidden: true` (`apps list` only).
+        #[arg(long)]
+        hidden: bool,
+    },
     Get {
         name: String,
     },

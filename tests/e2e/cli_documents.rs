@@ -126,6 +126,26 @@ async fn schemas_are_published() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_types_are_published_with_version_and_description() {
+    let s = Scratch::new();
+    let steps = s.sluice(&["schema", "step"]).await.expect(0).json();
+    let steps = steps.as_array().unwrap();
+    assert!(steps.iter().any(|t| t["name"] == "transform"));
+    for step in steps {
+        assert!(step["version"].is_string(), "{step}");
+        assert!(step["description"].is_string(), "{step}");
+    }
+    let echo = s.sluice(&["schema", "step", "echo"]).await.expect(0).json();
+    assert_eq!(echo["version"], "1.0.0");
+    assert!(
+        echo["parameters"]["properties"]["value"].is_object(),
+        "{echo}"
+    );
+    s.sluice(&["schema", "step", "nope"]).await.expect(2);
+    s.sluice(&["schema", "application", "echo"]).await.expect(2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apps_and_configs_are_managed_and_secrets_never_shown() {
     let s = Scratch::new();
     let app = repo().join("examples/branching/app.json");

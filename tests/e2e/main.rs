@@ -11,6 +11,7 @@ mod cli_documents;
 mod cli_http;
 mod cli_runs;
 mod hardening;
+mod powerflow_compat;
 mod serve_api;
 mod serve_client;
 mod templates;

@@ -237,6 +237,9 @@ async fn every_endpoint_over_http() {
         got["steps"]["Shape"]["output"],
         json!({"saved": "hello:last"})
     );
+    // Each step records the version of its type (an operator's is the engine's).
+    assert_eq!(got["steps"]["Greet"]["version"], "1.0.0", "{got}");
+    assert_eq!(got["steps"]["Shape"]["version"], env!("CARGO_PKG_VERSION"));
     let data_href = got["steps"]["Greet"]["data_href"]
         .as_str()
         .unwrap()
@@ -350,6 +353,8 @@ async fn every_endpoint_over_http() {
         assert!(names.contains(&name), "{name}");
     }
     let (_, echo) = serve.get("/api/v1/steps/echo", &admin).await;
+    assert_eq!(echo["version"], "1.0.0", "{echo}");
+    assert!(echo["description"].is_string(), "{echo}");
     assert!(
         echo["parameters"]["properties"]["value"].is_object(),
         "{echo}"

@@ -258,15 +258,19 @@ async fn openapi() -> Json<Value> {
 
 // ---- applications ------------------------------------------------------------------
 
-async fn list_applications(State(state): State<Shared>) -> Result<Json<Vec<Application>>> {
-    Ok(Json(
-        state
-            .runtime
-            .backend()
-            .definitions
-            .list_applications()
-            .await?,
-    ))
+async fn list_applications(
+    State(state): State<Shared>,
+    params: Params,
+) -> Result<Json<Vec<Application>>> {
+    let with_hidden = params.flag("hidden")?;
+    let mut apps = state
+        .runtime
+        .backend()
+        .definitions
+        .list_applications()
+        .await?;
+    apps.retain(|app| with_hidden || !app.is_hidden());
+    Ok(Json(apps))
 }
 
 async fn put_application(State(state): State<Shared>, body: Body) -> Result<Json<Application>> {
@@ -508,15 +512,7 @@ async fn delete_configuration(
 // ---- steps -------------------------------------------------------------------------
 
 fn step_types(runtime: &Runtime) -> Vec<Value> {
-    let mut types: Vec<Value> = runtime
-        .registry()
-        .iter()
-        .map(|t| json!({"name": t.name(), "kind": "step", "description": t.description(), "parameters": t.parameter_schema()}))
-        .collect();
-    for (name, description, schema) in operators::operator_catalog() {
-        types.push(json!({"name": name, "kind": "operator", "description": description, "parameters": schema}));
-    }
-    types
+    sluice_core::step::step_type_listing(runtime.registry())
 }
 
 async fn list_steps(State(state): State<Shared>) -> Json<Vec<Value>> {

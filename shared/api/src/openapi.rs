@@ -37,6 +37,7 @@ fn response_schemas() -> Map<String, Value> {
             "logs_href": {"type": "string"}, "data_href": {"type": "string"},
             "warnings": {"type": "array", "items": {"type": "string"}},
             "items": {"type": "integer", "description": "Number of for_each units."},
+            "version": {"type": "string", "description": "Version of the step's type, recorded when the run was created."},
             "output": {"description": "With ?outputs=true."}
         }
     });
@@ -94,7 +95,7 @@ fn response_schemas() -> Map<String, Value> {
             "next_after": {"type": "integer", "description": "Pass as after to read on."},
             "more": {"type": "boolean"}
         }},
-        "StepType": {"type": "object", "properties": {"name": {"type": "string"}, "kind": {"type": "string", "enum": ["step", "operator"]}, "description": {"type": "string"}, "parameters": {"type": "object", "description": "JSON Schema of the parameters."}}},
+        "StepType": {"type": "object", "properties": {"name": {"type": "string"}, "kind": {"type": "string", "enum": ["step", "operator"]}, "version": {"type": "string", "description": "Semver version of the step type (an operator's is the engine's)."}, "description": {"type": "string"}, "parameters": {"type": "object", "description": "JSON Schema of the parameters."}}},
         "StepTypeList": {"type": "array", "items": {"$ref": "#/components/schemas/StepType"}},
         "StepRunResult": {"type": "object", "properties": {
             "name": {"type": "string"}, "state": {"type": "string", "enum": ["success", "warning", "failed"]},

@@ -76,7 +76,7 @@ pub const ROUTES: &[RouteSpec] = &[
     route("GET", "/api/v1/health", Some(View), "health", "Deep health check: each backing component with its status and latency; 503 when one fails.").response("Health"),
     route("GET", "/api/v1/openapi.json", Some(View), "health", "This OpenAPI document."),
     // Applications.
-    route("GET", "/api/v1/applications", Some(View), "applications", "Stored applications.").response("ApplicationList"),
+    route("GET", "/api/v1/applications", Some(View), "applications", "Stored applications, without hidden ones (`meta.hidden: true`) unless `hidden=true`.").query(&[("hidden", "`true` to list hidden applications too.")]).response("ApplicationList"),
     route("POST", "/api/v1/applications", Some(Dev), "applications", "Create or overwrite an application (validated as `sluice validate` does).").body("Application").response("Application"),
     route("POST", "/api/v1/applications/run", Some(Exec), "runs", "Start a run of the application named in the body.").query(&[WAIT]).body("RunRequest").response("Task"),
     route("GET", "/api/v1/applications/{name}", Some(View), "applications", "One application.").response("Application"),

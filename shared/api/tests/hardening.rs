@@ -36,6 +36,9 @@ impl StepType for Noop {
     fn description(&self) -> &str {
         "does nothing"
     }
+    fn version(&self) -> &str {
+        "3.2.1"
+    }
     fn parameter_schema(&self) -> Value {
         json!({"type": "object"})
     }
@@ -420,4 +423,41 @@ async fn an_overlong_request_target_is_a_json_414() {
     let (status, _, body) = send(&router, "GET", &uri, "10.0.0.1", None).await;
     assert_eq!(status, StatusCode::URI_TOO_LONG);
     assert_eq!(body["error"]["code"], "uri_too_long");
+}
+
+#[tokio::test]
+async fn step_types_show_their_version_and_runs_record_it_per_step() {
+    let fixture = Fixture::new();
+    let router = fixture.router();
+    let admin = basic("admin", PASSWORD);
+    let (status, _, steps) = send(&router, "GET", "/api/v1/steps", "10.0.0.1", Some(&admin)).await;
+    assert_eq!(status, StatusCode::OK);
+    let by_name = |name: &str| {
+        steps
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(by_name("noop")["version"], "3.2.1");
+    assert_eq!(by_name("noop")["description"], "does nothing");
+    assert_eq!(by_name("transform")["version"], env!("CARGO_PKG_VERSION"));
+    let (status, _, noop) = send(
+        &router,
+        "GET",
+        "/api/v1/steps/noop",
+        "10.0.0.1",
+        Some(&admin),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(noop["version"], "3.2.1");
+
+    let id = fixture.run_id().await;
+    let uri = format!("/api/v1/tasks/{id}");
+    let (status, _, task) = send(&router, "GET", &uri, "10.0.0.1", Some(&admin)).await;
+    assert_eq!(status, StatusCode::OK, "{task}");
+    assert_eq!(task["steps"]["A"]["version"], "3.2.1", "{task}");
 }

@@ -125,6 +125,12 @@ pub struct StepContext {
 pub trait StepType: Send + Sync + 'static {
     fn name(&self) -> &str;
     fn description(&self) -> &str;
+    /// The step type's semver version, recorded in the runs that use it. Hand
+    /// written implementations (test doubles) that declare none report
+    /// [`UNVERSIONED`]; [`TypedStep`] requires one.
+    fn version(&self) -> &str {
+        UNVERSIONED
+    }
     /// JSON Schema of the parameters object.
     fn parameter_schema(&self) -> Value;
     /// Runs one attempt with fully resolved parameters.
@@ -136,6 +142,8 @@ pub trait StepType: Send + Sync + 'static {
 pub trait TypedStep: Send + Sync + 'static {
     const NAME: &'static str;
     const DESCRIPTION: &'static str;
+    /// Semver version of the step type; bump it when its behaviour or parameters change.
+    const VERSION: &'static str;
     type Params: DeserializeOwned + JsonSchema + Send;
 
     async fn run(&self, params: Self::Params, ctx: &StepContext) -> Result<StepOutput, StepError>;
@@ -151,6 +159,10 @@ impl<T: TypedStep> StepType for T {
         T::DESCRIPTION
     }
 
+    fn version(&self) -> &str {
+        T::VERSION
+    }
+
     fn parameter_schema(&self) -> Value {
         parameter_schema_of::<T::Params>()
     }
@@ -160,6 +172,21 @@ impl<T: TypedStep> StepType for T {
             .map_err(|e| StepError::Fatal(format!("invalid parameters: {e}")))?;
         self.run(params, ctx).await
     }
+}
+
+/// The version a step type that declares none reports.
+pub const UNVERSIONED: &str = "0.0.0";
+
+/// The version of the operators (`transform`, `trigger_application`): the engine's.
+pub const OPERATOR_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The version of the step type `step_type` names: an operator's is the engine's; a
+/// step type not in `registry` has none.
+pub fn version_of(registry: &StepRegistry, step_type: &str) -> Option<String> {
+    if crate::operators::is_operator(step_type) {
+        return Some(OPERATOR_VERSION.to_string());
+    }
+    registry.get(step_type).map(|t| t.version().to_string())
 }
 
 /// The JSON Schema of a parameter struct, as published by step types.
@@ -194,5 +221,65 @@ impl StepRegistry {
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.types.keys().map(String::as_str)
+    }
+}
+
+/// Every step type of `registry` and every operator, as `GET /steps` and
+/// `sluice schema step` list them: name, kind (`step` or `operator`), version,
+/// description and parameter schema.
+pub fn step_type_listing(registry: &StepRegistry) -> Vec<Value> {
+    let mut types: Vec<Value> = registry
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "name": t.name(), "kind": "step", "version": t.version(),
+                "description": t.description(), "parameters": t.parameter_schema(),
+            })
+        })
+        .collect();
+    for (name, description, schema) in crate::operators::operator_catalog() {
+        types.push(serde_json::json!({
+            "name": name, "kind": "operator", "version": OPERATOR_VERSION,
+            "description": description, "parameters": schema,
+        }));
+    }
+    types
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Versioned;
+
+    #[async_trait]
+    impl TypedStep for Versioned {
+        const NAME: &'static str = "versioned";
+        const DESCRIPTION: &'static str = "A test step.";
+        const VERSION: &'static str = "2.1.0";
+        type Params = Value;
+
+        async fn run(&self, params: Value, _: &StepContext) -> Result<StepOutput, StepError> {
+            Ok(StepOutput::value(params))
+        }
+    }
+
+    #[test]
+    fn step_types_and_operators_carry_their_versions() {
+        let mut registry = StepRegistry::new();
+        registry.register(Versioned);
+        assert_eq!(registry.get("versioned").unwrap().version(), "2.1.0");
+        assert_eq!(version_of(&registry, "versioned").as_deref(), Some("2.1.0"));
+        assert_eq!(
+            version_of(&registry, "transform").as_deref(),
+            Some(env!("CARGO_PKG_VERSION"))
+        );
+        assert_eq!(version_of(&registry, "missing"), None);
+        let listing = step_type_listing(&registry);
+        assert_eq!(listing[0]["version"], "2.1.0");
+        assert_eq!(listing[0]["description"], "A test step.");
+        let transform = listing.iter().find(|t| t["name"] == "transform").unwrap();
+        assert_eq!(transform["kind"], "operator");
+        assert_eq!(transform["version"], env!("CARGO_PKG_VERSION"));
     }
 }

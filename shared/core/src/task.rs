@@ -25,6 +25,9 @@ pub fn task_document(run: &Run, outputs: Option<&Map<String, Value>>) -> Value {
         if !step.warnings.is_empty() {
             doc["warnings"] = json!(step.warnings);
         }
+        if let Some(version) = &step.type_version {
+            doc["version"] = json!(version);
+        }
         if let Some(n) = step.fan_out {
             doc["items"] = json!(n);
         }

@@ -128,14 +128,21 @@ impl StepCatalog {
     }
 }
 
+/// A configuration name, `^[a-z0-9][a-z0-9_-]{0,63}$`.
+fn is_config_name(name: &str) -> bool {
+    is_app_name(name) && !name.bytes().any(|b| b.is_ascii_uppercase())
+}
+
+/// An application id, `^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$` (SPEC §2: PowerFlow has ids
+/// like `CreateServiceNowCI`).
 fn is_app_name(name: &str) -> bool {
     let bytes = name.as_bytes();
     !bytes.is_empty()
         && bytes.len() <= 64
-        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
+        && bytes[0].is_ascii_alphanumeric()
         && bytes
             .iter()
-            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 fn is_identifier(id: &str) -> bool {
@@ -174,7 +181,10 @@ pub fn validate_application(app: &Application, catalog: &StepCatalog) -> Result<
     } else if !is_app_name(&app.name) {
         issue(
             "name".into(),
-            format!("\"{}\" must match ^[a-z0-9][a-z0-9_-]{{0,63}}$", app.name),
+            format!(
+                "\"{}\" must match ^[A-Za-z0-9][A-Za-z0-9_-]{{0,63}}$",
+                app.name
+            ),
         );
     }
     if let Some(friendly) = &app.friendly_name {
@@ -190,7 +200,7 @@ pub fn validate_application(app: &Application, catalog: &StepCatalog) -> Result<
         issue("author".into(), "must not be empty".into());
     }
     if let Some(config) = &app.configuration {
-        if !is_app_name(config) {
+        if !is_config_name(config) {
             issue(
                 "configuration".into(),
                 format!("\"{config}\" is not a valid configuration name"),
@@ -813,7 +823,7 @@ fn reference_problem(
 /// (unknown names and cycles, naming the chain).
 pub fn validate_configuration(config: &Configuration) -> Result<(), Invalid> {
     let mut issues = Vec::new();
-    if !is_app_name(&config.name) {
+    if !is_config_name(&config.name) {
         issues.push(Issue::new(
             "name",
             format!(
@@ -904,7 +914,7 @@ pub fn check_run_params(
         let path = format!("params.{name}");
         match name.as_str() {
             "configuration" => match value {
-                Value::String(s) if is_app_name(s) => settings.configuration = Some(s.clone()),
+                Value::String(s) if is_config_name(s) => settings.configuration = Some(s.clone()),
                 Value::Null => settings.configuration = None,
                 _ => issues.push(Issue::new(path, "must be a configuration name")),
             },
@@ -1086,6 +1096,29 @@ mod tests {
     }
 
     #[test]
+    fn application_ids_may_have_capitals_but_configuration_names_may_not() {
+        for name in ["CreateServiceNowCI", "9Lives", "a-B_c"] {
+            let mut doc = spec_example();
+            doc["name"] = json!(name);
+            assert_eq!(problems(doc), Vec::<String>::new(), "{name}");
+        }
+        let mut doc = spec_example();
+        doc["name"] = json!("_Leading");
+        assert_eq!(problems(doc.clone()).len(), 1);
+        doc["name"] = json!("A".repeat(65));
+        assert_eq!(problems(doc).len(), 1);
+        let mut doc = spec_example();
+        doc["configuration"] = json!("Acme-Prod");
+        assert_eq!(problems(doc).len(), 1);
+        // A derived id is still lowercase.
+        let mut doc = spec_example();
+        doc.as_object_mut().unwrap().remove("name");
+        doc["friendly_name"] = json!("Create ServiceNow CI");
+        let app = parse_application(&doc.to_string(), &catalog()).unwrap();
+        assert_eq!(app.name, "create_servicenow_ci");
+    }
+
+    #[test]
     fn reports_every_problem_with_its_path() {
         let doc = json!({
             "name": "Bad Name", "friendly_name": "x".repeat(67), "author": "",
@@ -1100,7 +1133,7 @@ mod tests {
         });
         let found = problems(doc);
         let expected = [
-            "name: \"Bad Name\" must match ^[a-z0-9][a-z0-9_-]{0,63}$",
+            "name: \"Bad Name\" must match ^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$",
             "friendly_name: at most 66 characters (got 67)",
             "author: must not be empty",
             "steps[1].id: duplicate step id \"A\" (also steps[0])",

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 use sluice_core::engine::Plan;
 use sluice_core::model::{new_run_id, Application, Configuration, ParentRef};
+use sluice_core::step::version_of;
 use sluice_core::validate::{check_config_references, check_run_params, RunSettings};
 use sluice_core::Invalid;
 
@@ -77,6 +78,11 @@ impl Runtime {
         run.params = request.params;
         run.parent = request.parent;
         run.replay_of = request.replay_of;
+        // Versions from this runtime's registry: on AWS the catalogue, generated from the
+        // same build as the step functions, so it names the versions they run.
+        for (step, spec) in run.steps.iter_mut().zip(&app.steps) {
+            step.type_version = version_of(&self.registry, &spec.step_type);
+        }
         if self.backend.runs.create_run(&run, &app).await? {
             self.remember_plan(&id, Arc::new(plan));
             self.publish(&run);

@@ -107,9 +107,25 @@ impl Runtime {
         self.process(run_id, event).await
     }
 
-    /// Validates and stores an application.
+    /// Validates and stores an application. Ids are case-sensitive in every store, so an
+    /// id differing from a stored one only in case is refused (it would be a second
+    /// application to the store but the same one to a reader).
     pub async fn put_application(&self, app: &Application) -> Result<(), StartError> {
         validate_application(app, &self.catalog)?;
+        let stored = self.backend.definitions.list_applications().await?;
+        if let Some(other) = stored
+            .iter()
+            .find(|other| other.name != app.name && other.name.eq_ignore_ascii_case(&app.name))
+        {
+            return Err(Invalid::one(Issue::new(
+                "name",
+                format!(
+                    "\"{}\" differs only in case from the stored application \"{}\"",
+                    app.name, other.name
+                ),
+            ))
+            .into());
+        }
         self.backend.definitions.put_application(app).await?;
         Ok(())
     }

@@ -60,6 +60,7 @@ impl TypedStep for CacheStep {
     const NAME: &'static str = "cache";
     const DESCRIPTION: &'static str =
         "Saves, reads or deletes a value in the cache shared by every run.";
+    const VERSION: &'static str = "1.0.0";
     type Params = CacheParams;
 
     async fn run(&self, params: CacheParams, ctx: &StepContext) -> Result<StepOutput, StepError> {

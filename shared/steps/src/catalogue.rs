@@ -19,6 +19,8 @@ pub const CATALOGUE_JSON: &str = include_str!("../catalogue.json");
 #[serde(deny_unknown_fields)]
 pub struct CatalogueEntry {
     pub name: String,
+    /// Semver version of the step type.
+    pub version: String,
     pub description: String,
     /// JSON Schema of the parameters object.
     pub parameters: Value,
@@ -35,6 +37,7 @@ pub fn entries_of(registry: &StepRegistry) -> Vec<CatalogueEntry> {
         .iter()
         .map(|t| CatalogueEntry {
             name: t.name().to_string(),
+            version: t.version().to_string(),
             description: t.description().to_string(),
             parameters: t.parameter_schema(),
         })
@@ -54,6 +57,10 @@ impl StepType for CatalogueStep {
 
     fn description(&self) -> &str {
         &self.0.description
+    }
+
+    fn version(&self) -> &str {
+        &self.0.version
     }
 
     fn parameter_schema(&self) -> Value {
@@ -105,6 +112,12 @@ mod tests {
             known.names().collect::<Vec<_>>(),
             ["cache", "echo", "http_request", "sql"]
         );
+        // The stand-ins report the versions of the step types they stand for.
+        for builtin in crate::builtin_registry().iter() {
+            let stand_in = known.get(builtin.name()).unwrap();
+            assert_eq!(stand_in.version(), builtin.version(), "{}", builtin.name());
+            assert_eq!(stand_in.version(), "1.0.0", "{}", builtin.name());
+        }
     }
 
     #[tokio::test]

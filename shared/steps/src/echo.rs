@@ -30,6 +30,7 @@ impl TypedStep for Echo {
     const NAME: &'static str = "echo";
     const DESCRIPTION: &'static str =
         "Returns `value` as its output; optionally logs `log` and ends in warning with `warning`.";
+    const VERSION: &'static str = "1.0.0";
     type Params = EchoParams;
 
     async fn run(&self, params: EchoParams, ctx: &StepContext) -> Result<StepOutput, StepError> {

@@ -145,6 +145,7 @@ impl TypedStep for HttpRequest {
     const NAME: &'static str = "http_request";
     const DESCRIPTION: &'static str =
         "Sends one HTTP request; the output is the response body (JSON, text, or status, headers and body).";
+    const VERSION: &'static str = "1.0.0";
     type Params = HttpRequestParams;
 
     async fn run(

@@ -9,9 +9,8 @@ use serde::{Deserialize, Serialize};
 
 /// The five roles, each including the ones before it (`Ord` follows the inclusion, so
 /// "highest wins" is `max`).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
-)]
+/// Written lowercase; read in any case (`Developer`), as the CLI reads them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Read everything but secrets.
@@ -59,6 +58,13 @@ impl Role {
 impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Role {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = std::borrow::Cow::<str>::deserialize(deserializer)?;
+        name.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -137,5 +143,17 @@ mod tests {
             serde_json::to_string(&Role::Configuration).unwrap(),
             "\"configuration\""
         );
+    }
+
+    #[test]
+    fn roles_in_documents_are_read_in_any_case() {
+        let role: Role = serde_json::from_str("\"Developer\"").unwrap();
+        assert_eq!(role, Role::Developer);
+        let role: Role = serde_json::from_value(serde_json::json!("VIEW")).unwrap();
+        assert_eq!(role, Role::View);
+        let err = serde_json::from_str::<Role>("\"root\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown role"), "{err}");
     }
 }

@@ -18,7 +18,8 @@ pub const MAX_FRIENDLY_NAME: usize = 66;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Application {
-    /// Identifier, `^[a-z0-9][a-z0-9_-]{0,63}$`. Derived from `friendly_name` when absent.
+    /// Identifier, `^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`, case-sensitive; a second id differing only
+    /// in case is refused. Derived (lowercase) from `friendly_name` when absent.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub name: String,
     /// Display name, at most 66 characters.
@@ -179,6 +180,12 @@ fn ten() -> usize {
 }
 
 impl Application {
+    /// Whether `meta.hidden` is `true`: listings leave the application out unless asked
+    /// (PowerFlow's hidden applications); it is still found by its id.
+    pub fn is_hidden(&self) -> bool {
+        self.meta.get("hidden") == Some(&Value::Bool(true))
+    }
+
     pub fn step(&self, id: &str) -> Option<&StepSpec> {
         self.steps.iter().find(|s| s.id == id)
     }

@@ -181,6 +181,10 @@ pub struct StepRun {
     pub fan_out: Option<u32>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub units: Vec<Unit>,
+    /// Version of the step's type, recorded when the run is created (see
+    /// docs/semantics.md, "Step type versions"); `None` in runs stored before versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub type_version: Option<String>,
 }
 
 impl StepRun {
@@ -196,6 +200,7 @@ impl StepRun {
             child_run: None,
             fan_out: None,
             units: Vec::new(),
+            type_version: None,
         }
     }
 }

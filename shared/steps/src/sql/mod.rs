@@ -172,6 +172,7 @@ impl TypedStep for Sql {
     const NAME: &'static str = "sql";
     const DESCRIPTION: &'static str =
         "Runs one SQL statement (bound parameters) on SQLite, PostgreSQL or MySQL: rows, rows affected, or a table's columns.";
+    const VERSION: &'static str = "1.0.0";
     type Params = SqlParams;
 
     async fn run(&self, params: SqlParams, ctx: &StepContext) -> Result<StepOutput, StepError> {
