@@ -20,8 +20,10 @@ echo "== moto (AWS services for sluice-aws and the --backend aws tests)"
 eval "$(scripts/start-moto.sh)"
 trap '"$SLUICE_TEST_MOTO_STOP" >/dev/null 2>&1 || true; "$SLUICE_TEST_POSTGRES_STOP" >/dev/null 2>&1 || true' EXIT
 
-echo "== template.yaml (generated from infra/functions.toml; lints clean as CloudFormation sees it)"
-cargo run --quiet -p sluice-infra -- --check
+echo "== template.yaml (generated from infra/functions.toml and the step types; lints clean as CloudFormation sees it)"
+# `sluice infra --check`: also checks the function list against the step registry and the
+# step catalogue, which in this repository is shared/steps/catalogue.json.
+cargo run --quiet -- infra --check --catalogue-out shared/steps/catalogue.json
 cfn-lint template.yaml
 # Some rules (E3505: a queue's visibility against its consumer's timeout) only see the
 # resources the SAM transform creates: lint the translated template too.
@@ -32,6 +34,9 @@ cfn-lint -a cfn_lint_serverless.rules -- target/sam/translated.json
 echo "== formatting and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+# The libraries' rustdoc (the step SDK's is a step author's reference) builds without a
+# warning; its examples run as doc tests below.
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --lib --quiet
 
 echo "== tests"
 cargo test --workspace

@@ -7,6 +7,7 @@ use std::path::Path;
 use anyhow::Context;
 use clap::Subcommand;
 use sluice_aws::{AwsEnvironment, AwsSettings};
+use sluice_core::step::StepRegistry;
 
 use crate::local::{Local, Store};
 
@@ -19,9 +20,8 @@ pub enum AwsCommand {
     Provision,
 }
 
-/// Every queue's step type: the built-in step types and the operators' `transform`.
-fn step_types() -> Vec<String> {
-    let registry = sluice_steps::builtin_registry();
+/// Every queue's step type: the registered step types and the operators' `transform`.
+fn step_types(registry: &StepRegistry) -> Vec<String> {
     let mut names: Vec<String> = registry.names().map(str::to_string).collect();
     names.push(sluice_core::operators::TRANSFORM.to_string());
     names.sort();
@@ -40,12 +40,20 @@ pub fn settings(stack_outputs: Option<&Path>) -> anyhow::Result<AwsSettings> {
         .with_context(|| format!("--stack-outputs {}", path.display()))
 }
 
-pub async fn dispatch(cmd: AwsCommand, stack_outputs: Option<&Path>) -> anyhow::Result<u8> {
+pub async fn dispatch(
+    cmd: AwsCommand,
+    stack_outputs: Option<&Path>,
+    registry: &StepRegistry,
+) -> anyhow::Result<u8> {
     match cmd {
         AwsCommand::Provision => {
             let env = AwsEnvironment::load(settings(stack_outputs)?).await;
-            let done = sluice_aws::provision::provision(&env.clients, &env.settings, &step_types())
-                .await?;
+            let done = sluice_aws::provision::provision(
+                &env.clients,
+                &env.settings,
+                &step_types(registry),
+            )
+            .await?;
             println!("Tables:         {}", done.tables.join(", "));
             println!(
                 "Queues:         {} (each with a -dlq)",
@@ -60,10 +68,14 @@ pub async fn dispatch(cmd: AwsCommand, stack_outputs: Option<&Path>) -> anyhow::
     }
 }
 
-/// The AWS environment from the standard variables, with a runtime over it.
-pub async fn open_local(stack_outputs: Option<&Path>) -> anyhow::Result<Local> {
+/// The AWS environment from the standard variables, with a runtime over it executing
+/// `registry`'s step types.
+pub async fn open_local(
+    stack_outputs: Option<&Path>,
+    registry: &StepRegistry,
+) -> anyhow::Result<Local> {
     let env = AwsEnvironment::load(settings(stack_outputs)?).await;
-    let runtime = env.runtime(sluice_steps::builtin_registry());
+    let runtime = env.runtime(registry.clone());
     Ok(Local {
         store: Store::Aws(Box::new(env)),
         runtime,

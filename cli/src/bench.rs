@@ -103,13 +103,17 @@ async fn wait_all(runtime: &Runtime, ids: &[String]) -> anyhow::Result<Vec<Run>>
     }
 }
 
-pub async fn run(args: BenchArgs) -> anyhow::Result<u8> {
+/// Runs the measurements; their applications use `echo`, which `registry` must hold.
+pub async fn run(
+    args: BenchArgs,
+    registry: &sluice_core::step::StepRegistry,
+) -> anyhow::Result<u8> {
     let temp = args.dir.is_none();
     let dir = args.dir.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("sluice-bench-{}", std::process::id()))
     });
     let _ = std::fs::remove_dir_all(&dir);
-    let local = Local::open(&dir, None)?;
+    let local = Local::open(&dir, None, registry)?;
     let runtime = local.runtime.clone();
     runtime
         .put_application(&chain_app())

@@ -574,6 +574,7 @@ pub fn serves(command: &crate::Command) -> bool {
             | C::Cache(_)
             | C::Tokens(_)
             | C::Schedules(_)
+            | C::Steps(_)
     )
 }
 
@@ -592,6 +593,7 @@ pub async fn dispatch(
         C::Cache(cmd) => cache(&client, cmd).await,
         C::Tokens(cmd) => crate::tokens::remote(&client, cmd).await,
         C::Schedules(cmd) => crate::schedules::remote(&client, cmd).await,
+        C::Steps(cmd) => crate::steps::remote(&client, cmd).await,
         _ => unreachable!("serves() said no"),
     }
 }

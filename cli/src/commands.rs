@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 use sluice_core::json::parse_document;
 use sluice_core::model::{Application, Configuration, RunState, Schedule};
 use sluice_core::ports::RunQuery;
+use sluice_core::step::StepRegistry;
 use sluice_core::task::{rfc3339, task_document};
 use sluice_core::validate::{parse_application, parse_configuration};
 use sluice_core::Invalid;
@@ -19,18 +20,23 @@ use crate::{
     SchemaKind, SchemaTopic, EXIT_INVALID, EXIT_RUN_FAILED,
 };
 
-pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
+/// Runs one command with `registry`'s step types.
+pub async fn dispatch(cli: Cli, registry: &StepRegistry) -> anyhow::Result<u8> {
     match cli.command {
-        Command::Validate { files, kind } => validate(&files, kind),
+        Command::Validate { files, kind } => validate(&files, kind, registry),
         Command::Schema { kind, name } => {
             println!(
                 "{}",
-                serde_json::to_string_pretty(&schema_topic(kind, name)?)?
+                serde_json::to_string_pretty(&schema_topic(kind, name, registry)?)?
             );
             Ok(0)
         }
-        Command::Bench(args) => crate::bench::run(args).await,
-        Command::Aws(cmd) => crate::aws::dispatch(cmd, cli.stack_outputs.as_deref()).await,
+        Command::Infra(args) => crate::infra::run(args, registry),
+        Command::New(args) => crate::scaffold::run(args),
+        Command::Bench(args) => crate::bench::run(args, registry).await,
+        Command::Aws(cmd) => {
+            crate::aws::dispatch(cmd, cli.stack_outputs.as_deref(), registry).await
+        }
         command if cli.endpoint.is_some() && crate::client::serves(&command) => {
             crate::client::dispatch(
                 cli.endpoint.as_deref().unwrap_or_default(),
@@ -39,15 +45,19 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             )
             .await
         }
-        Command::Serve(args) => crate::serve::run(&cli.data_dir, cli.result_expires, args).await,
+        Command::Serve(args) => {
+            crate::serve::run(&cli.data_dir, cli.result_expires, registry, args).await
+        }
         Command::Tokens(cmd) => crate::tokens::local(&cli.data_dir, cmd).await,
         Command::Backup { file } => crate::backup::backup(&cli.data_dir, &file).await,
         Command::Restore { file } => crate::backup::restore(&cli.data_dir, &file).await,
         command => {
             let local = match cli.backend {
-                crate::BackendKind::Embedded => Local::open(&cli.data_dir, cli.result_expires)?,
+                crate::BackendKind::Embedded => {
+                    Local::open(&cli.data_dir, cli.result_expires, registry)?
+                }
                 crate::BackendKind::Aws => {
-                    crate::aws::open_local(cli.stack_outputs.as_deref()).await?
+                    crate::aws::open_local(cli.stack_outputs.as_deref(), registry).await?
                 }
             };
             match command {
@@ -61,25 +71,32 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 Command::Configs(cmd) => configs(&local.runtime, cmd).await,
                 Command::Runs(cmd) => runs(&local, cmd).await,
                 Command::Cache(cmd) => cache(&local.runtime, cmd).await,
-                Command::Validate { .. } | Command::Schema { .. } | Command::Bench(_) => {
-                    unreachable!()
-                }
+                Command::Validate { .. }
+                | Command::Schema { .. }
+                | Command::Infra(_)
+                | Command::New(_)
+                | Command::Bench(_) => unreachable!(),
                 Command::Aws(_) => unreachable!(),
                 Command::Serve(_)
                 | Command::Tokens(_)
                 | Command::Backup { .. }
                 | Command::Restore { .. } => unreachable!(),
                 Command::Schedules(cmd) => crate::schedules::local(&local, cmd).await,
+                Command::Steps(cmd) => crate::steps::local(&local, cmd).await,
             }
         }
     }
 }
 
 /// What `sluice schema KIND [NAME]` prints.
-fn schema_topic(topic: SchemaTopic, name: Option<String>) -> anyhow::Result<Value> {
+fn schema_topic(
+    topic: SchemaTopic,
+    name: Option<String>,
+    registry: &StepRegistry,
+) -> anyhow::Result<Value> {
     let kind = match topic {
         SchemaTopic::Step => {
-            let types = sluice_core::step::step_type_listing(&sluice_steps::builtin_registry());
+            let types = sluice_core::step::step_type_listing(registry);
             return match name {
                 None => Ok(Value::Array(types)),
                 Some(name) => types
@@ -336,8 +353,12 @@ async fn resume(
 }
 
 /// Validates each file as `kind`, or as the kind its top-level fields tell.
-fn validate(files: &[std::path::PathBuf], kind: Option<SchemaKind>) -> anyhow::Result<u8> {
-    let catalog = sluice_core::validate::StepCatalog::new(&sluice_steps::builtin_registry());
+fn validate(
+    files: &[std::path::PathBuf],
+    kind: Option<SchemaKind>,
+    registry: &StepRegistry,
+) -> anyhow::Result<u8> {
+    let catalog = sluice_core::validate::StepCatalog::new(registry);
     let mut code = 0;
     for file in files {
         let text = match read(file) {

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
+use sluice_core::step::StepRegistry;
 use sluice_embedded::{DataDirLock, EmbeddedStore};
 use sluice_runtime::{Backend, Runtime, RuntimeConfig, WorkerPool};
 
@@ -21,9 +22,14 @@ pub struct Local {
 }
 
 impl Local {
-    /// Opens a data directory; runs started here are kept `result_expires` seconds
-    /// (`--result-expires`, `SLUICE_RESULT_EXPIRES`; the default otherwise).
-    pub fn open(data_dir: &Path, result_expires: Option<i64>) -> anyhow::Result<Self> {
+    /// Opens a data directory with a runtime executing `registry`'s step types; runs
+    /// started here are kept `result_expires` seconds (`--result-expires`,
+    /// `SLUICE_RESULT_EXPIRES`; the default otherwise).
+    pub fn open(
+        data_dir: &Path,
+        result_expires: Option<i64>,
+        registry: &StepRegistry,
+    ) -> anyhow::Result<Self> {
         let store = EmbeddedStore::open(data_dir)
             .with_context(|| format!("cannot open data directory {}", data_dir.display()))?;
         let ports = store.ports();
@@ -38,7 +44,7 @@ impl Local {
         if let Some(seconds) = result_expires {
             config.result_expires = chrono::Duration::seconds(seconds);
         }
-        let runtime = Runtime::new(backend, sluice_steps::builtin_registry(), config);
+        let runtime = Runtime::new(backend, registry.clone(), config);
         Ok(Self {
             store: Store::Embedded(store),
             runtime,
@@ -121,7 +127,8 @@ mod tests {
     #[tokio::test]
     async fn result_expires_sets_how_long_runs_are_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let local = Local::open(dir.path(), Some(60)).unwrap();
+        let registry = sluice_steps::builtin_registry();
+        let local = Local::open(dir.path(), Some(60), &registry).unwrap();
         let app: sluice_core::model::Application = serde_json::from_value(serde_json::json!({
             "name": "keep", "author": "t",
             "steps": [{"id": "A", "type": "echo", "parameters": {"value": 1}}]
@@ -148,7 +155,7 @@ mod tests {
         let after = run.created_at + chrono::Duration::seconds(61);
         assert_eq!(store.purge_expired_at(after).await.unwrap().runs, 1);
 
-        let default = Local::open(&dir.path().join("other"), None).unwrap();
+        let default = Local::open(&dir.path().join("other"), None, &registry).unwrap();
         let run = default
             .runtime
             .start(StartRequest {

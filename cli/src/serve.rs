@@ -74,10 +74,11 @@ fn admin_credentials() -> anyhow::Result<AdminCredentials> {
 pub async fn run(
     data_dir: &Path,
     result_expires: Option<i64>,
+    registry: &sluice_core::step::StepRegistry,
     args: ServeArgs,
 ) -> anyhow::Result<u8> {
     let admin = admin_credentials()?;
-    let local = Local::open(data_dir, result_expires)?;
+    let local = Local::open(data_dir, result_expires, registry)?;
     let Store::Embedded(store) = &local.store else {
         bail!("sluice serve runs on the embedded data directory; on AWS the api function serves the API");
     };
@@ -146,10 +147,9 @@ pub async fn run(
         "Listening on http://{addr} (data directory {})",
         data_dir.display()
     );
-    // The client address tells callers apart for the rate limit.
-    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+    // Gives handlers the client address (the rate limit tells callers apart by it) and
+    // turns the HTTP layer's own refusals into JSON errors.
+    sluice_api::serve(listener, app, shutdown_signal())
         .await
         .context("the HTTP server failed")?;
 

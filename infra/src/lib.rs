@@ -3,8 +3,10 @@
 //! template (`template.yaml`), and [`iam`] holds what each function's role may do, which
 //! both the template and the IAM table of `docs/aws.md` are generated from.
 //!
-//! A project with step types of its own builds its [`Stack`] from its own catalogue
-//! (or in code) and renders its own template:
+//! [`generate::generate`] writes (or checks) all of a project's generated files at once;
+//! it is what the `sluice-infra` binary and `sluice infra` (which also cross-checks the
+//! function list against the project's step registry and writes its step catalogue) run.
+//! The pieces work alone too:
 //!
 //! ```no_run
 //! let stack = sluice_infra::Stack::load("infra/functions.toml".as_ref()).unwrap();
@@ -15,6 +17,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+pub mod generate;
 pub mod iam;
 pub mod template;
 

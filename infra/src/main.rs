@@ -1,15 +1,16 @@
 //! `sluice-infra`: writes `template.yaml` and the IAM table of `docs/aws.md` from the
 //! function catalogue; `--check` only compares and fails (exit 1) when either is stale.
+//! `sluice infra` runs the same generator and also checks the function list against the
+//! step registry and writes the step catalogue.
 //!
 //!     cargo run -p sluice-infra              # rewrite both
-//!     cargo run -p sluice-infra -- --check   # what scripts/test.sh runs
+//!     cargo run -p sluice-infra -- --check   # compare only
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Parser;
-use sluice_infra::{iam, template, Stack};
+use sluice_infra::generate::{generate, Mode, Paths};
 
 #[derive(Parser)]
 #[command(about = "Generate the SAM template and the IAM table of the Sluice stack.")]
@@ -17,6 +18,9 @@ struct Args {
     /// Compare instead of writing; exit 1 when a file is out of date.
     #[arg(long)]
     check: bool,
+    /// The project root the other paths are relative to.
+    #[arg(long, default_value = ".")]
+    root: PathBuf,
     /// The function catalogue.
     #[arg(long, default_value = "infra/functions.toml")]
     catalogue: PathBuf,
@@ -30,38 +34,28 @@ struct Args {
 
 fn main() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
-    let stack = Stack::load(&args.catalogue)?;
-    let mut files = vec![(args.template.clone(), template::render(&stack))];
-    if args.doc.exists() {
-        let doc = std::fs::read_to_string(&args.doc)
-            .with_context(|| format!("reading {}", args.doc.display()))?;
-        let updated = iam::replace_markdown_table(&doc, &stack)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", args.doc.display()))?;
-        files.push((args.doc.clone(), updated));
+    let paths = Paths {
+        functions: args.catalogue,
+        template: args.template,
+        doc: args.doc,
+    };
+    let mode = if args.check { Mode::Check } else { Mode::Write };
+    let done = generate(&args.root, &paths, None, &[], mode)?;
+    for path in &done.written {
+        println!("wrote {}", path.display());
     }
-    let mut stale = false;
-    for (path, text) in files {
-        let current = std::fs::read_to_string(&path).unwrap_or_default();
-        if current == text {
-            continue;
+    if mode == Mode::Check {
+        if !done.stale.is_empty() {
+            for path in &done.stale {
+                eprintln!(
+                    "{} is out of date with {}: run `cargo run -p sluice-infra`",
+                    path.display(),
+                    paths.functions.display()
+                );
+            }
+            return Ok(ExitCode::FAILURE);
         }
-        if args.check {
-            eprintln!(
-                "{} is out of date with {}: run `cargo run -p sluice-infra`",
-                path.display(),
-                args.catalogue.display()
-            );
-            stale = true;
-        } else {
-            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-            println!("wrote {}", path.display());
-        }
-    }
-    let names: Vec<&str> = stack.step_types().map(|t| t.name.as_str()).collect();
-    if stale {
-        return Ok(ExitCode::FAILURE);
-    }
-    if args.check {
+        let names: Vec<&str> = done.stack.step_types().map(|t| t.name.as_str()).collect();
         println!(
             "template.yaml and the IAM table agree with the catalogue (step types: {})",
             names.join(", ")

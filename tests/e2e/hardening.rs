@@ -1,6 +1,6 @@
 //! The process from the outside: refused runs store nothing, the example leaves the
 //! tracked files as they are, a closed stdout pipe ends the CLI quietly, the data
-//! directory is private.
+//! directory is private, requests the HTTP parser refuses get JSON errors.
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
@@ -127,4 +127,82 @@ async fn a_deleted_secret_key_stops_the_next_run_loudly() {
         !s.data_dir().join("secret.key").exists(),
         "no new key was made"
     );
+}
+
+/// What `sluice serve` answers to `request` sent as raw bytes over TCP: the status line,
+/// the content type and the body as JSON (`Null` when it is not JSON).
+async fn raw_answer(base: &str, request: Vec<u8>) -> (String, String, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = base.trim_start_matches("http://");
+    let (mut reader, mut writer) = tokio::net::TcpStream::connect(address)
+        .await
+        .unwrap()
+        .into_split();
+    // Sent alongside: the server may refuse the request before reading all of it.
+    let sender = tokio::spawn(async move {
+        let _ = writer.write_all(&request).await;
+        writer
+    });
+    let mut wire = Vec::new();
+    reader.read_to_end(&mut wire).await.unwrap();
+    drop(sender.await);
+    let text = String::from_utf8_lossy(&wire);
+    let (head, body) = text.split_once("\r\n\r\n").expect("a complete answer");
+    let mut lines = head.lines();
+    let status_line = lines.next().unwrap().to_string();
+    let content_type = lines
+        .filter_map(|l| l.split_once(':'))
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+        .map(|(_, value)| value.trim().to_string())
+        .unwrap_or_default();
+    let body = serde_json::from_str(body).unwrap_or(serde_json::Value::Null);
+    (status_line, content_type, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_the_http_parser_refuses_get_json_errors_from_serve() {
+    let s = Scratch::new();
+    let serve = s.serve().await;
+    let get = |target: String, headers: String| {
+        format!("GET {target} HTTP/1.1\r\nhost: sluice\r\nconnection: close\r\n{headers}\r\n")
+            .into_bytes()
+    };
+    let long = |kib: usize| format!("/api/v1/tasks?application={}", "a".repeat(kib * 1024));
+    let cases = [
+        (
+            get(long(70), String::new()),
+            "414 URI Too Long",
+            "uri_too_long",
+        ),
+        (
+            get(long(200), String::new()),
+            "414 URI Too Long",
+            "uri_too_long",
+        ),
+        (
+            get(
+                "/healthcheck".into(),
+                format!("x-padding: {}\r\n", "p".repeat(600 * 1024)),
+            ),
+            "431 Request Header Fields Too Large",
+            "headers_too_large",
+        ),
+        (
+            b"GARBAGE\r\n\r\n".to_vec(),
+            "400 Bad Request",
+            "bad_request",
+        ),
+    ];
+    for (request, status, code) in cases {
+        let (status_line, content_type, body) = raw_answer(&serve.base, request).await;
+        assert_eq!(status_line, format!("HTTP/1.1 {status}"), "{body}");
+        assert_eq!(content_type, "application/json", "{status_line}");
+        assert_eq!(body["error"]["code"], code, "{body}");
+        assert!(body["error"]["message"].is_string(), "{body}");
+    }
+    // The server goes on answering.
+    let (status_line, _, body) =
+        raw_answer(&serve.base, get("/healthcheck".into(), String::new())).await;
+    assert_eq!(status_line, "HTTP/1.1 200 OK", "{body}");
+    assert_eq!(serve.stop().await, 0);
 }

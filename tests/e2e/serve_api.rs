@@ -383,12 +383,39 @@ async fn every_endpoint_over_http() {
         (422, Some("parameters")),
         "{body}"
     );
+    // A template renders alone, with what its predecessor would have given as `input`.
+    let (status, rendered) = serve
+        .post(
+            "/api/v1/steps/run",
+            &admin,
+            &json!({"name": "transform", "input": {"devices": [{"name": "a"}, {"name": "b"}]},
+                    "parameters": {"template": "{{ input.devices | map(attribute='name') | list | tojson }}"}}),
+        )
+        .await;
     assert_eq!(
-        serve
-            .post("/api/v1/steps/run", &admin, &json!({"name": "transform"}))
-            .await
-            .0,
-        400
+        (status, &rendered["state"], &rendered["output"]),
+        (200, &json!("success"), &json!(["a", "b"])),
+        "{rendered}"
+    );
+    let (status, body) = serve
+        .post("/api/v1/steps/run", &admin, &json!({"name": "transform"}))
+        .await;
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (422, Some("parameters")),
+        "{body}"
+    );
+    let (status, body) = serve
+        .post(
+            "/api/v1/steps/run",
+            &admin,
+            &json!({"name": "trigger_application", "parameters": {"application": "x"}}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (400, Some("name")),
+        "{body}"
     );
     assert_eq!(serve.get("/api/v1/steps/nope", &admin).await.0, 404);
 

@@ -96,10 +96,10 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let internal = self.status == StatusCode::INTERNAL_SERVER_ERROR;
-        let message = if internal {
+impl ApiError {
+    /// The body of the answer: `{"error": {"code", "message", "field"?}}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let message = if self.status == StatusCode::INTERNAL_SERVER_ERROR {
             INTERNAL_MESSAGE
         } else {
             self.message.as_str()
@@ -108,7 +108,14 @@ impl IntoResponse for ApiError {
         if let Some(field) = &self.field {
             error["field"] = json!(field);
         }
-        let mut response = (self.status, axum::Json(json!({ "error": error }))).into_response();
+        json!({ "error": error })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let internal = self.status == StatusCode::INTERNAL_SERVER_ERROR;
+        let mut response = (self.status, axum::Json(self.to_json())).into_response();
         if let Some(seconds) = self.retry_after {
             response
                 .headers_mut()

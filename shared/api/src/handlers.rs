@@ -21,11 +21,11 @@ use sluice_core::model::{
 };
 use sluice_core::operators;
 use sluice_core::ports::RunQuery;
-use sluice_core::redact::Redactor;
-use sluice_core::step::{StepContext, StepLogger};
 use sluice_core::task::{rfc3339, task_document};
 use sluice_core::validate::{parse_application, parse_configuration};
-use sluice_runtime::{Runtime, StartRequest};
+use sluice_runtime::{
+    Runtime, SingleStepError, SingleStepOutcome, SingleStepRequest, StartRequest,
+};
 
 use crate::auth::{new_token, token_hash, Identity};
 use crate::body::{Body, Params};
@@ -531,10 +531,15 @@ async fn get_step(State(state): State<Shared>, Path(name): Path<String>) -> Resu
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StepRunRequest {
-    /// A registered step type (operators run only inside applications).
+    /// A registered step type, or the operator `transform` (`template_render`) to
+    /// test-render a template. `trigger_application` starts runs: start the run instead.
     pub name: String,
+    /// The parameters, as they are: references do not resolve outside a run.
     #[serde(default)]
     pub parameters: Map<String, Value>,
+    /// `transform` only: what its template sees as `input` (its predecessor's output).
+    #[serde(default)]
+    pub input: Option<Value>,
     /// Seconds before the attempt is abandoned (default 60, at most 900).
     #[serde(default)]
     pub timeout_seconds: Option<u64>,
@@ -547,21 +552,8 @@ async fn run_step(
     State(state): State<Shared>,
     Extension(identity): Extension<Identity>,
     body: Body,
-) -> Result<Json<Value>> {
+) -> Result<Json<SingleStepOutcome>> {
     let request: StepRunRequest = body.parse()?;
-    if operators::is_operator(&request.name) {
-        return Err(ApiError::bad_request(format!(
-            "name: \"{}\" is an operator; operators run only inside applications",
-            request.name
-        ))
-        .with_field("name"));
-    }
-    let step_type = state
-        .runtime
-        .registry()
-        .get(&request.name)
-        .cloned()
-        .ok_or_else(|| ApiError::not_found(format!("step type \"{}\" not found", request.name)))?;
     let timeout = request.timeout_seconds.unwrap_or(60);
     if !(1..=900).contains(&timeout) {
         return Err(
@@ -576,58 +568,33 @@ async fn run_step(
         )
         .with_field("loglevel"));
     }
-    let run_id = format!("steprun-{}", uuid_like());
-    let logger = StepLogger::new(&request.name, 1, loglevel, Redactor::default());
-    let ctx = StepContext {
-        run_id,
-        step_id: request.name.clone(),
-        attempt: 1,
-        unit: 0,
-        log: logger.clone(),
-        cache: state.runtime.backend().cache.clone(),
-    };
+    if request.input.is_some() && !operators::is_operator(&request.name) {
+        return Err(
+            ApiError::bad_request("input: only a transform takes an input").with_field("input"),
+        );
+    }
     tracing::info!(who = %identity.name, step = %request.name, "step run");
-    let started = Instant::now();
-    let result = tokio::time::timeout(
-        Duration::from_secs(timeout),
-        step_type.execute(Value::Object(request.parameters), &ctx),
-    )
-    .await;
-    let seconds = started.elapsed().as_secs_f64();
-    let logs: Vec<Value> = logger.drain().iter().map(|e| log_doc(0, e)).collect();
-    let doc = match result {
-        Err(_) => {
-            json!({"name": request.name, "state": "failed", "output": null, "warnings": [], "error": format!("timed out after {timeout}s"), "seconds": seconds, "logs": logs})
-        }
-        Ok(Ok(output)) => json!({
-            "name": request.name,
-            "state": if output.warnings.is_empty() { "success" } else { "warning" },
-            "output": output.value,
-            "warnings": output.warnings,
-            "error": null,
-            "seconds": seconds,
-            "logs": logs,
-        }),
-        Ok(Err(e)) if e.message().starts_with("invalid parameters") => {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid",
-                e.message().to_string(),
-            )
-            .with_field("parameters"))
-        }
-        Ok(Err(e)) => {
-            json!({"name": request.name, "state": "failed", "output": null, "warnings": [], "error": e.message(), "seconds": seconds, "logs": logs})
-        }
-    };
-    Ok(Json(doc))
-}
-
-fn uuid_like() -> String {
-    use rand::RngCore;
-    let mut bytes = [0u8; 8];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    hex::encode(bytes)
+    let outcome = state
+        .runtime
+        .run_single_step(SingleStepRequest {
+            name: request.name,
+            parameters: request.parameters,
+            input: request.input,
+            timeout: Duration::from_secs(timeout),
+            loglevel,
+        })
+        .await
+        .map_err(|e| match e {
+            SingleStepError::UnknownType(_) => ApiError::not_found(e.to_string()),
+            SingleStepError::NotSingle(_) => {
+                ApiError::bad_request(e.to_string()).with_field("name")
+            }
+            SingleStepError::InvalidParameters(_) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string())
+                    .with_field("parameters")
+            }
+        })?;
+    Ok(Json(outcome))
 }
 
 // ---- tasks -------------------------------------------------------------------------

@@ -8,7 +8,7 @@
 //! ```ignore
 //! let state = ApiState::new(runtime, ApiPorts { schedules, schedule_stats, scheduler, access },
 //!                           AdminCredentials { user: "admin".into(), password_hash: Some(phc) });
-//! axum::serve(listener, sluice_api::router(state)).await?;
+//! sluice_api::serve(listener, sluice_api::router(state), shutdown).await?;
 //! ```
 //!
 //! On AWS, put a verified JWT's [`JwtClaims`] into each request's extensions (see there).
@@ -21,6 +21,7 @@ pub mod limits;
 pub mod openapi;
 pub mod routes;
 pub mod schedules;
+mod server;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +41,7 @@ pub use handlers::{
 };
 pub use limits::{ApiClock, Rate};
 pub use routes::{RouteSpec, ROUTES};
+pub use server::{serve, JsonErrorListener, JsonErrorStream};
 
 /// Largest request body accepted by default (bigger gets 413): applications and
 /// configurations are documents, not data.
@@ -96,7 +98,8 @@ impl ApiState {
 pub(crate) type Shared = Arc<ApiState>;
 
 /// Longest request target (path and query) answered normally; longer gets a JSON 414.
-/// (Beyond 64 KiB the HTTP layer itself answers a bare 414 before any handler runs.)
+/// (Beyond 64 KiB hyper refuses it before any handler runs; [`serve`] makes that answer
+/// the same JSON 414.)
 pub const MAX_URI_BYTES: usize = 8 * 1024;
 
 /// Response header carrying the request id (also in the message of a 500 answer).
@@ -213,14 +216,9 @@ async fn request_context(request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let mut response = if request.uri().to_string().len() > MAX_URI_BYTES {
-        ApiError::new(
-            axum::http::StatusCode::URI_TOO_LONG,
-            "uri_too_long",
-            format!("the request target is longer than {MAX_URI_BYTES} bytes"),
-        )
-        .into_response()
+        server::refused_request(axum::http::StatusCode::URI_TOO_LONG).into_response()
     } else {
-        next.run(request).await
+        as_json_error(next.run(request).await).await
     };
     if let Some(detail) = response.extensions_mut().remove::<error::InternalDetail>() {
         tracing::error!(request_id, %method, path, error = %detail.0, "request failed");
@@ -236,6 +234,56 @@ async fn request_context(request: Request, next: Next) -> Response {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     response
+}
+
+/// A client error axum answered on its own (an extractor's rejection, in plain text) in
+/// the API's JSON shape, with that text as the message.
+async fn as_json_error(response: Response) -> Response {
+    use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !status.is_client_error() || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    // A rejection is one line: a longer body is not worth repeating.
+    let text = axum::body::to_bytes(body, 1024)
+        .await
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes.to_vec()).ok())
+        .map(|text| text.trim().to_string())
+        .filter(|text| !text.is_empty());
+    let message = text.unwrap_or_else(|| status.canonical_reason().unwrap_or("refused").into());
+    let mut json = ApiError::new(status, error_code(status), message).into_response();
+    for (name, value) in &parts.headers {
+        if name != CONTENT_TYPE && name != CONTENT_LENGTH {
+            json.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    json
+}
+
+/// The `code` of an error answer of this status (see docs/api.md).
+fn error_code(status: axum::http::StatusCode) -> &'static str {
+    use axum::http::StatusCode as S;
+    match status {
+        S::UNAUTHORIZED => "unauthorized",
+        S::FORBIDDEN => "forbidden",
+        S::NOT_FOUND => "not_found",
+        S::METHOD_NOT_ALLOWED => "method_not_allowed",
+        S::CONFLICT => "conflict",
+        S::PAYLOAD_TOO_LARGE => "payload_too_large",
+        S::URI_TOO_LONG => "uri_too_long",
+        S::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        S::UNPROCESSABLE_ENTITY => "invalid",
+        S::TOO_MANY_REQUESTS => "rate_limited",
+        S::REQUEST_HEADER_FIELDS_TOO_LARGE => "headers_too_large",
+        _ => "bad_request",
+    }
 }
 
 fn new_request_id() -> String {

@@ -2,6 +2,7 @@
 //! range-checked, callers are rate-limited (on a driven clock), password guessing is
 //! bounded per caller, and error answers are JSON that never carries backend text.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -423,6 +424,177 @@ async fn an_overlong_request_target_is_a_json_414() {
     let (status, _, body) = send(&router, "GET", &uri, "10.0.0.1", None).await;
     assert_eq!(status, StatusCode::URI_TOO_LONG);
     assert_eq!(body["error"]["code"], "uri_too_long");
+}
+
+/// Serves the fixture's router on a free port of 127.0.0.1 as `sluice serve` does.
+async fn bound_server(f: &Fixture) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(sluice_api::serve(
+        listener,
+        f.router(),
+        std::future::pending(),
+    ));
+    address
+}
+
+/// One HTTP/1.1 answer read off the wire.
+#[derive(Debug)]
+struct RawAnswer {
+    status_line: String,
+    headers: HashMap<String, String>,
+    body: Value,
+}
+
+/// Sends `request` as it is and reads every answer until the server closes. The
+/// request is sent alongside: the server may refuse it before reading it all.
+async fn raw_exchange(address: SocketAddr, request: Vec<u8>) -> Vec<RawAnswer> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut reader, mut writer) = tokio::net::TcpStream::connect(address)
+        .await
+        .unwrap()
+        .into_split();
+    let sender = tokio::spawn(async move {
+        let _ = writer.write_all(&request).await;
+        writer
+    });
+    let mut wire = Vec::new();
+    reader
+        .read_to_end(&mut wire)
+        .await
+        .expect("the answer arrives before the connection closes");
+    drop(sender.await);
+    let mut answers = Vec::new();
+    let mut rest = wire.as_slice();
+    while !rest.is_empty() {
+        let text = String::from_utf8_lossy(rest);
+        let (head, _) = text.split_once("\r\n\r\n").expect("a complete head");
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap().to_string();
+        let headers: HashMap<String, String> = lines
+            .map(|l| l.split_once(':').unwrap())
+            .map(|(n, v)| (n.to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let length: usize = headers["content-length"].parse().unwrap();
+        let body = &rest[head.len() + 4..head.len() + 4 + length];
+        answers.push(RawAnswer {
+            status_line,
+            body: serde_json::from_slice(body).unwrap_or(Value::Null),
+            headers,
+        });
+        rest = &rest[head.len() + 4 + length..];
+    }
+    answers
+}
+
+/// The only answer to `request`, checked to be a JSON error with a request id.
+async fn refusal(address: SocketAddr, request: Vec<u8>) -> RawAnswer {
+    let mut answers = raw_exchange(address, request).await;
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    let answer = answers.remove(0);
+    assert_eq!(
+        answer.headers.get("content-type").map(String::as_str),
+        Some("application/json"),
+        "{answer:?}"
+    );
+    assert!(answer.headers.contains_key("x-request-id"), "{answer:?}");
+    assert!(answer.body["error"]["message"].is_string(), "{answer:?}");
+    answer
+}
+
+fn get_request(target: &str, headers: &str) -> Vec<u8> {
+    // `connection: close`: the router's own answers keep the connection open otherwise.
+    format!("GET {target} HTTP/1.1\r\nhost: sluice\r\nconnection: close\r\n{headers}\r\n")
+        .into_bytes()
+}
+
+#[tokio::test]
+async fn targets_too_long_even_for_the_http_parser_get_the_json_414() {
+    let f = Fixture::new();
+    let address = bound_server(&f).await;
+    // 20 KiB: the router's own limit; 70 and 200 KiB: beyond hyper's 64 KiB.
+    for kib in [20, 70, 200] {
+        let target = format!("/api/v1/tasks?application={}", "a".repeat(kib * 1024));
+        let answer = refusal(address, get_request(&target, "")).await;
+        assert_eq!(answer.status_line, "HTTP/1.1 414 URI Too Long", "{kib} KiB");
+        assert_eq!(answer.body["error"]["code"], "uri_too_long", "{kib} KiB");
+        assert!(
+            answer.body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("request target is longer than 8192 bytes"),
+            "{answer:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn oversized_or_unparsable_request_heads_get_json_errors() {
+    let f = Fixture::new();
+    let address = bound_server(&f).await;
+    let huge_header = format!("x-padding: {}\r\n", "p".repeat(600 * 1024));
+    let many_headers: String = (0..150).map(|i| format!("x-h{i}: v\r\n")).collect();
+    for headers in [huge_header, many_headers] {
+        let answer = refusal(address, get_request("/api/v1/about", &headers)).await;
+        assert_eq!(
+            answer.status_line,
+            "HTTP/1.1 431 Request Header Fields Too Large"
+        );
+        assert_eq!(answer.body["error"]["code"], "headers_too_large");
+    }
+    for garbage in [
+        "GARBAGE\r\n\r\n",
+        "GET /api/v1/about HTTP/9.9\r\n\r\n",
+        "GET /api/v1/about HTTP/1.1\r\nbad header\r\n\r\n",
+        "GET /api/v1/about HTTP/1.1\r\ncontent-length: many\r\n\r\n",
+    ] {
+        let answer = refusal(address, garbage.as_bytes().to_vec()).await;
+        assert_eq!(
+            answer.status_line, "HTTP/1.1 400 Bad Request",
+            "{garbage:?}"
+        );
+        assert_eq!(answer.body["error"]["code"], "bad_request", "{garbage:?}");
+        assert!(
+            answer.body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("not valid HTTP"),
+            "{answer:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_refusal_after_answered_requests_on_one_connection_is_json_too() {
+    let f = Fixture::new();
+    let address = bound_server(&f).await;
+    let pipelined = "GET /healthcheck HTTP/1.1\r\nhost: sluice\r\n\r\n\
+        GET /api/v1/nowhere HTTP/1.1\r\nhost: sluice\r\n\r\n\
+        GARBAGE\r\n\r\n";
+    let answers = raw_exchange(address, pipelined.as_bytes().to_vec()).await;
+    let statuses: Vec<&str> = answers.iter().map(|a| a.status_line.as_str()).collect();
+    assert_eq!(
+        statuses,
+        [
+            "HTTP/1.1 200 OK",
+            "HTTP/1.1 404 Not Found",
+            "HTTP/1.1 400 Bad Request"
+        ]
+    );
+    assert_eq!(answers[0].body["status"], "ok");
+    assert_eq!(answers[1].body["error"]["code"], "not_found");
+    assert_eq!(answers[2].body["error"]["code"], "bad_request");
+    assert_eq!(answers[2].headers["content-type"], "application/json");
+}
+
+#[tokio::test]
+async fn a_malformed_path_parameter_is_a_json_400() {
+    let f = Fixture::new();
+    let address = bound_server(&f).await;
+    let admin = format!("authorization: {}\r\n", basic("admin", PASSWORD));
+    let answer = refusal(address, get_request("/api/v1/applications/%FF", &admin)).await;
+    assert_eq!(answer.status_line, "HTTP/1.1 400 Bad Request");
+    assert_eq!(answer.body["error"]["code"], "bad_request", "{answer:?}");
 }
 
 #[tokio::test]

@@ -968,7 +968,7 @@ impl RunStore for DynamoStore {
         }
     }
 
-    /// One item per [`LOG_ITEM_ENTRIES`] entries (usually one per attempt): sequence
+    /// One item per `LOG_ITEM_ENTRIES` entries (usually one per attempt): sequence
     /// numbers are `micros * 1000 + index`, increasing across appenders whose clocks
     /// agree (Lambda's are NTP-synchronised).
     async fn append_logs(

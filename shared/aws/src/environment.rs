@@ -75,6 +75,7 @@ impl AwsEnvironment {
             queue_for: self.settings.queue_router(),
             result_expires: chrono::Duration::seconds(self.settings.result_expires_seconds),
             secret_ttl: SECRET_TTL,
+            max_timeout_seconds: sluice_core::model::LAMBDA_MAX_TIMEOUT_SECONDS,
             ..RuntimeConfig::default()
         }
     }

@@ -28,7 +28,7 @@ const LITERAL_MESSAGE: &str =
     "must not contain ${…} references: they would be spliced into the text";
 
 /// Schema keyword with a field's own explanation of why it is literal (after
-/// [`LITERAL_PREFIX`]).
+/// the literal prefix).
 pub const LITERAL_REASON_KEYWORD: &str = "x-sluice-literal-reason";
 
 /// A problem: the field's path and what is wrong.

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::Utc;
@@ -14,48 +15,96 @@ use crate::model::{LogEntry, LogLevel};
 use crate::ports::Cache;
 use crate::redact::Redactor;
 
-/// What a step produced.
+/// What a step produced: its output value (the JSON its successors reference as
+/// `${StepId…}`) and its warnings.
+///
+/// ```
+/// use serde_json::json;
+/// use sluice_core::step::StepOutput;
+///
+/// let output = StepOutput::value(json!({"rows": 0})).with_warning("the table is empty");
+/// assert_eq!(output.warnings, ["the table is empty"]);
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepOutput {
+    /// The output value.
     pub value: Value,
-    /// Non-empty: the step ends in `warning`.
+    /// Non-empty: the step ends in `warning` (it succeeded, with something to say).
     pub warnings: Vec<String>,
 }
 
 impl StepOutput {
+    /// An output without warnings.
     pub fn value(value: Value) -> Self {
         Self {
             value,
             warnings: Vec::new(),
         }
     }
+
+    /// The same output with one more warning.
+    pub fn with_warning(mut self, warning: impl Into<String>) -> Self {
+        self.warnings.push(warning.into());
+        self
+    }
 }
 
-/// Why a step attempt failed.
+/// Why a step attempt failed. The kind decides what happens next: a retryable failure
+/// is retried while the step has attempts left; the others end the step at once.
+///
+/// ```
+/// use sluice_core::step::StepError;
+///
+/// let timeout = StepError::Retryable("GET https://example.test: timed out".into());
+/// assert!(timeout.is_retryable());
+/// let bad = StepError::InvalidParameters("url: relative URL without a base".into());
+/// assert!(!bad.is_retryable());
+/// assert_eq!(bad.to_string(), "invalid parameters: url: relative URL without a base");
+/// ```
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum StepError {
-    /// A failure worth retrying (network, timeout, unexpected status, …).
+    /// A failure worth retrying (network, timeout, an unexpected status, a busy server…).
     #[error("{0}")]
-    Failed(String),
-    /// A failure no retry can fix (bad parameters, missing reference, …).
+    Retryable(String),
+    /// A failure no retry can fix (a refused request, a missing record, a reference to
+    /// nothing…).
     #[error("{0}")]
     Fatal(String),
+    /// The parameters do not fit the step type: the message names the field. Never
+    /// retried; `POST /steps/run` answers it with 422.
+    #[error("invalid parameters: {0}")]
+    InvalidParameters(String),
 }
 
 impl StepError {
-    pub fn retryable(&self) -> bool {
-        matches!(self, Self::Failed(_))
+    /// Whether another attempt may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Retryable(_))
     }
 
-    pub fn message(&self) -> &str {
-        match self {
-            Self::Failed(m) | Self::Fatal(m) => m,
-        }
+    /// The message a run records and shows: the error's text, with the
+    /// `invalid parameters: ` prefix for [`StepError::InvalidParameters`].
+    pub fn message(&self) -> String {
+        self.to_string()
     }
 }
 
 /// Collects a step attempt's log entries, filtered by the run's `loglevel`, with every
-/// secret of the run redacted.
+/// secret of the run redacted. The entries are kept with the run and shown by `sluice runs
+/// logs`, `GET /tasks/{id}/logs` and the console.
+///
+/// ```
+/// use sluice_core::redact::Redactor;
+/// use sluice_core::step::StepLogger;
+/// use serde_json::json;
+///
+/// let log = StepLogger::new("Fetch", 1, 20, Redactor::new([&json!("s3cret")]));
+/// log.debug("not kept at loglevel 20 (info)");
+/// log.info("token s3cret accepted");
+/// let entries = log.drain();
+/// assert_eq!(entries.len(), 1);
+/// assert!(!entries[0].message.contains("s3cret"));
+/// ```
 #[derive(Clone)]
 pub struct StepLogger {
     step: String,
@@ -66,6 +115,8 @@ pub struct StepLogger {
 }
 
 impl StepLogger {
+    /// A logger for `attempt` of step `step` keeping entries at `loglevel` (10 debug,
+    /// 20 info, 30 warning, 40 error) and up, redacting what `redactor` knows.
     pub fn new(step: &str, attempt: u32, loglevel: u8, redactor: Redactor) -> Self {
         Self {
             step: step.to_string(),
@@ -76,6 +127,7 @@ impl StepLogger {
         }
     }
 
+    /// Logs `message` at `level`.
     pub fn log(&self, level: LogLevel, message: impl AsRef<str>) {
         if !level.enabled_at(self.loglevel) {
             return;
@@ -90,15 +142,20 @@ impl StepLogger {
         self.entries.lock().expect("log buffer").push(entry);
     }
 
+    /// Logs at DEBUG (kept when the run's `loglevel` is 10).
     pub fn debug(&self, message: impl AsRef<str>) {
         self.log(LogLevel::Debug, message)
     }
+    /// Logs at INFO.
     pub fn info(&self, message: impl AsRef<str>) {
         self.log(LogLevel::Info, message)
     }
+    /// Logs at WARNING (a log entry; a step that should end in `warning` returns
+    /// [`StepOutput::with_warning`]).
     pub fn warning(&self, message: impl AsRef<str>) {
         self.log(LogLevel::Warning, message)
     }
+    /// Logs at ERROR.
     pub fn error(&self, message: impl AsRef<str>) {
         self.log(LogLevel::Error, message)
     }
@@ -109,21 +166,89 @@ impl StepLogger {
     }
 }
 
-/// What a step sees while it executes.
+/// What a step sees while it executes: who it is (run, step, unit, attempt), its
+/// logger, the cache, and when its attempt's time runs out.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::{Duration, Instant};
+/// use sluice_core::step::{StepContext, StepLogger};
+/// # use sluice_core::ports::{Cache, StoreError};
+/// # use serde_json::Value;
+/// # struct NoCache;
+/// # #[async_trait::async_trait]
+/// # impl Cache for NoCache {
+/// #     async fn get(&self, _: &str) -> Result<Option<Value>, StoreError> { Ok(None) }
+/// #     async fn put(&self, _: &str, _: &Value, _: Option<Duration>) -> Result<(), StoreError> { Ok(()) }
+/// #     async fn delete(&self, _: &str) -> Result<bool, StoreError> { Ok(false) }
+/// # }
+///
+/// let log = StepLogger::new("Fetch", 1, 20, Default::default());
+/// let ctx = StepContext::new("run-1", "Fetch", 1, 0, log, Arc::new(NoCache),
+///                            Instant::now() + Duration::from_secs(30));
+/// assert_eq!(ctx.attempt, 1);
+/// assert!(ctx.remaining() <= Duration::from_secs(30));
+/// ```
 #[derive(Clone)]
 pub struct StepContext {
+    /// The run's id.
     pub run_id: String,
+    /// The step's id in its application (`Fetch`).
     pub step_id: String,
+    /// The attempt, from 1; a retry is the next attempt.
     pub attempt: u32,
+    /// The unit of a `for_each` fan-out, from 0 (0 for a step without `for_each`).
     pub unit: u32,
+    /// The step's log, filtered by the run's `loglevel`, secrets redacted.
     pub log: StepLogger,
+    /// The deployment's cache (entries shared by every run).
     pub cache: Arc<dyn Cache>,
+    deadline: Instant,
 }
 
-/// A step type as the runtime sees it. Implement [`TypedStep`] instead: it derives this.
+impl StepContext {
+    /// The context of one attempt; `deadline` is when the step's `timeout_seconds` end.
+    pub fn new(
+        run_id: impl Into<String>,
+        step_id: impl Into<String>,
+        attempt: u32,
+        unit: u32,
+        log: StepLogger,
+        cache: Arc<dyn Cache>,
+        deadline: Instant,
+    ) -> Self {
+        Self {
+            run_id: run_id.into(),
+            step_id: step_id.into(),
+            attempt,
+            unit,
+            log,
+            cache,
+            deadline,
+        }
+    }
+
+    /// When the attempt's time runs out: the runtime abandons the attempt then (a
+    /// retryable "timed out" failure). A step that calls out can give its clients this
+    /// deadline so that they fail with a clearer error first.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// The time left until [`StepContext::deadline`] (zero once it has passed).
+    pub fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+}
+
+/// A step type as the runtime sees it: parameters as JSON. Implement [`TypedStep`]
+/// instead: every `TypedStep` is a `StepType`, which deserializes the parameters into
+/// its parameter struct (failing with [`StepError::InvalidParameters`] naming the field).
 #[async_trait]
 pub trait StepType: Send + Sync + 'static {
+    /// The name applications use in a step's `type`.
     fn name(&self) -> &str;
+    /// One sentence for `sluice schema step` and `GET /steps`.
     fn description(&self) -> &str;
     /// The step type's semver version, recorded in the runs that use it. Hand
     /// written implementations (test doubles) that declare none report
@@ -137,15 +262,48 @@ pub trait StepType: Send + Sync + 'static {
     async fn execute(&self, parameters: Value, ctx: &StepContext) -> Result<StepOutput, StepError>;
 }
 
-/// A step type with a typed parameter struct (use `#[serde(deny_unknown_fields)]`).
+/// A step type with a typed parameter struct (use `#[serde(deny_unknown_fields)]`, and
+/// doc comments on its fields: they become the published schema's descriptions). The
+/// crate `sluice-sdk` has a complete example and a test harness.
+///
+/// ```
+/// use async_trait::async_trait;
+/// use serde_json::{json, Value};
+/// use sluice_core::step::{StepContext, StepError, StepOutput, StepRegistry, StepType, TypedStep};
+///
+/// struct Identity;
+///
+/// #[async_trait]
+/// impl TypedStep for Identity {
+///     const NAME: &'static str = "identity";
+///     const DESCRIPTION: &'static str = "Outputs its parameters.";
+///     const VERSION: &'static str = "1.0.0";
+///     type Params = Value;
+///
+///     async fn run(&self, params: Value, _: &StepContext) -> Result<StepOutput, StepError> {
+///         Ok(StepOutput::value(params))
+///     }
+/// }
+///
+/// let mut registry = StepRegistry::new();
+/// registry.register(Identity);
+/// assert_eq!(registry.get("identity").unwrap().version(), "1.0.0");
+/// ```
 #[async_trait]
 pub trait TypedStep: Send + Sync + 'static {
+    /// The step type's name (lowercase letters, digits and `_`: it names its queue and
+    /// its function).
     const NAME: &'static str;
+    /// One sentence describing what it does.
     const DESCRIPTION: &'static str;
     /// Semver version of the step type; bump it when its behaviour or parameters change.
     const VERSION: &'static str;
+    /// The parameters, deserialized from the step's resolved `parameters` object.
     type Params: DeserializeOwned + JsonSchema + Send;
 
+    /// Runs one attempt. Return [`StepError::Retryable`] when another attempt may
+    /// succeed (a timeout, a busy server), [`StepError::Fatal`] or
+    /// [`StepError::InvalidParameters`] when it cannot.
     async fn run(&self, params: Self::Params, ctx: &StepContext) -> Result<StepOutput, StepError>;
 }
 
@@ -169,7 +327,7 @@ impl<T: TypedStep> StepType for T {
 
     async fn execute(&self, parameters: Value, ctx: &StepContext) -> Result<StepOutput, StepError> {
         let params: T::Params = crate::json::from_value(parameters)
-            .map_err(|e| StepError::Fatal(format!("invalid parameters: {e}")))?;
+            .map_err(|e| StepError::InvalidParameters(e.to_string()))?;
         self.run(params, ctx).await
     }
 }
@@ -194,31 +352,44 @@ pub fn parameter_schema_of<P: JsonSchema>() -> Value {
     schemars::schema_for!(P).to_value()
 }
 
-/// The registered step types, by name.
+/// The registered step types, by name: what a `sluice` binary runs and validates
+/// against, and what a function executes.
+///
+/// ```
+/// use sluice_core::step::StepRegistry;
+///
+/// let registry = StepRegistry::new();
+/// assert_eq!(registry.names().count(), 0);
+/// ```
 #[derive(Clone, Default)]
 pub struct StepRegistry {
     types: BTreeMap<String, Arc<dyn StepType>>,
 }
 
 impl StepRegistry {
+    /// An empty registry.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Adds `step_type` (replacing one of the same name).
     pub fn register(&mut self, step_type: impl StepType) -> &mut Self {
         self.types
             .insert(step_type.name().to_string(), Arc::new(step_type));
         self
     }
 
+    /// The step type named `name`.
     pub fn get(&self, name: &str) -> Option<&Arc<dyn StepType>> {
         self.types.get(name)
     }
 
+    /// Every step type, by name.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn StepType>> {
         self.types.values()
     }
 
+    /// Every name, sorted.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.types.keys().map(String::as_str)
     }

@@ -72,6 +72,9 @@ impl ParamRules {
 #[derive(Debug, Clone, Default)]
 pub struct StepCatalog {
     entries: BTreeMap<String, ParamRules>,
+    /// The longest `timeout_seconds` the runtime can honour; `None`: the embedded
+    /// maximum ([`MAX_TIMEOUT_SECONDS`]).
+    max_timeout_seconds: Option<u64>,
 }
 
 impl StepCatalog {
@@ -87,6 +90,19 @@ impl StepCatalog {
         catalog
     }
 
+    /// The same catalog where steps may take at most `seconds` (AWS:
+    /// [`LAMBDA_MAX_TIMEOUT_SECONDS`](crate::model::LAMBDA_MAX_TIMEOUT_SECONDS)).
+    pub fn with_max_timeout(mut self, seconds: u64) -> Self {
+        self.max_timeout_seconds = Some(seconds);
+        self
+    }
+
+    /// The longest step timeout this catalog's runtime honours.
+    pub fn max_timeout_seconds(&self) -> u64 {
+        self.max_timeout_seconds.unwrap_or(MAX_TIMEOUT_SECONDS)
+    }
+
+    /// Adds a step type by name and parameter schema.
     pub fn add(&mut self, name: &str, schema: &Value) {
         self.entries
             .insert(name.to_string(), ParamRules::from_schema(schema));
@@ -332,10 +348,16 @@ pub fn validate_application(app: &Application, catalog: &StepCatalog) -> Result<
             }
         }
         if let Some(timeout) = step.timeout_seconds {
-            if !(1..=MAX_TIMEOUT_SECONDS).contains(&timeout) {
+            let max = catalog.max_timeout_seconds();
+            if !(1..=max).contains(&timeout) {
+                let why = if max < MAX_TIMEOUT_SECONDS {
+                    " here: an attempt is one Lambda invocation, at most 15 minutes"
+                } else {
+                    ""
+                };
                 issue(
                     format!("{path}.timeout_seconds"),
-                    format!("must be between 1 and {MAX_TIMEOUT_SECONDS} (got {timeout})"),
+                    format!("must be between 1 and {max} (got {timeout}){why}"),
                 );
             }
         }
@@ -1126,7 +1148,7 @@ mod tests {
                 {"id": "A", "type": "echo", "parameters": {"value": 1, "colour": "red"}},
                 {"id": "A", "type": "nope"},
                 {"id": "9x", "type": "echo", "depends_on": ["Ghost", "9x"], "parameters": {}},
-                {"id": "B", "type": "echo", "parameters": {"value": "${C.x} ${vars.missing} ${item}"}, "timeout_seconds": 901,
+                {"id": "B", "type": "echo", "parameters": {"value": "${C.x} ${vars.missing} ${item}"}, "timeout_seconds": 86401,
                  "retry": {"max_attempts": 0}},
                 {"id": "C", "type": "echo", "parameters": {"value": 1}, "when": {"template": "a >"}}
             ]
@@ -1144,7 +1166,7 @@ mod tests {
             "steps[2].depends_on[0]: unknown step \"Ghost\"",
             "steps[2].depends_on[1]: a step cannot depend on itself",
             "steps[3].retry.max_attempts: must be between 1 and 100 (got 0)",
-            "steps[3].timeout_seconds: must be between 1 and 900 (got 901)",
+            "steps[3].timeout_seconds: must be between 1 and 86400 (got 86401)",
             "steps[4].when.template: invalid expression",
             "steps[3].parameters.value: ${C.x}: step \"C\" is not a predecessor; add it to depends_on",
             "steps[3].parameters.value: ${vars.missing}: unknown app variable \"missing\"",
@@ -1167,6 +1189,20 @@ mod tests {
             {"id": "D", "type": "echo", "parameters": {"value": 1}}
         ]}));
         assert_eq!(found, vec!["steps: dependency cycle: A -> B -> C -> A"]);
+    }
+
+    #[test]
+    fn step_timeouts_are_capped_by_where_they_run() {
+        let app = json!({"name": "t", "author": "a", "steps": [
+            {"id": "Long", "type": "echo", "parameters": {"value": 1}, "timeout_seconds": 3600}
+        ]});
+        assert!(problems(app.clone()).is_empty(), "an hour runs embedded");
+        let on_lambda = catalog().with_max_timeout(crate::model::LAMBDA_MAX_TIMEOUT_SECONDS);
+        let refused = parse_application(&app.to_string(), &on_lambda).unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "steps[0].timeout_seconds: must be between 1 and 900 (got 3600) here: an attempt is one Lambda invocation, at most 15 minutes"
+        );
     }
 
     #[test]

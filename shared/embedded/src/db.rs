@@ -18,7 +18,7 @@ pub const DATABASE_FILE: &str = "sluice.db";
 pub const OUTPUTS_DIR: &str = "outputs";
 
 /// Schema version written to `PRAGMA user_version`; bump it and add a step to
-/// [`MIGRATIONS`] for every schema change.
+/// `MIGRATIONS` for every schema change.
 pub const SCHEMA_VERSION: i64 = 2;
 
 /// `MIGRATIONS[n]` brings a database from `user_version` n to n + 1.

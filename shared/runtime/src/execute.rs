@@ -179,14 +179,14 @@ impl Runtime {
                 output.result
             }
             Err(error) => {
-                let reason = logger.redact(error.message());
+                let reason = logger.redact(&error.message());
                 logger.log(
                     LogLevel::Error,
                     format!("Error executing the step: {}. Details: {reason}", spec.id),
                 );
                 Some(AttemptResult::Failure {
                     error: reason,
-                    retryable: error.retryable(),
+                    retryable: error.is_retryable(),
                 })
             }
         };
@@ -250,10 +250,11 @@ impl Runtime {
             .logger
             .debug(format!("parameters: {}", redactor.redact_value(&params)));
         let timeout = Duration::from_secs(spec.timeout_seconds());
+        let deadline = std::time::Instant::now() + timeout;
         let outcome = tokio::time::timeout(timeout, async {
             match spec.step_type.as_str() {
                 operators::TRANSFORM | operators::TEMPLATE_RENDER => {
-                    render::transform(spec, params, &scope, plan, timeout)
+                    render::transform(params, &scope, &plan.predecessors(&spec.id), timeout)
                         .await
                         .map(|value| {
                             (
@@ -267,14 +268,15 @@ impl Runtime {
                     let step_type = self.registry.get(other).ok_or_else(|| {
                         StepError::Fatal(format!("step type \"{other}\" is not registered here"))
                     })?;
-                    let ctx = StepContext {
-                        run_id: run.id.clone(),
-                        step_id: spec.id.clone(),
-                        attempt: message.attempt,
-                        unit: message.unit,
-                        log: logger.logger.clone(),
-                        cache: self.backend.cache.clone(),
-                    };
+                    let ctx = StepContext::new(
+                        run.id.clone(),
+                        spec.id.clone(),
+                        message.attempt,
+                        message.unit,
+                        logger.logger.clone(),
+                        self.backend.cache.clone(),
+                        deadline,
+                    );
                     step_type
                         .execute(params, &ctx)
                         .await
@@ -284,7 +286,7 @@ impl Runtime {
         })
         .await
         .unwrap_or_else(|_| {
-            Err(StepError::Failed(format!(
+            Err(StepError::Retryable(format!(
                 "timed out after {} seconds",
                 timeout.as_secs()
             )))
@@ -313,7 +315,7 @@ impl Runtime {
         params: Value,
     ) -> Result<(AttemptOutput, Vec<Event>), StepError> {
         let params: TriggerParams = sluice_core::json::from_value(params)
-            .map_err(|e| StepError::Fatal(format!("invalid parameters: {e}")))?;
+            .map_err(|e| StepError::InvalidParameters(e.to_string()))?;
         let claimed_at = run
             .step(&spec.id)
             .and_then(|s| s.units.get(message.unit as usize))

@@ -41,6 +41,7 @@ mod runtime;
 pub mod sandbox;
 pub mod schedule;
 mod service;
+mod single;
 mod transitions;
 mod worker;
 
@@ -48,4 +49,5 @@ pub use create::{StartError, StartRequest};
 pub use runtime::{
     Backend, Progress, Runtime, RuntimeConfig, RuntimeError, DEFAULT_VISIBILITY_MARGIN,
 };
+pub use single::{SingleStepError, SingleStepLog, SingleStepOutcome, SingleStepRequest};
 pub use worker::{AttemptOutcome, AttemptReport, Disposition, Handled, WorkerPool, VISIBILITY};

@@ -6,8 +6,6 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sluice_core::condition;
-use sluice_core::engine::Plan;
-use sluice_core::model::StepSpec;
 use sluice_core::operators::{TransformOutput, TransformParams};
 use sluice_core::reference::RunScope;
 use sluice_core::step::StepError;
@@ -18,18 +16,17 @@ use crate::sandbox;
 /// Renders a `transform`: its references bound as values, in the scope without secrets,
 /// in a bounded child process on a blocking thread.
 pub(crate) async fn transform(
-    spec: &StepSpec,
     params: Value,
     scope: &RunScope,
-    plan: &Plan,
+    predecessors: &[String],
     time: Duration,
 ) -> Result<Value, StepError> {
     let params: TransformParams = sluice_core::json::from_value(params)
-        .map_err(|e| StepError::Fatal(format!("invalid parameters: {e}")))?;
+        .map_err(|e| StepError::InvalidParameters(e.to_string()))?;
     let public = scope.public();
     let bound = template::bind(&params.template, template::SourceKind::Template, &public)
         .map_err(|e| StepError::Fatal(e.to_string()))?;
-    let context = public.template_context(&plan.predecessors(&spec.id));
+    let context = public.template_context(predecessors);
     let rendered = tokio::task::spawn_blocking(move || {
         sandbox::isolated(time, move || bound.render(context).map_err(|e| e.0))
     })

@@ -43,7 +43,7 @@ impl Runtime {
                 .definitions
                 .get_configuration(name)
                 .await
-                .map_err(|e| StepError::Failed(e.to_string()))?
+                .map_err(|e| StepError::Retryable(e.to_string()))?
                 .ok_or_else(|| StepError::Fatal(format!("configuration \"{name}\" not found")))?;
             let secrets = if with_secrets {
                 Some(self.secrets_of(name).await?)
@@ -75,7 +75,7 @@ impl Runtime {
             let output = self
                 .read_output(run, &id)
                 .await
-                .map_err(|e| StepError::Failed(e.to_string()))?;
+                .map_err(|e| StepError::Retryable(e.to_string()))?;
             steps.insert(id, output);
         }
         Ok(Prepared {

@@ -52,6 +52,9 @@ pub struct RuntimeConfig {
     pub visibility_margin: Duration,
     /// The time transitions are stamped with and leases are judged by (tests move it).
     pub clock: Arc<dyn Fn() -> chrono::DateTime<Utc> + Send + Sync>,
+    /// The longest step `timeout_seconds` applications may ask for here: the embedded
+    /// maximum by default, Lambda's 900 s on AWS.
+    pub max_timeout_seconds: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -66,6 +69,7 @@ impl Default for RuntimeConfig {
             inline_outputs_per_run_bytes: 2048,
             visibility_margin: DEFAULT_VISIBILITY_MARGIN,
             clock: Arc::new(Utc::now),
+            max_timeout_seconds: sluice_core::model::MAX_TIMEOUT_SECONDS,
         }
     }
 }
@@ -152,7 +156,7 @@ impl PlanCache {
 
 impl Runtime {
     pub fn new(backend: Backend, registry: StepRegistry, config: RuntimeConfig) -> Arc<Self> {
-        let catalog = StepCatalog::new(&registry);
+        let catalog = StepCatalog::new(&registry).with_max_timeout(config.max_timeout_seconds);
         let (progress, _) = broadcast::channel(4096);
         Arc::new(Self {
             backend,

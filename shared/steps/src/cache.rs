@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
-use sluice_core::step::{StepContext, StepError, StepOutput, TypedStep};
+use sluice_sdk::{StepContext, StepError, StepOutput, TypedStep};
 
 /// Longest cache entry lifetime (ten years): a longer one would overflow expiry dates.
 const MAX_TTL_SECONDS: u64 = 315_360_000;
@@ -72,10 +72,12 @@ impl TypedStep for CacheStep {
             default,
         } = params;
         if key.is_empty() {
-            return Err(StepError::Fatal("cache: \"key\" must not be empty".into()));
+            return Err(StepError::InvalidParameters(
+                "cache: \"key\" must not be empty".into(),
+            ));
         }
         let refuse = |name: &str| {
-            Err(StepError::Fatal(format!(
+            Err(StepError::InvalidParameters(format!(
                 "cache: \"{name}\" does not apply to action \"{}\"",
                 action_name(action)
             )))
@@ -92,7 +94,7 @@ impl TypedStep for CacheStep {
             return refuse("default");
         }
         let backend = |e: sluice_core::ports::StoreError| {
-            StepError::Failed(format!(
+            StepError::Retryable(format!(
                 "cache {} of key \"{key}\" failed: {e}",
                 action_name(action)
             ))
@@ -101,13 +103,13 @@ impl TypedStep for CacheStep {
         match action {
             CacheAction::Save => {
                 let Some(value) = value else {
-                    return Err(StepError::Fatal(
+                    return Err(StepError::InvalidParameters(
                         "cache: action \"save\" needs a \"value\"".into(),
                     ));
                 };
                 let ttl = match ttl_seconds {
                     Some(s) if !(1..=MAX_TTL_SECONDS).contains(&s) => {
-                        return Err(StepError::Fatal(format!(
+                        return Err(StepError::InvalidParameters(format!(
                             "cache: \"ttl_seconds\" must be between 1 and {MAX_TTL_SECONDS} (got {s})"
                         )))
                     }

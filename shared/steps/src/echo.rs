@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
-use sluice_core::step::{StepContext, StepError, StepOutput, TypedStep};
+use sluice_sdk::{StepContext, StepError, StepOutput, TypedStep};
 
 /// Parameters of `echo`.
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -9,10 +9,11 @@ use reqwest::{Client, Method, Url};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use sluice_core::step::{StepContext, StepError, StepOutput, TypedStep};
+use sluice_sdk::{StepContext, StepError, StepOutput, TypedStep};
 
 /// Longest request timeout: a step's own timeout cannot be longer.
-const MAX_TIMEOUT_SECONDS: f64 = sluice_core::model::MAX_TIMEOUT_SECONDS as f64;
+/// One request waits at most 15 minutes, wherever the step runs.
+const MAX_TIMEOUT_SECONDS: f64 = sluice_core::model::LAMBDA_MAX_TIMEOUT_SECONDS as f64;
 
 /// How much of an unexpected response's body goes into the error.
 const ERROR_BODY_CHARS: usize = 300;
@@ -225,7 +226,7 @@ impl TypedStep for HttpRequest {
         let started = Instant::now();
         let transport = |e: reqwest::Error| {
             if e.is_timeout() {
-                StepError::Failed(format!(
+                StepError::Retryable(format!(
                     "{method} {shown} timed out after {} s",
                     params.timeout_seconds
                 ))
@@ -235,7 +236,7 @@ impl TypedStep for HttpRequest {
                     chain(e)
                 ))
             } else {
-                StepError::Failed(format!("{method} {shown} failed: {}", chain(e)))
+                StepError::Retryable(format!("{method} {shown} failed: {}", chain(e)))
             }
         };
         let response = request.send().await.map_err(transport)?;
@@ -260,7 +261,7 @@ impl TypedStep for HttpRequest {
             } else {
                 format!(": {}", truncate(body, ERROR_BODY_CHARS))
             };
-            return Err(StepError::Failed(format!(
+            return Err(StepError::Retryable(format!(
                 "HTTP {} from {method} {shown}{detail}",
                 status_text(status)
             )));

@@ -9,8 +9,12 @@ use super::condition::Condition;
 
 /// Default step timeout when a step does not set `timeout_seconds`.
 pub const DEFAULT_TIMEOUT_SECONDS: u64 = 300;
-/// Longest step timeout a step may ask for (the Lambda maximum).
-pub const MAX_TIMEOUT_SECONDS: u64 = 900;
+/// Longest step timeout a step may ask for where it runs in this process (embedded: a
+/// day, beyond PowerFlow's default task limit of 3,600 s).
+pub const MAX_TIMEOUT_SECONDS: u64 = 86_400;
+/// Longest step timeout on AWS: a step's attempt is one invocation of its Lambda
+/// function, and Lambda ends an invocation after 15 minutes.
+pub const LAMBDA_MAX_TIMEOUT_SECONDS: u64 = 900;
 /// Longest `friendly_name`.
 pub const MAX_FRIENDLY_NAME: usize = 66;
 
@@ -101,7 +105,8 @@ pub struct StepSpec {
     pub when: Option<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryPolicy>,
-    /// Per-attempt timeout (default 300, at most 900).
+    /// Per-attempt timeout in seconds (default 300; at most 86400 embedded, 900 on AWS,
+    /// where an attempt is one Lambda invocation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

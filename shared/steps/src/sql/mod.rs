@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
-use sluice_core::step::{StepContext, StepError, StepOutput, TypedStep};
+use sluice_sdk::{StepContext, StepError, StepOutput, TypedStep};
 use sqlx::error::BoxDynError;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::postgres::{
@@ -176,22 +176,22 @@ impl TypedStep for Sql {
     type Params = SqlParams;
 
     async fn run(&self, params: SqlParams, ctx: &StepContext) -> Result<StepOutput, StepError> {
-        let fatal = |m: &str| Err(StepError::Fatal(m.to_string()));
+        let invalid = |m: &str| Err(StepError::InvalidParameters(m.to_string()));
         match params.mode {
             SqlMode::Select | SqlMode::Execute => {
                 if params.query.as_deref().is_none_or(|q| q.trim().is_empty()) {
-                    return fatal("sql: modes \"select\" and \"execute\" need a \"query\"");
+                    return invalid("sql: modes \"select\" and \"execute\" need a \"query\"");
                 }
                 if params.table.is_some() {
-                    return fatal("sql: \"table\" applies to mode \"describe\" only");
+                    return invalid("sql: \"table\" applies to mode \"describe\" only");
                 }
             }
             SqlMode::Describe => {
                 if params.table.as_deref().is_none_or(|t| t.trim().is_empty()) {
-                    return fatal("sql: mode \"describe\" needs a \"table\"");
+                    return invalid("sql: mode \"describe\" needs a \"table\"");
                 }
                 if params.query.is_some() || !params.params.is_empty() {
-                    return fatal(
+                    return invalid(
                         "sql: mode \"describe\" takes a \"table\", not \"query\" or \"params\"",
                     );
                 }
@@ -557,7 +557,7 @@ fn classify(backend: Backend, context: &str, error: sqlx::Error) -> StepError {
         _ => true,
     };
     if retryable {
-        StepError::Failed(message)
+        StepError::Retryable(message)
     } else {
         StepError::Fatal(message)
     }

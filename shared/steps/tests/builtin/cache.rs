@@ -95,7 +95,7 @@ async fn missing_key_uses_the_default_or_fails_naming_the_key() {
         .await
         .0
         .unwrap_err();
-    assert!(!e.retryable());
+    assert!(!e.is_retryable());
     assert!(e.message().contains("\"gone\""), "{e}");
     assert!(e.message().contains("not found"), "{e}");
 }
@@ -128,7 +128,7 @@ async fn parameters_must_fit_the_action() {
         (json!({"action": "fetch", "key": "k"}), "fetch"),
     ] {
         let e = run_in(&step, params.clone(), &ctx).await.0.unwrap_err();
-        assert!(!e.retryable(), "{params}");
+        assert!(!e.is_retryable(), "{params}");
         assert!(e.message().contains(needle), "{params}: {e}");
     }
 }

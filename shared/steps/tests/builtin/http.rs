@@ -202,7 +202,7 @@ async fn basic_and_bearer_auth() {
     )
     .await;
     let e = result.unwrap_err();
-    assert!(e.retryable());
+    assert!(e.is_retryable());
     assert!(
         e.message().starts_with("HTTP 401 Unauthorized from GET"),
         "{e}"
@@ -215,7 +215,7 @@ async fn basic_and_bearer_auth() {
         json!({"url": format!("{base}/basic"), "auth": {"digest": "x"}}),
     )
     .await;
-    assert!(!e.retryable(), "{e}");
+    assert!(!e.is_retryable(), "{e}");
 }
 
 #[tokio::test]
@@ -224,7 +224,7 @@ async fn unexpected_status_is_a_retryable_failure_with_status_and_body_start() {
     let step = HttpRequest::new();
     let url = format!("{base}/status/503");
     let e = err(&step, json!({"url": url})).await;
-    assert!(e.retryable());
+    assert!(e.is_retryable());
     let message = e.message();
     assert!(
         message.starts_with(&format!(
@@ -244,7 +244,7 @@ async fn unexpected_status_is_a_retryable_failure_with_status_and_body_start() {
         json!({"url": format!("{base}/json"), "expected_status": [201]}),
     )
     .await;
-    assert!(e.retryable());
+    assert!(e.is_retryable());
     assert!(e.message().starts_with("HTTP 200 OK from GET"), "{e}");
 }
 
@@ -266,7 +266,7 @@ async fn response_modes() {
     );
 
     let e = err(&step, json!({"url": format!("{base}/text")})).await;
-    assert!(!e.retryable());
+    assert!(!e.is_retryable());
     assert!(e.message().contains("\"response\": \"text\""), "{e}");
     assert!(e.message().contains("plain words"), "{e}");
 
@@ -301,7 +301,7 @@ async fn timeouts_and_connection_errors_are_retryable() {
     )
     .await;
     assert!(started.elapsed() < Duration::from_secs(5));
-    assert!(e.retryable());
+    assert!(e.is_retryable());
     assert!(e.message().contains("timed out after 0.3 s"), "{e}");
 
     // A port nobody listens on.
@@ -309,7 +309,7 @@ async fn timeouts_and_connection_errors_are_retryable() {
     let port = listener.local_addr().unwrap().port();
     drop(listener);
     let e = err(&step, json!({"url": format!("http://127.0.0.1:{port}/x")})).await;
-    assert!(e.retryable());
+    assert!(e.is_retryable());
     assert!(
         e.message()
             .starts_with(&format!("GET http://127.0.0.1:{port}/x failed: ")),
@@ -349,7 +349,7 @@ async fn bad_parameters_are_fatal() {
         (json!({"url": "http://127.0.0.1/", "verb": "GET"}), "verb"),
     ] {
         let e = err(&step, params.clone()).await;
-        assert!(!e.retryable(), "{params}: {e}");
+        assert!(!e.is_retryable(), "{params}: {e}");
         assert!(e.message().contains(needle), "{params}: {e}");
         assert!(!e.message().contains("break-secret"), "{e}");
     }
@@ -366,7 +366,7 @@ async fn a_huge_timeout_is_refused_not_a_panic() {
             json!({"url": format!("{base}/echo"), "timeout_seconds": timeout}),
         )
         .await;
-        assert!(!error.retryable(), "{error:?}");
+        assert!(!error.is_retryable(), "{error:?}");
         assert!(
             error
                 .message()

@@ -51,14 +51,15 @@ impl Cache for MemoryCache {
 
 /// A context at DEBUG level with a redactor that knows `secret`.
 pub fn context(cache: Arc<dyn Cache>, secrets: &[Value]) -> StepContext {
-    StepContext {
-        run_id: "isapp-test".into(),
-        step_id: "Step".into(),
-        attempt: 1,
-        unit: 0,
-        log: StepLogger::new("Step", 1, 10, Redactor::new(secrets.iter())),
+    StepContext::new(
+        "isapp-test",
+        "Step",
+        1,
+        0,
+        StepLogger::new("Step", 1, 10, Redactor::new(secrets.iter())),
         cache,
-    }
+        std::time::Instant::now() + std::time::Duration::from_secs(60),
+    )
 }
 
 /// Runs one attempt as the runtime does and returns its result and its log.

@@ -111,7 +111,7 @@ async fn mysql_round_trip() {
         json!({"url": url, "query": "SELECT * FROM sluice_nowhere"}),
     )
     .await;
-    assert!(!e.retryable());
+    assert!(!e.is_retryable());
     let out = ok(&step, json!({"url": url, "mode": "execute", "query": "DELETE FROM sluice_kinds WHERE flag = ?", "params": [true]})).await;
     assert_eq!(out, json!({"rows_affected": 1}));
 }

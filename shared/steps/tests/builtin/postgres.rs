@@ -74,7 +74,7 @@ async fn postgres_round_trip() {
         json!({"url": url, "query": "SELECT span FROM sluice_kinds"}),
     )
     .await;
-    assert!(!e.retryable());
+    assert!(!e.is_retryable());
     assert!(e.message().contains("column \"span\""), "{e}");
     assert!(e.message().contains("INTERVAL"), "{e}");
     assert!(e.message().contains("::text"), "{e}");
@@ -125,7 +125,7 @@ async fn postgres_round_trip() {
         json!({"url": url, "mode": "describe", "table": "sluice_nothing"}),
     )
     .await;
-    assert!(!e.retryable());
+    assert!(!e.is_retryable());
     assert!(e.message().contains("not found"), "{e}");
 
     let e = err(
@@ -133,7 +133,7 @@ async fn postgres_round_trip() {
         json!({"url": url, "query": "SELECT * FROM sluice_nowhere"}),
     )
     .await;
-    assert!(!e.retryable());
+    assert!(!e.is_retryable());
     assert!(e.message().contains("sluice_nowhere"), "{e}");
 
     let out = ok(&step, json!({"url": url, "mode": "execute", "query": "DELETE FROM sluice_kinds WHERE flag = $1", "params": [true]})).await;

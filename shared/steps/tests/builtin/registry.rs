@@ -61,9 +61,9 @@ async fn unknown_and_missing_parameters_are_refused_as_fatal() {
         .execute(json!({"value": 1, "colour": "red"}), &ctx)
         .await
         .unwrap_err();
-    assert!(!e.retryable());
+    assert!(!e.is_retryable());
     assert!(e.message().contains("colour"), "{e}");
     let e = echo.execute(json!({"log": "x"}), &ctx).await.unwrap_err();
-    assert!(!e.retryable());
+    assert!(!e.is_retryable());
     assert!(e.message().contains("value"), "{e}");
 }

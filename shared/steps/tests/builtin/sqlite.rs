@@ -149,7 +149,7 @@ async fn describe_lists_columns() {
         json!({"url": url, "mode": "describe", "table": "userz"}),
     )
     .await;
-    assert!(!e.retryable());
+    assert!(!e.is_retryable());
     assert!(e.message().contains("table \"userz\" not found"), "{e}");
 }
 
@@ -164,7 +164,7 @@ async fn a_missing_database_file_fails_and_is_not_created() {
         path.display().to_string(),
     ] {
         let e = err(&step, json!({"url": url, "query": "SELECT 1"})).await;
-        assert!(!e.retryable(), "{e}");
+        assert!(!e.is_retryable(), "{e}");
         assert!(e.message().contains("does not exist"), "{e}");
         assert!(e.message().contains("mode=rwc"), "{e}");
     }
@@ -244,7 +244,7 @@ async fn bad_sql_and_bad_parameters_are_fatal() {
     ];
     for (params, needle) in cases {
         let e = err(&step, params.clone()).await;
-        assert!(!e.retryable(), "{params}: {e}");
+        assert!(!e.is_retryable(), "{params}: {e}");
         assert!(e.message().contains(needle), "{params}: {e}");
     }
 }

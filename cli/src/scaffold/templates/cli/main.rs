@@ -1,0 +1,6 @@
+//! @project@'s `sluice`: every Sluice subcommand (`run`, `serve`, `validate`, `schema`,
+//! `--backend aws`, `infra`, `new step`…) with the project's step types.
+
+fn main() -> std::process::ExitCode {
+    sluice_cli::main(@project_crate@_cli::registry())
+}
