@@ -5,9 +5,28 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Every server started below registers its stop command here; all stop on exit, newest
+# first.
+stops=()
+stop_servers() {
+    local i
+    for ((i = ${#stops[@]} - 1; i >= 0; i--)); do
+        "${stops[i]}" >/dev/null 2>&1 || true
+    done
+}
+trap stop_servers EXIT
+
 echo "== PostgreSQL (the sql step's PostgreSQL test)"
 eval "$(scripts/start-postgres.sh)"
-trap '"$SLUICE_TEST_POSTGRES_STOP" >/dev/null 2>&1 || true' EXIT
+stops+=("$SLUICE_TEST_POSTGRES_STOP")
+
+echo "== MariaDB (the sql step's MySQL/MariaDB test)"
+eval "$(scripts/start-mariadb.sh)"
+stops+=("$SLUICE_TEST_MYSQL_STOP")
+
+echo "== OpenSSH server (the ssh_command step's tests)"
+eval "$(scripts/start-sshd.sh)"
+stops+=("$SLUICE_TEST_SSH_STOP")
 
 echo "== Python tools (moto, cfn-lint, aws-sam-translator, aws-sam-cli, cargo-lambda) in .venv/"
 if [ ! -x .venv/bin/python ]; then
@@ -18,7 +37,11 @@ export PATH="$PWD/.venv/bin:$PATH"
 
 echo "== moto (AWS services for sluice-aws and the --backend aws tests)"
 eval "$(scripts/start-moto.sh)"
-trap '"$SLUICE_TEST_MOTO_STOP" >/dev/null 2>&1 || true; "$SLUICE_TEST_POSTGRES_STOP" >/dev/null 2>&1 || true' EXIT
+stops+=("$SLUICE_TEST_MOTO_STOP")
+
+echo "== ChromeDriver and headless Chromium (the web console's browser tests)"
+eval "$(scripts/start-chromedriver.sh)"
+stops+=("$SLUICE_TEST_WEBDRIVER_STOP")
 
 echo "== template.yaml (generated from infra/functions.toml and the step types; lints clean as CloudFormation sees it)"
 # `sluice infra --check`: also checks the function list against the step registry and the

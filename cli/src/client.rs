@@ -16,11 +16,12 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sluice_api::ApiError;
 use sluice_core::model::{
-    Application, Configuration, ParentRef, Run, RunState, StepRun, StepState,
+    Application, Configuration, ParentRef, Run, RunState, StepRun, StepState, Unit,
 };
 
 use crate::progress::{summary, Printer};
 use crate::{CacheCommand, DocCommand, InvalidInput, OutputFormat, RunArgs, RunsCommand};
+use sluice_core::ports::MAX_CACHE_PAGE;
 
 /// A server's API.
 pub struct Client {
@@ -174,9 +175,10 @@ pub async fn apps(client: &Client, cmd: DocCommand) -> anyhow::Result<u8> {
             )?;
             println!("{}", serde_json::to_string_pretty(&app)?);
         }
-        DocCommand::Delete { name } => {
+        DocCommand::Delete { name, force } => {
+            let query = if force { "?force=true" } else { "" };
             client
-                .delete(&format!("/api/v1/applications/{}", segment(&name)))
+                .delete(&format!("/api/v1/applications/{}{query}", segment(&name)))
                 .await?;
             println!("Deleted application {name}");
         }
@@ -211,7 +213,8 @@ pub async fn configs(client: &Client, cmd: DocCommand) -> anyhow::Result<u8> {
             )?;
             println!("{}", serde_json::to_string_pretty(&config.redacted())?);
         }
-        DocCommand::Delete { name } => {
+        DocCommand::Delete { name, force } => {
+            crate::commands::only_for_app_delete(force)?;
             client
                 .delete(&format!("/api/v1/configurations/{}", segment(&name)))
                 .await?;
@@ -229,11 +232,46 @@ pub async fn cache(client: &Client, cmd: CacheCommand) -> anyhow::Result<u8> {
                 .await?;
             println!("{}", serde_json::to_string_pretty(&doc["value"])?);
         }
-        CacheCommand::Delete { key } => {
+        CacheCommand::List { prefix, limit } => {
+            let mut left = limit.unwrap_or(usize::MAX);
+            let mut after: Option<String> = None;
+            while left > 0 {
+                let mut path = format!(
+                    "/api/v1/cache?prefix={}&limit={}",
+                    segment(&prefix),
+                    left.min(MAX_CACHE_PAGE)
+                );
+                if let Some(after) = &after {
+                    path.push_str(&format!("&after={}", segment(after)));
+                }
+                let page = client.get(&path).await?;
+                let keys = page["keys"].as_array().cloned().unwrap_or_default();
+                for key in &keys {
+                    println!("{}", key.as_str().unwrap_or_default());
+                }
+                left = left.saturating_sub(keys.len());
+                match page["next_after"].as_str() {
+                    Some(next) => after = Some(next.to_string()),
+                    None => break,
+                }
+            }
+        }
+        CacheCommand::Delete {
+            key: Some(key),
+            prefix: None,
+        } => {
             client
                 .delete(&format!("/api/v1/cache/{}", segment(&key)))
                 .await?;
             println!("Deleted {key}");
+        }
+        CacheCommand::Delete { prefix, .. } => {
+            let prefix = prefix.unwrap_or_default();
+            let doc = client
+                .delete(&format!("/api/v1/cache?prefix={}", segment(&prefix)))
+                .await?;
+            let deleted = doc["deleted"].as_u64().unwrap_or_default();
+            println!("{}", crate::output::deleted_prefix_line(deleted, &prefix));
         }
     }
     Ok(0)
@@ -279,6 +317,17 @@ pub fn run_from_document(doc: &Value) -> anyhow::Result<Run> {
                     step.error = s["error"].as_str().map(str::to_string);
                     step.child_run = s["child_run"].as_str().map(str::to_string);
                     step.fan_out = s["items"].as_u64().map(|n| n as u32);
+                    // The units of a fanned-out trigger, as far as their child runs go.
+                    step.units = s["child_runs"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .map(|child| Unit {
+                            child_run: Some(child.to_string()),
+                            ..Unit::pending()
+                        })
+                        .collect();
                     step.type_version = s["version"].as_str().map(str::to_string);
                     step.warnings = s["warnings"]
                         .as_array()
@@ -312,6 +361,7 @@ pub fn run_from_document(doc: &Value) -> anyhow::Result<Run> {
             blocking: false,
         }),
         replay_of: doc["replay_of"].as_str().map(str::to_string),
+        alert_of: serde_json::from_value(doc["alert_of"].clone()).ok(),
         expires_at: created_at,
         steps,
         version: 0,
@@ -545,7 +595,32 @@ pub async fn runs(client: &Client, cmd: RunsCommand) -> anyhow::Result<u8> {
             }
             follow_and_report(client, &started, output).await
         }
-        RunsCommand::Revoke { id } => {
+        RunsCommand::Revoke {
+            application: Some(app),
+            ..
+        } => {
+            // The path form revokes a run when one has this id: make sure it is an
+            // application (a 404 exits 2 naming it).
+            client
+                .get(&format!("/api/v1/applications/{}", segment(&app)))
+                .await?;
+            let doc = client
+                .post(
+                    &format!("/api/v1/tasks/{}/revoke", segment(&app)),
+                    &json!({}),
+                )
+                .await?;
+            let revoked = doc["revoked"].as_u64().unwrap_or_default();
+            println!("{}", crate::output::revoked_line(revoked, Some(&app)));
+            Ok(0)
+        }
+        RunsCommand::Revoke { id: None, .. } => {
+            let doc = client.delete("/api/v1/tasks").await?;
+            let revoked = doc["revoked"].as_u64().unwrap_or_default();
+            println!("{}", crate::output::revoked_line(revoked, None));
+            Ok(0)
+        }
+        RunsCommand::Revoke { id: Some(id), .. } => {
             get_task(client, &id, "").await?;
             let doc = client
                 .post(&format!("{}/revoke", task_path(&id)), &json!({}))

@@ -6,7 +6,7 @@ use anyhow::{anyhow, Context};
 use serde_json::{Map, Value};
 use sluice_core::json::parse_document;
 use sluice_core::model::{Application, Configuration, RunState, Schedule};
-use sluice_core::ports::RunQuery;
+use sluice_core::ports::{RunQuery, MAX_CACHE_PAGE};
 use sluice_core::step::StepRegistry;
 use sluice_core::task::{rfc3339, task_document};
 use sluice_core::validate::{parse_application, parse_configuration};
@@ -67,7 +67,7 @@ pub async fn dispatch(cli: Cli, registry: &StepRegistry) -> anyhow::Result<u8> {
                     output,
                     workers,
                 } => resume(&local, run_id, output, workers).await,
-                Command::Apps(cmd) => apps(&local.runtime, cmd).await,
+                Command::Apps(cmd) => apps(&local, cmd).await,
                 Command::Configs(cmd) => configs(&local.runtime, cmd).await,
                 Command::Runs(cmd) => runs(&local, cmd).await,
                 Command::Cache(cmd) => cache(&local.runtime, cmd).await,
@@ -261,12 +261,41 @@ where
         &mut printer,
     )
     .await;
+    // The alerts its runs' ends start (`on_failure`, `on_warning`) run before the
+    // workers stop; the exit code stays the run's own.
+    let finished = match finished {
+        Ok(runs) => follow_alerts(runtime, runs, output, &mut printer).await,
+        Err(e) => Err(e),
+    };
     workers.shutdown().await;
     let run = finished?
         .get(&run.id)
         .cloned()
         .ok_or_else(|| anyhow!("run disappeared"))?;
     report(runtime, &[run], output).await
+}
+
+/// Waits for the alert runs that the ends of `runs` started, then hands `runs` back.
+async fn follow_alerts(
+    runtime: &Runtime,
+    runs: std::collections::BTreeMap<String, sluice_core::model::Run>,
+    output: OutputFormat,
+    printer: &mut Printer,
+) -> anyhow::Result<std::collections::BTreeMap<String, sluice_core::model::Run>> {
+    let updates = runtime.subscribe();
+    let mut alerts = Vec::new();
+    for run in runs.values() {
+        if let Some(id) = runtime.start_alert(run).await? {
+            if output == OutputFormat::Text {
+                eprintln!("Run {} started alert run {id}", run.id);
+            }
+            alerts.push(id);
+        }
+    }
+    if !alerts.is_empty() {
+        wait_for(runtime, &alerts, updates, printer).await?;
+    }
+    Ok(runs)
 }
 
 /// Prints the summary (text) or the task documents with outputs (json); the exit code
@@ -502,7 +531,16 @@ pub(crate) fn only_for_apps(hidden: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn apps(runtime: &Runtime, cmd: DocCommand) -> anyhow::Result<u8> {
+/// `--force` is about what names an application; nothing refuses a configuration delete.
+pub(crate) fn only_for_app_delete(force: bool) -> anyhow::Result<()> {
+    if force {
+        return Err(InvalidInput("--force applies to `apps delete` only".to_string()).into());
+    }
+    Ok(())
+}
+
+async fn apps(local: &Local, cmd: DocCommand) -> anyhow::Result<u8> {
+    let runtime = &local.runtime;
     let definitions = &runtime.backend().definitions;
     match cmd {
         DocCommand::Push { file } => {
@@ -523,8 +561,20 @@ async fn apps(runtime: &Runtime, cmd: DocCommand) -> anyhow::Result<u8> {
                 .ok_or_else(|| InvalidInput(format!("application \"{name}\" not found")))?;
             println!("{}", serde_json::to_string_pretty(&app)?);
         }
-        DocCommand::Delete { name } => {
-            if !definitions.delete_application(&name).await? {
+        DocCommand::Delete { name, force } => {
+            let schedules = match &local.store {
+                crate::local::Store::Embedded(store) => store.schedules(),
+                crate::local::Store::Aws(environment) => environment.schedules(),
+            };
+            let deleted = sluice_api::schedules::delete_application(
+                runtime,
+                schedules.as_ref(),
+                &name,
+                force,
+            )
+            .await
+            .map_err(crate::client::api_error)?;
+            if !deleted {
                 return Err(InvalidInput(format!("application \"{name}\" not found")).into());
             }
             println!("Deleted application {name}");
@@ -558,7 +608,8 @@ async fn configs(runtime: &Runtime, cmd: DocCommand) -> anyhow::Result<u8> {
             // Stored redacted already; redact again so no path can ever show a secret.
             println!("{}", serde_json::to_string_pretty(&config.redacted())?);
         }
-        DocCommand::Delete { name } => {
+        DocCommand::Delete { name, force } => {
+            only_for_app_delete(force)?;
             if !runtime.delete_configuration(&name).await? {
                 return Err(InvalidInput(format!("configuration \"{name}\" not found")).into());
             }
@@ -646,10 +697,29 @@ async fn runs(local: &Local, cmd: RunsCommand) -> anyhow::Result<u8> {
             })
             .await
         }
-        RunsCommand::Revoke { id } => {
+        RunsCommand::Revoke { id: Some(id), .. } => {
             find_run(runtime, &id).await?;
             let run = runtime.revoke(&id).await?;
             println!("Run {} is {}", run.id, run.state.as_str());
+            Ok(0)
+        }
+        RunsCommand::Revoke { application, .. } => {
+            if let Some(app) = &application {
+                if runtime
+                    .backend()
+                    .definitions
+                    .get_application(app)
+                    .await?
+                    .is_none()
+                {
+                    return Err(InvalidInput(format!("application \"{app}\" not found")).into());
+                }
+            }
+            let revoked = runtime.revoke_all(application.as_deref()).await?;
+            println!(
+                "{}",
+                crate::output::revoked_line(revoked, application.as_deref())
+            );
             Ok(0)
         }
     }
@@ -672,11 +742,36 @@ async fn cache(runtime: &Runtime, cmd: CacheCommand) -> anyhow::Result<u8> {
             Some(value) => println!("{}", serde_json::to_string_pretty(&value)?),
             None => return Err(InvalidInput(format!("cache key \"{key}\" not found")).into()),
         },
-        CacheCommand::Delete { key } => {
+        CacheCommand::List { prefix, limit } => {
+            let mut left = limit.unwrap_or(usize::MAX);
+            let mut after = None;
+            while left > 0 {
+                let page = cache
+                    .list(&prefix, left.min(MAX_CACHE_PAGE), after.as_deref())
+                    .await?;
+                for key in &page.keys {
+                    println!("{key}");
+                }
+                left = left.saturating_sub(page.keys.len());
+                match page.next_after {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+        }
+        CacheCommand::Delete {
+            key: Some(key),
+            prefix: None,
+        } => {
             if !cache.delete(&key).await? {
                 return Err(InvalidInput(format!("cache key \"{key}\" not found")).into());
             }
             println!("Deleted {key}");
+        }
+        CacheCommand::Delete { prefix, .. } => {
+            let prefix = prefix.unwrap_or_default();
+            let deleted = cache.delete_prefix(&prefix).await?;
+            println!("{}", crate::output::deleted_prefix_line(deleted, &prefix));
         }
     }
     Ok(0)

@@ -128,7 +128,7 @@ enum Command {
     /// Inspect and control runs.
     #[command(subcommand)]
     Runs(RunsCommand),
-    /// Read or delete cache entries.
+    /// List, read or delete cache entries.
     #[command(subcommand)]
     Cache(CacheCommand),
     /// Measure the embedded runtime (use a release build).
@@ -228,6 +228,10 @@ enum DocCommand {
     },
     Delete {
         name: String,
+        /// Delete an application although schedules or other applications name it
+        /// (`apps delete` only; refused otherwise, naming them).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -263,14 +267,42 @@ enum RunsCommand {
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
     },
-    /// Revoke a run: nothing further starts; unfinished steps are cancelled.
-    Revoke { id: String },
+    /// Revoke a run: nothing further starts; unfinished steps are cancelled. With
+    /// `--application` or `--all`, every unfinished run of the application, or every
+    /// unfinished run (the administrator role, with --endpoint).
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["id", "application", "all"])))]
+    Revoke {
+        id: Option<String>,
+        /// Every unfinished run of this application.
+        #[arg(long)]
+        application: Option<String>,
+        /// Every unfinished run.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(Subcommand)]
 enum CacheCommand {
+    /// A cache entry's value.
     Get { key: String },
-    Delete { key: String },
+    /// Keys of live entries, in ascending order, one a line.
+    List {
+        /// Only keys starting with this text (literal, no wildcards).
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Print at most this many keys (default: all).
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Delete an entry, or with `--prefix` every entry whose key starts with it
+    /// (`--prefix ""`: every entry).
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["key", "prefix"])))]
+    Delete {
+        key: Option<String>,
+        #[arg(long)]
+        prefix: Option<String>,
+    },
 }
 
 /// `sluice runs list | head -1`: once the reader closes the pipe, end the way command

@@ -28,6 +28,21 @@ pub fn configuration_line(config: &Configuration) -> String {
 }
 
 /// The confirmation of `apps push`.
+/// What `runs revoke --application` / `--all` print, locally and remotely.
+pub fn revoked_line(revoked: u64, application: Option<&str>) -> String {
+    let runs = if revoked == 1 { "run" } else { "runs" };
+    match application {
+        Some(app) => format!("Revoked {revoked} {runs} of {app}"),
+        None => format!("Revoked {revoked} {runs}"),
+    }
+}
+
+/// What `cache delete --prefix` prints, locally and remotely.
+pub fn deleted_prefix_line(deleted: u64, prefix: &str) -> String {
+    let entries = if deleted == 1 { "entry" } else { "entries" };
+    format!("Deleted {deleted} cache {entries} with prefix \"{prefix}\"")
+}
+
 pub fn stored_application(app: &Application) -> String {
     format!(
         "Stored application {} ({} steps)",

@@ -174,7 +174,8 @@ pub async fn wait_for(
                 continue;
             }
             for step in &run.steps {
-                if let Some(child) = &step.child_run {
+                let children = step.units.iter().filter_map(|u| u.child_run.as_ref());
+                for child in step.child_run.iter().chain(children) {
                     runs.entry(child.clone()).or_insert(None);
                 }
             }
@@ -234,6 +235,11 @@ pub fn summary(run: &Run, final_outputs: &[(String, serde_json::Value)]) -> Stri
         }
         if let Some(child) = &step.child_run {
             line.push_str(&format!("  child {child}"));
+        } else {
+            let children = step.units.iter().filter(|u| u.child_run.is_some()).count();
+            if children > 0 {
+                line.push_str(&format!("  {children} child runs"));
+            }
         }
         if let Some(error) = &step.error {
             line.push_str(&format!("  {error}"));

@@ -60,8 +60,16 @@ fn timing(entry: &Value) -> String {
 
 fn print_list(entries: &[Value]) {
     for e in entries {
+        // Why the latest tick started nothing, until a tick starts a run again.
+        let error = match e["last_error"]["message"].as_str() {
+            Some(message) => format!(
+                "  error at {}: {message}",
+                e["last_error"]["time"].as_str().unwrap_or("?")
+            ),
+            None => String::new(),
+        };
         println!(
-            "{:<24} {:<24} {:<8} {:<20} runs {:<5} last {}  next {}",
+            "{:<24} {:<24} {:<8} {:<20} runs {:<5} last {}  next {}{error}",
             e["entry_id"].as_str().unwrap_or(""),
             e["application_id"].as_str().unwrap_or(""),
             if e["enabled"] == true {

@@ -113,6 +113,10 @@ pub async fn run(
         per_second: args.rate_limit,
         burst: args.rate_burst,
     };
+    // Ends the console's run event streams when a shutdown begins: a graceful shutdown
+    // waits for open connections.
+    let (events_stop, events_stopped) = watch::channel(false);
+    state.live_events = Some(events_stopped);
     let app = sluice_api::router(state);
 
     let (stop, stopped) = watch::channel(false);
@@ -149,7 +153,11 @@ pub async fn run(
     );
     // Gives handlers the client address (the rate limit tells callers apart by it) and
     // turns the HTTP layer's own refusals into JSON errors.
-    sluice_api::serve(listener, app, shutdown_signal())
+    let shutdown = async move {
+        shutdown_signal().await;
+        let _ = events_stop.send(true);
+    };
+    sluice_api::serve(listener, app, shutdown)
         .await
         .context("the HTTP server failed")?;
 

@@ -231,8 +231,10 @@ fn function_role(stack: &Stack, function: &Function) -> Role {
                     ],
                     vec![Resource::arn("AccessTable")],
                 ),
+                // Scan: listing and deleting cache keys by prefix (the table is keyed by
+                // `key` alone).
                 allow(
-                    &["dynamodb:GetItem", "dynamodb:DeleteItem"],
+                    &["dynamodb:GetItem", "dynamodb:DeleteItem", "dynamodb:Scan"],
                     vec![Resource::arn("CacheTable")],
                 ),
                 allow(

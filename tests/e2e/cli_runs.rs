@@ -260,6 +260,8 @@ pub async fn trigger_application_blocking_and_not_and_replay_on(s: Scratch) {
         &json!({"name": "parent", "author": "me", "steps": [
             {"id": "Wait", "type": "trigger_application", "parameters": {"application": "child", "blocking": true, "params": {"who": "parent"}}},
             {"id": "Fire", "type": "trigger_application", "parameters": {"application": "child"}},
+            {"id": "Fan", "type": "trigger_application", "for_each": {"items": ["a", "b", "c"]},
+             "parameters": {"application": "child", "params": {"who": "${item}"}}},
             {"id": "Use", "type": "echo", "depends_on": ["Wait"], "parameters": {"value": "${Wait.outputs.Hello}"}}
         ]})
         .to_string(),
@@ -287,6 +289,31 @@ pub async fn trigger_application_blocking_and_not_and_replay_on(s: Scratch) {
         "sluice run waits for the children it started"
     );
     assert_eq!(fired_doc["steps"]["Hello"]["output"], "hello nobody");
+    // Each unit of a fanned-out trigger starts, and records, its own child.
+    let fan = &doc["steps"]["Fan"];
+    let children: Vec<&str> = fan["child_runs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{fan}"))
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert_eq!(children.len(), 3, "{fan}");
+    for (child, who) in children.iter().zip(["a", "b", "c"]) {
+        assert_eq!(
+            fan["output"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|o| o["run_id"] == *child)
+                .count(),
+            1
+        );
+        let child_doc = s.sluice(&["runs", "get", child]).await.expect(0).json();
+        assert_eq!(
+            child_doc["steps"]["Hello"]["output"],
+            format!("hello {who}")
+        );
+    }
 
     let replay = s
         .sluice(&[

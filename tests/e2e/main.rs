@@ -3,13 +3,16 @@
 
 mod support;
 
+mod alerts;
 mod aws;
 mod aws_stack;
 mod backup;
+mod bulk_ops;
 mod chaos;
 mod cli_documents;
 mod cli_http;
 mod cli_runs;
+mod console;
 mod hardening;
 mod infra;
 mod powerflow_compat;

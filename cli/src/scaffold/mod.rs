@@ -460,6 +460,18 @@ const BUILTIN_FUNCTIONS: &[BuiltinFunction] = &[
         },
     },
     BuiltinFunction {
+        name: "graphql",
+        kind: "step",
+        memory: 256,
+        timeout: 900,
+        cache: false,
+        description: "step type graphql",
+        main: BuiltinMain::Step {
+            feature: "graphql",
+            value: "sluice_steps::Graphql::new()",
+        },
+    },
+    BuiltinFunction {
         name: "http_request",
         kind: "step",
         memory: 256,
@@ -481,6 +493,18 @@ const BUILTIN_FUNCTIONS: &[BuiltinFunction] = &[
         main: BuiltinMain::Step {
             feature: "sql",
             value: "sluice_steps::Sql::new()",
+        },
+    },
+    BuiltinFunction {
+        name: "ssh_command",
+        kind: "step",
+        memory: 256,
+        timeout: 900,
+        cache: false,
+        description: "step type ssh_command",
+        main: BuiltinMain::Step {
+            feature: "ssh_command",
+            value: "sluice_steps::SshCommand::new()",
         },
     },
     BuiltinFunction {

@@ -20,7 +20,7 @@ use sluice_core::model::{
     Schedule,
 };
 use sluice_core::operators;
-use sluice_core::ports::RunQuery;
+use sluice_core::ports::{RunQuery, MAX_CACHE_PAGE};
 use sluice_core::task::{rfc3339, task_document};
 use sluice_core::validate::{parse_application, parse_configuration};
 use sluice_runtime::{
@@ -58,7 +58,9 @@ pub(crate) fn handler(method: &str, path: &str) -> MethodRouter<Shared> {
         ("POST", "/api/v1/steps/run") => post(run_step),
         ("GET", "/api/v1/steps/{name}") => get(get_step),
         ("GET", "/api/v1/tasks") => get(list_tasks),
+        ("DELETE", "/api/v1/tasks") => delete(terminate_all),
         ("GET", "/api/v1/tasks/{id}") => get(get_task),
+        ("DELETE", "/api/v1/tasks/{id}") => delete(terminate),
         ("GET", "/api/v1/tasks/{id}/logs") => get(task_logs),
         ("GET", "/api/v1/tasks/{id}/application") => get(task_application),
         ("GET", "/api/v1/tasks/{id}/steps/{step}/output") => get(step_output),
@@ -69,6 +71,8 @@ pub(crate) fn handler(method: &str, path: &str) -> MethodRouter<Shared> {
         ("DELETE", "/api/v1/schedule") => delete(delete_schedule_body),
         ("GET", "/api/v1/schedule/{entry_id}") => get(get_schedule),
         ("DELETE", "/api/v1/schedule/{entry_id}") => delete(delete_schedule),
+        ("GET", "/api/v1/cache") => get(list_cache),
+        ("DELETE", "/api/v1/cache") => delete(delete_cache_prefix),
         ("GET", "/api/v1/cache/{key}") => get(get_cache),
         ("DELETE", "/api/v1/cache/{key}") => delete(delete_cache),
         ("GET", "/api/v1/roles") => get(list_roles),
@@ -299,14 +303,11 @@ async fn get_application(
 async fn delete_application(
     State(state): State<Shared>,
     Path(name): Path<String>,
+    params: Params,
 ) -> Result<Json<Value>> {
-    if !state
-        .runtime
-        .backend()
-        .definitions
-        .delete_application(&name)
-        .await?
-    {
+    let force = params.flag("force")?;
+    let schedules = state.ports.schedules.as_ref();
+    if !crate::schedules::delete_application(&state.runtime, schedules, &name, force).await? {
         return Err(ApiError::not_found(format!(
             "application \"{name}\" not found"
         )));
@@ -775,10 +776,63 @@ async fn replay(
     Ok(Json(task_document(&run, None)))
 }
 
-async fn revoke(State(state): State<Shared>, Path(id): Path<String>) -> Result<Json<Value>> {
+/// Revokes the run `id`; as in PowerFlow, an application id instead revokes all its
+/// unfinished runs, which needs the administrator role (the route's declared role is
+/// the single run's). A run id wins over an application of the same name.
+async fn revoke(
+    State(state): State<Shared>,
+    Extension(identity): Extension<Identity>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>> {
+    match state.runtime.get_run(&id).await {
+        Ok(_) => {
+            let run = state.runtime.revoke(&id).await?;
+            Ok(Json(task_document(&run, None)))
+        }
+        Err(sluice_runtime::RuntimeError::NotFound(_)) => {
+            if state
+                .runtime
+                .backend()
+                .definitions
+                .get_application(&id)
+                .await?
+                .is_none()
+            {
+                return Err(ApiError::not_found(format!(
+                    "task \"{id}\" not found (nor an application of that id)"
+                )));
+            }
+            if identity.role < Role::Administrator {
+                return Err(ApiError::forbidden(format!(
+                    "revoking every run of an application needs the administrator role \
+                     (you have {})",
+                    identity.role.as_str()
+                )));
+            }
+            tracing::info!(who = %identity.name, application = %id, "revoke all runs");
+            let revoked = state.runtime.revoke_all(Some(&id)).await?;
+            Ok(Json(json!({"application": id, "revoked": revoked})))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `DELETE /tasks/{id}`: terminating a run is revoking it (a running attempt's late
+/// result is ignored).
+async fn terminate(State(state): State<Shared>, Path(id): Path<String>) -> Result<Json<Value>> {
     find_run(&state, &id).await?;
     let run = state.runtime.revoke(&id).await?;
     Ok(Json(task_document(&run, None)))
+}
+
+/// `DELETE /tasks`: revokes every unfinished run.
+async fn terminate_all(
+    State(state): State<Shared>,
+    Extension(identity): Extension<Identity>,
+) -> Result<Json<Value>> {
+    tracing::info!(who = %identity.name, "revoke all runs");
+    let revoked = state.runtime.revoke_all(None).await?;
+    Ok(Json(json!({"revoked": revoked})))
 }
 
 // ---- schedules ---------------------------------------------------------------------
@@ -833,6 +887,69 @@ async fn get_cache(State(state): State<Shared>, Path(key): Path<String>) -> Resu
         .await?
         .ok_or_else(|| ApiError::not_found(format!("cache key \"{key}\" not found")))?;
     Ok(Json(json!({"key": key, "value": value})))
+}
+
+/// Longest `prefix` of the cache listing and bulk delete.
+const MAX_CACHE_PREFIX: usize = 1024;
+
+fn cache_prefix(params: &Params, allowed: &[&str]) -> Result<Option<String>> {
+    for name in params.0.keys() {
+        if !allowed.contains(&name.as_str()) {
+            return Err(
+                ApiError::bad_request(format!("{name}: unknown query parameter"))
+                    .with_field(name.clone()),
+            );
+        }
+    }
+    // Present but empty is meaningful here (every key), unlike other parameters.
+    let prefix = params.0.get("prefix").cloned();
+    if prefix.as_ref().is_some_and(|p| p.len() > MAX_CACHE_PREFIX) {
+        return Err(
+            ApiError::bad_request(format!("prefix: at most {MAX_CACHE_PREFIX} bytes"))
+                .with_field("prefix"),
+        );
+    }
+    Ok(prefix)
+}
+
+async fn list_cache(State(state): State<Shared>, params: Params) -> Result<Json<Value>> {
+    let prefix = cache_prefix(&params, &["prefix", "limit", "after"])?.unwrap_or_default();
+    let limit = params
+        .parse::<usize>("limit", "a whole number")?
+        .unwrap_or(100);
+    if !(1..=MAX_CACHE_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit: must be between 1 and {MAX_CACHE_PAGE}"
+        ))
+        .with_field("limit"));
+    }
+    let page = state
+        .runtime
+        .backend()
+        .cache
+        .list(&prefix, limit, params.get("after"))
+        .await?;
+    Ok(Json(json!({
+        "keys": page.keys,
+        "count": page.keys.len(),
+        "next_after": page.next_after,
+    })))
+}
+
+async fn delete_cache_prefix(
+    State(state): State<Shared>,
+    Extension(identity): Extension<Identity>,
+    params: Params,
+) -> Result<Json<Value>> {
+    // Required, so that a bare DELETE /cache never clears everything by accident;
+    // `prefix=` (empty) does, deliberately.
+    let prefix = cache_prefix(&params, &["prefix"])?.ok_or_else(|| {
+        ApiError::bad_request("prefix: required (an empty prefix deletes every entry)")
+            .with_field("prefix")
+    })?;
+    tracing::info!(who = %identity.name, prefix = %prefix, "cache delete by prefix");
+    let deleted = state.runtime.backend().cache.delete_prefix(&prefix).await?;
+    Ok(Json(json!({"prefix": prefix, "deleted": deleted})))
 }
 
 async fn delete_cache(State(state): State<Shared>, Path(key): Path<String>) -> Result<Json<Value>> {

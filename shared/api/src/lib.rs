@@ -15,7 +15,9 @@
 
 pub mod auth;
 mod body;
+pub mod console;
 pub mod error;
+pub mod events;
 mod handlers;
 pub mod limits;
 pub mod openapi;
@@ -77,6 +79,10 @@ pub struct ApiState {
     pub rate_limit: Rate,
     /// The clock of the rate limit.
     pub clock: ApiClock,
+    /// `Some` where the server keeps long-lived connections (`sluice serve`): the run
+    /// event stream stays open until the run ends or this turns `true` (shutdown). `None`
+    /// (the `api` Lambda, whose responses are buffered): the stream is one document.
+    pub live_events: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl ApiState {
@@ -91,6 +97,7 @@ impl ApiState {
             probes,
             rate_limit: Rate::DEFAULT,
             clock: ApiClock::system(),
+            live_events: None,
         }
     }
 }
@@ -167,10 +174,17 @@ pub fn router(state: ApiState) -> Router {
     let mut router: Router<Shared> = Router::new();
     for spec in ROUTES {
         // axum merges the method routers of one path.
-        router = router.route(spec.path, handlers::handler(spec.method, spec.path));
+        let handler = match (spec.method, spec.path) {
+            ("GET", "/api/v1/tasks/{id}/events") => axum::routing::get(events::task_events),
+            ("GET", "/api/v1/whoami") => axum::routing::get(console::whoami),
+            _ => handlers::handler(spec.method, spec.path),
+        };
+        router = router.route(spec.path, handler);
     }
     router
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
+        // The console's static pages: public, outside the authorization layer.
+        .merge(console::routes())
         .fallback(|| async { ApiError::not_found("no such endpoint").into_response() })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

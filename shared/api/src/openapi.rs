@@ -34,6 +34,7 @@ fn response_schemas() -> Map<String, Value> {
             "started_at": time, "finished_at": time,
             "error": {"type": "string", "nullable": true},
             "child_run": {"type": "string", "nullable": true},
+            "child_runs": {"type": "array", "items": {"type": "string"}, "description": "The child runs of a fanned-out trigger_application, one per started item."},
             "logs_href": {"type": "string"}, "data_href": {"type": "string"},
             "warnings": {"type": "array", "items": {"type": "string"}},
             "items": {"type": "integer", "description": "Number of for_each units."},
@@ -80,6 +81,7 @@ fn response_schemas() -> Map<String, Value> {
                 "started_at": time, "finished_at": time,
                 "parent": {"type": "object", "nullable": true, "properties": {"task_id": {"type": "string"}, "step": {"type": "string"}}},
                 "replay_of": {"type": "string"},
+                "alert_of": {"type": "object", "description": "On an alert run (and the runs it triggers): the run whose failure or warnings it handles.", "properties": {"run_id": {"type": "string"}, "event": {"type": "string", "enum": ["failure", "warning"]}}},
                 "steps": {"type": "object", "additionalProperties": step}
             }
         },
@@ -106,10 +108,14 @@ fn response_schemas() -> Map<String, Value> {
         "ScheduleEntry": {"allOf": [{"$ref": "#/components/schemas/Schedule"}, {"type": "object", "properties": {
             "total_runs": {"type": "integer"},
             "last_run": {"type": "object", "nullable": true, "properties": {"href": {"type": "string"}, "task_id": {"type": "string"}, "start_time": {"type": "string", "format": "date-time"}}},
-            "next_run": time
+            "next_run": time,
+            "last_error": {"type": "object", "nullable": true, "description": "Why the latest tick could not start a run; null once a tick starts one.", "properties": {"message": {"type": "string"}, "time": {"type": "string", "format": "date-time"}}}
         }}]},
         "ScheduleList": {"type": "array", "items": {"$ref": "#/components/schemas/ScheduleEntry"}},
         "CacheEntry": {"type": "object", "properties": {"key": {"type": "string"}, "value": {}}},
+        "CacheKeyList": {"type": "object", "properties": {"keys": {"type": "array", "items": {"type": "string"}}, "count": {"type": "integer"}, "next_after": {"type": "string", "nullable": true}}},
+        "CacheDeleted": {"type": "object", "properties": {"prefix": {"type": "string"}, "deleted": {"type": "integer"}}},
+        "Revoked": {"type": "object", "properties": {"application": {"type": "string"}, "revoked": {"type": "integer"}}},
         "RoleList": {"type": "array", "items": {"type": "object", "properties": {"name": {"$ref": "#/components/schemas/Role"}, "description": {"type": "string"}, "includes": {"type": "array", "items": {"$ref": "#/components/schemas/Role"}}}}},
         "RoleBindingList": {"type": "array", "items": {"$ref": "#/components/schemas/RoleBinding"}},
         "Token": {"type": "object", "properties": {"name": {"type": "string"}, "role": {"$ref": "#/components/schemas/Role"}, "created_at": {"type": "string", "format": "date-time"}}},

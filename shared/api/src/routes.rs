@@ -80,7 +80,7 @@ pub const ROUTES: &[RouteSpec] = &[
     route("POST", "/api/v1/applications", Some(Dev), "applications", "Create or overwrite an application (validated as `sluice validate` does).").body("Application").response("Application"),
     route("POST", "/api/v1/applications/run", Some(Exec), "runs", "Start a run of the application named in the body.").query(&[WAIT]).body("RunRequest").response("Task"),
     route("GET", "/api/v1/applications/{name}", Some(View), "applications", "One application.").response("Application"),
-    route("DELETE", "/api/v1/applications/{name}", Some(Admin), "applications", "Delete an application.").response("Deleted"),
+    route("DELETE", "/api/v1/applications/{name}", Some(Admin), "applications", "Delete an application; 409 naming the schedules and applications that use it, unless `force=true`.").query(&[("force", "`true` to delete it although schedules or other applications name it.")]).response("Deleted"),
     route("POST", "/api/v1/applications/{name}/run", Some(Exec), "runs", "Start a run of this application.").query(&[WAIT]).body("RunRequest").response("Task"),
     route("GET", "/api/v1/applications/{name}/logs", Some(View), "runs", "Log entries of the application's latest run (or of `task_id`).").query(&[("task_id", "A run of this application instead of the latest."), ("step", "Only this step's entries."), ("after", "Only entries with a greater seq."), ("limit", "At most this many entries, 1-10000 (default 1000).")]).response("Logs"),
     // Configurations.
@@ -94,12 +94,15 @@ pub const ROUTES: &[RouteSpec] = &[
     route("GET", "/api/v1/steps/{name}", Some(View), "steps", "One step type with its parameter schema.").response("StepType"),
     // Tasks (runs).
     route("GET", "/api/v1/tasks", Some(View), "runs", "Runs, newest first, filtered and paginated.").query(&[("application", "Only runs of this application."), ("state", "pending, running, success, failure or revoked."), ("since", "Runs created at or after (RFC 3339)."), ("until", "Runs created before (RFC 3339)."), ("configuration", "Only runs with this configuration."), ("queue", "Only runs with this queue label."), ("limit", "Page size, 1-1000 (default 50)."), ("cursor", "next_cursor of the previous page.")]).response("TaskList"),
+    route("DELETE", "/api/v1/tasks", Some(Admin), "runs", "Terminate (revoke) every unfinished run; answers how many were revoked.").response("Revoked"),
     route("GET", "/api/v1/tasks/{id}", Some(View), "runs", "A run's task document.").query(&[WAIT, ("outputs", "true: add each step's output.")]).response("Task"),
     route("GET", "/api/v1/tasks/{id}/logs", Some(View), "runs", "A run's log entries, oldest first, from a seq cursor.").query(&[("step", "Only this step's entries."), ("after", "Only entries with a greater seq (the previous page's next_after)."), ("limit", "At most this many entries, 1-10000 (default 1000).")]).response("Logs"),
+    route("GET", "/api/v1/tasks/{id}/events", Some(View), "runs", "Server-Sent Events (text/event-stream): a `task` event with the task document now and on each change, until the run ends (at most 10 minutes; keep-alive every 15 s). On AWS, only the current document: poll instead."),
     route("GET", "/api/v1/tasks/{id}/application", Some(View), "runs", "The application document the run executes (its snapshot).").response("Application"),
     route("GET", "/api/v1/tasks/{id}/steps/{step}/output", Some(View), "runs", "A step's output (the JSON value itself; null when it has none)."),
     route("POST", "/api/v1/tasks/{id}/replay", Some(Exec), "runs", "A new run with the same application, variables, configuration and queue.").query(&[WAIT]).response("Task"),
-    route("POST", "/api/v1/tasks/{id}/revoke", Some(Exec), "runs", "Revoke a run: nothing further starts, unfinished steps are cancelled.").response("Task"),
+    route("DELETE", "/api/v1/tasks/{id}", Some(Exec), "runs", "Terminate a run: the same as revoking it.").response("Task"),
+    route("POST", "/api/v1/tasks/{id}/revoke", Some(Exec), "runs", "Revoke a run: nothing further starts, unfinished steps are cancelled. Given an application id instead, revoke every unfinished run of that application (administrator; answers {application, revoked}).").response("Task"),
     // Schedules.
     route("GET", "/api/v1/schedule", Some(View), "schedule", "Schedules with total_runs, last_run and next_run.").response("ScheduleList"),
     route("POST", "/api/v1/schedule", Some(Admin), "schedule", "Create or replace a schedule (crontab or frequency, UTC).").body("Schedule").response("ScheduleEntry"),
@@ -107,9 +110,12 @@ pub const ROUTES: &[RouteSpec] = &[
     route("GET", "/api/v1/schedule/{entry_id}", Some(View), "schedule", "One schedule with its statistics.").response("ScheduleEntry"),
     route("DELETE", "/api/v1/schedule/{entry_id}", Some(Admin), "schedule", "Delete a schedule.").response("Deleted"),
     // Cache.
+    route("GET", "/api/v1/cache", Some(View), "cache", "Keys of live cache entries, in ascending order, a page at a time.").query(&[("prefix", "Only keys starting with this (literal) text."), ("limit", "Page size, 1-1000 (default 100)."), ("after", "Only keys sorting after this one (the previous page's next_after).")]).response("CacheKeyList"),
+    route("DELETE", "/api/v1/cache", Some(Admin), "cache", "Delete every entry whose key starts with prefix (required; empty: every entry); answers how many live entries were deleted.").query(&[("prefix", "The key prefix (literal text).")]).response("CacheDeleted"),
     route("GET", "/api/v1/cache/{key}", Some(View), "cache", "A cache entry.").response("CacheEntry"),
     route("DELETE", "/api/v1/cache/{key}", Some(Admin), "cache", "Delete a cache entry.").response("Deleted"),
     // Roles and tokens.
+    route("GET", "/api/v1/whoami", Some(View), "roles", "The caller: name, role and authentication method (basic, token or jwt)."),
     route("GET", "/api/v1/roles", Some(View), "roles", "The roles, each including the ones before it.").response("RoleList"),
     route("GET", "/api/v1/roles/owner", Some(Admin), "roles", "Role bindings (of users and groups).").query(&[("owner", "Only bindings of this owner."), ("owner_type", "user or group.")]).response("RoleBindingList"),
     route("POST", "/api/v1/roles/owner", Some(Admin), "roles", "Bind a role to a user or group (replacing its binding).").body("RoleBinding").response("RoleBinding"),

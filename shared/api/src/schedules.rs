@@ -15,7 +15,8 @@ use sluice_core::model::Schedule;
 use sluice_core::ports::{ScheduleStats, ScheduleStatsStore, ScheduleStore, Scheduler, StoreError};
 use sluice_core::schedule::{validate_schedule, Timing};
 use sluice_core::task::{rfc3339, API_BASE};
-use sluice_runtime::Runtime;
+use sluice_core::{Invalid, Issue};
+use sluice_runtime::{Runtime, StartError};
 use tokio::sync::{watch, Notify};
 
 use crate::error::ApiError;
@@ -33,7 +34,8 @@ pub struct Schedules {
 }
 
 /// The listing shape of a schedule (SPEC §5): the document with `total_runs`,
-/// `last_run` `{href, task_id, start_time}` and `next_run`.
+/// `last_run` `{href, task_id, start_time}`, `next_run` and `last_error`
+/// `{message, time}` (why the latest tick could not start a run; `null` once one did).
 pub fn entry(schedule: &Schedule, stats: Option<&ScheduleStats>) -> Value {
     let mut doc = serde_json::to_value(schedule).unwrap_or(Value::Null);
     let last_run = stats.and_then(|s| s.last_run.as_ref()).map(|r| {
@@ -51,7 +53,11 @@ pub fn entry(schedule: &Schedule, stats: Option<&ScheduleStats>) -> Value {
     } else {
         None
     };
+    let last_error = stats
+        .and_then(|s| s.last_error.as_ref())
+        .map(|e| json!({"message": e.message, "time": rfc3339(&e.time)}));
     doc["total_runs"] = json!(stats.map_or(0, |s| s.total_runs));
+    doc["last_error"] = json!(last_error);
     doc["last_run"] = json!(last_run);
     doc["next_run"] = json!(next_run);
     doc
@@ -59,24 +65,11 @@ pub fn entry(schedule: &Schedule, stats: Option<&ScheduleStats>) -> Value {
 
 impl Schedules {
     /// Validates and stores a schedule. Ticks up to now never fire for a new schedule
-    /// or one being enabled (no burst of missed runs), and a schedule whose application
-    /// does not exist is refused.
+    /// or one being enabled (no burst of missed runs). A schedule that could not start
+    /// its run now is refused, as a run start would be (see [`check_can_start`]).
     pub async fn put(&self, runtime: &Runtime, schedule: &Schedule) -> Result<Value, ApiError> {
         validate_schedule(schedule)?;
-        if runtime
-            .backend()
-            .definitions
-            .get_application(&schedule.application_id)
-            .await?
-            .is_none()
-        {
-            return Err(ApiError::invalid(&sluice_core::Invalid::one(
-                sluice_core::Issue::new(
-                    "application_id",
-                    format!("application \"{}\" not found", schedule.application_id),
-                ),
-            )));
-        }
+        check_can_start(runtime, schedule).await?;
         let previous = self.store.get_schedule(&schedule.entry_id).await?;
         let enabling = schedule.enabled && previous.as_ref().is_none_or(|p| !p.enabled);
         if enabling
@@ -125,6 +118,89 @@ impl Schedules {
         self.stats.delete_stats(entry_id).await?;
         Ok(())
     }
+}
+
+/// Checks that `schedule` could start its run now, with the checks of a run start
+/// ([`Runtime::check_start`]): the application exists, the params name its app
+/// variables with values of their types, the configuration exists and holds what the
+/// application references, every required variable has a value. Problems are 422s
+/// whose fields are paths into the schedule document (`params.NAME`,
+/// `params.configuration`).
+pub async fn check_can_start(runtime: &Runtime, schedule: &Schedule) -> Result<(), ApiError> {
+    let app = runtime
+        .backend()
+        .definitions
+        .get_application(&schedule.application_id)
+        .await?
+        .ok_or_else(|| {
+            invalid(
+                "application_id",
+                format!("application \"{}\" not found", schedule.application_id),
+            )
+        })?;
+    match runtime.check_start(&app, &schedule.params, None).await {
+        Ok(_) => Ok(()),
+        Err(StartError::Invalid(e)) => {
+            // A required variable without a value is a param the schedule must give.
+            let issues = e
+                .issues
+                .into_iter()
+                .map(|i| match i.path.strip_prefix("vars.") {
+                    Some(name) => Issue::new(format!("params.{name}"), i.message),
+                    None => i,
+                })
+                .collect();
+            Err(ApiError::invalid(&Invalid { issues }))
+        }
+        // The only thing `check_start` looks up is the configuration.
+        Err(StartError::NotFound(message)) => Err(invalid("params.configuration", message)),
+        Err(StartError::Runtime(e)) => Err(e.into()),
+    }
+}
+
+/// Deletes application `name`, refusing (409, naming them) while schedules or other
+/// applications (`trigger_application` targets, `on_failure` / `on_warning`) name it,
+/// since each of their runs would then be refused; `force` deletes it anyway. `false`
+/// when there was no such application. One implementation for the API and the CLI.
+pub async fn delete_application(
+    runtime: &Runtime,
+    schedules: &dyn ScheduleStore,
+    name: &str,
+    force: bool,
+) -> Result<bool, ApiError> {
+    let definitions = &runtime.backend().definitions;
+    if !force {
+        let mut referrers: Vec<String> = schedules
+            .list_schedules()
+            .await?
+            .iter()
+            .filter(|s| s.application_id == name)
+            .map(|s| format!("schedule \"{}\"", s.entry_id))
+            .collect();
+        for app in definitions.list_applications().await? {
+            if app.name == name {
+                continue;
+            }
+            for (field, _) in app
+                .started_applications()
+                .into_iter()
+                .filter(|(_, target)| *target == name)
+            {
+                referrers.push(format!("application \"{}\" ({field})", app.name));
+            }
+        }
+        if !referrers.is_empty() && definitions.get_application(name).await?.is_some() {
+            return Err(ApiError::conflict(format!(
+                "application \"{name}\" is used by {}; change or delete those first, or force the delete",
+                referrers.join(", ")
+            )));
+        }
+    }
+    Ok(definitions.delete_application(name).await?)
+}
+
+fn invalid(field: &str, message: String) -> ApiError {
+    ApiError::invalid(&Invalid::one(Issue::new(field, message)))
 }
 
 pub use sluice_runtime::schedule::{fire, tick_run_id, FireError, Fired};

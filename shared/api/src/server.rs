@@ -92,7 +92,7 @@ const HYPER_REFUSALS: [StatusCode; 3] = [
 const MAX_BARE_HEAD: usize = 256;
 
 /// A connection that replaces hyper's bare refusal (see the module) by the API's JSON
-/// error. All it keeps is that head (at most [`MAX_BARE_HEAD`] bytes) or the JSON
+/// error. All it keeps is that head (at most `MAX_BARE_HEAD` bytes) or the JSON
 /// answer, so a connection's memory stays bounded.
 pub struct JsonErrorStream<Io> {
     inner: Io,

@@ -37,8 +37,8 @@ use sluice_core::model::{
     ApiToken, Application, Configuration, LogEntry, OwnerType, RoleBinding, Run, Schedule,
 };
 use sluice_core::ports::{
-    AccessStore, Cache, DefinitionStore, OutputKey, RunQuery, RunStore, ScheduleStats,
-    ScheduleStatsStore, ScheduleStore, ScheduledRun, StoreError,
+    AccessStore, Cache, CacheKeys, DefinitionStore, OutputKey, RunQuery, RunStore, ScheduleError,
+    ScheduleStats, ScheduleStatsStore, ScheduleStore, ScheduledRun, StoreError, MAX_CACHE_PAGE,
 };
 
 use crate::codec::{self, blob, Encoded, DOC, DOC_S3};
@@ -553,6 +553,12 @@ impl DynamoStore {
                 })
             }),
             last_tick: time("last_tick_ms"),
+            last_error: get_s(item, "last_error").and_then(|message| {
+                time("last_error_ms").map(|time| ScheduleError {
+                    message: message.to_string(),
+                    time,
+                })
+            }),
         }
     }
 }
@@ -661,10 +667,27 @@ impl ScheduleStatsStore for DynamoStore {
             .update_item()
             .table_name(&self.settings.definitions_table)
             .set_key(Some(Self::definition_key(kind::SCHEDULE_STATS, entry_id)))
-            .update_expression("ADD total_runs :one SET last_run_id = :id, last_run_ms = :at")
+            .update_expression(
+                "ADD total_runs :one SET last_run_id = :id, last_run_ms = :at \
+                 REMOVE last_error, last_error_ms",
+            )
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":id", s(&run.run_id))
             .expression_attribute_values(":at", n(run.start_time.timestamp_millis()))
+            .send()
+            .await
+            .map_err(|e| sdk("dynamodb UpdateItem", e))?;
+        Ok(())
+    }
+
+    async fn record_error(&self, entry_id: &str, error: &ScheduleError) -> Result<(), StoreError> {
+        self.db
+            .update_item()
+            .table_name(&self.settings.definitions_table)
+            .set_key(Some(Self::definition_key(kind::SCHEDULE_STATS, entry_id)))
+            .update_expression("SET last_error = :message, last_error_ms = :at")
+            .expression_attribute_values(":message", s(&error.message))
+            .expression_attribute_values(":at", n(error.time.timestamp_millis()))
             .send()
             .await
             .map_err(|e| sdk("dynamodb UpdateItem", e))?;
@@ -1118,6 +1141,101 @@ impl Cache for DynamoStore {
         Ok(out
             .attributes
             .is_some_and(|a| !a.is_empty() && live(&a, self.now_ms())))
+    }
+
+    /// A `Scan` of the cache table (keyed by `key` alone, so no `Query` can select a
+    /// prefix) with a `begins_with` filter, reading only the keys and expiry. Every page
+    /// scans the whole table, keeping the `limit` smallest matching keys: the table holds
+    /// what steps cache, and listing it is an operator's occasional read.
+    async fn list(
+        &self,
+        prefix: &str,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<CacheKeys, StoreError> {
+        let limit = limit.clamp(1, MAX_CACHE_PAGE);
+        let now = self.now_ms();
+        // One more than the page: tells whether another page follows.
+        let mut smallest = std::collections::BTreeSet::new();
+        let mut start = None;
+        loop {
+            let (items, next) = self.scan_cache_keys(prefix, start).await?;
+            for item in items {
+                let Some(key) = get_s(&item, "key") else {
+                    continue;
+                };
+                if !key.starts_with(prefix)
+                    || after.is_some_and(|after| key <= after)
+                    || !live(&item, now)
+                {
+                    continue;
+                }
+                smallest.insert(key.to_string());
+                if smallest.len() > limit + 1 {
+                    smallest.pop_last();
+                }
+            }
+            start = next;
+            if start.is_none() {
+                break;
+            }
+        }
+        let more = smallest.len() > limit;
+        let mut keys: Vec<String> = smallest.into_iter().collect();
+        keys.truncate(limit);
+        let next_after = if more { keys.last().cloned() } else { None };
+        Ok(CacheKeys { keys, next_after })
+    }
+
+    /// Scans a page (at most 1 MB read) at a time and deletes its matching items one
+    /// `DeleteItem` each before reading the next.
+    async fn delete_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
+        let mut deleted = 0;
+        let mut start = None;
+        loop {
+            let (items, next) = self.scan_cache_keys(prefix, start).await?;
+            for item in items {
+                let Some(key) = get_s(&item, "key") else {
+                    continue;
+                };
+                if key.starts_with(prefix) && self.delete(key).await? {
+                    deleted += 1;
+                }
+            }
+            start = next;
+            if start.is_none() {
+                return Ok(deleted);
+            }
+        }
+    }
+}
+
+type Item = HashMap<String, A>;
+
+impl DynamoStore {
+    /// One page of a `Scan` of the cache table for keys starting with `prefix`: the
+    /// items' `key` and `expires_ms`, and where the next page starts.
+    async fn scan_cache_keys(
+        &self,
+        prefix: &str,
+        start: Option<Item>,
+    ) -> Result<(Vec<Item>, Option<Item>), StoreError> {
+        let mut scan = self
+            .db
+            .scan()
+            .table_name(&self.settings.cache_table)
+            .projection_expression("#k, expires_ms")
+            .expression_attribute_names("#k", "key")
+            .consistent_read(true)
+            .set_exclusive_start_key(start);
+        if !prefix.is_empty() {
+            // An empty string is no valid begins_with operand; no filter matches all.
+            scan = scan
+                .filter_expression("begins_with(#k, :prefix)")
+                .expression_attribute_values(":prefix", s(prefix));
+        }
+        let out = scan.send().await.map_err(|e| sdk("dynamodb Scan", e))?;
+        Ok((out.items.unwrap_or_default(), out.last_evaluated_key))
     }
 }
 

@@ -31,8 +31,8 @@ use crate::model::{
 };
 use crate::ports::{
     dead_letter_queue, Cache, DefinitionStore, Delivery, OutputKey, Queue, RunQuery, RunStore,
-    ScheduleStatsStore, ScheduleStore, ScheduledRun, SecretStore, StoreError, TaskMessage,
-    MAX_RECEIVE_COUNT,
+    ScheduleError, ScheduleStatsStore, ScheduleStore, ScheduledRun, SecretStore, StoreError,
+    TaskMessage, MAX_RECEIVE_COUNT,
 };
 
 /// Fresh, empty stores of one adapter, all judging expiry by `clock`.
@@ -72,6 +72,7 @@ macro_rules! store_conformance {
             outputs_overwrite_spill_and_expire,
             logs_page_with_a_cursor_and_expire,
             cache_entries_expire_by_ttl,
+            cache_lists_and_deletes_by_prefix,
             secrets_are_one_document_per_configuration,
             schedules_round_trip_sorted,
             tick_claims_move_forward_only,
@@ -113,6 +114,7 @@ pub fn run(id: &str, application: &str, created_at: DateTime<Utc>) -> Run {
         finished_at: None,
         parent: None,
         replay_of: None,
+        alert_of: None,
         expires_at: created_at + ChronoDuration::days(7),
         steps: vec![StepRun::new("A")],
         version: 0,
@@ -621,6 +623,63 @@ pub async fn cache_entries_expire_by_ttl(f: &impl StoreFactory) {
     assert_eq!(c.get("forever").await.unwrap(), None);
 }
 
+pub async fn cache_lists_and_deletes_by_prefix(f: &impl StoreFactory) {
+    let s = f.fresh().await;
+    let c = &s.cache;
+    for key in ["a/1", "a/3", "a/2", "ab", "a_1", "a%", "b/1", "é/1"] {
+        c.put(key, &json!(key), None).await.unwrap();
+    }
+    c.put("a/expiring", &json!(0), Some(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    s.clock.advance(ChronoDuration::seconds(30));
+
+    fn keys(page: &crate::ports::CacheKeys) -> Vec<String> {
+        page.keys.clone()
+    }
+    // Pages in ascending key order; the prefix is literal; expired entries are absent.
+    let first = c.list("a/", 2, None).await.unwrap();
+    assert_eq!(keys(&first), ["a/1", "a/2"]);
+    assert_eq!(first.next_after.as_deref(), Some("a/2"));
+    let second = c.list("a/", 2, Some("a/2")).await.unwrap();
+    assert_eq!(keys(&second), ["a/3"]);
+    assert_eq!(second.next_after, None, "the last page says so");
+    assert_eq!(
+        keys(&c.list("a/", 3, None).await.unwrap()),
+        ["a/1", "a/2", "a/3"]
+    );
+    assert_eq!(c.list("a/", 3, None).await.unwrap().next_after, None);
+    assert_eq!(keys(&c.list("a_", 10, None).await.unwrap()), ["a_1"]);
+    assert_eq!(keys(&c.list("a%", 10, None).await.unwrap()), ["a%"]);
+    assert_eq!(keys(&c.list("é", 10, None).await.unwrap()), ["é/1"]);
+    assert!(c.list("zz", 10, None).await.unwrap().keys.is_empty());
+    assert_eq!(
+        keys(&c.list("", 0, None).await.unwrap()),
+        ["a%"],
+        "a limit of 0 is raised to 1"
+    );
+    assert_eq!(
+        keys(&c.list("", 5000, None).await.unwrap()),
+        ["a%", "a/1", "a/2", "a/3", "a_1", "ab", "b/1", "é/1"],
+        "bytewise order, every live key"
+    );
+
+    // Deleting by prefix counts the live entries it deleted (not the expired one) and
+    // leaves other keys alone.
+    assert_eq!(c.delete_prefix("a/").await.unwrap(), 3);
+    assert_eq!(c.get("a/1").await.unwrap(), None);
+    assert_eq!(c.get("ab").await.unwrap(), Some(json!("ab")));
+    assert_eq!(c.delete_prefix("a/").await.unwrap(), 0);
+    assert_eq!(c.delete_prefix("a_").await.unwrap(), 1);
+    assert_eq!(
+        keys(&c.list("", 100, None).await.unwrap()),
+        ["a%", "ab", "b/1", "é/1"]
+    );
+    // The empty prefix clears the cache.
+    assert_eq!(c.delete_prefix("").await.unwrap(), 4);
+    assert!(c.list("", 100, None).await.unwrap().keys.is_empty());
+}
+
 pub async fn secrets_are_one_document_per_configuration(f: &impl StoreFactory) {
     let s = f.fresh().await;
     let secrets = &s.secrets;
@@ -718,12 +777,32 @@ pub async fn tick_claims_move_forward_only(f: &impl StoreFactory) {
     stats.record_run("e", &second).await.unwrap();
     let got = stats.get_stats("e").await.unwrap().unwrap();
     assert_eq!(got.total_runs, 2);
-    assert_eq!(got.last_run, Some(second));
+    assert_eq!(got.last_run, Some(second.clone()));
     assert_eq!(
         got.last_tick,
         Some(t0 + minute),
         "counting leaves the claim"
     );
+
+    // A failed tick is recorded without counting, and the next run clears it.
+    let failed = ScheduleError {
+        message: "application \"gone\" not found".into(),
+        time: t0 + minute * 3,
+    };
+    stats.record_error("e", &failed).await.unwrap();
+    let got = stats.get_stats("e").await.unwrap().unwrap();
+    assert_eq!(got.last_error, Some(failed.clone()));
+    assert_eq!((got.total_runs, got.last_tick), (2, Some(t0 + minute)));
+    stats.record_run("e", &second).await.unwrap();
+    let got = stats.get_stats("e").await.unwrap().unwrap();
+    assert_eq!((got.total_runs, got.last_error), (3, None));
+    // An error of a schedule never claimed creates its record.
+    stats.record_error("f", &failed).await.unwrap();
+    assert_eq!(
+        stats.get_stats("f").await.unwrap().unwrap().last_error,
+        Some(failed)
+    );
+    stats.delete_stats("f").await.unwrap();
 
     // Counting a run of a schedule never claimed creates its record.
     stats.record_run("d", &first).await.unwrap();
@@ -734,7 +813,7 @@ pub async fn tick_claims_move_forward_only(f: &impl StoreFactory) {
         .into_iter()
         .map(|s| (s.entry_id, s.total_runs))
         .collect();
-    assert_eq!(listed, [("d".to_string(), 1), ("e".to_string(), 2)]);
+    assert_eq!(listed, [("d".to_string(), 1), ("e".to_string(), 3)]);
 
     stats.delete_stats("e").await.unwrap();
     stats.delete_stats("e").await.unwrap();

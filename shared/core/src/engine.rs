@@ -114,6 +114,7 @@ impl Plan {
             finished_at: None,
             parent: None,
             replay_of: None,
+            alert_of: None,
             expires_at,
             steps: self.app.steps.iter().map(|s| StepRun::new(&s.id)).collect(),
             version: 0,
@@ -399,14 +400,23 @@ impl Machine<'_> {
             } => {
                 if let Some(i) = self.live_step(step) {
                     let s = &mut self.run.steps[i];
-                    let running = s
-                        .units
-                        .get(*unit as usize)
-                        .is_some_and(|u| u.attempt == *attempt && u.state == UnitState::Running);
-                    if running && s.state == StepState::Running {
-                        s.state = StepState::Waiting;
-                        s.child_run = Some(child_run.clone());
-                        self.changed = true;
+                    let fan_out = s.fan_out.is_some();
+                    let step_running = s.state == StepState::Running;
+                    let unit = s.units.get_mut(*unit as usize).filter(|u| {
+                        u.attempt == *attempt && u.state == UnitState::Running && step_running
+                    });
+                    if let Some(u) = unit {
+                        if u.child_run.as_ref() != Some(child_run) {
+                            u.child_run = Some(child_run.clone());
+                            self.changed = true;
+                        }
+                        // A single trigger waits (when blocking) for its child; a fan-out
+                        // cannot block (validation), its units record their children.
+                        if !fan_out {
+                            s.state = StepState::Waiting;
+                            s.child_run = Some(child_run.clone());
+                            self.changed = true;
+                        }
                     }
                 }
                 None

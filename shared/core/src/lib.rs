@@ -16,6 +16,7 @@ pub mod redact;
 pub mod step;
 
 pub use json::{Invalid, Issue};
+pub mod alert;
 pub mod condition;
 pub mod engine;
 pub mod operators;

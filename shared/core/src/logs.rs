@@ -134,6 +134,7 @@ mod tests {
             finished_at: None,
             parent: None,
             replay_of: None,
+            alert_of: None,
             expires_at: t(1_000_000),
             steps: units
                 .into_iter()

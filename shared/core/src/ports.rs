@@ -122,12 +122,38 @@ pub trait RunStore: Send + Sync {
     ) -> Result<Vec<(u64, LogEntry)>, StoreError>;
 }
 
+/// Largest page of [`Cache::list`]; larger limits are clamped to it.
+pub const MAX_CACHE_PAGE: usize = 1000;
+
+/// One page of cache keys, in ascending byte order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheKeys {
+    pub keys: Vec<String>,
+    /// The last key of this page when more keys may follow: pass it as `after` to read
+    /// on. `None` on the last page.
+    pub next_after: Option<String>,
+}
+
 /// The key/value cache that steps share across runs.
 #[async_trait]
 pub trait Cache: Send + Sync {
     async fn get(&self, key: &str) -> Result<Option<Value>, StoreError>;
     async fn put(&self, key: &str, value: &Value, ttl: Option<Duration>) -> Result<(), StoreError>;
+    /// `true` only when a live (unexpired) entry was deleted.
     async fn delete(&self, key: &str) -> Result<bool, StoreError>;
+    /// Up to `limit` (clamped to 1..=[`MAX_CACHE_PAGE`]) keys of live entries starting
+    /// with `prefix` (the empty prefix matches every key) and sorting after `after`,
+    /// ascending. The prefix is literal: no character is a wildcard.
+    async fn list(
+        &self,
+        prefix: &str,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<CacheKeys, StoreError>;
+    /// Deletes every entry whose key starts with `prefix`, a page at a time (so no single
+    /// write holds the store for long), and returns how many live entries it deleted.
+    /// Entries written while it runs may survive.
+    async fn delete_prefix(&self, prefix: &str) -> Result<u64, StoreError>;
 }
 
 /// Encrypted configuration values, one secret per configuration.
@@ -278,6 +304,19 @@ pub struct ScheduleStats {
     /// Ticks at or before this instant are handled (fired, or before the schedule
     /// existed or was enabled) and never fire again, across restarts.
     pub last_tick: Option<DateTime<Utc>>,
+    /// Why the latest tick that failed could not start its run (the application was
+    /// deleted or changed, the configuration is gone, ...); cleared by the next run the
+    /// schedule starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<ScheduleError>,
+}
+
+/// A tick that could not start its run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleError {
+    pub message: String,
+    /// When the tick failed.
+    pub time: DateTime<Utc>,
 }
 
 /// Run statistics and tick bookkeeping of schedules, apart from the schedule documents
@@ -295,7 +334,10 @@ pub trait ScheduleStatsStore: Send + Sync {
     /// Moves `last_tick` to `tick` when it is absent or earlier (a conditional write,
     /// creating the record when needed). `Ok(true)` when moved: the caller owns the tick.
     async fn claim_tick(&self, entry_id: &str, tick: DateTime<Utc>) -> Result<bool, StoreError>;
-    /// Counts a run started by the schedule and makes it the `last_run`.
+    /// Counts a run started by the schedule, makes it the `last_run` and clears
+    /// `last_error`.
     async fn record_run(&self, entry_id: &str, run: &ScheduledRun) -> Result<(), StoreError>;
+    /// Sets `last_error` (creating the record when needed), leaving the counts alone.
+    async fn record_error(&self, entry_id: &str, error: &ScheduleError) -> Result<(), StoreError>;
     async fn delete_stats(&self, entry_id: &str) -> Result<(), StoreError>;
 }

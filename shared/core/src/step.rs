@@ -173,7 +173,7 @@ impl StepLogger {
 /// use std::sync::Arc;
 /// use std::time::{Duration, Instant};
 /// use sluice_core::step::{StepContext, StepLogger};
-/// # use sluice_core::ports::{Cache, StoreError};
+/// # use sluice_core::ports::{Cache, CacheKeys, StoreError};
 /// # use serde_json::Value;
 /// # struct NoCache;
 /// # #[async_trait::async_trait]
@@ -181,6 +181,8 @@ impl StepLogger {
 /// #     async fn get(&self, _: &str) -> Result<Option<Value>, StoreError> { Ok(None) }
 /// #     async fn put(&self, _: &str, _: &Value, _: Option<Duration>) -> Result<(), StoreError> { Ok(()) }
 /// #     async fn delete(&self, _: &str) -> Result<bool, StoreError> { Ok(false) }
+/// #     async fn list(&self, _: &str, _: usize, _: Option<&str>) -> Result<CacheKeys, StoreError> { Ok(CacheKeys::default()) }
+/// #     async fn delete_prefix(&self, _: &str) -> Result<u64, StoreError> { Ok(0) }
 /// # }
 ///
 /// let log = StepLogger::new("Fetch", 1, 20, Default::default());

@@ -30,6 +30,15 @@ pub fn task_document(run: &Run, outputs: Option<&Map<String, Value>>) -> Value {
         }
         if let Some(n) = step.fan_out {
             doc["items"] = json!(n);
+            // Each unit of a fanned-out trigger_application starts its own child run.
+            let children: Vec<&str> = step
+                .units
+                .iter()
+                .filter_map(|u| u.child_run.as_deref())
+                .collect();
+            if !children.is_empty() {
+                doc["child_runs"] = json!(children);
+            }
         }
         if let Some(outputs) = outputs {
             doc["output"] = outputs.get(&step.id).cloned().unwrap_or(Value::Null);
@@ -50,6 +59,10 @@ pub fn task_document(run: &Run, outputs: Option<&Map<String, Value>>) -> Value {
         "parent": run.parent.as_ref().map(|p| json!({"task_id": p.run_id, "step": p.step_id})),
         "steps": steps,
     });
+    if let Some(alert_of) = &run.alert_of {
+        // The run whose failure (or warnings) this alert run handles.
+        doc["alert_of"] = json!(alert_of);
+    }
     if let Some(replay_of) = &run.replay_of {
         doc["replay_of"] = json!(replay_of);
     }

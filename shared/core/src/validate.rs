@@ -224,6 +224,32 @@ pub fn validate_application(app: &Application, catalog: &StepCatalog) -> Result<
         }
     }
 
+    // Alerts. Their application need not exist yet (as a trigger's target): it is
+    // checked when an alert starts, and deleting it is refused while it is named here.
+    for (field, alert) in [
+        ("on_failure", &app.on_failure),
+        ("on_warning", &app.on_warning),
+    ] {
+        let Some(alert) = alert else { continue };
+        if !is_app_name(&alert.application) {
+            issue(
+                format!("{field}.application"),
+                format!(
+                    "\"{}\" must match ^[A-Za-z0-9][A-Za-z0-9_-]{{0,63}}$",
+                    alert.application
+                ),
+            );
+        }
+        for name in alert.params.keys() {
+            if crate::alert::ALERT_PARAMS.contains(&name.as_str()) {
+                issue(
+                    format!("{field}.params.{name}"),
+                    format!("\"{name}\" is an alert param: the failed run sets it"),
+                );
+            }
+        }
+    }
+
     // App variables.
     let mut var_names: HashMap<&str, usize> = HashMap::new();
     for (i, var) in app.app_variables.iter().enumerate() {

@@ -580,6 +580,73 @@ fn blocking_child_holds_the_step_waiting_until_it_ends() {
 }
 
 #[test]
+fn every_unit_of_a_fanned_out_trigger_records_its_own_child() {
+    let p = plan(json!([
+        {"id": "T", "type": "trigger_application", "parameters": {"application": "x"},
+         "for_each": {"items": [1, 2, 3]}},
+        {"id": "After", "type": "echo", "depends_on": ["T"]}
+    ]));
+    let mut run = p.new_run("r".into(), t0(), t0());
+    apply(&p, &mut run, &Event::Start, t0());
+    apply(
+        &p,
+        &mut run,
+        &Event::Evaluated {
+            step: "T".into(),
+            decision: Decision::Run { units: Some(3) },
+        },
+        t0(),
+    );
+    for unit in 0..3 {
+        let claim = Event::Claim {
+            step: "T".into(),
+            unit,
+            attempt: 1,
+        };
+        assert_eq!(
+            apply(&p, &mut run, &claim, t0()).claim,
+            Some(Claim::Granted)
+        );
+        let started = Event::ChildStarted {
+            step: "T".into(),
+            unit,
+            attempt: 1,
+            child_run: format!("isapp-child-{unit}"),
+        };
+        assert!(apply(&p, &mut run, &started, t0()).changed);
+        assert_eq!(
+            run.step("T").unwrap().state,
+            StepState::Running,
+            "a fan-out never waits"
+        );
+        let done = Event::Finished {
+            step: "T".into(),
+            unit,
+            attempt: 1,
+            result: AttemptResult::Success { warnings: vec![] },
+            output: None,
+        };
+        apply(&p, &mut run, &done, t0());
+    }
+    let t = run.step("T").unwrap();
+    assert_eq!(t.state, StepState::Success);
+    let children: Vec<_> = t.units.iter().map(|u| u.child_run.as_deref()).collect();
+    assert_eq!(
+        children,
+        [
+            Some("isapp-child-0"),
+            Some("isapp-child-1"),
+            Some("isapp-child-2")
+        ]
+    );
+    let doc = sluice_core::task::task_document(&run, None);
+    assert_eq!(
+        doc["steps"]["T"]["child_runs"],
+        json!(["isapp-child-0", "isapp-child-1", "isapp-child-2"])
+    );
+}
+
+#[test]
 fn failed_child_fails_the_blocking_step() {
     let mut sim = Sim::new(plan(json!([
         {"id": "T", "type": "trigger_application", "parameters": {"application": "x", "blocking": true}}

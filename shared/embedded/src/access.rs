@@ -1,12 +1,12 @@
 //! API tokens, role bindings and schedule statistics (the [`AccessStore`] and
-//! [`ScheduleStatsStore`] ports) on the data directory's database. Schema version 2.
+//! [`ScheduleStatsStore`] ports) on the data directory's database. Schema versions 2 and 3.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension};
 use sluice_core::model::{ApiToken, OwnerType, RoleBinding};
 use sluice_core::ports::{
-    AccessStore, ScheduleStats, ScheduleStatsStore, ScheduledRun, StoreError,
+    AccessStore, ScheduleError, ScheduleStats, ScheduleStatsStore, ScheduledRun, StoreError,
 };
 
 use crate::db::{json_error, nanos, sql};
@@ -34,6 +34,10 @@ CREATE TABLE schedule_stats (
     last_tick  INTEGER
 );
 "#;
+
+/// Migration 2 -> 3: why the latest failed tick could not start its run (JSON
+/// `{message, time}`), cleared by the next run.
+pub(crate) const SCHEMA_V3: &str = "ALTER TABLE schedule_stats ADD COLUMN last_error TEXT;";
 
 impl EmbeddedStore {
     /// The API tokens and role bindings of this data directory.
@@ -167,10 +171,10 @@ impl AccessStore for EmbeddedStore {
     }
 }
 
-type StatsRow = (String, i64, Option<String>, Option<i64>);
+type StatsRow = (String, i64, Option<String>, Option<i64>, Option<String>);
 
 fn stats_of(row: StatsRow) -> Result<ScheduleStats, StoreError> {
-    let (entry_id, total_runs, last_run, last_tick) = row;
+    let (entry_id, total_runs, last_run, last_tick, last_error) = row;
     Ok(ScheduleStats {
         entry_id,
         total_runs: total_runs.max(0) as u64,
@@ -178,10 +182,18 @@ fn stats_of(row: StatsRow) -> Result<ScheduleStats, StoreError> {
             .map(|t| serde_json::from_str(&t).map_err(json_error))
             .transpose()?,
         last_tick: last_tick.map(from_nanos),
+        last_error: last_error
+            .map(|t| serde_json::from_str(&t).map_err(json_error))
+            .transpose()?,
     })
 }
 
-const STATS_COLUMNS: &str = "SELECT entry_id, total_runs, last_run, last_tick FROM schedule_stats";
+const STATS_COLUMNS: &str =
+    "SELECT entry_id, total_runs, last_run, last_tick, last_error FROM schedule_stats";
+
+fn stats_row(r: &rusqlite::Row) -> rusqlite::Result<StatsRow> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+}
 
 #[async_trait]
 impl ScheduleStatsStore for EmbeddedStore {
@@ -190,9 +202,7 @@ impl ScheduleStatsStore for EmbeddedStore {
             .shared
             .read(|conn| {
                 conn.prepare_cached(&format!("{STATS_COLUMNS} WHERE entry_id = ?1"))?
-                    .query_row([entry_id], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                    })
+                    .query_row([entry_id], stats_row)
                     .optional()
             })
             .map_err(sql)?;
@@ -204,7 +214,7 @@ impl ScheduleStatsStore for EmbeddedStore {
             .shared
             .read(|conn| {
                 conn.prepare_cached(&format!("{STATS_COLUMNS} ORDER BY entry_id"))?
-                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                    .query_map([], stats_row)?
                     .collect()
             })
             .map_err(sql)?;
@@ -235,7 +245,22 @@ impl ScheduleStatsStore for EmbeddedStore {
                 conn.prepare_cached(
                     "INSERT INTO schedule_stats (entry_id, total_runs, last_run) VALUES (?1, 1, ?2) \
                      ON CONFLICT (entry_id) DO UPDATE SET total_runs = total_runs + 1, \
-                     last_run = excluded.last_run",
+                     last_run = excluded.last_run, last_error = NULL",
+                )?
+                .execute(params![entry_id, doc])
+            })
+            .await
+            .map_err(sql)?;
+        Ok(())
+    }
+
+    async fn record_error(&self, entry_id: &str, error: &ScheduleError) -> Result<(), StoreError> {
+        let doc = serde_json::to_string(error).map_err(json_error)?;
+        self.shared
+            .write(|conn| {
+                conn.prepare_cached(
+                    "INSERT INTO schedule_stats (entry_id, last_error) VALUES (?1, ?2) \
+                     ON CONFLICT (entry_id) DO UPDATE SET last_error = excluded.last_error",
                 )?
                 .execute(params![entry_id, doc])
             })

@@ -19,10 +19,14 @@ pub const OUTPUTS_DIR: &str = "outputs";
 
 /// Schema version written to `PRAGMA user_version`; bump it and add a step to
 /// `MIGRATIONS` for every schema change.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// `MIGRATIONS[n]` brings a database from `user_version` n to n + 1.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, crate::access::SCHEMA_V2];
+const MIGRATIONS: &[&str] = &[
+    SCHEMA_V1,
+    crate::access::SCHEMA_V2,
+    crate::access::SCHEMA_V3,
+];
 
 /// Every filtered or purged column is indexed. Times are nanoseconds since the Unix epoch
 /// (exact for `since`/`until` comparisons, clamped outside 1677..2262).

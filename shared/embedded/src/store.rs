@@ -17,7 +17,8 @@ use sluice_core::clock::Clock;
 use sluice_core::logs;
 use sluice_core::model::{Application, Configuration, LogEntry, Run, Schedule};
 use sluice_core::ports::{
-    Cache, DefinitionStore, OutputKey, RunQuery, RunStore, ScheduleStore, StoreError,
+    Cache, CacheKeys, DefinitionStore, OutputKey, RunQuery, RunStore, ScheduleStore, StoreError,
+    MAX_CACHE_PAGE,
 };
 
 use crate::db::{add_duration, json_error, nanos, sql, Shared};
@@ -868,5 +869,64 @@ impl Cache for EmbeddedStore {
             Some(None) => true,
             Some(Some(at)) => at > self.now_nanos(),
         })
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<CacheKeys, StoreError> {
+        let limit = limit.clamp(1, MAX_CACHE_PAGE);
+        // `key >= prefix` lets the primary key's index find the start; the `substr`
+        // comparison is the literal prefix test (LIKE would treat `%` and `_` as
+        // wildcards). Text compares bytewise (BINARY), the order the port promises.
+        let mut keys: Vec<String> = self
+            .shared
+            .read(|conn| {
+                conn.prepare_cached(
+                    "SELECT key FROM cache WHERE key >= ?1 AND substr(key, 1, length(?1)) = ?1 \
+                     AND (?2 IS NULL OR key > ?2) \
+                     AND (expires_at IS NULL OR expires_at > ?3) ORDER BY key LIMIT ?4",
+                )?
+                .query_map(
+                    params![prefix, after, self.now_nanos(), (limit + 1) as i64],
+                    |row| row.get(0),
+                )?
+                .collect()
+            })
+            .map_err(sql)?;
+        let more = keys.len() > limit;
+        keys.truncate(limit);
+        let next_after = if more { keys.last().cloned() } else { None };
+        Ok(CacheKeys { keys, next_after })
+    }
+
+    async fn delete_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
+        let now = self.now_nanos();
+        let mut deleted = 0;
+        loop {
+            // A page per write: the shared write transaction is never held for long.
+            let page: Vec<Option<i64>> = self
+                .shared
+                .write(|conn| {
+                    conn.prepare_cached(
+                        "DELETE FROM cache WHERE key IN (SELECT key FROM cache \
+                         WHERE key >= ?1 AND substr(key, 1, length(?1)) = ?1 \
+                         ORDER BY key LIMIT ?2) RETURNING expires_at",
+                    )?
+                    .query_map(params![prefix, MAX_CACHE_PAGE as i64], |row| row.get(0))?
+                    .collect()
+                })
+                .await
+                .map_err(sql)?;
+            deleted += page
+                .iter()
+                .filter(|expires| expires.is_none_or(|at| at > now))
+                .count() as u64;
+            if page.len() < MAX_CACHE_PAGE {
+                return Ok(deleted);
+            }
+        }
     }
 }

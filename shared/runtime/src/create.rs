@@ -5,8 +5,11 @@
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
+use sluice_core::alert::AlertStart;
 use sluice_core::engine::Plan;
-use sluice_core::model::{new_run_id, Application, Configuration, ParentRef};
+use sluice_core::model::{
+    new_run_id, AlertOf, Application, Configuration, LogEntry, LogLevel, ParentRef, Run, RunState,
+};
 use sluice_core::step::version_of;
 use sluice_core::validate::{check_config_references, check_run_params, RunSettings};
 use sluice_core::Invalid;
@@ -27,6 +30,9 @@ pub struct StartRequest {
     pub replay_of: Option<String>,
     /// Run this document instead of the stored application (replays).
     pub snapshot: Option<Application>,
+    /// The run whose end this run handles (an alert run, or a run an alert run
+    /// triggered): it never starts an alert itself.
+    pub alert_of: Option<AlertOf>,
 }
 
 /// Why a run could not start.
@@ -78,6 +84,7 @@ impl Runtime {
         run.params = request.params;
         run.parent = request.parent;
         run.replay_of = request.replay_of;
+        run.alert_of = request.alert_of;
         // Versions from this runtime's registry: on AWS the catalogue, generated from the
         // same build as the step functions, so it names the versions they run.
         for (step, spec) in run.steps.iter_mut().zip(&app.steps) {
@@ -88,6 +95,79 @@ impl Runtime {
             self.publish(&run);
         }
         Ok(id)
+    }
+
+    /// Creates the alert run `alert` of the ended run `ended` (see `sluice_core::alert`)
+    /// and returns its id when it still needs its `Start` (created now, or created
+    /// before a crash and never started). Idempotent: the alert run's id is fixed, so a
+    /// redelivered end notice finds it and starts nothing. A refused alert (its
+    /// application missing, params it does not accept) is an ERROR entry in the ended
+    /// run's log, never silent; only infrastructure failures are errors here.
+    pub(crate) async fn create_alert_run(
+        &self,
+        ended: &Run,
+        alert: &AlertStart,
+    ) -> Result<Option<String>, RuntimeError> {
+        if let Some(existing) = self.backend.runs.get_run(&alert.run_id).await? {
+            return Ok((existing.state == RunState::Pending).then_some(existing.id));
+        }
+        let field = match alert.alert_of.event {
+            sluice_core::model::AlertEvent::Failure => "on_failure",
+            sluice_core::model::AlertEvent::Warning => "on_warning",
+        };
+        let target = self
+            .backend
+            .definitions
+            .get_application(&alert.application)
+            .await?;
+        let created = match target {
+            None => Err(StartError::NotFound(format!(
+                "application \"{}\" not found",
+                alert.application
+            ))),
+            Some(target) => {
+                let request = StartRequest {
+                    application: alert.application.clone(),
+                    params: alert.params_for(&target),
+                    run_id: Some(alert.run_id.clone()),
+                    alert_of: Some(alert.alert_of.clone()),
+                    snapshot: Some(target),
+                    ..StartRequest::default()
+                };
+                self.create_run(request).await
+            }
+        };
+        let (level, message, started) = match created {
+            Ok(id) => (
+                LogLevel::Info,
+                format!("{field}: started run {id} of \"{}\"", alert.application),
+                Some(id),
+            ),
+            Err(StartError::Runtime(e)) => return Err(e),
+            Err(refused) => {
+                tracing::warn!(run = %ended.id, application = %alert.application, error = %refused, "alert not started");
+                (
+                    LogLevel::Error,
+                    format!(
+                        "{field}: cannot start application \"{}\": {refused}",
+                        alert.application
+                    ),
+                    None,
+                )
+            }
+        };
+        let entry = LogEntry {
+            ts: (self.config.clock)(),
+            level,
+            step: field.to_string(),
+            attempt: 0,
+            message,
+        };
+        self.backend
+            .runs
+            .append_logs(&ended.id, &[entry], ended.expires_at)
+            .await?;
+        Ok(started)
     }
 
     /// Checks that `app` can start with `params` (their values, the configuration they

@@ -84,6 +84,14 @@ impl Runtime {
                     work.push_back((run.id.clone(), Event::Evaluated { step, decision }));
                 }
                 FollowUp::Inline(message) => self.run_inline(&message, work).await?,
+                FollowUp::Ended { events, alert } => {
+                    work.extend(events);
+                    if let Some(alert) = alert {
+                        if let Some(id) = self.create_alert_run(run, &alert).await? {
+                            work.push_back((id, Event::Start));
+                        }
+                    }
+                }
             }
         }
         Ok(())
@@ -344,6 +352,9 @@ impl Runtime {
             run_id: Some(child_id.clone()),
             replay_of: None,
             snapshot: None,
+            // A run an alert run triggers is part of handling that alert: it never
+            // alerts either, so a chain of alerts cannot form through triggers.
+            alert_of: run.alert_of.clone(),
         };
         let refused = |e: StartError| {
             StepError::Fatal(format!(

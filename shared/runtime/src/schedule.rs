@@ -8,10 +8,17 @@
 //! restarts. A tick at or before the schedule's last handled tick (a retried or late
 //! invocation, a tick before the schedule was enabled) and a disabled schedule start
 //! nothing.
+//!
+//! A tick whose run cannot start (the application was deleted or changed, its
+//! configuration is gone, a required variable lost its value) is never silent: the
+//! reason and time become the schedule's `last_error` (shown by `GET /schedule` and
+//! `sluice schedules list|get`) until a later tick starts a run.
 
 use chrono::{DateTime, Utc};
 use sluice_core::model::{deterministic_run_id, Run, Schedule};
-use sluice_core::ports::{ScheduleStatsStore, ScheduleStore, ScheduledRun, StoreError};
+use sluice_core::ports::{
+    ScheduleError, ScheduleStatsStore, ScheduleStore, ScheduledRun, StoreError,
+};
 use sluice_core::task::rfc3339;
 
 use crate::create::{StartError, StartRequest};
@@ -73,25 +80,36 @@ pub async fn fire(
             ..StartRequest::default()
         })
         .await;
-    let refused = |reason: String| FireError::Refused {
-        entry_id: entry_id.clone(),
-        reason,
+    let record_error = |message: String| async move {
+        let error = ScheduleError {
+            message,
+            time: (runtime.config.clock)(),
+        };
+        stats.record_error(entry_id, &error).await
     };
     let run = match started {
         Ok(run) => run,
-        Err(StartError::Invalid(e)) => {
-            stats.claim_tick(entry_id, tick).await?;
-            return Err(refused(e.to_string()));
-        }
-        Err(StartError::NotFound(reason)) => {
-            stats.claim_tick(entry_id, tick).await?;
-            return Err(refused(reason));
-        }
         Err(StartError::Runtime(e)) => {
+            // Not spent: the tick is retried. Shown meanwhile, and logged if even that fails.
+            let reason = e.to_string();
+            if let Err(e) = record_error(reason.clone()).await {
+                tracing::warn!(%entry_id, error = %e, "cannot record the schedule's error");
+            }
             return Err(FireError::Runtime {
                 entry_id: entry_id.clone(),
-                reason: e.to_string(),
-            })
+                reason,
+            });
+        }
+        Err(refusal) => {
+            // A refused run would be refused again: the tick is spent, and recorded.
+            let reason = refusal.to_string();
+            if stats.claim_tick(entry_id, tick).await? {
+                record_error(reason.clone()).await?;
+            }
+            return Err(FireError::Refused {
+                entry_id: entry_id.clone(),
+                reason,
+            });
         }
     };
     if !stats.claim_tick(entry_id, tick).await? {

@@ -9,11 +9,15 @@ use serde_json::Value;
 use sluice_core::engine::Event;
 use sluice_core::logs;
 use sluice_core::model::{Application, Configuration, LogEntry, Run, RunState};
+use sluice_core::ports::RunQuery;
 use sluice_core::validate::{validate_application, validate_configuration};
 use sluice_core::{Invalid, Issue};
 
 use crate::create::{StartError, StartRequest};
 use crate::runtime::{Runtime, RuntimeError};
+
+/// Runs read per listing page by [`Runtime::revoke_all`].
+const REVOKE_PAGE: usize = 500;
 
 impl Runtime {
     /// Checks a request, creates the run and starts it. Starting is idempotent for a
@@ -22,6 +26,28 @@ impl Runtime {
         let id = self.create_run(request).await?;
         self.process(&id, Event::Start).await?;
         Ok(self.get_run(&id).await?)
+    }
+
+    /// Starts the alert run an ended run's application asks for (`on_failure`,
+    /// `on_warning`) unless it exists, and returns its id; `None` when the run needs no
+    /// alert or the alert was refused (then its log says why). The end of a run does
+    /// this by itself; a caller that waits for a run and what it starts (`sluice run`)
+    /// calls it to learn the alert run's id, harmlessly repeating it.
+    pub async fn start_alert(&self, run: &Run) -> Result<Option<String>, RuntimeError> {
+        if !sluice_core::alert::may_alert(run) {
+            return Ok(None);
+        }
+        let Some(app) = self.backend.runs.get_snapshot(&run.id).await? else {
+            return Ok(None);
+        };
+        let Some(alert) = sluice_core::alert::alert_for(&app, run) else {
+            return Ok(None);
+        };
+        if let Some(id) = self.create_alert_run(run, &alert).await? {
+            self.process(&id, Event::Start).await?;
+        }
+        let exists = self.backend.runs.get_run(&alert.run_id).await?.is_some();
+        Ok(exists.then_some(alert.run_id))
     }
 
     /// A new run with the same application document, params, configuration and queue.
@@ -59,6 +85,46 @@ impl Runtime {
     pub async fn revoke(&self, run_id: &str) -> Result<Run, RuntimeError> {
         self.process(run_id, Event::Revoke).await?;
         self.get_run(run_id).await
+    }
+
+    /// Revokes every unfinished (pending or running) run, or every unfinished run of
+    /// `application`, and returns how many it revoked (children revoked by a parent's
+    /// cascade included). Runs are read a page at a time, newest first, so memory stays
+    /// bounded whatever the number of runs; runs started after the call began may be
+    /// left running.
+    pub async fn revoke_all(&self, application: Option<&str>) -> Result<u64, RuntimeError> {
+        let mut revoked = 0;
+        for state in [RunState::Running, RunState::Pending] {
+            let mut before_id = None;
+            loop {
+                let page = self
+                    .backend
+                    .runs
+                    .list_runs(&RunQuery {
+                        application: application.map(str::to_string),
+                        state: Some(state),
+                        before_id: before_id.clone(),
+                        limit: REVOKE_PAGE,
+                        ..RunQuery::default()
+                    })
+                    .await?;
+                for run in &page {
+                    match self.revoke(&run.id).await {
+                        Ok(after) if after.state == RunState::Revoked => revoked += 1,
+                        Ok(_) => {} // it ended before the revoke reached it
+                        // Expired or deleted between the listing and the revoke.
+                        Err(RuntimeError::NotFound(_)) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                if page.len() < REVOKE_PAGE {
+                    break;
+                }
+                before_id = page.last().map(|run| run.id.clone());
+            }
+        }
+        tracing::info!(application, revoked, "revoked unfinished runs");
+        Ok(revoked)
     }
 
     /// Up to `limit` (0: 1000) log entries of `run` after sequence number `after`: the

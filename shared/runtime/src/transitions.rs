@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use chrono::SubsecRound;
 use serde_json::{json, Map};
+use sluice_core::alert::{self, AlertStart};
 use sluice_core::engine::{self, Applied, AttemptResult, Effect, Event, Plan};
 use sluice_core::model::{ParentRef, Run, RunState};
 use sluice_core::operators;
@@ -26,6 +27,12 @@ pub(crate) enum FollowUp {
     Evaluate { step: String },
     /// Execute this operator attempt here and now, with no queue hop.
     Inline(TaskMessage),
+    /// The run ended: apply these events (a blocking parent's), then start this alert
+    /// run (`on_failure` / `on_warning`), which needs run creation, a layer above.
+    Ended {
+        events: Vec<(String, Event)>,
+        alert: Option<Box<AlertStart>>,
+    },
 }
 
 impl Runtime {
@@ -192,9 +199,27 @@ impl Runtime {
                         events.push((parent.run_id.clone(), event));
                     }
                 }
-                Ok(FollowUp::Apply(events))
+                let alert = self.alert_of_ended(run).await?.map(Box::new);
+                Ok(FollowUp::Ended { events, alert })
             }
         }
+    }
+
+    /// The alert an ended run's application asks for, if any. The snapshot is read only
+    /// for a run that may alert (failed, or succeeded with warnings), and not cached:
+    /// the run has ended.
+    async fn alert_of_ended(&self, run: &Run) -> Result<Option<AlertStart>, RuntimeError> {
+        if !alert::may_alert(run) {
+            return Ok(None);
+        }
+        let app = match self.plans.get(&run.id) {
+            Some(plan) => plan.app.clone(),
+            None => match self.backend.runs.get_snapshot(&run.id).await? {
+                Some(app) => app,
+                None => return Ok(None),
+            },
+        };
+        Ok(alert::alert_for(&app, run))
     }
 
     /// The end of a blocking child: store the parent step's output, then finish it.

@@ -58,7 +58,7 @@ pub use schemars::{self, JsonSchema};
 pub use serde;
 pub use serde_json::{self, json, Value};
 pub use sluice_core::model::{LogEntry, LogLevel};
-pub use sluice_core::ports::{Cache, StoreError};
+pub use sluice_core::ports::{Cache, CacheKeys, StoreError, MAX_CACHE_PAGE};
 pub use sluice_core::step::{
     StepContext, StepError, StepLogger, StepOutput, StepRegistry, StepType, TypedStep,
 };

@@ -41,14 +41,15 @@
 //! # });
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 use sluice_core::model::LogEntry;
-use sluice_core::ports::{Cache, StoreError};
+use sluice_core::ports::{Cache, CacheKeys, StoreError, MAX_CACHE_PAGE};
 use sluice_core::redact::Redactor;
 use sluice_core::reference::{self, ConfigValues, RunScope};
 use sluice_core::step::{StepContext, StepError, StepLogger, StepOutput, StepType};
@@ -274,11 +275,17 @@ impl TestOutcome {
 /// let cache = MemoryCache::default();
 /// cache.put("token", &json!("abc"), None).await.unwrap();
 /// assert_eq!(cache.get("token").await.unwrap(), Some(json!("abc")));
+/// assert_eq!(cache.list("to", 10, None).await.unwrap().keys, ["token"]);
 /// # });
 /// ```
 #[derive(Default)]
 pub struct MemoryCache {
-    entries: Mutex<HashMap<String, (Value, Option<Instant>)>>,
+    // Ordered, so that listings come out in key order as from the real stores.
+    entries: Mutex<BTreeMap<String, (Value, Option<Instant>)>>,
+}
+
+fn is_live(expires: &Option<Instant>, now: Instant) -> bool {
+    expires.is_none_or(|at| at > now)
 }
 
 #[async_trait]
@@ -286,7 +293,7 @@ impl Cache for MemoryCache {
     async fn get(&self, key: &str) -> Result<Option<Value>, StoreError> {
         let mut entries = self.entries.lock().expect("cache");
         match entries.get(key) {
-            Some((_, Some(expires))) if *expires <= Instant::now() => {
+            Some((_, expires)) if !is_live(expires, Instant::now()) => {
                 entries.remove(key);
                 Ok(None)
             }
@@ -305,6 +312,45 @@ impl Cache for MemoryCache {
     }
 
     async fn delete(&self, key: &str) -> Result<bool, StoreError> {
-        Ok(self.entries.lock().expect("cache").remove(key).is_some())
+        let removed = self.entries.lock().expect("cache").remove(key);
+        Ok(removed.is_some_and(|(_, expires)| is_live(&expires, Instant::now())))
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<CacheKeys, StoreError> {
+        let limit = limit.clamp(1, MAX_CACHE_PAGE);
+        let now = Instant::now();
+        let entries = self.entries.lock().expect("cache");
+        let mut keys: Vec<String> = entries
+            .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .filter(|(key, (_, expires))| {
+                after.is_none_or(|after| key.as_str() > after) && is_live(expires, now)
+            })
+            .map(|(key, _)| key.clone())
+            .take(limit + 1)
+            .collect();
+        let more = keys.len() > limit;
+        keys.truncate(limit);
+        let next_after = if more { keys.last().cloned() } else { None };
+        Ok(CacheKeys { keys, next_after })
+    }
+
+    async fn delete_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
+        let now = Instant::now();
+        let mut entries = self.entries.lock().expect("cache");
+        let mut deleted = 0;
+        entries.retain(|key, (_, expires)| {
+            if !key.starts_with(prefix) {
+                return true;
+            }
+            deleted += u64::from(is_live(expires, now));
+            false
+        });
+        Ok(deleted)
     }
 }

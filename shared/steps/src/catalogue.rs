@@ -130,7 +130,9 @@ pub fn catalogue_registry() -> StepRegistry {
     test,
     feature = "echo",
     feature = "http_request",
+    feature = "graphql",
     feature = "sql",
+    feature = "ssh_command",
     feature = "cache"
 ))]
 mod tests {
@@ -151,7 +153,14 @@ mod tests {
         let known = catalogue_registry();
         assert_eq!(
             known.names().collect::<Vec<_>>(),
-            ["cache", "echo", "http_request", "sql"]
+            [
+                "cache",
+                "echo",
+                "graphql",
+                "http_request",
+                "sql",
+                "ssh_command"
+            ]
         );
         // The stand-ins report the versions of the step types they stand for.
         for builtin in crate::builtin_registry().iter() {
@@ -212,6 +221,17 @@ mod tests {
         }
         async fn delete(&self, _: &str) -> Result<bool, sluice_core::ports::StoreError> {
             Ok(false)
+        }
+        async fn list(
+            &self,
+            _: &str,
+            _: usize,
+            _: Option<&str>,
+        ) -> Result<sluice_core::ports::CacheKeys, sluice_core::ports::StoreError> {
+            Ok(Default::default())
+        }
+        async fn delete_prefix(&self, _: &str) -> Result<u64, sluice_core::ports::StoreError> {
+            Ok(0)
         }
     }
 }

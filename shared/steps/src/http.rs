@@ -1,23 +1,33 @@
 //! `http_request`: one HTTP request; the response body is the output.
+//!
+//! The pieces every HTTP-based step type shares (the client with its TLS
+//! configuration, headers, `auth`, the timeout, how transport failures and statuses
+//! are classified) live here too, so `graphql` sends its requests the same way.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
-use reqwest::{Client, Method, Url};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::{Client, Method, RequestBuilder, Url};
 use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
-use sluice_sdk::{StepContext, StepError, StepOutput, TypedStep};
+use serde::Deserialize;
+use sluice_sdk::StepError;
 
-/// Longest request timeout: a step's own timeout cannot be longer.
-/// One request waits at most 15 minutes, wherever the step runs.
-const MAX_TIMEOUT_SECONDS: f64 = sluice_core::model::LAMBDA_MAX_TIMEOUT_SECONDS as f64;
+#[cfg(feature = "http_request")]
+use crate::common::{timeout_param, truncate};
+#[cfg(feature = "http_request")]
+use {
+    async_trait::async_trait,
+    reqwest::header::CONTENT_TYPE,
+    serde::Serialize,
+    serde_json::{Map, Value},
+    sluice_sdk::{StepContext, StepOutput, TypedStep},
+    std::time::Instant,
+};
 
 /// How much of an unexpected response's body goes into the error.
-const ERROR_BODY_CHARS: usize = 300;
+pub(crate) const ERROR_BODY_CHARS: usize = 300;
 
+#[cfg(feature = "http_request")]
 /// How the response becomes the step's output.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -62,7 +72,7 @@ pub enum Scalar {
 }
 
 impl Scalar {
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         match self {
             Self::Text(s) => s.clone(),
             Self::Number(n) => n.to_string(),
@@ -71,6 +81,7 @@ impl Scalar {
     }
 }
 
+#[cfg(feature = "http_request")]
 /// Parameters of `http_request`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -109,14 +120,17 @@ pub struct HttpRequestParams {
     pub response: ResponseMode,
 }
 
+#[cfg(feature = "http_request")]
 fn default_method() -> String {
     "GET".into()
 }
 
-fn default_timeout() -> f64 {
+/// The default of `timeout_seconds` in every HTTP-based step type.
+pub(crate) fn default_timeout() -> f64 {
     30.0
 }
 
+#[cfg(feature = "http_request")]
 /// The `http_request` step type. Holds one [`Client`] (its connection pool and TLS
 /// configuration), reused by every invocation of a warm process.
 #[derive(Debug, Clone)]
@@ -124,23 +138,34 @@ pub struct HttpRequest {
     client: Client,
 }
 
+#[cfg(feature = "http_request")]
 impl Default for HttpRequest {
     fn default() -> Self {
         Self::new()
     }
 }
 
+#[cfg(feature = "http_request")]
 impl HttpRequest {
+    /// The step type with its own client (connection pool and TLS configuration).
     pub fn new() -> Self {
-        let client = Client::builder()
-            .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
-            .use_rustls_tls()
-            .build()
-            .expect("the HTTP client configuration is static and valid");
-        Self { client }
+        Self {
+            client: http_client(),
+        }
     }
 }
 
+/// The client of every HTTP-based step type: rustls with the web PKI roots, and
+/// `sluice/<version>` as the user agent.
+pub(crate) fn http_client() -> Client {
+    Client::builder()
+        .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
+        .use_rustls_tls()
+        .build()
+        .expect("the HTTP client configuration is static and valid")
+}
+
+#[cfg(feature = "http_request")]
 #[async_trait]
 impl TypedStep for HttpRequest {
     const NAME: &'static str = "http_request";
@@ -157,25 +182,8 @@ impl TypedStep for HttpRequest {
         let fatal = StepError::Fatal;
         let method = Method::from_bytes(params.method.trim().to_ascii_uppercase().as_bytes())
             .map_err(|_| fatal(format!("invalid HTTP method \"{}\"", params.method)))?;
-        let mut url = Url::parse(&params.url)
-            .map_err(|e| fatal(format!("invalid URL \"{}\": {e}", params.url)))?;
-        if url.scheme() != "http" && url.scheme() != "https" {
-            return Err(fatal(format!(
-                "unsupported URL scheme \"{}\" in \"{}\" (use http or https)",
-                url.scheme(),
-                params.url
-            )));
-        }
-        // A reference may have brought any number: 1e300 must not reach Duration.
-        let timeout = Some(params.timeout_seconds)
-            .filter(|t| (0.001..=MAX_TIMEOUT_SECONDS).contains(t))
-            .and_then(|t| Duration::try_from_secs_f64(t).ok())
-            .ok_or_else(|| {
-                fatal(format!(
-                    "\"timeout_seconds\" must be between 0.001 and {MAX_TIMEOUT_SECONDS} (got {})",
-                    params.timeout_seconds
-                ))
-            })?;
+        let mut url = parse_http_url(&params.url)?;
+        let timeout = timeout_param(params.timeout_seconds)?;
         if !params.query.is_empty() {
             let mut pairs = url.query_pairs_mut();
             for (name, value) in &params.query {
@@ -187,15 +195,7 @@ impl TypedStep for HttpRequest {
         }
         let shown = display_url(&url);
 
-        let mut headers = HeaderMap::new();
-        for (name, value) in &params.headers {
-            let header = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| fatal(format!("invalid header name \"{name}\"")))?;
-            // The value may be a secret: name the header, never show the value.
-            let value = HeaderValue::from_str(&value.text())
-                .map_err(|_| fatal(format!("invalid value for header \"{name}\"")))?;
-            headers.append(header, value);
-        }
+        let mut headers = header_map(&params.headers)?;
 
         let mut request = self.client.request(method.clone(), url).timeout(timeout);
         match params.body {
@@ -216,29 +216,10 @@ impl TypedStep for HttpRequest {
                 request = request.body(json.to_string());
             }
         }
-        request = request.headers(headers);
-        request = match params.auth {
-            None => request,
-            Some(Auth::Basic(basic)) => request.basic_auth(basic.username, basic.password),
-            Some(Auth::Bearer(token)) => request.bearer_auth(token),
-        };
+        request = with_auth(request.headers(headers), params.auth);
 
         let started = Instant::now();
-        let transport = |e: reqwest::Error| {
-            if e.is_timeout() {
-                StepError::Retryable(format!(
-                    "{method} {shown} timed out after {} s",
-                    params.timeout_seconds
-                ))
-            } else if e.is_builder() {
-                StepError::Fatal(format!(
-                    "cannot build the request {method} {shown}: {}",
-                    chain(e)
-                ))
-            } else {
-                StepError::Retryable(format!("{method} {shown} failed: {}", chain(e)))
-            }
-        };
+        let transport = |e| transport_error(e, &method, &shown, params.timeout_seconds);
         let response = request.send().await.map_err(transport)?;
         let status = response.status();
         let response_headers = response.headers().clone();
@@ -305,8 +286,66 @@ impl TypedStep for HttpRequest {
     }
 }
 
+/// A `url` parameter: an absolute `http` or `https` URL.
+pub(crate) fn parse_http_url(text: &str) -> Result<Url, StepError> {
+    let url =
+        Url::parse(text).map_err(|e| StepError::Fatal(format!("invalid URL \"{text}\": {e}")))?;
+    if url.scheme() != "http" && url.scheme() != "https" {
+        return Err(StepError::Fatal(format!(
+            "unsupported URL scheme \"{}\" in \"{text}\" (use http or https)",
+            url.scheme()
+        )));
+    }
+    Ok(url)
+}
+
+/// The `headers` parameter as a header map; an error names the header, never its value
+/// (which may be a secret).
+pub(crate) fn header_map(headers: &BTreeMap<String, Scalar>) -> Result<HeaderMap, StepError> {
+    let mut map = HeaderMap::new();
+    for (name, value) in headers {
+        let header = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| StepError::Fatal(format!("invalid header name \"{name}\"")))?;
+        let value = HeaderValue::from_str(&value.text())
+            .map_err(|_| StepError::Fatal(format!("invalid value for header \"{name}\"")))?;
+        map.append(header, value);
+    }
+    Ok(map)
+}
+
+/// The request with the `auth` parameter's `Authorization` header.
+pub(crate) fn with_auth(request: RequestBuilder, auth: Option<Auth>) -> RequestBuilder {
+    match auth {
+        None => request,
+        Some(Auth::Basic(basic)) => request.basic_auth(basic.username, basic.password),
+        Some(Auth::Bearer(token)) => request.bearer_auth(token),
+    }
+}
+
+/// A failure to send a request or read its response: a timeout or a network failure is
+/// retryable, a request that cannot be built is not.
+pub(crate) fn transport_error(
+    error: reqwest::Error,
+    method: &Method,
+    shown: &str,
+    timeout_seconds: f64,
+) -> StepError {
+    if error.is_timeout() {
+        StepError::Retryable(format!(
+            "{method} {shown} timed out after {timeout_seconds} s"
+        ))
+    } else if error.is_builder() {
+        StepError::Fatal(format!(
+            "cannot build the request {method} {shown}: {}",
+            chain(error)
+        ))
+    } else {
+        StepError::Retryable(format!("{method} {shown} failed: {}", chain(error)))
+    }
+}
+
 /// `503 Service Unavailable`, or just the code when it has no canonical reason.
-fn status_text(status: reqwest::StatusCode) -> String {
+pub(crate) fn status_text(status: reqwest::StatusCode) -> String {
     match status.canonical_reason() {
         Some(reason) => format!("{} {reason}", status.as_u16()),
         None => status.as_u16().to_string(),
@@ -314,7 +353,7 @@ fn status_text(status: reqwest::StatusCode) -> String {
 }
 
 /// The URL as shown in logs and errors: without any password in its user info.
-fn display_url(url: &Url) -> String {
+pub(crate) fn display_url(url: &Url) -> String {
     if url.password().is_some() {
         let mut shown = url.clone();
         let _ = shown.set_password(Some("***"));
@@ -339,12 +378,4 @@ fn chain(error: reqwest::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-/// The first `max` characters of `text`, with `…` when it was longer.
-fn truncate(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((end, _)) => format!("{}…", &text[..end]),
-        None => text.to_string(),
-    }
 }

@@ -45,6 +45,28 @@ pub struct Application {
     pub app_variables: Vec<AppVariable>,
     /// The step instances. Order is only used for display.
     pub steps: Vec<StepSpec>,
+    /// The application to start when a run of this one fails, with the failed run's id,
+    /// application, failed steps and errors as params (`sluice_core::alert`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<Alert>,
+    /// The application to start when a run of this one succeeds with warnings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_warning: Option<Alert>,
+}
+
+/// What an application starts when one of its runs fails (`on_failure`) or ends with
+/// warnings (`on_warning`). The alert run gets `params` and, for each reserved alert
+/// param it declares as an app variable (`alert_run_id`, `alert_steps`, ...; see
+/// `sluice_core::alert::ALERT_PARAMS`), that param.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Alert {
+    /// The application to start (an application id).
+    pub application: String,
+    /// Params of the alert run (literal values; the reserved `configuration`, `queue`
+    /// and `loglevel` included), checked against its application when it starts.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub params: Map<String, Value>,
 }
 
 pub(crate) fn default_version() -> String {
@@ -201,6 +223,33 @@ impl Application {
 
     pub fn variable(&self, name: &str) -> Option<&AppVariable> {
         self.app_variables.iter().find(|v| v.name == name)
+    }
+
+    /// The applications this one starts by name, each with where it is named: literal
+    /// `trigger_application` targets (`steps[i].parameters.application`; a target given
+    /// by a reference is only known at run time), `on_failure.application` and
+    /// `on_warning.application`.
+    pub fn started_applications(&self) -> Vec<(String, &str)> {
+        let mut started = Vec::new();
+        for (i, step) in self.steps.iter().enumerate() {
+            if step.step_type != crate::operators::TRIGGER_APPLICATION {
+                continue;
+            }
+            if let Some(Value::String(name)) = step.parameters.get("application") {
+                if !name.contains("${") {
+                    started.push((format!("steps[{i}].parameters.application"), name.as_str()));
+                }
+            }
+        }
+        for (field, alert) in [
+            ("on_failure", &self.on_failure),
+            ("on_warning", &self.on_warning),
+        ] {
+            if let Some(alert) = alert {
+                started.push((format!("{field}.application"), alert.application.as_str()));
+            }
+        }
+        started
     }
 
     /// Fills in derived fields: `name` from `friendly_name` when absent.

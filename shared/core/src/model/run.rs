@@ -136,6 +136,10 @@ pub struct Unit {
         deserialize_with = "present_value"
     )]
     pub output: Option<Value>,
+    /// The run a `trigger_application` unit started (every unit of a fan-out starts its
+    /// own child).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child_run: Option<String>,
 }
 
 /// A present field, `null` included, is `Some` (serde's `Option` would make `null` `None`).
@@ -154,6 +158,7 @@ impl Unit {
             warnings: Vec::new(),
             finished_at: None,
             output: None,
+            child_run: None,
         }
     }
 }
@@ -215,6 +220,33 @@ pub struct ParentRef {
     pub blocking: bool,
 }
 
+/// The run whose end an alert run handles.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertOf {
+    /// The run that failed (or ended with warnings).
+    pub run_id: String,
+    pub event: AlertEvent,
+}
+
+/// Why an alert was started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertEvent {
+    /// The run failed (`on_failure`).
+    Failure,
+    /// The run succeeded with warnings (`on_warning`).
+    Warning,
+}
+
+impl AlertEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Failure => "failure",
+            Self::Warning => "warning",
+        }
+    }
+}
+
 /// One execution of an application.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Run {
@@ -239,6 +271,10 @@ pub struct Run {
     pub parent: Option<ParentRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replay_of: Option<String>,
+    /// Set on the run an `on_failure` / `on_warning` started (and on the runs it
+    /// triggers): such a run never starts an alert itself, so alerts cannot loop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_of: Option<AlertOf>,
     /// When the run, its outputs and logs expire (`result_expires`).
     pub expires_at: DateTime<Utc>,
     /// One entry per application step, in application order.

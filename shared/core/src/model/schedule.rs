@@ -26,6 +26,9 @@ pub struct Schedule {
     #[serde(default, skip_serializing)]
     #[schemars(skip)]
     pub next_run: ReadOnly,
+    #[serde(default, skip_serializing)]
+    #[schemars(skip)]
+    pub last_error: ReadOnly,
 }
 
 /// A field the server computes: any value is accepted on input and dropped.

@@ -44,6 +44,7 @@ pub(crate) fn run(id: &str, application: &str, created_at: DateTime<Utc>) -> Run
         finished_at: None,
         parent: None,
         replay_of: None,
+        alert_of: None,
         expires_at: Utc::now() + ChronoDuration::days(7),
         steps: vec![StepRun::new("A")],
         version: 0,

@@ -201,6 +201,33 @@ async fn outputs_overwrite_and_large_ones_live_in_files() {
     assert!(output_files(&store).is_empty());
 }
 
+/// Beyond the contract's few keys (moto would make thousands slow): a prefix delete
+/// spanning several of its pages, and a listing read to its end page by page.
+#[tokio::test]
+async fn cache_prefix_delete_and_listing_span_pages() {
+    let (_dir, store) = temp_store();
+    for i in 0..2_500 {
+        store
+            .put(&format!("bulk:{i:05}"), &json!(i), None)
+            .await
+            .unwrap();
+    }
+    store.put("keep", &json!(0), None).await.unwrap();
+    let (mut seen, mut after) = (0, None);
+    loop {
+        let page = store.list("bulk:", 5_000, after.as_deref()).await.unwrap();
+        assert!(page.keys.len() <= sluice_core::ports::MAX_CACHE_PAGE);
+        seen += page.keys.len();
+        match page.next_after {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, 2_500);
+    assert_eq!(store.delete_prefix("bulk:").await.unwrap(), 2_500);
+    assert_eq!(store.list("", 10, None).await.unwrap().keys, ["keep"]);
+}
+
 /// The round trips themselves are the store contract (`sluice_core::conformance`); what
 /// only a data directory has is that its definitions survive reopening it.
 #[tokio::test]

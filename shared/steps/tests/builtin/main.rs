@@ -3,11 +3,13 @@
 
 mod cache;
 mod echo;
+mod graphql;
 mod http;
 mod mysql;
 mod postgres;
 mod registry;
 mod sqlite;
+mod ssh;
 mod validation;
 
 use std::collections::HashMap;
@@ -17,7 +19,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 use sluice_core::model::{LogEntry, LogLevel};
-use sluice_core::ports::{Cache, StoreError};
+use sluice_core::ports::{Cache, CacheKeys, StoreError, MAX_CACHE_PAGE};
 use sluice_core::redact::Redactor;
 use sluice_core::step::{StepContext, StepError, StepLogger, StepOutput, StepType};
 
@@ -46,6 +48,33 @@ impl Cache for MemoryCache {
     }
     async fn delete(&self, key: &str) -> Result<bool, StoreError> {
         Ok(self.entries.lock().unwrap().remove(key).is_some())
+    }
+    async fn list(
+        &self,
+        prefix: &str,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<CacheKeys, StoreError> {
+        let limit = limit.clamp(1, MAX_CACHE_PAGE);
+        let mut keys: Vec<String> = self
+            .entries
+            .lock()
+            .unwrap()
+            .keys()
+            .filter(|key| key.starts_with(prefix) && after.is_none_or(|a| key.as_str() > a))
+            .cloned()
+            .collect();
+        keys.sort();
+        let more = keys.len() > limit;
+        keys.truncate(limit);
+        let next_after = if more { keys.last().cloned() } else { None };
+        Ok(CacheKeys { keys, next_after })
+    }
+    async fn delete_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
+        let mut entries = self.entries.lock().unwrap();
+        let before = entries.len();
+        entries.retain(|key, _| !key.starts_with(prefix));
+        Ok((before - entries.len()) as u64)
     }
 }
 

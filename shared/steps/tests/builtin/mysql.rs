@@ -1,7 +1,7 @@
 //! `sql` against a real MySQL or MariaDB server named by `SLUICE_TEST_MYSQL_URL`
-//! (e.g. `mysql://root@127.0.0.1:3306/sluice`). No script in this repository starts
-//! one, so the test is ignored by default: run it with
-//! `cargo test -p sluice-steps -- --ignored mysql` once the variable is set.
+//! (e.g. `mysql://user:password@127.0.0.1:3306/sluice`). `scripts/start-mariadb.sh`
+//! starts one and prints the variable (`scripts/test.sh` does this); without it the test
+//! fails.
 
 use base64::Engine as _;
 use serde_json::{json, Value};
@@ -10,10 +10,9 @@ use sluice_steps::Sql;
 use super::{err, ok};
 
 #[tokio::test]
-#[ignore = "needs a MySQL/MariaDB server: set SLUICE_TEST_MYSQL_URL and pass --ignored"]
 async fn mysql_round_trip() {
     let url = std::env::var("SLUICE_TEST_MYSQL_URL")
-        .expect("SLUICE_TEST_MYSQL_URL is not set (mysql://user:password@127.0.0.1:3306/db)");
+        .expect("SLUICE_TEST_MYSQL_URL is not set: eval \"$(scripts/start-mariadb.sh)\" first");
     let step = Sql::new();
     ok(
         &step,

@@ -11,16 +11,28 @@ fn required(schema: &Value) -> Vec<&str> {
 }
 
 #[test]
-fn registers_the_four_types_with_their_required_parameters() {
+fn registers_the_builtin_types_with_their_required_parameters() {
     let registry = builtin_registry();
     assert_eq!(
         registry.names().collect::<Vec<_>>(),
-        ["cache", "echo", "http_request", "sql"]
+        [
+            "cache",
+            "echo",
+            "graphql",
+            "http_request",
+            "sql",
+            "ssh_command"
+        ]
     );
     let schema = |name: &str| registry.get(name).unwrap().parameter_schema();
     assert_eq!(required(&schema("echo")), ["value"]);
     assert_eq!(required(&schema("http_request")), ["url"]);
     assert_eq!(required(&schema("sql")), ["url"]);
+    assert_eq!(required(&schema("graphql")), ["endpoint", "query"]);
+    assert_eq!(
+        required(&schema("ssh_command")),
+        ["command", "host", "user"]
+    );
     assert_eq!(required(&schema("cache")), ["action", "key"]);
     for step in registry.iter() {
         let schema = step.parameter_schema();
