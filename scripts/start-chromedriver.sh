@@ -16,34 +16,15 @@
 # lines goes to stderr.
 set -euo pipefail
 
-log() { echo "start-chromedriver: $*" >&2; }
+script=start-chromedriver
+# shellcheck source=scripts/servers.sh
+. "$(dirname "$0")/servers.sh"
 
 if ! command -v chromedriver > /dev/null || ! command -v chromium > /dev/null; then
-    if [ "$(id -u)" -ne 0 ]; then
-        log "chromium/chromedriver are not installed and installing them needs root (apt-get install chromium chromium-driver)"
-        exit 1
-    fi
-    log "installing chromium and chromium-driver with apt-get"
-    export DEBIAN_FRONTEND=noninteractive
-    if ! apt-get install -y -q chromium chromium-driver >&2; then
-        log "install failed; running apt-get update and retrying"
-        apt-get update -q >&2
-        apt-get install -y -q chromium chromium-driver >&2
-    fi
+    apt_install chromium chromium-driver
 fi
 
-port=""
-for _ in $(seq 1 100); do
-    candidate=$((20000 + RANDOM % 40000))
-    if ! (echo > "/dev/tcp/127.0.0.1/$candidate") 2>/dev/null; then
-        port=$candidate
-        break
-    fi
-done
-if [ -z "$port" ]; then
-    log "found no free port"
-    exit 1
-fi
+port=$(free_port)
 
 dir=$(mktemp -d /tmp/sluice-chromedriver.XXXXXX)
 log "starting ChromeDriver on 127.0.0.1:$port"

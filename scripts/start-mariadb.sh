@@ -18,7 +18,9 @@
 # only. Everything but the export lines goes to stderr.
 set -euo pipefail
 
-log() { echo "start-mariadb: $*" >&2; }
+script=start-mariadb
+# shellcheck source=scripts/servers.sh
+. "$(dirname "$0")/servers.sh"
 
 find_server() {
     local name
@@ -35,19 +37,9 @@ find_server() {
 
 server=$(find_server)
 if [ -z "$server" ] || ! command -v mariadb-install-db > /dev/null 2>&1; then
-    if [ "$(id -u)" -ne 0 ]; then
-        log "MariaDB is not installed and installing it needs root (apt-get install mariadb-server)"
-        exit 1
-    fi
-    log "installing mariadb-server with apt-get"
-    export DEBIAN_FRONTEND=noninteractive
     # The package's own service is not wanted (this script starts its own server), and in
     # a container without an init system invoke-rc.d refuses to start it anyway.
-    if ! apt-get install -y -q mariadb-server >&2; then
-        log "install failed; running apt-get update and retrying"
-        apt-get update -q >&2
-        apt-get install -y -q mariadb-server >&2
-    fi
+    apt_install mariadb-server
     server=$(find_server)
     if [ -z "$server" ]; then
         log "mariadb-server was installed but no mariadbd was found"
@@ -55,19 +47,7 @@ if [ -z "$server" ] || ! command -v mariadb-install-db > /dev/null 2>&1; then
     fi
 fi
 
-# A port on which nothing answers.
-port=""
-for _ in $(seq 1 100); do
-    candidate=$((20000 + RANDOM % 40000))
-    if ! (echo > "/dev/tcp/127.0.0.1/$candidate") 2>/dev/null; then
-        port=$candidate
-        break
-    fi
-done
-if [ -z "$port" ]; then
-    log "found no free port"
-    exit 1
-fi
+port=$(free_port)
 
 dir=$(mktemp -d /tmp/sluice-mariadb.XXXXXX)
 chmod 755 "$dir"

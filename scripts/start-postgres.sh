@@ -17,7 +17,9 @@
 # Everything but the export lines goes to stderr.
 set -euo pipefail
 
-log() { echo "start-postgres: $*" >&2; }
+script=start-postgres
+# shellcheck source=scripts/servers.sh
+. "$(dirname "$0")/servers.sh"
 
 find_bindir() {
     local dir
@@ -29,22 +31,12 @@ find_bindir() {
 
 bindir=$(find_bindir)
 if [ -z "$bindir" ]; then
-    if [ "$(id -u)" -ne 0 ]; then
-        log "PostgreSQL is not installed and installing it needs root (apt-get install postgresql)"
-        exit 1
-    fi
-    log "installing postgresql with apt-get"
-    export DEBIAN_FRONTEND=noninteractive
     # No default cluster: this script makes its own, on a free port.
     if [ ! -e /etc/postgresql-common/createcluster.conf ]; then
         mkdir -p /etc/postgresql-common
         echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.conf
     fi
-    if ! apt-get install -y -q postgresql >&2; then
-        log "install failed; running apt-get update and retrying"
-        apt-get update -q >&2
-        apt-get install -y -q postgresql >&2
-    fi
+    apt_install postgresql
     bindir=$(find_bindir)
     if [ -z "$bindir" ]; then
         log "postgresql was installed but no initdb was found under /usr/lib/postgresql"
@@ -61,19 +53,7 @@ as_pg() {
     fi
 }
 
-# A port on which nothing answers.
-port=""
-for _ in $(seq 1 100); do
-    candidate=$((20000 + RANDOM % 40000))
-    if ! (echo > "/dev/tcp/127.0.0.1/$candidate") 2>/dev/null; then
-        port=$candidate
-        break
-    fi
-done
-if [ -z "$port" ]; then
-    log "found no free port"
-    exit 1
-fi
+port=$(free_port)
 
 dir=$(mktemp -d /tmp/sluice-pg.XXXXXX)
 chmod 755 "$dir"

@@ -26,37 +26,17 @@
 # stderr.
 set -euo pipefail
 
-log() { echo "start-sshd: $*" >&2; }
+script=start-sshd
+# shellcheck source=scripts/servers.sh
+. "$(dirname "$0")/servers.sh"
 
 sshd=/usr/sbin/sshd
 if [ ! -x "$sshd" ]; then
-    if [ "$(id -u)" -ne 0 ]; then
-        log "OpenSSH's server is not installed and installing it needs root (apt-get install openssh-server)"
-        exit 1
-    fi
-    log "installing openssh-server with apt-get"
-    export DEBIAN_FRONTEND=noninteractive
     # Another apt-get (a parallel start script) may hold the lock for a while.
-    if ! apt-get install -y -q -o DPkg::Lock::Timeout=300 openssh-server >&2; then
-        log "install failed; running apt-get update and retrying"
-        apt-get update -q >&2
-        apt-get install -y -q -o DPkg::Lock::Timeout=300 openssh-server >&2
-    fi
+    apt_install openssh-server
 fi
 
-# A port on which nothing answers.
-port=""
-for _ in $(seq 1 100); do
-    candidate=$((20000 + RANDOM % 40000))
-    if ! (echo > "/dev/tcp/127.0.0.1/$candidate") 2>/dev/null; then
-        port=$candidate
-        break
-    fi
-done
-if [ -z "$port" ]; then
-    log "found no free port"
-    exit 1
-fi
+port=$(free_port)
 
 dir=$(mktemp -d /tmp/sluice-sshd.XXXXXX)
 # The logged-in user reads authorized_keys (sshd opens it as that user).

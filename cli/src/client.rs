@@ -22,6 +22,7 @@ use sluice_core::model::{
 use crate::progress::{summary, Printer};
 use crate::{CacheCommand, DocCommand, InvalidInput, OutputFormat, RunArgs, RunsCommand};
 use sluice_core::ports::MAX_CACHE_PAGE;
+use sluice_core::versions::DefinitionKind;
 
 /// A server's API.
 pub struct Client {
@@ -147,6 +148,11 @@ impl Client {
 
 pub async fn apps(client: &Client, cmd: DocCommand) -> anyhow::Result<u8> {
     match cmd {
+        cmd @ (DocCommand::History { .. }
+        | DocCommand::Diff { .. }
+        | DocCommand::Rollback { .. }) => {
+            return crate::history::remote(client, DefinitionKind::Application, cmd).await;
+        }
         DocCommand::Push { file } => {
             let text = crate::commands::read(&file)?;
             let doc = client
@@ -188,6 +194,11 @@ pub async fn apps(client: &Client, cmd: DocCommand) -> anyhow::Result<u8> {
 
 pub async fn configs(client: &Client, cmd: DocCommand) -> anyhow::Result<u8> {
     match cmd {
+        cmd @ (DocCommand::History { .. }
+        | DocCommand::Diff { .. }
+        | DocCommand::Rollback { .. }) => {
+            return crate::history::remote(client, DefinitionKind::Configuration, cmd).await;
+        }
         DocCommand::Push { file } => {
             let text = crate::commands::read(&file)?;
             let doc = client
@@ -365,6 +376,7 @@ pub fn run_from_document(doc: &Value) -> anyhow::Result<Run> {
         expires_at: created_at,
         steps,
         version: 0,
+        application_version: doc["application_version"].as_u64(),
     })
 }
 

@@ -6,10 +6,12 @@ use anyhow::{anyhow, Context};
 use serde_json::{Map, Value};
 use sluice_core::json::parse_document;
 use sluice_core::model::{Application, Configuration, RunState, Schedule};
+use sluice_core::plan::Definition;
 use sluice_core::ports::{RunQuery, MAX_CACHE_PAGE};
 use sluice_core::step::StepRegistry;
 use sluice_core::task::{rfc3339, task_document};
 use sluice_core::validate::{parse_application, parse_configuration};
+use sluice_core::versions::DefinitionKind;
 use sluice_core::Invalid;
 use sluice_runtime::{Runtime, StartError, StartRequest};
 
@@ -34,6 +36,9 @@ pub async fn dispatch(cli: Cli, registry: &StepRegistry) -> anyhow::Result<u8> {
         Command::Infra(args) => crate::infra::run(args, registry),
         Command::New(args) => crate::scaffold::run(args),
         Command::Bench(args) => crate::bench::run(args, registry).await,
+        Command::Plan(_) | Command::Apply(_) | Command::Export(_) => {
+            crate::definitions_as_code::run(cli, registry).await
+        }
         Command::Aws(cmd) => {
             crate::aws::dispatch(cmd, cli.stack_outputs.as_deref(), registry).await
         }
@@ -76,7 +81,9 @@ pub async fn dispatch(cli: Cli, registry: &StepRegistry) -> anyhow::Result<u8> {
                 | Command::Infra(_)
                 | Command::New(_)
                 | Command::Bench(_) => unreachable!(),
-                Command::Aws(_) => unreachable!(),
+                Command::Aws(_) | Command::Plan(_) | Command::Apply(_) | Command::Export(_) => {
+                    unreachable!()
+                }
                 Command::Serve(_)
                 | Command::Tokens(_)
                 | Command::Backup { .. }
@@ -132,7 +139,7 @@ pub(crate) fn read(path: &Path) -> anyhow::Result<String> {
         .map_err(|e| InvalidInput(format!("{}: cannot read: {e}", path.display())).into())
 }
 
-fn invalid(path: &Path, e: &Invalid) -> anyhow::Error {
+pub(crate) fn invalid(path: &Path, e: &Invalid) -> anyhow::Error {
     let text = e.to_string();
     crate::output::prefixed(path, text.lines())
 }
@@ -146,7 +153,7 @@ fn load_configuration(path: &Path) -> anyhow::Result<Configuration> {
 }
 
 /// Maps a start failure to exit code 2 (input) or 3 (anything else).
-fn start_error(e: StartError) -> anyhow::Error {
+pub(crate) fn start_error(e: StartError) -> anyhow::Error {
     match e {
         StartError::Invalid(invalid) => InvalidInput(invalid.to_string()).into(),
         StartError::NotFound(message) => InvalidInput(message).into(),
@@ -203,13 +210,16 @@ async fn run(local: &Local, args: RunArgs) -> anyhow::Result<u8> {
         .map_err(start_error)?;
     if let Some(config) = &config {
         runtime
-            .put_configuration(config)
+            .push_configuration(config, &crate::history::cli_author())
             .await
             .map_err(start_error)?;
     }
     let name = match &app {
         Some(app) => {
-            runtime.put_application(app).await.map_err(start_error)?;
+            runtime
+                .push_application(app, &crate::history::cli_author())
+                .await
+                .map_err(start_error)?;
             app.name.clone()
         }
         None => args.app.clone(),
@@ -403,7 +413,7 @@ fn validate(
             None => validate_any(&text, &catalog),
         };
         match result {
-            Ok(kind) => println!("{}: valid {kind}", file.display()),
+            Ok(definition) => println!("{}: valid {}", file.display(), definition.kind().as_str()),
             Err(e) => {
                 eprintln!("{}", invalid(file, &e));
                 code = EXIT_INVALID;
@@ -417,12 +427,14 @@ fn validate_as(
     kind: SchemaKind,
     text: &str,
     catalog: &sluice_core::validate::StepCatalog,
-) -> Result<&'static str, Invalid> {
+) -> Result<Definition, Invalid> {
     match kind {
-        SchemaKind::Configuration => parse_configuration(text).map(|_| "configuration"),
-        SchemaKind::Schedule => parse_document::<Schedule>(text)
-            .and_then(|s| sluice_core::schedule::validate_schedule(&s).map(|_| "schedule")),
-        SchemaKind::Application => parse_application(text, catalog).map(|_| "application"),
+        SchemaKind::Configuration => parse_configuration(text).map(Definition::Configuration),
+        SchemaKind::Schedule => parse_document::<Schedule>(text).and_then(|s| {
+            sluice_core::schedule::validate_schedule(&s)?;
+            Ok(Definition::Schedule(s))
+        }),
+        SchemaKind::Application => parse_application(text, catalog).map(Definition::Application),
     }
 }
 
@@ -430,10 +442,10 @@ fn validate_as(
 /// document has. With none of them, the kinds whose fields it uses most are tried, and
 /// if it is none of them, each one's problems are reported: never one kind's errors
 /// for a document of another kind.
-fn validate_any(
+pub(crate) fn validate_any(
     text: &str,
     catalog: &sluice_core::validate::StepCatalog,
-) -> Result<&'static str, Invalid> {
+) -> Result<Definition, Invalid> {
     const KINDS: [(SchemaKind, &str, &str, &[&str]); 3] = [
         (
             SchemaKind::Application,
@@ -543,9 +555,17 @@ async fn apps(local: &Local, cmd: DocCommand) -> anyhow::Result<u8> {
     let runtime = &local.runtime;
     let definitions = &runtime.backend().definitions;
     match cmd {
+        cmd @ (DocCommand::History { .. }
+        | DocCommand::Diff { .. }
+        | DocCommand::Rollback { .. }) => {
+            return crate::history::local(runtime, DefinitionKind::Application, cmd).await;
+        }
         DocCommand::Push { file } => {
             let app = load_application(&file, runtime)?;
-            runtime.put_application(&app).await.map_err(start_error)?;
+            runtime
+                .push_application(&app, &crate::history::cli_author())
+                .await
+                .map_err(start_error)?;
             println!("{}", crate::output::stored_application(&app));
         }
         DocCommand::List { hidden } => {
@@ -586,10 +606,15 @@ async fn apps(local: &Local, cmd: DocCommand) -> anyhow::Result<u8> {
 async fn configs(runtime: &Runtime, cmd: DocCommand) -> anyhow::Result<u8> {
     let definitions = &runtime.backend().definitions;
     match cmd {
+        cmd @ (DocCommand::History { .. }
+        | DocCommand::Diff { .. }
+        | DocCommand::Rollback { .. }) => {
+            return crate::history::local(runtime, DefinitionKind::Configuration, cmd).await;
+        }
         DocCommand::Push { file } => {
             let config = load_configuration(&file)?;
-            let stored = runtime
-                .put_configuration(&config)
+            let (stored, _) = runtime
+                .push_configuration(&config, &crate::history::cli_author())
                 .await
                 .map_err(start_error)?;
             println!("{}", crate::output::stored_configuration(&stored));

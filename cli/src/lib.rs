@@ -22,6 +22,8 @@ mod backup;
 mod bench;
 mod client;
 mod commands;
+mod definitions_as_code;
+mod history;
 pub mod infra;
 mod local;
 mod output;
@@ -165,6 +167,15 @@ enum Command {
         /// The archive `sluice backup` wrote.
         file: PathBuf,
     },
+    /// Show what applying a directory of documents would create, change (with a diff)
+    /// or, with `--prune`, delete; writes nothing.
+    Plan(definitions_as_code::PlanArgs),
+    /// Apply a directory of documents: all of it, or (when anything is invalid or a
+    /// write fails) nothing.
+    Apply(definitions_as_code::PlanArgs),
+    /// Write every stored application, configuration and schedule as files (encrypted
+    /// values empty), so that `apply` of the directory changes nothing.
+    Export(definitions_as_code::ExportArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -232,6 +243,25 @@ enum DocCommand {
         /// (`apps delete` only; refused otherwise, naming them).
         #[arg(long)]
         force: bool,
+    },
+    /// The stored versions, newest first: number, time, author, content hash.
+    History {
+        name: String,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
+    /// What changed from version FROM to version TO.
+    Diff {
+        name: String,
+        from: u64,
+        to: u64,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
+    /// Store version VERSION's document again, as a new version.
+    Rollback {
+        name: String,
+        version: u64,
     },
 }
 

@@ -143,6 +143,19 @@ impl Browser {
         .unwrap();
     }
 
+    /// Empties an input, then types `text` into it.
+    async fn replace_text(&self, css: &str, text: &str) {
+        let element = self.find(css).await;
+        self.command(
+            "POST",
+            &format!("/element/{element}/clear"),
+            Some(json!({})),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("clearing {css}: {e}"));
+        self.type_into(css, text).await;
+    }
+
     async fn text(&self, css: &str) -> String {
         let element = self.find(css).await;
         let text = self
@@ -468,6 +481,20 @@ async fn console_assets_are_served_with_content_types_and_csp() {
         ("/console/assets/app.js", "text/javascript; charset=utf-8"),
         ("/console/assets/api.js", "text/javascript; charset=utf-8"),
         ("/console/assets/dag.js", "text/javascript; charset=utf-8"),
+        ("/console/assets/dom.js", "text/javascript; charset=utf-8"),
+        (
+            "/console/assets/customrun.js",
+            "text/javascript; charset=utf-8",
+        ),
+        (
+            "/console/assets/configs.js",
+            "text/javascript; charset=utf-8",
+        ),
+        (
+            "/console/assets/schedules.js",
+            "text/javascript; charset=utf-8",
+        ),
+        ("/console/assets/runs.js", "text/javascript; charset=utf-8"),
         ("/console/assets/style.css", "text/css; charset=utf-8"),
         ("/console/assets/favicon.svg", "image/svg+xml"),
     ] {
@@ -563,5 +590,424 @@ async fn console_assets_are_served_with_content_types_and_csp() {
     assert_eq!(data.len(), 1, "{stream}");
     assert_eq!(data[0]["task_id"], task["task_id"]);
     assert_eq!(data[0]["steps"]["Only"]["state"], "success");
+    assert_eq!(serve.stop().await, 0);
+}
+
+/// Custom Run builds its form from the app variables and starts the run with exactly the
+/// changed values, the configuration and the queue; the runs list filters by state and
+/// application and draws the runs as dots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_custom_run_sends_the_form_as_params_and_the_runs_list_filters() {
+    let server = TestServer::start().await;
+    server.on("/broken", Behaviour::FailFirst(1000, json!({})));
+    let scratch = Scratch::new();
+    let serve = scratch.serve().await;
+    for (path, doc) in [
+        (
+            "/api/v1/configurations",
+            json!({"name": "acme", "data": [{"name": "region_default", "value": "ams"}]}),
+        ),
+        (
+            "/api/v1/applications",
+            json!({"name": "custom_demo", "author": "e2e",
+                "app_variables": [
+                    {"name": "region", "type": "enum", "choices": ["ams", "fra", "nyc"], "value": "ams",
+                     "description": "Where to sync"},
+                    {"name": "limit", "type": "number", "value": 10},
+                    {"name": "verbose", "type": "boolean", "value": false},
+                    {"name": "note", "type": "string", "required": true, "description": "Free text"},
+                    {"name": "base", "type": "string", "value": "${config.region_default}"}
+                ],
+                "steps": [{"id": "Show", "type": "echo", "parameters": {"value": {
+                    "region": "${vars.region}", "limit": "${vars.limit}", "base": "${vars.base}"}}}]}),
+        ),
+        (
+            "/api/v1/applications",
+            json!({"name": "broken", "author": "e2e", "steps": [{"id": "Call", "type": "http_request",
+                "parameters": {"url": format!("{}/broken", server.base)}}]}),
+        ),
+    ] {
+        let (status, body) = serve.post(path, &Auth::Admin, &doc).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, failed) = serve
+        .post(
+            "/api/v1/applications/broken/run?wait=25",
+            &Auth::Admin,
+            &json!({}),
+        )
+        .await;
+    assert_eq!((status, failed["state"].clone()), (200, json!("failure")));
+    let token = scratch.token("operator", "execute").await;
+    let browser = Browser::start().await;
+    browser.sign_in_with_token(&serve, &token).await;
+
+    browser
+        .goto(&format!("{}/console/apps/custom_demo", serve.base))
+        .await;
+    browser.click("#custom-run-open").await;
+    browser.find("form#custom-run").await;
+    let form = browser.text("#custom-run").await;
+    assert!(form.contains("Where to sync"), "{form}");
+    assert!(form.contains("note * (string)"), "{form}");
+    // The required variable without a value is named before anything is sent.
+    browser.click("#custom-run-start").await;
+    browser
+        .wait_until(
+            "the missing variable",
+            "document.querySelector('#custom-run-error').textContent.includes('note')",
+        )
+        .await;
+    browser.click("[data-var=region] option[value='1']").await;
+    browser.replace_text("[data-var=limit]", "25").await;
+    browser.click("[data-var=verbose]").await;
+    browser.type_into("[data-var=note]", "from the form").await;
+    browser.click("#run-configuration option[value=acme]").await;
+    browser.type_into("#run-queue", "night").await;
+    browser.screenshot("custom-run").await;
+    browser.click("#custom-run-start").await;
+    browser.find("#run-id").await;
+    browser
+        .wait_until(
+            "the run's success",
+            "document.querySelector('#run-state .badge').textContent === 'success'",
+        )
+        .await;
+    let run = browser.text("#run-id").await;
+    let (_, task) = serve
+        .get(&format!("/api/v1/tasks/{run}?outputs=true"), &Auth::Admin)
+        .await;
+    // Unchanged variables are not sent: `base` keeps resolving its reference.
+    assert_eq!(
+        task["params"],
+        json!({"region": "fra", "limit": 25, "verbose": true, "note": "from the form",
+               "configuration": "acme", "queue": "night"}),
+        "{task}"
+    );
+    assert_eq!(task["configuration"], "acme");
+    assert_eq!(task["queue"], "night");
+    assert_eq!(
+        task["steps"]["Show"]["output"],
+        json!({"region": "fra", "limit": 25, "base": "ams"})
+    );
+
+    // The runs list: filtered by state, then by application; dots by state.
+    browser.click("a[data-nav=runs]").await;
+    browser.find("table#runs").await;
+    assert_eq!(
+        browser
+            .script("return document.querySelectorAll('#timeline a[data-task]').length;")
+            .await,
+        json!(2)
+    );
+    browser.screenshot("runs").await;
+    browser.click("#filter-state option[value=failure]").await;
+    browser.click("#apply-filters").await;
+    browser
+        .wait_until(
+            "only failed runs",
+            "location.search.includes('state=failure') && document.querySelectorAll('#runs tbody tr[data-task]').length === 1",
+        )
+        .await;
+    let failed_id = failed["task_id"].as_str().unwrap();
+    assert!(
+        browser
+            .present(&format!(
+                "#runs tr[data-task='{failed_id}'][data-state=failure]"
+            ))
+            .await
+    );
+    assert!(
+        browser
+            .present(&format!(
+                "#timeline a[data-task='{failed_id}'][data-state=failure]"
+            ))
+            .await
+    );
+    browser.click("#filter-state option[value='']").await;
+    browser
+        .click("#filter-application option[value=custom_demo]")
+        .await;
+    browser.click("#apply-filters").await;
+    browser
+        .wait_until(
+            "the application's runs",
+            "location.search === '?application=custom_demo' && document.querySelectorAll('#runs tbody tr[data-task]').length === 1",
+        )
+        .await;
+    assert!(
+        browser
+            .present(&format!("#runs tr[data-task='{run}']"))
+            .await
+    );
+
+    browser.quit().await;
+    assert_eq!(serve.stop().await, 0);
+}
+
+/// The configuration editor never has an encrypted value in the page or in what the API
+/// answered it: a kept secret is sent back as `null` (and still works), a replaced one
+/// works from then on. Schedules: create one, see it in plain English, disable, delete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_edits_a_configuration_without_showing_its_secret_and_manages_schedules() {
+    const SECRET: &str = "S3cr3t-plaintext-4711";
+    const NEW_SECRET: &str = "N3w-s3cret-0815";
+    let server = TestServer::start().await;
+    server.on(
+        "/secured",
+        Behaviour::Bearer(SECRET.into(), json!({"ok": true})),
+    );
+    let scratch = Scratch::new();
+    let serve = scratch.serve().await;
+    for (path, doc) in [
+        (
+            "/api/v1/configurations",
+            json!({"name": "acme", "description": "Acme production", "data": [
+                {"name": "base_url", "value": "https://old.example"},
+                {"name": "api_key", "value": SECRET, "encrypted": true, "description": "Bearer token"},
+                {"name": "retries", "value": 3}]}),
+        ),
+        (
+            "/api/v1/applications",
+            json!({"name": "secured", "author": "e2e", "configuration": "acme",
+                "steps": [{"id": "Call", "type": "http_request", "parameters": {
+                    "url": format!("{}/secured", server.base), "auth": {"bearer": "${config.api_key}"}}}]}),
+        ),
+    ] {
+        let (status, body) = serve.post(path, &Auth::Admin, &doc).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let run_secured = || async {
+        let (_, task) = serve
+            .post(
+                "/api/v1/applications/secured/run?wait=25",
+                &Auth::Admin,
+                &json!({}),
+            )
+            .await;
+        task["state"].as_str().unwrap_or("").to_string()
+    };
+    let token = scratch.token("owner", "administrator").await;
+    let browser = Browser::start().await;
+    browser.sign_in_with_token(&serve, &token).await;
+    // Records every API call the page makes from here on (the page is never reloaded).
+    browser
+        .script(
+            "window.__seen = []; const original = window.fetch;
+             window.fetch = async (...args) => {
+               const response = await original(...args);
+               response.clone().text().then((body) => window.__seen.push({
+                 url: String(args[0]), sent: (args[1] && args[1].body) || '', body }));
+               return response;
+             }; return null;",
+        )
+        .await;
+
+    browser.click("a[data-nav=configs]").await;
+    let aligned = browser.text("tr[data-config=acme] td:nth-child(6)").await;
+    assert_eq!(aligned, "secured");
+    browser.screenshot("configurations").await;
+    browser.click("tr[data-config=acme] a").await;
+    browser.find("tr[data-var=api_key] [data-secret=set]").await;
+    browser
+        .replace_text(
+            "tr[data-var=base_url] [data-field=value]",
+            "https://new.example",
+        )
+        .await;
+    browser.screenshot("configuration-editor").await;
+    browser.click("#config-save").await;
+    browser
+        .wait_until(
+            "the saved configuration",
+            "document.querySelector('#config-status').textContent.startsWith('Saved acme')",
+        )
+        .await;
+    let (_, stored) = serve.get("/api/v1/configurations/acme", &Auth::Admin).await;
+    assert_eq!(stored["data"][0]["value"], "https://new.example");
+    assert_eq!(
+        stored["data"][1],
+        json!({"name": "api_key", "value": null, "encrypted": true, "description": "Bearer token"})
+    );
+    assert_eq!(stored["data"][2]["value"], 3, "a number stays a number");
+    // Kept: the stored secret still authenticates.
+    assert_eq!(run_secured().await, "success");
+
+    // Replace it: the new secret is used from then on.
+    browser
+        .click("tr[data-var=api_key] [data-action=replace]")
+        .await;
+    browser
+        .type_into("tr[data-var=api_key] input[type=password]", NEW_SECRET)
+        .await;
+    browser.click("#config-save").await;
+    browser
+        .wait_until(
+            "the second save",
+            "document.querySelector('#config-status').textContent.startsWith('Saved acme') && !document.querySelector('tr[data-var=api_key] input[type=password]')",
+        )
+        .await;
+    assert_eq!(
+        run_secured().await,
+        "failure",
+        "the old secret no longer works"
+    );
+    server.on(
+        "/secured",
+        Behaviour::Bearer(NEW_SECRET.into(), json!({"ok": true})),
+    );
+    assert_eq!(run_secured().await, "success");
+
+    // Neither secret is in the page, nor in any answer the page received; the first save
+    // sent the kept secret as null.
+    let seen = browser.script("return window.__seen;").await;
+    let seen = seen.as_array().unwrap();
+    assert!(seen
+        .iter()
+        .any(|c| c["url"] == "/api/v1/configurations/acme"));
+    let saves: Vec<Value> = seen
+        .iter()
+        .filter(|c| c["url"] == "/api/v1/configurations" && c["sent"] != "")
+        .map(|c| serde_json::from_str(c["sent"].as_str().unwrap()).unwrap())
+        .collect();
+    assert_eq!(saves.len(), 2);
+    assert_eq!(saves[0]["data"][1]["value"], Value::Null);
+    assert_eq!(saves[1]["data"][1]["value"], NEW_SECRET);
+    let page = browser
+        .script("return document.documentElement.outerHTML + document.body.innerText;")
+        .await;
+    for secret in [SECRET, NEW_SECRET] {
+        assert!(
+            !page.as_str().unwrap().contains(secret),
+            "the page shows a secret"
+        );
+        for call in seen {
+            assert!(
+                !call["body"].as_str().unwrap().contains(secret),
+                "{}",
+                call["url"]
+            );
+        }
+    }
+    // The same, for every API resource the page loaded, read again with its token.
+    let urls = browser
+        .script("return performance.getEntriesByType('resource').map((e) => e.name).filter((u) => u.includes('/api/v1/'));")
+        .await;
+    let urls = urls.as_array().unwrap();
+    assert!(urls.len() >= 4, "{urls:?}");
+    for url in urls {
+        let path = url
+            .as_str()
+            .unwrap()
+            .trim_start_matches(&serve.base)
+            .to_string();
+        let (_, body) = serve.get(&path, &Auth::Token(token.clone())).await;
+        for secret in [SECRET, NEW_SECRET] {
+            assert!(!body.to_string().contains(secret), "{path}");
+        }
+    }
+
+    // Schedules: create with the form, shown in plain English; disable; delete.
+    browser.click("a[data-nav=schedules]").await;
+    browser.type_into("#sched-entry", "weekday-sync").await;
+    browser.click("#sched-app option[value=secured]").await;
+    browser.replace_text("#sched-minute", "30").await;
+    browser.replace_text("#sched-hour", "2").await;
+    browser.replace_text("#sched-day_of_week", "1-5").await;
+    browser
+        .wait_until(
+            "the preview",
+            "document.querySelector('#sched-preview').textContent === 'At 02:30 on Monday through Friday (UTC)'",
+        )
+        .await;
+    browser.click("#sched-create").await;
+    browser.find("tr[data-schedule=weekday-sync]").await;
+    assert_eq!(
+        browser
+            .text("tr[data-schedule=weekday-sync] td.timing")
+            .await,
+        "At 02:30 on Monday through Friday (UTC)"
+    );
+    assert_eq!(
+        browser
+            .text("tr[data-schedule=weekday-sync] td.total")
+            .await,
+        "0"
+    );
+    let (status, entry) = serve
+        .get("/api/v1/schedule/weekday-sync", &Auth::Admin)
+        .await;
+    assert_eq!(status, 200, "{entry}");
+    assert_eq!(
+        entry["schedule"]["schedule_info"],
+        json!({"minute": "30", "hour": "2", "day_of_month": "*", "month_of_year": "*", "day_of_week": "1-5"})
+    );
+    assert!(entry["next_run"].is_string(), "{entry}");
+    browser.screenshot("schedules").await;
+    // A frequency: its own field replaces the crontab's.
+    browser
+        .replace_text("#sched-entry", "every-90-minutes")
+        .await;
+    browser.click("#sched-kind option[value=frequency]").await;
+    assert_eq!(
+        browser
+            .script("return document.querySelector('#sched-minute').offsetParent === null;")
+            .await,
+        json!(true),
+        "the crontab fields are hidden"
+    );
+    browser.replace_text("#sched-every", "5400").await;
+    browser
+        .wait_until(
+            "the frequency preview",
+            "document.querySelector('#sched-preview').textContent === 'Every 90 minutes'",
+        )
+        .await;
+    browser.click("#sched-create").await;
+    browser.find("tr[data-schedule=every-90-minutes]").await;
+    assert_eq!(
+        browser
+            .text("tr[data-schedule=every-90-minutes] td.timing")
+            .await,
+        "Every 90 minutes"
+    );
+    let (_, entry) = serve
+        .get("/api/v1/schedule/every-90-minutes", &Auth::Admin)
+        .await;
+    assert_eq!(
+        entry["schedule"],
+        json!({"schedule_type": "frequency", "schedule_info": {"run_every": 5400}})
+    );
+    browser
+        .click("tr[data-schedule=weekday-sync] [data-action=toggle]")
+        .await;
+    browser
+        .wait_until(
+            "the disabled schedule",
+            "document.querySelector('tr[data-schedule=weekday-sync] td.enabled').textContent === 'disabled'",
+        )
+        .await;
+    let (_, entry) = serve
+        .get("/api/v1/schedule/weekday-sync", &Auth::Admin)
+        .await;
+    assert_eq!(entry["enabled"], false);
+    browser
+        .click("tr[data-schedule=weekday-sync] [data-action=delete]")
+        .await;
+    browser
+        .click("tr[data-schedule=weekday-sync] [data-action=confirm-delete]")
+        .await;
+    browser
+        .wait_until(
+            "the deleted schedule",
+            "!document.querySelector('tr[data-schedule=weekday-sync]')",
+        )
+        .await;
+    let (status, _) = serve
+        .get("/api/v1/schedule/weekday-sync", &Auth::Admin)
+        .await;
+    assert_eq!(status, 404);
+
+    browser.quit().await;
     assert_eq!(serve.stop().await, 0);
 }

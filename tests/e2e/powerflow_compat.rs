@@ -156,3 +156,33 @@ async fn apps_list_hides_hidden_applications_unless_asked() {
         done.stderr()
     );
 }
+
+/// A Transform in PowerFlow's style: a list and a dict built with `append` and `update`
+/// over a predecessor's output, run end to end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transforms_using_jinja_mutating_idioms_run_unchanged() {
+    let s = Scratch::new();
+    let template = "{% set names = [] %}{% set by_os = {} %}{% for d in input.devices %}{% set _ = names.append(d.name) %}{% do by_os.setdefault(d.os, []).append(d.ip) %}{% endfor %}{% set summary = {'count': names | length} %}{% do summary.update({'names': names, 'by_os': by_os}) %}{{ summary | tojson }}";
+    let file = s.write(
+        "app.json",
+        &json!({"name": "ServiceNowDevices", "author": "e2e", "steps": [
+            {"id": "Fetch", "type": "echo", "parameters": {"value": {"devices": [
+                {"name": "web-1", "ip": "10.0.0.1", "os": "linux"},
+                {"name": "dc-1", "ip": "10.0.0.2", "os": "windows"},
+                {"name": "db-1", "ip": "10.0.0.3", "os": "linux"}]}}},
+            {"id": "Shape", "type": "transform", "depends_on": ["Fetch"],
+             "parameters": {"template": template}}
+        ]})
+        .to_string(),
+    );
+    let doc = s
+        .sluice(&["run", file.to_str().unwrap(), "--output", "json"])
+        .await
+        .expect(0)
+        .json();
+    assert_eq!(
+        doc["steps"]["Shape"]["output"],
+        json!({"count": 3, "names": ["web-1", "dc-1", "db-1"],
+               "by_os": {"linux": ["10.0.0.1", "10.0.0.3"], "windows": ["10.0.0.2"]}})
+    );
+}

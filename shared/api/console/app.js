@@ -4,10 +4,18 @@
 //   /integrations/NAME?runid=ID        PowerFlow's deep link to the same
 //   /console/tasks/ID                  a run, by id (opens its application page)
 //   /console/steps                     the steps registry
+//   /console/runs?state=&application=  the global runs list and timeline (runs.js)
+//   /console/configs[/NAME]            configurations and their editor (configs.js)
+//   /console/schedules                 schedules (schedules.js)
 // Everything on screen is built with textContent (never innerHTML from data).
 
 import { api, credential, signIn, signOut, followTask } from "./api.js";
 import { drawDag, paintStates, markSelected, isOperator } from "./dag.js";
+import { h, fill, when, badge, errorBox } from "./dom.js";
+import { customRunForm } from "./customrun.js";
+import { configsPage, configEditorPage } from "./configs.js";
+import { schedulesPage } from "./schedules.js";
+import { runsPage } from "./runs.js";
 
 const ROLES = ["view", "execute", "configuration", "developer", "administrator"];
 const TERMINAL = ["success", "failure", "revoked"];
@@ -18,26 +26,11 @@ function can(role) {
   return me && ROLES.indexOf(me.role) >= ROLES.indexOf(role);
 }
 
-/** Builds an element: h("a", { href, class }, "text", child…). */
-function h(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v === undefined || v === null || v === false) continue;
-    if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
-    else if (k === "class") node.className = v;
-    else node.setAttribute(k, v === true ? "" : v);
-  }
-  for (const c of children.flat()) if (c !== null && c !== undefined) node.append(c instanceof Node ? c : String(c));
-  return node;
-}
-
 function main() { return document.getElementById("main"); }
-/** Replaces the children of `node`, leaving out absent ones (null, undefined). */
-function fill(node, ...children) { node.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined)); }
 function show(...nodes) { fill(main(), ...nodes); }
-function when(ts) { return ts ? new Date(ts).toLocaleString() : "—"; }
-function badge(state) { return h("span", { class: `badge state-${state || "none"}` }, state || "never run"); }
-function errorBox(e) { return h("p", { class: "error", role: "alert" }, e.message || String(e)); }
+
+/** Marks the navigation link of the page shown. */
+function nav(name) { document.querySelector(`[data-nav=${name}]`).setAttribute("aria-current", "page"); }
 
 function go(path) {
   history.pushState({}, "", path);
@@ -81,6 +74,11 @@ async function route() {
       return await appPage(task.application, task.task_id);
     }
     if (path === "/console/steps") return await stepsPage();
+    const ctx = { show, go, can, nav };
+    if (path === "/console/configs") return await configsPage(ctx);
+    if ((m = path.match(/^\/console\/configs\/([^/]+)$/))) return await configEditorPage(ctx, decodeURIComponent(m[1]));
+    if (path === "/console/schedules") return await schedulesPage(ctx);
+    if (path === "/console/runs") return await runsPage(ctx, query);
     return await appsPage();
   } catch (e) {
     show(errorBox(e));
@@ -175,18 +173,30 @@ async function appPage(name, runId) {
     runs.tasks.map((t) => h("option", { value: t.task_id, selected: t.task_id === runId }, `${when(t.created_at)} · ${t.state}`)));
   if (runId && !runs.tasks.some((t) => t.task_id === runId)) runList.prepend(h("option", { value: runId, selected: true }, runId));
 
-  const start = async (params) => {
+  const start = async (params, report) => {
     try {
       const t = await api(`/applications/${enc}/run`, { method: "POST", body: { params } });
       go(`/console/apps/${enc}?run=${encodeURIComponent(t.task_id)}`);
-    } catch (e) { actions.append(errorBox(e)); }
+    } catch (e) { if (report) report.textContent = e.message; else actions.append(errorBox(e)); }
+  };
+  const customRun = h("div", { id: "custom-run-slot" });
+  const openCustomRun = async () => {
+    if (customRun.firstChild) { customRun.replaceChildren(); return; }
+    try {
+      const configurations = await api("/configurations");
+      const form = customRunForm(app, configurations, start, () => { customRun.replaceChildren(); document.getElementById("custom-run-open").focus(); });
+      fill(customRun, form);
+      const first = form.querySelector("input, select, textarea");
+      if (first) first.focus();
+    } catch (e) { fill(customRun, errorBox(e)); }
   };
   const renderActions = () => {
     actions.replaceChildren();
     if (!can("execute")) return;
     actions.append(
       h("button", { type: "button", id: "run", onclick: () => start({}) }, "Run"),
-      h("button", { type: "button", id: "debug-run", title: "Run with loglevel 10 (DEBUG entries kept)", onclick: () => start({ loglevel: 10 }) }, "Debug Run"));
+      h("button", { type: "button", id: "debug-run", title: "Run with loglevel 10 (DEBUG entries kept)", onclick: () => start({ loglevel: 10 }) }, "Debug Run"),
+      h("button", { type: "button", id: "custom-run-open", "aria-controls": "custom-run-slot", onclick: openCustomRun }, "Custom Run…"));
     if (task) {
       actions.append(h("button", { type: "button", id: "replay", onclick: async () => {
         try { const t = await api(`/tasks/${encodeURIComponent(task.task_id)}/replay`, { method: "POST" }); go(`/console/apps/${enc}?run=${encodeURIComponent(t.task_id)}`); } catch (e) { actions.append(errorBox(e)); }
@@ -250,6 +260,7 @@ async function appPage(name, runId) {
     h("h1", {}, app.friendly_name || app.name, " ", h("span", { class: "muted small" }, `${app.name} · v${app.version}`)),
     app.description ? h("p", { class: "muted" }, app.description) : null,
     h("div", { class: "toolbar" }, runs.tasks.length || runId ? runList : h("span", { class: "muted" }, "No runs yet."), actions, mode),
+    customRun,
     runInfo,
     h("div", { class: "dag-wrap card" }, svg),
     h("p", { class: "legend small" }, ["pending", "queued", "running", "success", "warning", "failed", "skipped", "cancelled"].map((s) => badge(s)), h("span", { class: "muted" }, " · rounded: operator · stacked: for each")),

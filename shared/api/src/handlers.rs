@@ -31,6 +31,7 @@ use crate::auth::{new_token, token_hash, Identity};
 use crate::body::{Body, Params};
 use crate::error::ApiError;
 use crate::schedules::Schedules;
+use crate::versions;
 use crate::{ApiPorts, Shared, MAX_WAIT};
 
 type Result<T, E = ApiError> = std::result::Result<T, E>;
@@ -50,10 +51,24 @@ pub(crate) fn handler(method: &str, path: &str) -> MethodRouter<Shared> {
         ("DELETE", "/api/v1/applications/{name}") => delete(delete_application),
         ("POST", "/api/v1/applications/{name}/run") => post(run_application),
         ("GET", "/api/v1/applications/{name}/logs") => get(application_logs),
+        ("GET", "/api/v1/applications/{name}/versions") => get(versions::application_history),
+        ("GET", "/api/v1/applications/{name}/versions/{version}") => {
+            get(versions::application_version)
+        }
+        ("GET", "/api/v1/applications/{name}/diff") => get(versions::application_diff),
+        ("POST", "/api/v1/applications/{name}/rollback") => post(versions::application_rollback),
         ("GET", "/api/v1/configurations") => get(list_configurations),
         ("POST", "/api/v1/configurations") => post(put_configuration),
         ("GET", "/api/v1/configurations/{name}") => get(get_configuration),
         ("DELETE", "/api/v1/configurations/{name}") => delete(delete_configuration),
+        ("GET", "/api/v1/configurations/{name}/versions") => get(versions::configuration_history),
+        ("GET", "/api/v1/configurations/{name}/versions/{version}") => {
+            get(versions::configuration_version)
+        }
+        ("GET", "/api/v1/configurations/{name}/diff") => get(versions::configuration_diff),
+        ("POST", "/api/v1/configurations/{name}/rollback") => {
+            post(versions::configuration_rollback)
+        }
         ("GET", "/api/v1/steps") => get(list_steps),
         ("POST", "/api/v1/steps/run") => post(run_step),
         ("GET", "/api/v1/steps/{name}") => get(get_step),
@@ -277,12 +292,16 @@ async fn list_applications(
     Ok(Json(apps))
 }
 
-async fn put_application(State(state): State<Shared>, body: Body) -> Result<Json<Application>> {
+async fn put_application(
+    State(state): State<Shared>,
+    Extension(identity): Extension<Identity>,
+    body: Body,
+) -> Result<Json<Application>> {
     if body.is_empty() {
         return Err(ApiError::bad_request("a JSON request body is required"));
     }
     let app = parse_application(body.text()?, state.runtime.catalog())?;
-    state.runtime.put_application(&app).await?;
+    state.runtime.push_application(&app, &identity.name).await?;
     Ok(Json(app))
 }
 
@@ -474,12 +493,19 @@ async fn list_configurations(State(state): State<Shared>) -> Result<Json<Vec<Con
     Ok(Json(configs.iter().map(Configuration::redacted).collect()))
 }
 
-async fn put_configuration(State(state): State<Shared>, body: Body) -> Result<Json<Configuration>> {
+async fn put_configuration(
+    State(state): State<Shared>,
+    Extension(identity): Extension<Identity>,
+    body: Body,
+) -> Result<Json<Configuration>> {
     if body.is_empty() {
         return Err(ApiError::bad_request("a JSON request body is required"));
     }
     let config = parse_configuration(body.text()?)?;
-    let stored = state.runtime.put_configuration(&config).await?;
+    let (stored, _) = state
+        .runtime
+        .push_configuration(&config, &identity.name)
+        .await?;
     Ok(Json(stored.redacted()))
 }
 

@@ -24,6 +24,7 @@ pub mod openapi;
 pub mod routes;
 pub mod schedules;
 mod server;
+mod versions;
 
 use std::sync::Arc;
 use std::time::Duration;

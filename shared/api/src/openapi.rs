@@ -10,6 +10,8 @@ use sluice_core::model::{Application, Configuration, Role, RoleBinding, Schedule
 
 use crate::handlers::{EntryId, OwnerRef, RunRequest, StepRunRequest, TokenRequest};
 use crate::routes::{RouteSpec, ROUTES};
+use crate::versions::RollbackRequest;
+use sluice_core::versions::{DefinitionVersion, DiffEntry, VersionInfo};
 
 fn add<T: JsonSchema>(
     generator: &mut schemars::SchemaGenerator,
@@ -69,12 +71,28 @@ fn response_schemas() -> Map<String, Value> {
             }}}
         }},
         "Deleted": {"type": "object", "properties": {"deleted": {"type": "boolean"}, "kind": {"type": "string"}, "name": {"type": "string"}}},
+        "VersionList": {"type": "object", "properties": {
+            "kind": {"type": "string", "enum": ["application", "configuration"]}, "name": {"type": "string"},
+            "versions": {"type": "array", "items": {"$ref": "#/components/schemas/VersionInfo"}}
+        }},
+        "VersionDiff": {"type": "object", "properties": {
+            "kind": {"type": "string", "enum": ["application", "configuration"]}, "name": {"type": "string"},
+            "from": {"type": "integer"}, "to": {"type": "integer"},
+            "changes": {"type": "array", "items": {"$ref": "#/components/schemas/DiffEntry"}}
+        }},
+        "RolledBack": {"type": "object", "properties": {
+            "kind": {"type": "string", "enum": ["application", "configuration"]}, "name": {"type": "string"},
+            "rolled_back_to": {"type": "integer"},
+            "version": {"type": "integer", "description": "The version the definition is now at."},
+            "created": {"type": "boolean", "description": "false when the document equalled the latest version's: nothing was stored."}
+        }},
         "ApplicationList": {"type": "array", "items": {"$ref": "#/components/schemas/Application"}},
         "ConfigurationList": {"type": "array", "items": {"$ref": "#/components/schemas/Configuration"}},
         "Task": {
             "type": "object",
             "properties": {
                 "task_id": {"type": "string"}, "href": {"type": "string"}, "application": {"type": "string"},
+                "application_version": {"type": "integer", "description": "The stored version of the application the run executes; absent when its document is no stored version."},
                 "state": {"type": "string", "enum": ["pending", "running", "success", "failure", "revoked"]},
                 "configuration": {"type": "string", "nullable": true}, "queue": {"type": "string", "nullable": true},
                 "params": {"type": "object"}, "created_at": {"type": "string", "format": "date-time"},
@@ -215,6 +233,10 @@ pub fn document() -> Value {
     add::<EntryId>(&mut generator, &mut schemas, "EntryId");
     add::<OwnerRef>(&mut generator, &mut schemas, "OwnerRef");
     add::<TokenRequest>(&mut generator, &mut schemas, "TokenRequest");
+    add::<RollbackRequest>(&mut generator, &mut schemas, "RollbackRequest");
+    add::<VersionInfo>(&mut generator, &mut schemas, "VersionInfo");
+    add::<DefinitionVersion>(&mut generator, &mut schemas, "DefinitionVersion");
+    add::<DiffEntry>(&mut generator, &mut schemas, "DiffEntry");
     schemas.extend(generator.take_definitions(true));
     schemas.extend(response_schemas());
     schemas.sort_keys();

@@ -68,6 +68,9 @@ const WAIT: (&str, &str) = (
     "Wait up to this many seconds (0-3600; waits are capped at 25) for the run to end.",
 );
 
+const VERSION_FROM: (&str, &str) = ("from", "The older version's number (required).");
+const VERSION_TO: (&str, &str) = ("to", "The newer version's number (required).");
+
 /// Every route of the API.
 pub const ROUTES: &[RouteSpec] = &[
     route("GET", "/healthcheck", None, "health", "Liveness for load balancers: 200 {\"status\": \"ok\"}, no dependency calls.").response("Status"),
@@ -83,11 +86,19 @@ pub const ROUTES: &[RouteSpec] = &[
     route("DELETE", "/api/v1/applications/{name}", Some(Admin), "applications", "Delete an application; 409 naming the schedules and applications that use it, unless `force=true`.").query(&[("force", "`true` to delete it although schedules or other applications name it.")]).response("Deleted"),
     route("POST", "/api/v1/applications/{name}/run", Some(Exec), "runs", "Start a run of this application.").query(&[WAIT]).body("RunRequest").response("Task"),
     route("GET", "/api/v1/applications/{name}/logs", Some(View), "runs", "Log entries of the application's latest run (or of `task_id`).").query(&[("task_id", "A run of this application instead of the latest."), ("step", "Only this step's entries."), ("after", "Only entries with a greater seq."), ("limit", "At most this many entries, 1-10000 (default 1000).")]).response("Logs"),
+    route("GET", "/api/v1/applications/{name}/versions", Some(View), "versions", "The application's stored versions, newest first: number, author, time, content hash.").response("VersionList"),
+    route("GET", "/api/v1/applications/{name}/versions/{version}", Some(View), "versions", "One stored version of the application with its document.").response("DefinitionVersion"),
+    route("GET", "/api/v1/applications/{name}/diff", Some(View), "versions", "What changed between two versions of the application.").query(&[VERSION_FROM, VERSION_TO]).response("VersionDiff"),
+    route("POST", "/api/v1/applications/{name}/rollback", Some(Dev), "versions", "Store a version's document again as a new version (no new version when it equals the latest).").body("RollbackRequest").response("RolledBack"),
     // Configurations.
     route("GET", "/api/v1/configurations", Some(View), "configurations", "Stored configurations; encrypted values read as null.").response("ConfigurationList"),
     route("POST", "/api/v1/configurations", Some(Config), "configurations", "Create or overwrite a configuration; an encrypted entry posted with a null value keeps the stored secret.").body("Configuration").response("Configuration"),
     route("GET", "/api/v1/configurations/{name}", Some(View), "configurations", "One configuration; encrypted values read as null.").response("Configuration"),
     route("DELETE", "/api/v1/configurations/{name}", Some(Admin), "configurations", "Delete a configuration and its secrets.").response("Deleted"),
+    route("GET", "/api/v1/configurations/{name}/versions", Some(View), "versions", "The configuration's stored versions, newest first; `encrypted` names the encrypted values each set (their values are never part of a version).").response("VersionList"),
+    route("GET", "/api/v1/configurations/{name}/versions/{version}", Some(View), "versions", "One stored version of the configuration; encrypted values read as null.").response("DefinitionVersion"),
+    route("GET", "/api/v1/configurations/{name}/diff", Some(View), "versions", "What changed between two versions of the configuration (encrypted values are null in both).").query(&[VERSION_FROM, VERSION_TO]).response("VersionDiff"),
+    route("POST", "/api/v1/configurations/{name}/rollback", Some(Config), "versions", "Store a version's document again as a new version; its encrypted values keep their stored secrets.").body("RollbackRequest").response("RolledBack"),
     // Steps.
     route("GET", "/api/v1/steps", Some(View), "steps", "Registered step types and operators with their parameter schemas.").response("StepTypeList"),
     route("POST", "/api/v1/steps/run", Some(Dev), "steps", "Run one step type with the given parameters, outside any application.").body("StepRunRequest").response("StepRunResult"),

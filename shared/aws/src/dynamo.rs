@@ -3,7 +3,9 @@
 //!
 //! Tables (see [`crate::provision::TABLES`] for their keys and indexes):
 //! - definitions `(kind, name)`: applications, configurations (redacted), schedules,
-//!   schedule stats. A listing is a `Query` on one `kind` partition, never a scan.
+//!   schedule stats. A listing is a `Query` on one `kind` partition, never a scan. The
+//!   versions of a definition are the partition `version#<kind>#<name>`, sorted by the
+//!   zero-padded number; the current item carries its `version` and `hash`.
 //! - access `(kind, name)`: API tokens (by name and by hash) and role bindings, in a
 //!   table of their own so that no step function's role can reach them.
 //! - runs `(pk = run id, sk)`: `RUN` (the run record, compare-and-swap on `version`),
@@ -39,6 +41,10 @@ use sluice_core::model::{
 use sluice_core::ports::{
     AccessStore, Cache, CacheKeys, DefinitionStore, OutputKey, RunQuery, RunStore, ScheduleError,
     ScheduleStats, ScheduleStatsStore, ScheduleStore, ScheduledRun, StoreError, MAX_CACHE_PAGE,
+};
+
+use sluice_core::versions::{
+    DefinitionKind, DefinitionVersion, NewVersion, PushOutcome, VersionInfo, VersionStamp,
 };
 
 use crate::codec::{self, blob, Encoded, DOC, DOC_S3};
@@ -563,10 +569,343 @@ impl DynamoStore {
     }
 }
 
+/// The definitions-table kind of a definition's current document.
+fn current_kind(kind: DefinitionKind) -> &'static str {
+    match kind {
+        DefinitionKind::Application => kind::APPLICATION,
+        DefinitionKind::Configuration => kind::CONFIGURATION,
+    }
+}
+
+/// The partition of a definition's versions: one per definition, so that its history is
+/// one `Query` and no listing of current definitions ever sees it.
+fn versions_partition(kind: DefinitionKind, name: &str) -> String {
+    format!("version#{}#{name}", kind.as_str())
+}
+
+/// Sort key of a version: zero-padded so that string order is number order.
+fn version_sort_key(version: u64) -> String {
+    format!("{version:012}")
+}
+
+/// Attempts of a push that lost a race for its version number.
+const PUSH_ATTEMPTS: usize = 25;
+
+/// Whether a cancelled transaction lost to a concurrent writer (a condition or a
+/// transaction conflict), so that re-reading and trying again can succeed.
+fn transaction_lost_race<R>(
+    e: &aws_sdk_dynamodb::error::SdkError<TransactWriteItemsError, R>,
+) -> bool {
+    match e.as_service_error() {
+        Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => {
+            cancelled.cancellation_reasons().iter().any(|r| {
+                matches!(
+                    r.code(),
+                    Some("ConditionalCheckFailed" | "TransactionConflict")
+                )
+            })
+        }
+        _ => false,
+    }
+}
+
+fn version_info(item: &HashMap<String, A>) -> Result<VersionInfo, StoreError> {
+    let version = get_s(item, "name")
+        .and_then(|n| n.parse::<u64>().ok())
+        .ok_or_else(|| backend("a version item has no number"))?;
+    let created_ms = get_n(item, "created_ms").unwrap_or(0);
+    Ok(VersionInfo {
+        version,
+        author: get_s(item, "author").unwrap_or_default().to_string(),
+        created_at: Utc
+            .timestamp_millis_opt(created_ms)
+            .single()
+            .unwrap_or_default(),
+        hash: get_s(item, "hash").unwrap_or_default().to_string(),
+        encrypted: serde_json::from_str(get_s(item, "encrypted").unwrap_or("[]"))
+            .map_err(json_error)?,
+    })
+}
+
+impl DynamoStore {
+    /// The version sort keys of a definition at or below `up_to`, oldest first.
+    async fn version_keys_up_to(
+        &self,
+        kind: DefinitionKind,
+        name: &str,
+        up_to: Option<u64>,
+    ) -> Result<Vec<String>, StoreError> {
+        let partition = versions_partition(kind, name);
+        let mut keys = Vec::new();
+        let mut start = None;
+        loop {
+            let mut query = self
+                .db
+                .query()
+                .table_name(&self.settings.definitions_table)
+                .expression_attribute_names("#k", "kind")
+                .expression_attribute_names("#n", "name")
+                .expression_attribute_values(":k", s(&partition))
+                .projection_expression("#n")
+                .consistent_read(true)
+                .set_exclusive_start_key(start);
+            query = match up_to {
+                Some(bound) => query
+                    .key_condition_expression("#k = :k AND #n <= :bound")
+                    .expression_attribute_values(":bound", s(version_sort_key(bound))),
+                None => query.key_condition_expression("#k = :k"),
+            };
+            let out = query.send().await.map_err(|e| sdk("dynamodb Query", e))?;
+            keys.extend(
+                out.items
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|item| get_s(item, "name").map(str::to_string)),
+            );
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return Ok(keys);
+            }
+        }
+    }
+
+    /// Deletes the given versions of a definition.
+    async fn delete_versions(
+        &self,
+        kind: DefinitionKind,
+        name: &str,
+        keys: Vec<String>,
+    ) -> Result<(), StoreError> {
+        let partition = versions_partition(kind, name);
+        for key in keys {
+            self.db
+                .delete_item()
+                .table_name(&self.settings.definitions_table)
+                .set_key(Some(Self::definition_key(&partition, &key)))
+                .send()
+                .await
+                .map_err(|e| sdk("dynamodb DeleteItem", e))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes a definition, then its versions.
+    async fn delete_with_versions(
+        &self,
+        kind: DefinitionKind,
+        name: &str,
+    ) -> Result<bool, StoreError> {
+        let existed = self.delete_definition(current_kind(kind), name).await?;
+        let keys = self.version_keys_up_to(kind, name, None).await?;
+        self.delete_versions(kind, name, keys).await?;
+        Ok(existed)
+    }
+
+    /// One attempt of a push: `Ok(None)` when a concurrent push won the number.
+    async fn try_push(
+        &self,
+        push: &NewVersion,
+        text: &str,
+    ) -> Result<Option<PushOutcome>, StoreError> {
+        let current_kind = current_kind(push.kind);
+        let current = self
+            .get_item(
+                &self.settings.definitions_table,
+                Self::definition_key(current_kind, &push.name),
+            )
+            .await?;
+        let latest = current.as_ref().and_then(|item| get_n(item, "version"));
+        if let (Some(version), Some(item)) = (latest, &current) {
+            if get_s(item, "hash") == Some(push.hash.as_str()) {
+                return Ok(Some(PushOutcome {
+                    version: version as u64,
+                    created: false,
+                }));
+            }
+        }
+        let version = latest.map_or(1, |v| v as u64 + 1);
+        let mut version_item = HashMap::from([
+            (
+                "kind".to_string(),
+                s(versions_partition(push.kind, &push.name)),
+            ),
+            ("name".to_string(), s(version_sort_key(version))),
+            ("author".to_string(), s(&push.author)),
+            ("created_ms".to_string(), n(self.now_ms())),
+            ("hash".to_string(), s(&push.hash)),
+            (
+                "encrypted".to_string(),
+                s(serde_json::to_string(&push.encrypted).map_err(json_error)?),
+            ),
+        ]);
+        version_item.insert("doc".into(), s(text));
+        let current_item = HashMap::from([
+            ("kind".to_string(), s(current_kind)),
+            ("name".to_string(), s(&push.name)),
+            ("doc".to_string(), s(text)),
+            ("version".to_string(), n(version)),
+            ("hash".to_string(), s(&push.hash)),
+        ]);
+        // The current item moves only from the version this attempt read: of two
+        // concurrent pushes, one commits and the other reads again.
+        let mut current_put = Put::builder()
+            .table_name(&self.settings.definitions_table)
+            .set_item(Some(current_item))
+            .expression_attribute_names("#v", "version");
+        current_put = match (latest, current.is_some()) {
+            (Some(old), _) => current_put
+                .condition_expression("#v = :old")
+                .expression_attribute_values(":old", n(old)),
+            (None, true) => current_put.condition_expression("attribute_not_exists(#v)"),
+            (None, false) => current_put
+                .condition_expression("attribute_not_exists(#v) AND attribute_not_exists(#k)")
+                .expression_attribute_names("#k", "kind"),
+        };
+        let build = |put: aws_sdk_dynamodb::types::builders::PutBuilder| -> Result<TransactWriteItem, StoreError> {
+            Ok(TransactWriteItem::builder()
+                .put(put.build().map_err(|e| backend(e.to_string()))?)
+                .build())
+        };
+        let result = self
+            .db
+            .transact_write_items()
+            .transact_items(build(
+                Put::builder()
+                    .table_name(&self.settings.definitions_table)
+                    .set_item(Some(version_item))
+                    .condition_expression("attribute_not_exists(#k)")
+                    .expression_attribute_names("#k", "kind"),
+            )?)
+            .transact_items(build(current_put)?)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Some(PushOutcome {
+                version,
+                created: true,
+            })),
+            Err(e) if transaction_lost_race(&e) => Ok(None),
+            Err(e) => Err(sdk("dynamodb TransactWriteItems", e)),
+        }
+    }
+}
+
 #[async_trait]
 impl DefinitionStore for DynamoStore {
-    async fn put_application(&self, app: &Application) -> Result<(), StoreError> {
-        self.put_definition(kind::APPLICATION, &app.name, app).await
+    /// A transaction writes the version item (new number) and the current item (which
+    /// carries its version number and hash, moved on only from the number read); a push
+    /// that lost the race reads again. Retention then deletes the items beyond it: a
+    /// failure there is logged and repaired by the next push, which deletes every older
+    /// item, not just one.
+    async fn push_definition(&self, push: &NewVersion) -> Result<PushOutcome, StoreError> {
+        if push.name.is_empty() {
+            return Err(backend(format!("the {} has no name", push.kind.as_str())));
+        }
+        let text = serde_json::to_string(&push.document).map_err(json_error)?;
+        for _ in 0..PUSH_ATTEMPTS {
+            let Some(outcome) = self.try_push(push, &text).await? else {
+                continue;
+            };
+            let bound = push.expired_at_or_below(outcome.version);
+            if outcome.created && bound > 0 {
+                let expired = async {
+                    let keys = self
+                        .version_keys_up_to(push.kind, &push.name, Some(bound))
+                        .await?;
+                    self.delete_versions(push.kind, &push.name, keys).await
+                };
+                if let Err(e) = expired.await {
+                    tracing::warn!(kind = push.kind.as_str(), name = %push.name, error = %e,
+                        "cannot delete versions beyond retention; the next push retries");
+                }
+            }
+            return Ok(outcome);
+        }
+        Err(StoreError::Conflict)
+    }
+
+    async fn list_versions(
+        &self,
+        kind: DefinitionKind,
+        name: &str,
+        limit: usize,
+    ) -> Result<Vec<VersionInfo>, StoreError> {
+        let mut infos = Vec::new();
+        let mut start = None;
+        while infos.len() < limit {
+            let out = self
+                .db
+                .query()
+                .table_name(&self.settings.definitions_table)
+                .key_condition_expression("#k = :k")
+                .expression_attribute_names("#k", "kind")
+                .expression_attribute_names("#n", "name")
+                .expression_attribute_names("#h", "hash")
+                .expression_attribute_names("#a", "author")
+                .expression_attribute_names("#c", "created_ms")
+                .expression_attribute_names("#e", "encrypted")
+                .projection_expression("#n, #h, #a, #c, #e")
+                .expression_attribute_values(":k", s(versions_partition(kind, name)))
+                .scan_index_forward(false)
+                .limit(i32::try_from(limit - infos.len()).unwrap_or(i32::MAX))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| sdk("dynamodb Query", e))?;
+            for item in out.items.unwrap_or_default() {
+                infos.push(version_info(&item)?);
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        infos.truncate(limit);
+        Ok(infos)
+    }
+
+    async fn latest_version(
+        &self,
+        kind: DefinitionKind,
+        name: &str,
+    ) -> Result<Option<VersionStamp>, StoreError> {
+        let item = self
+            .get_item(
+                &self.settings.definitions_table,
+                Self::definition_key(current_kind(kind), name),
+            )
+            .await?;
+        Ok(item.and_then(|item| {
+            Some(VersionStamp {
+                version: get_n(&item, "version")? as u64,
+                hash: get_s(&item, "hash")?.to_string(),
+            })
+        }))
+    }
+
+    async fn get_version(
+        &self,
+        kind: DefinitionKind,
+        name: &str,
+        version: u64,
+    ) -> Result<Option<DefinitionVersion>, StoreError> {
+        let item = self
+            .get_item(
+                &self.settings.definitions_table,
+                Self::definition_key(&versions_partition(kind, name), &version_sort_key(version)),
+            )
+            .await?;
+        item.map(|item| {
+            Ok(DefinitionVersion {
+                info: version_info(&item)?,
+                document: serde_json::from_str(
+                    get_s(&item, "doc").ok_or_else(|| backend("a version item has no doc"))?,
+                )
+                .map_err(json_error)?,
+            })
+        })
+        .transpose()
     }
 
     async fn get_application(&self, name: &str) -> Result<Option<Application>, StoreError> {
@@ -578,13 +917,7 @@ impl DefinitionStore for DynamoStore {
     }
 
     async fn delete_application(&self, name: &str) -> Result<bool, StoreError> {
-        self.delete_definition(kind::APPLICATION, name).await
-    }
-
-    /// Stores [`Configuration::redacted`] whatever the caller passes: plaintext of an
-    /// encrypted value belongs in Secrets Manager only.
-    async fn put_configuration(&self, config: &Configuration) -> Result<(), StoreError> {
-        self.put_definition(kind::CONFIGURATION, &config.name, &config.redacted())
+        self.delete_with_versions(DefinitionKind::Application, name)
             .await
     }
 
@@ -597,7 +930,8 @@ impl DefinitionStore for DynamoStore {
     }
 
     async fn delete_configuration(&self, name: &str) -> Result<bool, StoreError> {
-        self.delete_definition(kind::CONFIGURATION, name).await
+        self.delete_with_versions(DefinitionKind::Configuration, name)
+            .await
     }
 }
 

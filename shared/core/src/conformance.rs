@@ -34,6 +34,7 @@ use crate::ports::{
     ScheduleError, ScheduleStatsStore, ScheduleStore, ScheduledRun, SecretStore, StoreError,
     TaskMessage, MAX_RECEIVE_COUNT,
 };
+use crate::versions::{DefinitionKind, NewVersion};
 
 /// Fresh, empty stores of one adapter, all judging expiry by `clock`.
 pub struct Stores {
@@ -62,6 +63,11 @@ macro_rules! store_conformance {
         $crate::store_conformance!(@each $factory;
             definitions_round_trip_sorted,
             configurations_are_stored_redacted,
+            versions_number_pushes_and_skip_identical_content,
+            versions_keep_only_the_newest,
+            configuration_versions_hold_no_secret,
+            deleting_a_definition_deletes_its_versions,
+            concurrent_pushes_get_distinct_versions,
             runs_are_created_once_with_their_snapshot,
             update_run_is_compare_and_swap,
             concurrent_transitions_of_one_version_have_one_winner,
@@ -118,6 +124,7 @@ pub fn run(id: &str, application: &str, created_at: DateTime<Utc>) -> Run {
         expires_at: created_at + ChronoDuration::days(7),
         steps: vec![StepRun::new("A")],
         version: 0,
+        application_version: None,
     }
 }
 
@@ -220,6 +227,230 @@ pub async fn configurations_are_stored_redacted(f: &impl StoreFactory) {
     assert!(d.delete_configuration("acme").await.unwrap());
     assert!(!d.delete_configuration("acme").await.unwrap());
     assert_eq!(d.list_configurations().await.unwrap().len(), 1);
+}
+
+fn push_of(app: &Application, author: &str, keep: usize) -> NewVersion {
+    NewVersion::application(app, author, keep).expect("push")
+}
+
+fn numbers(infos: &[crate::versions::VersionInfo]) -> Vec<u64> {
+    infos.iter().map(|i| i.version).collect()
+}
+
+pub async fn versions_number_pushes_and_skip_identical_content(f: &impl StoreFactory) {
+    let s = f.fresh().await;
+    let d = &s.definitions;
+    let first = application("app");
+    let pushed = d
+        .push_definition(&push_of(&first, "alice", 50))
+        .await
+        .unwrap();
+    assert_eq!((pushed.version, pushed.created), (1, true));
+    let at_first = now(&s);
+    s.clock.advance(ChronoDuration::seconds(60));
+    let again = d
+        .push_definition(&push_of(&first, "bob", 50))
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.version, again.created),
+        (1, false),
+        "identical content is no new version"
+    );
+    let mut second = application("app");
+    second.description = "second".into();
+    let pushed = d
+        .push_definition(&push_of(&second, "bob", 50))
+        .await
+        .unwrap();
+    assert_eq!((pushed.version, pushed.created), (2, true));
+    assert_eq!(
+        d.get_application("app").await.unwrap(),
+        Some(second.clone())
+    );
+
+    let history = d
+        .list_versions(DefinitionKind::Application, "app", 50)
+        .await
+        .unwrap();
+    assert_eq!(numbers(&history), [2, 1], "newest first");
+    assert_eq!(history[0].author, "bob");
+    assert_eq!(history[1].author, "alice");
+    assert_eq!(history[1].created_at.trunc_subsecs(0), at_first);
+    assert_eq!(history[0].created_at.trunc_subsecs(0), now(&s));
+    assert_eq!(history[1].hash, push_of(&first, "x", 1).hash);
+    let latest = d
+        .latest_version(DefinitionKind::Application, "app")
+        .await
+        .unwrap()
+        .expect("latest");
+    assert_eq!((latest.version, latest.hash), (2, history[0].hash.clone()));
+    assert!(d
+        .latest_version(DefinitionKind::Application, "other")
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        numbers(
+            &d.list_versions(DefinitionKind::Application, "app", 1)
+                .await
+                .unwrap()
+        ),
+        [2]
+    );
+
+    let one = d
+        .get_version(DefinitionKind::Application, "app", 1)
+        .await
+        .unwrap()
+        .expect("version 1");
+    assert_eq!(one.info, history[1]);
+    assert_eq!(one.document, serde_json::to_value(&first).unwrap());
+    assert!(d
+        .get_version(DefinitionKind::Application, "app", 3)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(
+        d.get_version(DefinitionKind::Configuration, "app", 1)
+            .await
+            .unwrap()
+            .is_none(),
+        "kinds keep separate histories"
+    );
+    assert!(d
+        .list_versions(DefinitionKind::Application, "other", 50)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Going back to earlier content is a new version, not a no-op.
+    let back = d
+        .push_definition(&push_of(&first, "carol", 50))
+        .await
+        .unwrap();
+    assert_eq!((back.version, back.created), (3, true));
+    assert_eq!(d.get_application("app").await.unwrap(), Some(first));
+}
+
+pub async fn versions_keep_only_the_newest(f: &impl StoreFactory) {
+    let s = f.fresh().await;
+    let d = &s.definitions;
+    for i in 1..=5 {
+        let mut app = application("app");
+        app.description = format!("push {i}");
+        d.push_definition(&push_of(&app, "alice", 2)).await.unwrap();
+    }
+    let history = d
+        .list_versions(DefinitionKind::Application, "app", 50)
+        .await
+        .unwrap();
+    assert_eq!(numbers(&history), [5, 4]);
+    assert!(d
+        .get_version(DefinitionKind::Application, "app", 3)
+        .await
+        .unwrap()
+        .is_none());
+    // A larger setting keeps more from now on.
+    let mut app = application("app");
+    app.description = "push 6".into();
+    d.push_definition(&push_of(&app, "alice", 10))
+        .await
+        .unwrap();
+    assert_eq!(
+        numbers(
+            &d.list_versions(DefinitionKind::Application, "app", 50)
+                .await
+                .unwrap()
+        ),
+        [6, 5, 4]
+    );
+}
+
+pub async fn configuration_versions_hold_no_secret(f: &impl StoreFactory) {
+    let s = f.fresh().await;
+    let d = &s.definitions;
+    let config: Configuration = serde_json::from_value(json!({
+        "name": "acme",
+        "data": [
+            {"name": "host", "value": "h.example"},
+            {"name": "token", "value": "s3cr3t-token", "encrypted": true}
+        ]
+    }))
+    .unwrap();
+    let push = NewVersion::configuration(&config, "alice", 50).unwrap();
+    assert_eq!(d.push_definition(&push).await.unwrap().version, 1);
+    d.put_configuration(&config).await.unwrap();
+    let version = d
+        .get_version(DefinitionKind::Configuration, "acme", 1)
+        .await
+        .unwrap()
+        .expect("version 1");
+    assert!(!version.document.to_string().contains("s3cr3t"));
+    assert_eq!(version.info.encrypted, ["token"]);
+    assert_eq!(
+        version.document,
+        serde_json::to_value(config.redacted()).unwrap()
+    );
+    assert_eq!(
+        numbers(
+            &d.list_versions(DefinitionKind::Configuration, "acme", 50)
+                .await
+                .unwrap()
+        ),
+        [1],
+        "put_configuration of the same content is no new version"
+    );
+}
+
+pub async fn deleting_a_definition_deletes_its_versions(f: &impl StoreFactory) {
+    let s = f.fresh().await;
+    let d = &s.definitions;
+    let mut app = application("app");
+    d.push_definition(&push_of(&app, "alice", 50))
+        .await
+        .unwrap();
+    app.description = "two".into();
+    d.push_definition(&push_of(&app, "alice", 50))
+        .await
+        .unwrap();
+    assert!(d.delete_application("app").await.unwrap());
+    assert!(d
+        .list_versions(DefinitionKind::Application, "app", 50)
+        .await
+        .unwrap()
+        .is_empty());
+    let again = d.push_definition(&push_of(&app, "bob", 50)).await.unwrap();
+    assert_eq!((again.version, again.created), (1, true));
+}
+
+pub async fn concurrent_pushes_get_distinct_versions(f: &impl StoreFactory) {
+    let s = f.fresh().await;
+    let pushes = (0..4).map(|i| {
+        let d = s.definitions.clone();
+        let mut app = application("app");
+        app.description = format!("writer {i}");
+        tokio::spawn(async move { d.push_definition(&push_of(&app, "w", 50)).await })
+    });
+    let mut versions: Vec<u64> = Vec::new();
+    for push in pushes.collect::<Vec<_>>() {
+        let outcome = push.await.unwrap().expect("every push succeeds");
+        assert!(outcome.created);
+        versions.push(outcome.version);
+    }
+    versions.sort();
+    assert_eq!(versions, [1, 2, 3, 4]);
+    let latest = s
+        .definitions
+        .get_version(DefinitionKind::Application, "app", 4)
+        .await
+        .unwrap()
+        .expect("version 4");
+    assert_eq!(
+        serde_json::to_value(s.definitions.get_application("app").await.unwrap()).unwrap(),
+        latest.document,
+        "the current definition is the newest version's"
+    );
 }
 
 pub async fn runs_are_created_once_with_their_snapshot(f: &impl StoreFactory) {

@@ -118,6 +118,7 @@ impl Plan {
             expires_at,
             steps: self.app.steps.iter().map(|s| StepRun::new(&s.id)).collect(),
             version: 0,
+            application_version: None,
         }
     }
 }

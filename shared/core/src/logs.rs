@@ -146,6 +146,7 @@ mod tests {
                 })
                 .collect(),
             version: 1,
+            application_version: None,
         }
     }
 

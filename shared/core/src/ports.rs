@@ -12,6 +12,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::model::{Application, Configuration, LogEntry, Run, RunState, Schedule};
+use crate::versions::{
+    DefinitionKind, DefinitionVersion, NewVersion, PushOutcome, VersionInfo, VersionStamp,
+    DEFAULT_VERSIONS_KEPT, UNATTRIBUTED,
+};
 
 /// Failures of a store adapter.
 #[derive(Debug, thiserror::Error)]
@@ -41,18 +45,61 @@ pub enum SecretError {
     Backend(String),
 }
 
-/// Applications and configurations. Configurations are stored with every encrypted
-/// value set to `null`; the plaintext lives only in the [`SecretStore`].
+/// Applications and configurations, with their versions. Configurations are stored
+/// with every encrypted value set to `null`; the plaintext lives only in the
+/// [`SecretStore`].
 #[async_trait]
 pub trait DefinitionStore: Send + Sync {
-    async fn put_application(&self, app: &Application) -> Result<(), StoreError>;
+    /// Stores `push.document` as the current definition of its kind and name and, unless
+    /// its hash equals the latest version's (then nothing is written), as a new version
+    /// numbered one past the latest (1 for the first), stamped with the store's clock;
+    /// versions numbered `push.expired_at_or_below(new)` and lower are deleted. Atomic:
+    /// concurrent pushes get distinct numbers and the current definition is the highest
+    /// numbered version's document.
+    async fn push_definition(&self, push: &NewVersion) -> Result<PushOutcome, StoreError>;
+    /// Up to `limit` versions of a definition, newest first (empty when it has none).
+    async fn list_versions(
+        &self,
+        kind: DefinitionKind,
+        name: &str,
+        limit: usize,
+    ) -> Result<Vec<VersionInfo>, StoreError>;
+    /// The number and hash of a definition's latest version (`None` when it has none).
+    /// Adapters answer it from the current definition's own record where they can (on
+    /// DynamoDB the step functions' roles may read only the current definitions).
+    async fn latest_version(
+        &self,
+        kind: DefinitionKind,
+        name: &str,
+    ) -> Result<Option<VersionStamp>, StoreError>;
+    /// One version with its document.
+    async fn get_version(
+        &self,
+        kind: DefinitionKind,
+        name: &str,
+        version: u64,
+    ) -> Result<Option<DefinitionVersion>, StoreError>;
+
+    /// Pushes `app` unattributed, keeping the default number of versions (the runtime's
+    /// service pushes with the caller's name and the configured retention).
+    async fn put_application(&self, app: &Application) -> Result<(), StoreError> {
+        let push = NewVersion::application(app, UNATTRIBUTED, DEFAULT_VERSIONS_KEPT)?;
+        self.push_definition(&push).await.map(|_| ())
+    }
     async fn get_application(&self, name: &str) -> Result<Option<Application>, StoreError>;
     async fn list_applications(&self) -> Result<Vec<Application>, StoreError>;
+    /// Deletes an application with its versions.
     async fn delete_application(&self, name: &str) -> Result<bool, StoreError>;
 
-    async fn put_configuration(&self, config: &Configuration) -> Result<(), StoreError>;
+    /// Pushes [`Configuration::redacted`] unattributed (see
+    /// [`put_application`](Self::put_application)).
+    async fn put_configuration(&self, config: &Configuration) -> Result<(), StoreError> {
+        let push = NewVersion::configuration(config, UNATTRIBUTED, DEFAULT_VERSIONS_KEPT)?;
+        self.push_definition(&push).await.map(|_| ())
+    }
     async fn get_configuration(&self, name: &str) -> Result<Option<Configuration>, StoreError>;
     async fn list_configurations(&self) -> Result<Vec<Configuration>, StoreError>;
+    /// Deletes a configuration with its versions.
     async fn delete_configuration(&self, name: &str) -> Result<bool, StoreError>;
 }
 

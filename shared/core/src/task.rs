@@ -63,6 +63,10 @@ pub fn task_document(run: &Run, outputs: Option<&Map<String, Value>>) -> Value {
         // The run whose failure (or warnings) this alert run handles.
         doc["alert_of"] = json!(alert_of);
     }
+    if let Some(version) = run.application_version {
+        // The stored application version the run executes.
+        doc["application_version"] = json!(version);
+    }
     if let Some(replay_of) = &run.replay_of {
         doc["replay_of"] = json!(replay_of);
     }

@@ -19,13 +19,14 @@ pub const OUTPUTS_DIR: &str = "outputs";
 
 /// Schema version written to `PRAGMA user_version`; bump it and add a step to
 /// `MIGRATIONS` for every schema change.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// `MIGRATIONS[n]` brings a database from `user_version` n to n + 1.
 const MIGRATIONS: &[&str] = &[
     SCHEMA_V1,
     crate::access::SCHEMA_V2,
     crate::access::SCHEMA_V3,
+    SCHEMA_V4,
 ];
 
 /// Every filtered or purged column is indexed. Times are nanoseconds since the Unix epoch
@@ -121,6 +122,23 @@ CREATE TABLE secrets (
     configuration TEXT PRIMARY KEY NOT NULL,
     nonce         BLOB NOT NULL,
     ciphertext    BLOB NOT NULL
+);
+"#;
+
+/// Versions of applications and configurations (`kind` is `application` or
+/// `configuration`): the document as pushed (configurations redacted), with the names of
+/// the encrypted values it set as a JSON array.
+const SCHEMA_V4: &str = r#"
+CREATE TABLE definition_versions (
+    kind       TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    version    INTEGER NOT NULL,
+    author     TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    hash       TEXT NOT NULL,
+    encrypted  TEXT NOT NULL,
+    doc        TEXT NOT NULL,
+    PRIMARY KEY (kind, name, version)
 );
 "#;
 

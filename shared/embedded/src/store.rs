@@ -20,6 +20,9 @@ use sluice_core::ports::{
     Cache, CacheKeys, DefinitionStore, OutputKey, RunQuery, RunStore, ScheduleStore, StoreError,
     MAX_CACHE_PAGE,
 };
+use sluice_core::versions::{
+    DefinitionKind, DefinitionVersion, NewVersion, PushOutcome, VersionInfo, VersionStamp,
+};
 
 use crate::db::{add_duration, json_error, nanos, sql, Shared};
 use crate::queue::EmbeddedQueue;
@@ -418,20 +421,201 @@ fn text(value: &str) -> SqlValue {
     SqlValue::Text(value.to_string())
 }
 
+/// The table of a kind's current definitions.
+fn current_table(kind: DefinitionKind) -> &'static str {
+    match kind {
+        DefinitionKind::Application => "applications",
+        DefinitionKind::Configuration => "configurations",
+    }
+}
+
+impl EmbeddedStore {
+    /// Deletes a definition and its versions in one operation.
+    async fn delete_definition(
+        &self,
+        kind: DefinitionKind,
+        name: &str,
+    ) -> Result<bool, StoreError> {
+        let deleted = self
+            .shared
+            .write(|conn| {
+                let deleted = conn
+                    .prepare_cached(&format!(
+                        "DELETE FROM {} WHERE name = ?1",
+                        current_table(kind)
+                    ))?
+                    .execute([name])?;
+                conn.prepare_cached(
+                    "DELETE FROM definition_versions WHERE kind = ?1 AND name = ?2",
+                )?
+                .execute([kind.as_str(), name])?;
+                Ok(deleted)
+            })
+            .await
+            .map_err(sql)?;
+        Ok(deleted > 0)
+    }
+}
+
 #[async_trait]
 impl DefinitionStore for EmbeddedStore {
-    async fn put_application(&self, app: &Application) -> Result<(), StoreError> {
-        if app.name.is_empty() {
-            return Err(StoreError::Backend("the application has no name".into()));
+    /// One savepoint reads the latest version, inserts the next one, replaces the current
+    /// document and deletes what retention drops, so pushes are serialized by the
+    /// database's single writer.
+    async fn push_definition(&self, push: &NewVersion) -> Result<PushOutcome, StoreError> {
+        if push.name.is_empty() {
+            return Err(StoreError::Backend(format!(
+                "the {} has no name",
+                push.kind.as_str()
+            )));
         }
-        let doc = serde_json::to_string(app).map_err(json_error)?;
-        self.put_doc(
-            "INSERT INTO applications (name, doc) VALUES (?1, ?2) \
-             ON CONFLICT (name) DO UPDATE SET doc = excluded.doc",
-            &app.name,
-            &doc,
-        )
-        .await
+        let doc = serde_json::to_string(&push.document).map_err(json_error)?;
+        let encrypted = serde_json::to_string(&push.encrypted).map_err(json_error)?;
+        let created_at = self.now_nanos();
+        let kind = push.kind.as_str();
+        self.shared
+            .write(|conn| {
+                let latest: Option<(i64, String)> = conn
+                    .prepare_cached(
+                        "SELECT version, hash FROM definition_versions \
+                         WHERE kind = ?1 AND name = ?2 ORDER BY version DESC LIMIT 1",
+                    )?
+                    .query_row([kind, &push.name], |row| Ok((row.get(0)?, row.get(1)?)))
+                    .optional()?;
+                if let Some((version, hash)) = &latest {
+                    if *hash == push.hash {
+                        return Ok(PushOutcome {
+                            version: *version as u64,
+                            created: false,
+                        });
+                    }
+                }
+                let version = latest.map_or(1, |(v, _)| v + 1);
+                conn.prepare_cached(
+                    "INSERT INTO definition_versions \
+                     (kind, name, version, author, created_at, hash, encrypted, doc) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?
+                .execute(params![
+                    kind,
+                    push.name,
+                    version,
+                    push.author,
+                    created_at,
+                    push.hash,
+                    encrypted,
+                    doc
+                ])?;
+                conn.prepare_cached(&format!(
+                    "INSERT INTO {} (name, doc) VALUES (?1, ?2) \
+                     ON CONFLICT (name) DO UPDATE SET doc = excluded.doc",
+                    current_table(push.kind)
+                ))?
+                .execute([&push.name, &doc])?;
+                conn.prepare_cached(
+                    "DELETE FROM definition_versions \
+                     WHERE kind = ?1 AND name = ?2 AND version <= ?3",
+                )?
+                .execute(params![
+                    kind,
+                    push.name,
+                    push.expired_at_or_below(version as u64) as i64
+                ])?;
+                Ok(PushOutcome {
+                    version: version as u64,
+                    created: true,
+                })
+            })
+            .await
+            .map_err(sql)
+    }
+
+    async fn list_versions(
+        &self,
+        kind: DefinitionKind,
+        name: &str,
+        limit: usize,
+    ) -> Result<Vec<VersionInfo>, StoreError> {
+        let rows: Vec<(i64, String, i64, String, String)> =
+            self.shared
+                .read(|conn| {
+                    conn.prepare_cached(
+                    "SELECT version, author, created_at, hash, encrypted FROM definition_versions \
+                     WHERE kind = ?1 AND name = ?2 ORDER BY version DESC LIMIT ?3",
+                )?
+                .query_map(params![kind.as_str(), name, limit as i64], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
+                })?
+                .collect()
+                })
+                .map_err(sql)?;
+        rows.into_iter()
+            .map(|(version, author, created_at, hash, encrypted)| {
+                Ok(VersionInfo {
+                    version: version as u64,
+                    author,
+                    created_at: DateTime::from_timestamp_nanos(created_at),
+                    hash,
+                    encrypted: serde_json::from_str(&encrypted).map_err(json_error)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn latest_version(
+        &self,
+        kind: DefinitionKind,
+        name: &str,
+    ) -> Result<Option<VersionStamp>, StoreError> {
+        Ok(self
+            .list_versions(kind, name, 1)
+            .await?
+            .into_iter()
+            .next()
+            .map(|info| VersionStamp {
+                version: info.version,
+                hash: info.hash,
+            }))
+    }
+
+    async fn get_version(
+        &self,
+        kind: DefinitionKind,
+        name: &str,
+        version: u64,
+    ) -> Result<Option<DefinitionVersion>, StoreError> {
+        let row: Option<(String, i64, String, String, String)> = self
+            .shared
+            .read(|conn| {
+                conn.prepare_cached(
+                    "SELECT author, created_at, hash, encrypted, doc FROM definition_versions \
+                     WHERE kind = ?1 AND name = ?2 AND version = ?3",
+                )?
+                .query_row(params![kind.as_str(), name, version as i64], |row| {
+                    Ok((
+                        row.get(0)?,
+                        row.get(1)?,
+                        row.get(2)?,
+                        row.get(3)?,
+                        row.get(4)?,
+                    ))
+                })
+                .optional()
+            })
+            .map_err(sql)?;
+        row.map(|(author, created_at, hash, encrypted, doc)| {
+            Ok(DefinitionVersion {
+                info: VersionInfo {
+                    version,
+                    author,
+                    created_at: DateTime::from_timestamp_nanos(created_at),
+                    hash,
+                    encrypted: serde_json::from_str(&encrypted).map_err(json_error)?,
+                },
+                document: serde_json::from_str(&doc).map_err(json_error)?,
+            })
+        })
+        .transpose()
     }
 
     async fn get_application(&self, name: &str) -> Result<Option<Application>, StoreError> {
@@ -443,24 +627,8 @@ impl DefinitionStore for EmbeddedStore {
     }
 
     async fn delete_application(&self, name: &str) -> Result<bool, StoreError> {
-        self.delete_key("DELETE FROM applications WHERE name = ?1", name)
+        self.delete_definition(DefinitionKind::Application, name)
             .await
-    }
-
-    /// Stores [`Configuration::redacted`]: whatever the caller passes, an encrypted value
-    /// never reaches this table (its plaintext belongs in the secret store only).
-    async fn put_configuration(&self, config: &Configuration) -> Result<(), StoreError> {
-        if config.name.is_empty() {
-            return Err(StoreError::Backend("the configuration has no name".into()));
-        }
-        let doc = serde_json::to_string(&config.redacted()).map_err(json_error)?;
-        self.put_doc(
-            "INSERT INTO configurations (name, doc) VALUES (?1, ?2) \
-             ON CONFLICT (name) DO UPDATE SET doc = excluded.doc",
-            &config.name,
-            &doc,
-        )
-        .await
     }
 
     async fn get_configuration(&self, name: &str) -> Result<Option<Configuration>, StoreError> {
@@ -472,7 +640,7 @@ impl DefinitionStore for EmbeddedStore {
     }
 
     async fn delete_configuration(&self, name: &str) -> Result<bool, StoreError> {
-        self.delete_key("DELETE FROM configurations WHERE name = ?1", name)
+        self.delete_definition(DefinitionKind::Configuration, name)
             .await
     }
 }

@@ -30,6 +30,9 @@ pub struct StartRequest {
     pub replay_of: Option<String>,
     /// Run this document instead of the stored application (replays).
     pub snapshot: Option<Application>,
+    /// The stored version `snapshot` is (a replay's: its original's), when known;
+    /// otherwise the run records the latest version if the document is that version.
+    pub snapshot_version: Option<u64>,
     /// The run whose end this run handles (an alert run, or a run an alert run
     /// triggered): it never starts an alert itself.
     pub alert_of: Option<AlertOf>,
@@ -85,6 +88,10 @@ impl Runtime {
         run.parent = request.parent;
         run.replay_of = request.replay_of;
         run.alert_of = request.alert_of;
+        run.application_version = match request.snapshot_version {
+            Some(version) => Some(version),
+            None => self.stored_version_of(&app).await?,
+        };
         // Versions from this runtime's registry: on AWS the catalogue, generated from the
         // same build as the step functions, so it names the versions they run.
         for (step, spec) in run.steps.iter_mut().zip(&app.steps) {

@@ -352,6 +352,7 @@ impl Runtime {
             run_id: Some(child_id.clone()),
             replay_of: None,
             snapshot: None,
+            snapshot_version: None,
             // A run an alert run triggers is part of handling that alert: it never
             // alerts either, so a chain of alerts cannot form through triggers.
             alert_of: run.alert_of.clone(),

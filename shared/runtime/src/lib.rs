@@ -43,6 +43,7 @@ pub mod schedule;
 mod service;
 mod single;
 mod transitions;
+mod versions;
 mod worker;
 
 pub use create::{StartError, StartRequest};

@@ -55,6 +55,19 @@ pub struct RuntimeConfig {
     /// The longest step `timeout_seconds` applications may ask for here: the embedded
     /// maximum by default, Lambda's 900 s on AWS.
     pub max_timeout_seconds: u64,
+    /// Versions kept per application and configuration (older ones are deleted by a
+    /// push): `SLUICE_VERSIONS_KEPT`, 50 by default, at most
+    /// [`MAX_VERSIONS_KEPT`](sluice_core::versions::MAX_VERSIONS_KEPT).
+    pub versions_kept: usize,
+}
+
+/// The retention setting of the environment; an unusable value is logged and the
+/// default kept, so that a typo cannot stop a deployment from serving.
+fn versions_kept() -> usize {
+    sluice_core::versions::versions_kept_from_env().unwrap_or_else(|message| {
+        tracing::error!(%message, "ignoring the retention setting of versions");
+        sluice_core::versions::DEFAULT_VERSIONS_KEPT
+    })
 }
 
 impl Default for RuntimeConfig {
@@ -70,6 +83,7 @@ impl Default for RuntimeConfig {
             visibility_margin: DEFAULT_VISIBILITY_MARGIN,
             clock: Arc::new(Utc::now),
             max_timeout_seconds: sluice_core::model::MAX_TIMEOUT_SECONDS,
+            versions_kept: versions_kept(),
         }
     }
 }

@@ -11,6 +11,7 @@ use sluice_core::logs;
 use sluice_core::model::{Application, Configuration, LogEntry, Run, RunState};
 use sluice_core::ports::RunQuery;
 use sluice_core::validate::{validate_application, validate_configuration};
+use sluice_core::versions::{NewVersion, PushOutcome, UNATTRIBUTED};
 use sluice_core::{Invalid, Issue};
 
 use crate::create::{StartError, StartRequest};
@@ -75,6 +76,7 @@ impl Runtime {
             params,
             replay_of: Some(original.id.clone()),
             snapshot: Some(snapshot),
+            snapshot_version: original.application_version,
             ..StartRequest::default()
         })
         .await
@@ -173,10 +175,20 @@ impl Runtime {
         self.process(run_id, event).await
     }
 
-    /// Validates and stores an application. Ids are case-sensitive in every store, so an
+    /// [`push_application`](Self::push_application) unattributed.
+    pub async fn put_application(&self, app: &Application) -> Result<(), StartError> {
+        self.push_application(app, UNATTRIBUTED).await.map(|_| ())
+    }
+
+    /// Validates and stores an application as a new version by `author` (none when its
+    /// content equals the latest version's). Ids are case-sensitive in every store, so an
     /// id differing from a stored one only in case is refused (it would be a second
     /// application to the store but the same one to a reader).
-    pub async fn put_application(&self, app: &Application) -> Result<(), StartError> {
+    pub async fn push_application(
+        &self,
+        app: &Application,
+        author: &str,
+    ) -> Result<PushOutcome, StartError> {
         validate_application(app, &self.catalog)?;
         let stored = self.backend.definitions.list_applications().await?;
         if let Some(other) = stored
@@ -192,17 +204,28 @@ impl Runtime {
             ))
             .into());
         }
-        self.backend.definitions.put_application(app).await?;
-        Ok(())
+        let push = NewVersion::application(app, author, self.config.versions_kept)?;
+        Ok(self.backend.definitions.push_definition(&push).await?)
     }
 
-    /// Validates and stores a configuration: encrypted values go to the secret store (an
-    /// encrypted entry posted with `null` keeps the stored secret), the definition is
-    /// stored with every encrypted value `null`. Returns the stored (redacted) document.
+    /// [`push_configuration`](Self::push_configuration) unattributed.
     pub async fn put_configuration(
         &self,
         config: &Configuration,
     ) -> Result<Configuration, StartError> {
+        Ok(self.push_configuration(config, UNATTRIBUTED).await?.0)
+    }
+
+    /// Validates and stores a configuration: encrypted values go to the secret store (an
+    /// encrypted entry posted with `null` keeps the stored secret), the definition is
+    /// stored with every encrypted value `null`, as a new version by `author` unless it
+    /// equals the latest (a changed secret alone is no new version: versions never hold
+    /// secrets). Returns the stored (redacted) document and the version.
+    pub async fn push_configuration(
+        &self,
+        config: &Configuration,
+        author: &str,
+    ) -> Result<(Configuration, PushOutcome), StartError> {
         validate_configuration(config)?;
         let encrypted: Vec<(usize, &sluice_core::model::ConfigVariable)> = config
             .data
@@ -256,16 +279,13 @@ impl Runtime {
                 .await
                 .map_err(RuntimeError::from)?;
         }
-        let redacted = config.redacted();
-        self.backend
-            .definitions
-            .put_configuration(&redacted)
-            .await?;
+        let push = NewVersion::configuration(config, author, self.config.versions_kept)?;
+        let outcome = self.backend.definitions.push_definition(&push).await?;
         self.secret_cache
             .lock()
             .expect("secret cache")
             .remove(&config.name);
-        Ok(redacted)
+        Ok((config.redacted(), outcome))
     }
 
     /// Deletes a configuration and its secrets.

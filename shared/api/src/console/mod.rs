@@ -55,6 +55,31 @@ const ASSETS: &[Asset] = &[
         body: include_str!("../../console/dag.js"),
     },
     Asset {
+        name: "dom.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("../../console/dom.js"),
+    },
+    Asset {
+        name: "customrun.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("../../console/customrun.js"),
+    },
+    Asset {
+        name: "configs.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("../../console/configs.js"),
+    },
+    Asset {
+        name: "schedules.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("../../console/schedules.js"),
+    },
+    Asset {
+        name: "runs.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("../../console/runs.js"),
+    },
+    Asset {
         name: "style.css",
         content_type: "text/css; charset=utf-8",
         body: include_str!("../../console/style.css"),

@@ -282,6 +282,11 @@ pub struct Run {
     /// Optimistic-concurrency version, bumped by every stored transition.
     #[serde(default)]
     pub version: u64,
+    /// The version of the stored application this run executes (see
+    /// [`crate::versions`]); absent when its document matches no stored version (an
+    /// application pushed before versions existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application_version: Option<u64>,
 }
 
 impl Run {

@@ -48,5 +48,6 @@ pub(crate) fn run(id: &str, application: &str, created_at: DateTime<Utc>) -> Run
         expires_at: Utc::now() + ChronoDuration::days(7),
         steps: vec![StepRun::new("A")],
         version: 0,
+        application_version: None,
     }
 }

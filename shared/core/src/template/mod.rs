@@ -10,6 +10,8 @@
 //!   size ([`MAX_OUTPUT_BYTES`]). Memory and wall time need a process boundary and are
 //!   bounded by the runtime, which renders in a child process.
 
+mod mutable;
+
 use std::sync::OnceLock;
 
 use minijinja::Environment;
@@ -38,6 +40,7 @@ fn environment() -> &'static Environment<'static> {
         let mut env = Environment::new();
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         minijinja_contrib::add_to_environment(&mut env);
+        mutable::register(&mut env);
         env.set_fuel(Some(FUEL));
         env
     })
@@ -388,7 +391,7 @@ pub fn check_template(template: &str) -> Result<(), TemplateError> {
         .map_err(|e| TemplateError(e.to_string()))?;
     guarded(|| {
         environment()
-            .template_from_str(&bound.source)
+            .template_from_str(&mutable::wrap_literals(&bound.source, false))
             .map(|_| ())
             .map_err(|e| TemplateError(describe(&e)))
     })
@@ -400,7 +403,7 @@ pub fn check_expression(expression: &str) -> Result<(), TemplateError> {
         .map_err(|e| TemplateError(e.to_string()))?;
     guarded(|| {
         environment()
-            .compile_expression(&bound.source)
+            .compile_expression(&mutable::wrap_literals(&bound.source, true))
             .map(|_| ())
             .map_err(|e| TemplateError(describe(&e)))
     })
@@ -434,8 +437,9 @@ pub fn render(template: &str, context: &Map<String, Value>) -> Result<String, Te
 
 fn render_unguarded(template: &str, context: &Map<String, Value>) -> Result<String, TemplateError> {
     let env = environment();
+    let source = mutable::wrap_literals(template, false);
     let compiled = env
-        .template_from_str(template)
+        .template_from_str(&source)
         .map_err(|e| TemplateError(describe(&e)))?;
     let mut output = BoundedOutput {
         bytes: Vec::new(),
@@ -458,8 +462,9 @@ pub fn evaluate_truth(
     context: &Map<String, Value>,
 ) -> Result<bool, TemplateError> {
     guarded(|| {
+        let source = mutable::wrap_literals(expression, true);
         let compiled = environment()
-            .compile_expression(expression)
+            .compile_expression(&source)
             .map_err(|e| TemplateError(describe(&e)))?;
         compiled
             .eval(minijinja::Value::from_serialize(context))
