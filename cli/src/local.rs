@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use sluice_core::step::StepRegistry;
 use sluice_embedded::{DataDirLock, EmbeddedStore};
-use sluice_runtime::{Backend, Runtime, RuntimeConfig, WorkerPool};
+use sluice_runtime::{Runtime, RuntimeConfig, WorkerPool};
 
 /// Where the ports of a [`Local`] come from.
 pub enum Store {
@@ -32,14 +32,7 @@ impl Local {
     ) -> anyhow::Result<Self> {
         let store = EmbeddedStore::open(data_dir)
             .with_context(|| format!("cannot open data directory {}", data_dir.display()))?;
-        let ports = store.ports();
-        let backend = Backend {
-            definitions: ports.definitions,
-            runs: ports.runs,
-            queue: ports.queue,
-            secrets: ports.secrets,
-            cache: ports.cache,
-        };
+        let backend = store.backend();
         let mut config = RuntimeConfig::default();
         if let Some(seconds) = result_expires {
             config.result_expires = chrono::Duration::seconds(seconds);

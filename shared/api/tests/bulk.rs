@@ -3,10 +3,11 @@
 //! or every run, terminating one, and listing and deleting cache keys by prefix, each
 //! with the roles it needs.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode};
@@ -17,31 +18,8 @@ use sluice_api::auth::{new_token, token_hash};
 use sluice_api::schedules::LocalScheduler;
 use sluice_api::{AdminCredentials, ApiPorts, ApiState};
 use sluice_core::model::{ApiToken, Role, RunState};
-use sluice_core::step::{StepContext, StepError, StepOutput, StepRegistry, StepType};
-use sluice_embedded::EmbeddedStore;
-use sluice_runtime::{Backend, Runtime, RuntimeConfig, StartRequest};
+use sluice_runtime::{Runtime, StartRequest};
 use tower::ServiceExt;
-
-struct Noop;
-
-#[async_trait]
-impl StepType for Noop {
-    fn name(&self) -> &str {
-        "noop"
-    }
-    fn description(&self) -> &str {
-        "does nothing"
-    }
-    fn version(&self) -> &str {
-        "1"
-    }
-    fn parameter_schema(&self) -> Value {
-        json!({"type": "object"})
-    }
-    async fn execute(&self, _: Value, _: &StepContext) -> Result<StepOutput, StepError> {
-        Ok(StepOutput::value(json!(null)))
-    }
-}
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -53,19 +31,11 @@ struct Fixture {
 
 impl Fixture {
     async fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let store = EmbeddedStore::open(dir.path()).unwrap();
-        let p = store.ports();
-        let backend = Backend {
-            definitions: p.definitions,
-            runs: p.runs,
-            queue: p.queue,
-            secrets: p.secrets,
-            cache: p.cache,
-        };
-        let mut registry = StepRegistry::new();
-        registry.register(Noop);
-        let runtime = Runtime::new(backend, registry, RuntimeConfig::default());
+        let support::Embedded {
+            dir,
+            store,
+            runtime,
+        } = support::embedded();
         let access = store.access();
         let mut tokens = Vec::new();
         for role in Role::ALL {

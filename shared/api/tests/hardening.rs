@@ -2,6 +2,8 @@
 //! range-checked, callers are rate-limited (on a driven clock), password guessing is
 //! bounded per caller, and error answers are JSON that never carries backend text.
 
+mod support;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,37 +18,13 @@ use base64::Engine;
 use governor::clock::{Clock, FakeRelativeClock};
 use serde_json::{json, Value};
 use sluice_api::auth::hash_password;
-use sluice_api::schedules::LocalScheduler;
 use sluice_api::{AdminCredentials, ApiClock, ApiPorts, ApiState, Rate};
 use sluice_core::model::{ApiToken, OwnerType, RoleBinding};
 use sluice_core::ports::{AccessStore, StoreError};
-use sluice_core::step::{StepContext, StepError, StepOutput, StepRegistry, StepType};
-use sluice_embedded::EmbeddedStore;
-use sluice_runtime::{Backend, Runtime, RuntimeConfig, StartRequest};
+use sluice_runtime::{Runtime, StartRequest};
 use tower::ServiceExt;
 
 const PASSWORD: &str = "pw-hardening";
-
-struct Noop;
-
-#[async_trait]
-impl StepType for Noop {
-    fn name(&self) -> &str {
-        "noop"
-    }
-    fn description(&self) -> &str {
-        "does nothing"
-    }
-    fn version(&self) -> &str {
-        "3.2.1"
-    }
-    fn parameter_schema(&self) -> Value {
-        json!({"type": "object"})
-    }
-    async fn execute(&self, _: Value, _: &StepContext) -> Result<StepOutput, StepError> {
-        Ok(StepOutput::value(json!(null)))
-    }
-}
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -57,25 +35,12 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let store = EmbeddedStore::open(dir.path()).unwrap();
-        let p = store.ports();
-        let backend = Backend {
-            definitions: p.definitions,
-            runs: p.runs,
-            queue: p.queue,
-            secrets: p.secrets,
-            cache: p.cache,
-        };
-        let mut registry = StepRegistry::new();
-        registry.register(Noop);
-        let runtime = Runtime::new(backend, registry, RuntimeConfig::default());
-        let ports = ApiPorts {
-            schedules: store.schedules(),
-            schedule_stats: store.schedule_stats(),
-            scheduler: Arc::new(LocalScheduler::default()),
-            access: store.access(),
-        };
+        let support::Embedded {
+            dir,
+            store,
+            runtime,
+        } = support::embedded();
+        let ports = support::api_ports(&store);
         Self {
             _dir: dir,
             runtime,

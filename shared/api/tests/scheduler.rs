@@ -15,7 +15,7 @@ use sluice_core::model::{Application, RunState, Schedule};
 use sluice_core::ports::{Queue, ScheduleStatsStore};
 use sluice_core::step::{StepContext, StepError, StepOutput, StepRegistry, StepType};
 use sluice_embedded::EmbeddedStore;
-use sluice_runtime::{Backend, Disposition, Runtime, RuntimeConfig, VISIBILITY};
+use sluice_runtime::{Disposition, Runtime, RuntimeConfig, VISIBILITY};
 
 struct Noop;
 
@@ -37,14 +37,7 @@ impl StepType for Noop {
 
 /// A runtime of the data directory whose clock is `clock` (a new one is a restart).
 fn runtime(store: &EmbeddedStore, clock: &Arc<ManualClock>) -> Arc<Runtime> {
-    let ports = store.ports();
-    let backend = Backend {
-        definitions: ports.definitions,
-        runs: ports.runs,
-        queue: ports.queue,
-        secrets: ports.secrets,
-        cache: ports.cache,
-    };
+    let backend = store.backend();
     let mut registry = StepRegistry::new();
     registry.register(Noop);
     let clock = clock.clone();

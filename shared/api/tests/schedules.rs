@@ -4,10 +4,11 @@
 //! run); deleting an application that schedules or other applications name is a 409
 //! naming them unless forced.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode};
@@ -19,28 +20,8 @@ use sluice_api::schedules::{tick_once, LocalScheduler};
 use sluice_api::{AdminCredentials, ApiPorts, ApiState};
 use sluice_core::model::{ApiToken, Role};
 use sluice_core::ports::{ScheduleStatsStore, ScheduleStore};
-use sluice_core::step::{StepContext, StepError, StepOutput, StepRegistry, StepType};
-use sluice_embedded::EmbeddedStore;
-use sluice_runtime::{Backend, Runtime, RuntimeConfig};
+use sluice_runtime::Runtime;
 use tower::ServiceExt;
-
-struct Noop;
-
-#[async_trait]
-impl StepType for Noop {
-    fn name(&self) -> &str {
-        "noop"
-    }
-    fn description(&self) -> &str {
-        "does nothing"
-    }
-    fn parameter_schema(&self) -> Value {
-        json!({"type": "object"})
-    }
-    async fn execute(&self, _: Value, _: &StepContext) -> Result<StepOutput, StepError> {
-        Ok(StepOutput::value(json!(null)))
-    }
-}
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -53,19 +34,11 @@ struct Fixture {
 
 impl Fixture {
     async fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let store = EmbeddedStore::open(dir.path()).unwrap();
-        let p = store.ports();
-        let backend = Backend {
-            definitions: p.definitions,
-            runs: p.runs,
-            queue: p.queue,
-            secrets: p.secrets,
-            cache: p.cache,
-        };
-        let mut registry = StepRegistry::new();
-        registry.register(Noop);
-        let runtime = Runtime::new(backend, registry, RuntimeConfig::default());
+        let support::Embedded {
+            dir,
+            store,
+            runtime,
+        } = support::embedded();
         let access = store.access();
         let token = new_token();
         let stored = ApiToken {

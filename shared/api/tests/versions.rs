@@ -2,10 +2,11 @@
 //! identity, an identical push storing nothing, history, one version, diff, rollback,
 //! a configuration's versions without its secret, and a run recording its version.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode};
@@ -13,35 +14,11 @@ use axum::Router;
 use base64::Engine;
 use serde_json::{json, Value};
 use sluice_api::auth::hash_password;
-use sluice_api::schedules::LocalScheduler;
-use sluice_api::{AdminCredentials, ApiPorts, ApiState};
-use sluice_core::step::{StepContext, StepError, StepOutput, StepRegistry, StepType};
-use sluice_embedded::EmbeddedStore;
-use sluice_runtime::{Backend, Runtime, RuntimeConfig, StartRequest};
+use sluice_api::{AdminCredentials, ApiState};
+use sluice_runtime::{Runtime, StartRequest};
 use tower::ServiceExt;
 
 const PASSWORD: &str = "pw-versions";
-
-struct Noop;
-
-#[async_trait]
-impl StepType for Noop {
-    fn name(&self) -> &str {
-        "noop"
-    }
-    fn description(&self) -> &str {
-        "does nothing"
-    }
-    fn version(&self) -> &str {
-        "1.0.0"
-    }
-    fn parameter_schema(&self) -> Value {
-        json!({"type": "object"})
-    }
-    async fn execute(&self, _: Value, _: &StepContext) -> Result<StepOutput, StepError> {
-        Ok(StepOutput::value(json!(null)))
-    }
-}
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -51,25 +28,12 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let store = EmbeddedStore::open(dir.path()).unwrap();
-        let p = store.ports();
-        let backend = Backend {
-            definitions: p.definitions,
-            runs: p.runs,
-            queue: p.queue,
-            secrets: p.secrets,
-            cache: p.cache,
-        };
-        let mut registry = StepRegistry::new();
-        registry.register(Noop);
-        let runtime = Runtime::new(backend, registry, RuntimeConfig::default());
-        let ports = ApiPorts {
-            schedules: store.schedules(),
-            schedule_stats: store.schedule_stats(),
-            scheduler: Arc::new(LocalScheduler::default()),
-            access: store.access(),
-        };
+        let support::Embedded {
+            dir,
+            store,
+            runtime,
+        } = support::embedded();
+        let ports = support::api_ports(&store);
         let admin = AdminCredentials {
             user: "admin".into(),
             password_hash: Some(hash_password(PASSWORD).unwrap()),

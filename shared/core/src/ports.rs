@@ -388,3 +388,14 @@ pub trait ScheduleStatsStore: Send + Sync {
     async fn record_error(&self, entry_id: &str, error: &ScheduleError) -> Result<(), StoreError>;
     async fn delete_stats(&self, entry_id: &str) -> Result<(), StoreError>;
 }
+
+/// The ports a runtime works through; each adapter crate builds one
+/// (`EmbeddedStore::backend`, `AwsEnvironment::backend`).
+#[derive(Clone)]
+pub struct Backend {
+    pub definitions: std::sync::Arc<dyn DefinitionStore>,
+    pub runs: std::sync::Arc<dyn RunStore>,
+    pub queue: std::sync::Arc<dyn Queue>,
+    pub secrets: std::sync::Arc<dyn SecretStore>,
+    pub cache: std::sync::Arc<dyn Cache>,
+}

@@ -129,6 +129,18 @@ impl EmbeddedStore {
         Arc::new(self.clone())
     }
 
+    /// The ports a runtime over this data directory works through.
+    pub fn backend(&self) -> sluice_core::ports::Backend {
+        let p = self.ports();
+        sluice_core::ports::Backend {
+            definitions: p.definitions,
+            runs: p.runs,
+            queue: p.queue,
+            secrets: p.secrets,
+            cache: p.cache,
+        }
+    }
+
     /// Every port of this data directory as trait objects.
     pub fn ports(&self) -> Ports {
         Ports {

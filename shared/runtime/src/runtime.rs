@@ -11,23 +11,13 @@ use serde_json::Value;
 use sluice_core::engine::Plan;
 use sluice_core::model::Run;
 use sluice_core::operators;
-use sluice_core::ports::{
-    Cache, DefinitionStore, Queue, QueueError, RunStore, SecretError, SecretStore, StoreError,
-};
+use sluice_core::ports::{QueueError, SecretError, StoreError};
 use sluice_core::step::StepRegistry;
 use sluice_core::validate::StepCatalog;
 use sluice_core::Invalid;
 use tokio::sync::broadcast;
 
-/// The ports a runtime works through.
-#[derive(Clone)]
-pub struct Backend {
-    pub definitions: Arc<dyn DefinitionStore>,
-    pub runs: Arc<dyn RunStore>,
-    pub queue: Arc<dyn Queue>,
-    pub secrets: Arc<dyn SecretStore>,
-    pub cache: Arc<dyn Cache>,
-}
+pub use sluice_core::ports::Backend;
 
 /// Settings of a runtime.
 #[derive(Clone)]

@@ -284,7 +284,7 @@ mod tests {
     use sluice_core::step::{StepContext, StepError, StepOutput, StepRegistry, StepType};
 
     use super::FollowUp;
-    use crate::{Backend, Runtime, RuntimeConfig, StartRequest, VISIBILITY};
+    use crate::{Runtime, RuntimeConfig, StartRequest, VISIBILITY};
 
     struct Noop;
 
@@ -310,14 +310,7 @@ mod tests {
     async fn effects_that_need_execution_are_handed_back_not_executed() {
         let dir = tempfile::tempdir().unwrap();
         let store = sluice_embedded::EmbeddedStore::open(dir.path()).unwrap();
-        let ports = store.ports();
-        let backend = Backend {
-            definitions: ports.definitions,
-            runs: ports.runs,
-            queue: ports.queue,
-            secrets: ports.secrets,
-            cache: ports.cache,
-        };
+        let backend = store.backend();
         let mut registry = StepRegistry::new();
         registry.register(Noop);
         let runtime = Runtime::new(backend, registry, RuntimeConfig::default());

@@ -10,17 +10,10 @@ use sluice_core::model::{AlertEvent, Application, Run, RunState};
 use sluice_core::ports::RunQuery;
 use sluice_core::step::StepRegistry;
 use sluice_embedded::EmbeddedStore;
-use sluice_runtime::{Backend, Runtime, RuntimeConfig, StartRequest};
+use sluice_runtime::{Runtime, RuntimeConfig, StartRequest};
 
 fn runtime(dir: &std::path::Path) -> Arc<Runtime> {
-    let ports = EmbeddedStore::open(dir).unwrap().ports();
-    let backend = Backend {
-        definitions: ports.definitions,
-        runs: ports.runs,
-        queue: ports.queue,
-        secrets: ports.secrets,
-        cache: ports.cache,
-    };
+    let backend = EmbeddedStore::open(dir).unwrap().backend();
     Runtime::new(backend, StepRegistry::new(), RuntimeConfig::default())
 }
 

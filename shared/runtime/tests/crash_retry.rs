@@ -13,7 +13,7 @@ use sluice_core::model::{Application, RunState};
 use sluice_core::ports::Queue;
 use sluice_core::step::{StepContext, StepError, StepOutput, StepRegistry, StepType};
 use sluice_embedded::EmbeddedStore;
-use sluice_runtime::{AttemptOutcome, Backend, Runtime, RuntimeConfig, StartRequest, VISIBILITY};
+use sluice_runtime::{AttemptOutcome, Runtime, RuntimeConfig, StartRequest, VISIBILITY};
 use tokio::sync::Notify;
 
 /// Hangs on its first execution, succeeds on the next.
@@ -47,14 +47,7 @@ const TIMEOUT_SECONDS: u64 = 1;
 const MARGIN: Duration = Duration::from_secs(1);
 
 fn runtime(store: &EmbeddedStore, step: &DiesOnce, clock_ahead: chrono::Duration) -> Arc<Runtime> {
-    let ports = store.ports();
-    let backend = Backend {
-        definitions: ports.definitions,
-        runs: ports.runs,
-        queue: ports.queue,
-        secrets: ports.secrets,
-        cache: ports.cache,
-    };
+    let backend = store.backend();
     let mut registry = StepRegistry::new();
     registry.register(step.clone());
     let config = RuntimeConfig {

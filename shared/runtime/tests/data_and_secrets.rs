@@ -10,7 +10,7 @@ use base64::Engine;
 use serde_json::{json, Map, Value};
 use sluice_core::model::{Application, Configuration, Run, RunState};
 use sluice_embedded::EmbeddedStore;
-use sluice_runtime::{Backend, Runtime, RuntimeConfig, StartRequest, VISIBILITY};
+use sluice_runtime::{Runtime, RuntimeConfig, StartRequest, VISIBILITY};
 
 const SECRET: &str = "s3cr3t-T0ken-value";
 const USER: &str = "svc-user";
@@ -24,14 +24,7 @@ struct Harness {
 async fn harness() -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(dir.path()).unwrap();
-    let ports = store.ports();
-    let backend = Backend {
-        definitions: ports.definitions,
-        runs: ports.runs,
-        queue: ports.queue,
-        secrets: ports.secrets,
-        cache: ports.cache,
-    };
+    let backend = store.backend();
     let runtime = Runtime::new(
         backend,
         sluice_steps::builtin_registry(),

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use sluice_core::model::{Application, RunState};
 use sluice_core::step::{StepContext, StepError, StepOutput, StepRegistry, StepType};
 use sluice_embedded::EmbeddedStore;
-use sluice_runtime::{Backend, Runtime, RuntimeConfig, StartRequest, VISIBILITY};
+use sluice_runtime::{Runtime, RuntimeConfig, StartRequest, VISIBILITY};
 use tokio::sync::Notify;
 
 /// A step that counts executions in flight and waits until it is released.
@@ -47,14 +47,7 @@ impl StepType for Gate {
 
 fn runtime(dir: &std::path::Path, gate: &Gate) -> (EmbeddedStore, Arc<Runtime>) {
     let store = EmbeddedStore::open(dir).unwrap();
-    let ports = store.ports();
-    let backend = Backend {
-        definitions: ports.definitions,
-        runs: ports.runs,
-        queue: ports.queue,
-        secrets: ports.secrets,
-        cache: ports.cache,
-    };
+    let backend = store.backend();
     let mut registry = StepRegistry::new();
     registry.register(gate.clone());
     (
