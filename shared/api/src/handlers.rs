@@ -15,9 +15,9 @@ use chrono::Utc;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
+use sluice_core::logs::LogDocument;
 use sluice_core::model::{
-    ApiToken, Application, Configuration, LogEntry, OwnerType, Role, RoleBinding, Run, RunState,
-    Schedule,
+    ApiToken, Application, Configuration, OwnerType, Role, RoleBinding, Run, RunState, Schedule,
 };
 use sluice_core::operators;
 use sluice_core::ports::{RunQuery, MAX_CACHE_PAGE};
@@ -718,17 +718,6 @@ async fn get_task(
     Ok(Json(task_document(&run, outputs.as_ref())))
 }
 
-fn log_doc(seq: u64, entry: &LogEntry) -> Value {
-    json!({
-        "seq": seq,
-        "ts": rfc3339(&entry.ts),
-        "level": entry.level.as_str(),
-        "step": entry.step,
-        "attempt": entry.attempt,
-        "message": entry.message,
-    })
-}
-
 /// Largest page of a log read.
 const MAX_LOG_PAGE: usize = 10_000;
 
@@ -746,10 +735,10 @@ async fn logs_page(state: &Shared, run: &Run, params: &Params) -> Result<Value> 
     let step = params.get("step");
     let entries = state.runtime.logs(run, after, limit).await?;
     let next_after = entries.last().map_or(after, |(seq, _)| *seq);
-    let logs: Vec<Value> = entries
+    let logs: Vec<LogDocument> = entries
         .iter()
         .filter(|(_, e)| step.is_none_or(|s| s == e.step))
-        .map(|(seq, e)| log_doc(*seq, e))
+        .map(|(seq, e)| LogDocument::new(*seq, e))
         .collect();
     Ok(json!({
         "task_id": run.id,

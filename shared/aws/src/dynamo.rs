@@ -761,22 +761,17 @@ impl DynamoStore {
                 .condition_expression("attribute_not_exists(#v) AND attribute_not_exists(#k)")
                 .expression_attribute_names("#k", "kind"),
         };
-        let build = |put: aws_sdk_dynamodb::types::builders::PutBuilder| -> Result<TransactWriteItem, StoreError> {
-            Ok(TransactWriteItem::builder()
-                .put(put.build().map_err(|e| backend(e.to_string()))?)
-                .build())
-        };
         let result = self
             .db
             .transact_write_items()
-            .transact_items(build(
+            .transact_items(transact_put(
                 Put::builder()
                     .table_name(&self.settings.definitions_table)
                     .set_item(Some(version_item))
                     .condition_expression("attribute_not_exists(#k)")
                     .expression_attribute_names("#k", "kind"),
             )?)
-            .transact_items(build(current_put)?)
+            .transact_items(transact_put(current_put)?)
             .send()
             .await;
         match result {
@@ -1130,22 +1125,17 @@ impl RunStore for DynamoStore {
         expiry_attributes(&mut snapshot, run.expires_at);
         let key = format!("runs/{}/snapshot", run.id);
         self.put_document(&mut snapshot, || key, app).await?;
-        let build = |put: aws_sdk_dynamodb::types::builders::PutBuilder| -> Result<TransactWriteItem, StoreError> {
-            Ok(TransactWriteItem::builder()
-                .put(put.build().map_err(|e| backend(e.to_string()))?)
-                .build())
-        };
         let result = self
             .db
             .transact_write_items()
-            .transact_items(build(
+            .transact_items(transact_put(
                 Put::builder()
                     .table_name(&self.settings.runs_table)
                     .set_item(Some(run_item))
                     .condition_expression("attribute_not_exists(pk) OR expires_ms <= :now")
                     .expression_attribute_values(":now", n(self.now_ms())),
             )?)
-            .transact_items(build(
+            .transact_items(transact_put(
                 Put::builder()
                     .table_name(&self.settings.runs_table)
                     .set_item(Some(snapshot)),
@@ -1576,4 +1566,13 @@ impl DynamoStore {
 fn sha2_digest(text: &str) -> Vec<u8> {
     use sha2::Digest;
     sha2::Sha256::digest(text.as_bytes()).to_vec()
+}
+
+/// One put of a `TransactWriteItems` call.
+fn transact_put(
+    put: aws_sdk_dynamodb::types::builders::PutBuilder,
+) -> Result<TransactWriteItem, StoreError> {
+    Ok(TransactWriteItem::builder()
+        .put(put.build().map_err(|e| backend(e.to_string()))?)
+        .build())
 }

@@ -16,6 +16,32 @@
 use chrono::{DateTime, Utc};
 
 use crate::model::{LogEntry, LogLevel, Run, UnitState};
+use crate::task::rfc3339;
+
+/// A log entry as readers get it (`GET /tasks/{id}/logs`, `POST /steps/run`): its
+/// sequence number (0 outside a run's log), time, level, step, attempt and message.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LogDocument {
+    pub seq: u64,
+    pub ts: String,
+    pub level: &'static str,
+    pub step: String,
+    pub attempt: u32,
+    pub message: String,
+}
+
+impl LogDocument {
+    pub fn new(seq: u64, entry: &LogEntry) -> Self {
+        Self {
+            seq,
+            ts: rfc3339(&entry.ts),
+            level: entry.level.as_str(),
+            step: entry.step.clone(),
+            attempt: entry.attempt,
+            message: entry.message.clone(),
+        }
+    }
+}
 
 /// Sequence numbers per microsecond: a batch appended at one instant numbers its
 /// entries `base..base + SEQUENCE_PER_MICROSECOND`.

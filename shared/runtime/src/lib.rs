@@ -50,5 +50,5 @@ pub use create::{StartError, StartRequest};
 pub use runtime::{
     Backend, Progress, Runtime, RuntimeConfig, RuntimeError, DEFAULT_VISIBILITY_MARGIN,
 };
-pub use single::{SingleStepError, SingleStepLog, SingleStepOutcome, SingleStepRequest};
+pub use single::{SingleStepError, SingleStepOutcome, SingleStepRequest};
 pub use worker::{AttemptOutcome, AttemptReport, Disposition, Handled, WorkerPool, VISIBILITY};

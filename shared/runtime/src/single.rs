@@ -9,12 +9,11 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::{json, Map, Value};
-use sluice_core::model::LogEntry;
+use sluice_core::logs::LogDocument;
 use sluice_core::operators;
 use sluice_core::redact::Redactor;
 use sluice_core::reference::RunScope;
 use sluice_core::step::{StepContext, StepError, StepLogger};
-use sluice_core::task::rfc3339;
 
 use crate::render;
 use crate::runtime::Runtime;
@@ -55,31 +54,7 @@ pub struct SingleStepOutcome {
     pub warnings: Vec<String>,
     pub error: Option<String>,
     pub seconds: f64,
-    pub logs: Vec<SingleStepLog>,
-}
-
-/// A log entry of a single step, as run logs show them.
-#[derive(Debug, Clone, Serialize)]
-pub struct SingleStepLog {
-    pub seq: u64,
-    pub ts: String,
-    pub level: &'static str,
-    pub step: String,
-    pub attempt: u32,
-    pub message: String,
-}
-
-impl From<&LogEntry> for SingleStepLog {
-    fn from(entry: &LogEntry) -> Self {
-        Self {
-            seq: 0,
-            ts: rfc3339(&entry.ts),
-            level: entry.level.as_str(),
-            step: entry.step.clone(),
-            attempt: entry.attempt,
-            message: entry.message.clone(),
-        }
-    }
+    pub logs: Vec<LogDocument>,
 }
 
 impl Runtime {
@@ -143,7 +118,11 @@ impl Runtime {
             }
         };
         let seconds = started.elapsed().as_secs_f64();
-        let logs = logger.drain().iter().map(SingleStepLog::from).collect();
+        let logs = logger
+            .drain()
+            .iter()
+            .map(|entry| LogDocument::new(0, entry))
+            .collect();
         Ok(match result {
             Ok(output) => SingleStepOutcome {
                 name: request.name,
