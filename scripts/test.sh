@@ -43,6 +43,10 @@ echo "== ChromeDriver and headless Chromium (the web console's browser tests)"
 eval "$(scripts/start-chromedriver.sh)"
 stops+=("$SLUICE_TEST_WEBDRIVER_STOP")
 
+echo "== geckodriver and headless Firefox (the same browser tests in Firefox; geckodriver is built into target/tools/ once)"
+eval "$(scripts/start-geckodriver.sh)"
+stops+=("$SLUICE_TEST_GECKODRIVER_STOP")
+
 echo "== template.yaml (generated from infra/functions.toml and the step types; lints clean as CloudFormation sees it)"
 # `sluice infra --check`: also checks the function list against the step registry and the
 # step catalogue, which in this repository is shared/steps/catalogue.json.

@@ -1,34 +1,109 @@
-//! Client mode: with `--endpoint URL` (or `SLUICE_ENDPOINT`) the commands talk to a
-//! server's REST API instead of the data directory, with the same output and exit codes
-//! (the server's 400/404/409/413/422 are invalid input, exit 2; anything else exit 3).
+//! The API client every command that works on stored documents, runs, cache, tokens or
+//! schedules goes through, in either of two transports:
 //!
-//! Credentials: `--token` / `SLUICE_TOKEN` (a bearer API token), else
-//! `SLUICE_ADMIN_PASSWORD` (HTTP Basic as `SLUICE_ADMIN_USER`, default `admin`).
+//! - with `--endpoint URL` (or `SLUICE_ENDPOINT`), a server's REST API over HTTP.
+//!   Credentials: `--token` / `SLUICE_TOKEN` (a bearer API token), else
+//!   `SLUICE_ADMIN_PASSWORD` (HTTP Basic as `SLUICE_ADMIN_USER`, default `admin`);
+//! - without it, the same API router called in this process
+//!   ([`sluice_api::in_process_router`]) over the data directory (or `--backend aws`), as
+//!   its administrator: whoever can open the data directory holds everything in it.
+//!
+//! Either way a command sends the same requests and reads the same documents, so it has
+//! one implementation; the server's 400/404/409/413/422 are invalid input (exit 2),
+//! anything else exit 3.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use base64::Engine;
-use chrono::{DateTime, Utc};
 use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
-use sluice_api::ApiError;
-use sluice_core::model::{
-    Application, Configuration, ParentRef, Run, RunState, StepRun, StepState, Unit,
+use sluice_api::documents::{
+    CacheDeleted, CacheEntry, CacheKeyList, ErrorDocument, LogPage, Revoked, Task, TaskList,
 };
+use sluice_api::{AdminCredentials, ApiState, Identity};
+use sluice_core::model::{Application, Configuration, Role, RunState};
+use sluice_core::step::StepRegistry;
+use sluice_core::task::rfc3339;
 
-use crate::progress::{summary, Printer};
-use crate::{CacheCommand, DocCommand, InvalidInput, OutputFormat, RunArgs, RunsCommand};
+use crate::local::Local;
+use crate::progress::Printer;
+use crate::{
+    BackendKind, CacheCommand, Cli, DocCommand, InvalidInput, OutputFormat, RunArgs, RunsCommand,
+};
 use sluice_core::ports::MAX_CACHE_PAGE;
 use sluice_core::versions::DefinitionKind;
 
-/// A server's API.
+/// The API, over HTTP or in process (see the module's documentation).
 pub struct Client {
-    base: String,
-    http: reqwest::Client,
-    authorization: Option<String>,
+    transport: Transport,
+}
+
+enum Transport {
+    Http {
+        base: String,
+        http: reqwest::Client,
+        authorization: Option<String>,
+    },
+    InProcess {
+        router: axum::Router,
+        /// The backend the router works on; its runtime can also run this process's
+        /// step workers (`sluice run`).
+        local: Box<Local>,
+    },
+}
+
+/// Where a command's requests go, from the global options (kept apart from the
+/// subcommand, which the dispatch consumes).
+#[derive(Clone)]
+pub struct Connect {
+    endpoint: Option<String>,
+    token: Option<String>,
+    backend: BackendKind,
+    data_dir: PathBuf,
+    stack_outputs: Option<PathBuf>,
+    result_expires: Option<i64>,
+}
+
+impl Connect {
+    pub fn of(cli: &Cli) -> Self {
+        Self {
+            endpoint: cli.endpoint.clone(),
+            token: cli.token.clone(),
+            backend: cli.backend,
+            data_dir: cli.data_dir.clone(),
+            stack_outputs: cli.stack_outputs.clone(),
+            result_expires: cli.result_expires,
+        }
+    }
+
+    /// The client of `--endpoint`, else the router in process over the data directory
+    /// (or `--backend aws`) with `registry`'s step types.
+    pub async fn client(&self, registry: &StepRegistry) -> anyhow::Result<Client> {
+        if let Some(endpoint) = &self.endpoint {
+            return Client::new(endpoint, self.token.clone());
+        }
+        Ok(Client::in_process(self.open_local(registry).await?))
+    }
+
+    /// The data directory's backend (or `--backend aws`) with a runtime in this process,
+    /// for what needs the process itself (step workers, the data directory's lock).
+    pub async fn open_local(&self, registry: &StepRegistry) -> anyhow::Result<Local> {
+        match self.backend {
+            BackendKind::Embedded => Local::open(&self.data_dir, self.result_expires, registry),
+            BackendKind::Aws => {
+                crate::aws::open_local(self.stack_outputs.as_deref(), registry).await
+            }
+        }
+    }
+}
+
+/// An answer read as the API document `T` (see `sluice_api::documents`).
+pub fn read_as<T: DeserializeOwned>(doc: Value) -> anyhow::Result<T> {
+    serde_json::from_value(doc).context("the server answered with an unexpected document")
 }
 
 /// Percent-encodes one path segment.
@@ -44,12 +119,7 @@ pub fn segment(text: &str) -> String {
     out
 }
 
-/// Maps an API error (from the server or from the shared code run locally) to the exit
-/// codes of the local commands: input problems exit 2, everything else 3.
-pub fn api_error(e: ApiError) -> anyhow::Error {
-    status_error(e.status.as_u16(), e.message)
-}
-
+/// Maps an API error status to the exit codes: input problems exit 2, everything else 3.
 fn status_error(status: u16, message: String) -> anyhow::Error {
     match status {
         400 | 404 | 409 | 413 | 422 => InvalidInput(message).into(),
@@ -57,7 +127,16 @@ fn status_error(status: u16, message: String) -> anyhow::Error {
     }
 }
 
+/// Largest request body the router in process takes: more than a server's default, as
+/// the documents are the data directory owner's own files.
+const IN_PROCESS_BODY_LIMIT: usize = 16 * 1024 * 1024;
+
+/// Largest answer read from the router in process (the server's own documents: a task
+/// with outputs, a page of logs).
+const MAX_IN_PROCESS_ANSWER: usize = 256 * 1024 * 1024;
+
 impl Client {
+    /// A server's API at `endpoint`.
     pub fn new(endpoint: &str, token: Option<String>) -> anyhow::Result<Self> {
         let authorization = match token.filter(|t| !t.is_empty()) {
             Some(token) => Some(format!("Bearer {token}")),
@@ -79,10 +158,46 @@ impl Client {
             .build()
             .context("cannot build the HTTP client")?;
         Ok(Self {
-            base: endpoint.trim_end_matches('/').to_string(),
-            http,
-            authorization,
+            transport: Transport::Http {
+                base: endpoint.trim_end_matches('/').to_string(),
+                http,
+                authorization,
+            },
         })
+    }
+
+    /// The API router in this process over `local`'s backend, called as the
+    /// administrator named after the OS user (the author of what it pushes, as before).
+    pub fn in_process(local: Local) -> Self {
+        // No password: nothing here authenticates, the caller is fixed.
+        let admin = AdminCredentials {
+            user: crate::history::cli_author(),
+            password_hash: None,
+        };
+        let mut state = ApiState::new(local.runtime.clone(), local.api_ports(), admin);
+        state.backend = local.backend_name().into();
+        // The documents are the user's own files (`plan` reads up to 4 MiB each).
+        state.body_limit = IN_PROCESS_BODY_LIMIT;
+        let identity = Identity {
+            name: crate::history::cli_author(),
+            role: Role::Administrator,
+            method: "local",
+        };
+        Self {
+            transport: Transport::InProcess {
+                router: sluice_api::in_process_router(state, identity),
+                local: Box::new(local),
+            },
+        }
+    }
+
+    /// The backend in this process (without `--endpoint`): for what needs the process
+    /// itself, such as running step workers while `sluice run` waits.
+    pub fn local(&self) -> Option<&Local> {
+        match &self.transport {
+            Transport::Http { .. } => None,
+            Transport::InProcess { local, .. } => Some(local),
+        }
     }
 
     async fn send(
@@ -91,31 +206,63 @@ impl Client {
         path: &str,
         body: Option<String>,
     ) -> anyhow::Result<Value> {
-        let url = format!("{}{path}", self.base);
-        let mut request = self.http.request(method.clone(), &url);
-        if let Some(auth) = &self.authorization {
-            request = request.header(reqwest::header::AUTHORIZATION, auth);
-        }
-        if let Some(body) = body {
-            request = request
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body);
-        }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("cannot reach {url}"))?;
-        let status = response.status();
-        let text = response.text().await.context("cannot read the response")?;
+        let (status, text, authenticated) = match &self.transport {
+            Transport::Http {
+                base,
+                http,
+                authorization,
+            } => {
+                let url = format!("{base}{path}");
+                let mut request = http.request(method.clone(), &url);
+                if let Some(auth) = authorization {
+                    request = request.header(reqwest::header::AUTHORIZATION, auth);
+                }
+                if let Some(body) = body {
+                    request = request
+                        .header(reqwest::header::CONTENT_TYPE, "application/json")
+                        .body(body);
+                }
+                let response = request
+                    .send()
+                    .await
+                    .with_context(|| format!("cannot reach {url}"))?;
+                let status = response.status();
+                let text = response.text().await.context("cannot read the response")?;
+                (status, text, authorization.is_some())
+            }
+            Transport::InProcess { router, .. } => {
+                use tower::ServiceExt;
+                let mut request = axum::http::Request::builder()
+                    .method(method.clone())
+                    .uri(path);
+                if body.is_some() {
+                    request = request.header(axum::http::header::CONTENT_TYPE, "application/json");
+                }
+                let request = request
+                    .body(axum::body::Body::from(body.unwrap_or_default()))
+                    .with_context(|| format!("{method} {path}: not a valid request"))?;
+                let response = router
+                    .clone()
+                    .oneshot(request)
+                    .await
+                    .unwrap_or_else(|never| match never {});
+                let status = response.status();
+                let bytes = axum::body::to_bytes(response.into_body(), MAX_IN_PROCESS_ANSWER)
+                    .await
+                    .context("cannot read the response")?;
+                let text = String::from_utf8(bytes.to_vec())
+                    .with_context(|| format!("{method} {path}: the response is not UTF-8"))?;
+                (status, text, true)
+            }
+        };
         if status.is_success() {
             return serde_json::from_str(&text)
                 .with_context(|| format!("{method} {path}: the response is not JSON"));
         }
-        let message = serde_json::from_str::<Value>(&text)
-            .ok()
-            .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
-            .unwrap_or_else(|| format!("{method} {path}: {text}"));
-        if status == StatusCode::UNAUTHORIZED && self.authorization.is_none() {
+        let message = serde_json::from_str::<ErrorDocument>(&text)
+            .map(|doc| doc.error.message)
+            .unwrap_or_else(|_| format!("{method} {path}: {text}"));
+        if status == StatusCode::UNAUTHORIZED && !authenticated {
             return Err(anyhow!(
                 "{message} (HTTP 401): give a token with --token or SLUICE_TOKEN"
             ));
@@ -144,6 +291,20 @@ impl Client {
     ) -> anyhow::Result<Value> {
         self.send(method, path, Some(text)).await
     }
+
+    /// `get`, read as the document type `T`.
+    pub async fn get_as<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        read_as(self.get(path).await?)
+    }
+
+    /// `post`, read as the document type `T`.
+    pub async fn post_as<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> anyhow::Result<T> {
+        read_as(self.post(path, body).await?)
+    }
 }
 
 pub async fn apps(client: &Client, cmd: DocCommand) -> anyhow::Result<u8> {
@@ -151,7 +312,7 @@ pub async fn apps(client: &Client, cmd: DocCommand) -> anyhow::Result<u8> {
         cmd @ (DocCommand::History { .. }
         | DocCommand::Diff { .. }
         | DocCommand::Rollback { .. }) => {
-            return crate::history::remote(client, DefinitionKind::Application, cmd).await;
+            return crate::history::run(client, DefinitionKind::Application, cmd).await;
         }
         DocCommand::Push { file } => {
             let text = crate::commands::read(&file)?;
@@ -197,7 +358,7 @@ pub async fn configs(client: &Client, cmd: DocCommand) -> anyhow::Result<u8> {
         cmd @ (DocCommand::History { .. }
         | DocCommand::Diff { .. }
         | DocCommand::Rollback { .. }) => {
-            return crate::history::remote(client, DefinitionKind::Configuration, cmd).await;
+            return crate::history::run(client, DefinitionKind::Configuration, cmd).await;
         }
         DocCommand::Push { file } => {
             let text = crate::commands::read(&file)?;
@@ -238,10 +399,10 @@ pub async fn configs(client: &Client, cmd: DocCommand) -> anyhow::Result<u8> {
 pub async fn cache(client: &Client, cmd: CacheCommand) -> anyhow::Result<u8> {
     match cmd {
         CacheCommand::Get { key } => {
-            let doc = client
-                .get(&format!("/api/v1/cache/{}", segment(&key)))
+            let entry: CacheEntry = client
+                .get_as(&format!("/api/v1/cache/{}", segment(&key)))
                 .await?;
-            println!("{}", serde_json::to_string_pretty(&doc["value"])?);
+            println!("{}", serde_json::to_string_pretty(&entry.value)?);
         }
         CacheCommand::List { prefix, limit } => {
             let mut left = limit.unwrap_or(usize::MAX);
@@ -255,14 +416,13 @@ pub async fn cache(client: &Client, cmd: CacheCommand) -> anyhow::Result<u8> {
                 if let Some(after) = &after {
                     path.push_str(&format!("&after={}", segment(after)));
                 }
-                let page = client.get(&path).await?;
-                let keys = page["keys"].as_array().cloned().unwrap_or_default();
-                for key in &keys {
-                    println!("{}", key.as_str().unwrap_or_default());
+                let page: CacheKeyList = client.get_as(&path).await?;
+                for key in &page.keys {
+                    println!("{key}");
                 }
-                left = left.saturating_sub(keys.len());
-                match page["next_after"].as_str() {
-                    Some(next) => after = Some(next.to_string()),
+                left = left.saturating_sub(page.keys.len());
+                match page.next_after {
+                    Some(next) => after = Some(next),
                     None => break,
                 }
             }
@@ -278,116 +438,28 @@ pub async fn cache(client: &Client, cmd: CacheCommand) -> anyhow::Result<u8> {
         }
         CacheCommand::Delete { prefix, .. } => {
             let prefix = prefix.unwrap_or_default();
-            let doc = client
-                .delete(&format!("/api/v1/cache?prefix={}", segment(&prefix)))
-                .await?;
-            let deleted = doc["deleted"].as_u64().unwrap_or_default();
-            println!("{}", crate::output::deleted_prefix_line(deleted, &prefix));
+            let done: CacheDeleted = read_as(
+                client
+                    .delete(&format!("/api/v1/cache?prefix={}", segment(&prefix)))
+                    .await?,
+            )?;
+            println!(
+                "{}",
+                crate::output::deleted_prefix_line(done.deleted, &prefix)
+            );
         }
     }
     Ok(0)
-}
-
-fn time(value: &Value) -> Option<DateTime<Utc>> {
-    value
-        .as_str()
-        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-        .map(|t| t.with_timezone(&Utc))
-}
-
-fn step_state(text: &str) -> StepState {
-    match text {
-        "queued" => StepState::Queued,
-        "running" => StepState::Running,
-        "waiting" => StepState::Waiting,
-        "success" => StepState::Success,
-        "warning" => StepState::Warning,
-        "failed" => StepState::Failed,
-        "skipped" => StepState::Skipped,
-        "cancelled" => StepState::Cancelled,
-        _ => StepState::Pending,
-    }
-}
-
-/// A run rebuilt from its task document, for the progress printer and the summary.
-pub fn run_from_document(doc: &Value) -> anyhow::Result<Run> {
-    let id = doc["task_id"]
-        .as_str()
-        .ok_or_else(|| anyhow!("the task document has no task_id"))?;
-    let steps = doc["steps"]
-        .as_object()
-        .map(|steps| {
-            steps
-                .iter()
-                .map(|(step_id, s)| {
-                    let mut step = StepRun::new(step_id);
-                    step.state = step_state(s["state"].as_str().unwrap_or(""));
-                    step.attempts = s["attempts"].as_u64().unwrap_or(0) as u32;
-                    step.started_at = time(&s["started_at"]);
-                    step.finished_at = time(&s["finished_at"]);
-                    step.error = s["error"].as_str().map(str::to_string);
-                    step.child_run = s["child_run"].as_str().map(str::to_string);
-                    step.fan_out = s["items"].as_u64().map(|n| n as u32);
-                    // The units of a fanned-out trigger, as far as their child runs go.
-                    step.units = s["child_runs"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(Value::as_str)
-                        .map(|child| Unit {
-                            child_run: Some(child.to_string()),
-                            ..Unit::pending()
-                        })
-                        .collect();
-                    step.type_version = s["version"].as_str().map(str::to_string);
-                    step.warnings = s["warnings"]
-                        .as_array()
-                        .map(|w| {
-                            w.iter()
-                                .filter_map(Value::as_str)
-                                .map(str::to_string)
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    step
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let created_at = time(&doc["created_at"]).unwrap_or_else(Utc::now);
-    Ok(Run {
-        id: id.to_string(),
-        application: doc["application"].as_str().unwrap_or("").to_string(),
-        configuration: doc["configuration"].as_str().map(str::to_string),
-        queue: doc["queue"].as_str().map(str::to_string),
-        loglevel: doc["params"]["loglevel"].as_u64().unwrap_or(20) as u8,
-        params: doc["params"].as_object().cloned().unwrap_or_default(),
-        state: RunState::parse(doc["state"].as_str().unwrap_or("")).unwrap_or(RunState::Pending),
-        created_at,
-        started_at: time(&doc["started_at"]),
-        finished_at: time(&doc["finished_at"]),
-        parent: doc["parent"]["task_id"].as_str().map(|p| ParentRef {
-            run_id: p.to_string(),
-            step_id: doc["parent"]["step"].as_str().unwrap_or("").to_string(),
-            blocking: false,
-        }),
-        replay_of: doc["replay_of"].as_str().map(str::to_string),
-        alert_of: serde_json::from_value(doc["alert_of"].clone()).ok(),
-        expires_at: created_at,
-        steps,
-        version: 0,
-        application_version: doc["application_version"].as_u64(),
-    })
 }
 
 fn task_path(id: &str) -> String {
     format!("/api/v1/tasks/{}", segment(id))
 }
 
-/// A run request's 404 reads as the local commands say it.
-async fn get_task(client: &Client, id: &str, query: &str) -> anyhow::Result<Value> {
+/// A run's task document; its 404 reads as the local commands say it.
+async fn get_task(client: &Client, id: &str, query: &str) -> anyhow::Result<Task> {
     client
-        .get(&format!("{}{query}", task_path(id)))
+        .get_as(&format!("{}{query}", task_path(id)))
         .await
         .map_err(|e| not_found_as_run(e, id))
 }
@@ -402,25 +474,34 @@ fn not_found_as_run(e: anyhow::Error, id: &str) -> anyhow::Error {
     }
 }
 
-/// Follows `root` and the child runs it starts until all have ended, printing progress.
-async fn follow(
+/// Step executions in flight at once in process during `runs replay`.
+const REPLAY_WORKERS: usize = 16;
+
+/// How long a follower waits between two reads of the runs it follows. In process, a
+/// change of any run ends the wait early.
+const POLL: Duration = Duration::from_millis(250);
+
+/// Follows `roots` and the child runs they start until all have ended, printing
+/// progress (a child's lines name its application).
+pub(crate) async fn follow(
     client: &Client,
-    root: &str,
+    roots: &[String],
     printer: &mut Printer,
-) -> anyhow::Result<BTreeMap<String, Run>> {
-    let mut runs: BTreeMap<String, Option<Run>> = BTreeMap::from([(root.to_string(), None)]);
+) -> anyhow::Result<BTreeMap<String, Task>> {
+    let mut updates = client.local().map(|local| local.runtime.subscribe());
+    let mut runs: BTreeMap<String, Option<Task>> =
+        roots.iter().map(|id| (id.clone(), None)).collect();
+    let first = roots.first().cloned().unwrap_or_default();
     loop {
         for id in runs.keys().cloned().collect::<Vec<_>>() {
             if runs[&id].as_ref().is_some_and(|r| r.state.is_terminal()) {
                 continue;
             }
-            let run = run_from_document(&get_task(client, &id, "").await?)?;
-            for step in &run.steps {
-                if let Some(child) = &step.child_run {
-                    runs.entry(child.clone()).or_insert(None);
-                }
+            let run = get_task(client, &id, "").await?;
+            for child in run.child_runs() {
+                runs.entry(child.to_string()).or_insert(None);
             }
-            printer.update(&run, root);
+            printer.update(&run, if roots.contains(&id) { &id } else { &first });
             runs.insert(id, Some(run));
         }
         if runs
@@ -432,32 +513,86 @@ async fn follow(
                 .filter_map(|(id, r)| r.map(|r| (id, r)))
                 .collect());
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        match &mut updates {
+            // A burst of changes is read once: the first wakes the follower, the rest
+            // are passed over.
+            Some(updates) => {
+                let _ = tokio::time::timeout(POLL, updates.recv()).await;
+                while updates.try_recv().is_ok() {}
+            }
+            None => tokio::time::sleep(POLL).await,
+        }
     }
 }
 
-/// The summary or the task document with outputs, as `sluice run` prints them locally.
-async fn report(client: &Client, run: &Run, output: OutputFormat) -> anyhow::Result<u8> {
-    let doc = get_task(client, &run.id, "?outputs=true").await?;
-    match output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&doc)?),
-        OutputFormat::Text => {
-            let app: Application = serde_json::from_value(
-                client
-                    .get(&format!("{}/application", task_path(&run.id)))
-                    .await?,
-            )?;
-            let run = run_from_document(&doc)?;
-            let mut finals = Vec::new();
-            for step in &run.steps {
-                let is_final = !app.steps.iter().any(|s| s.depends_on.contains(&step.id));
-                if is_final && step.state.succeeded() {
-                    finals.push((step.id.clone(), doc["steps"][&step.id]["output"].clone()));
-                }
+/// Runs what `start` starts to its end: with this process's step workers (and the
+/// alert runs the ends start, which they also run) when the API is in process, the
+/// server's otherwise; prints `start`'s label, live progress and the report.
+async fn run_to_end(
+    client: &Client,
+    workers: usize,
+    output: OutputFormat,
+    start: impl std::future::Future<Output = anyhow::Result<(Task, String)>>,
+) -> anyhow::Result<u8> {
+    let workers = match client.local() {
+        Some(local) => {
+            let takeover = local.take_over().await?;
+            Some(local.start_workers(takeover, workers))
+        }
+        None => None,
+    };
+    let result = async {
+        let (started, label) = start.await?;
+        if output == OutputFormat::Text {
+            eprintln!("{label}");
+        }
+        let mut printer = Printer::new(output == OutputFormat::Text);
+        let runs = follow(client, std::slice::from_ref(&started.task_id), &mut printer).await?;
+        if let Some(local) = client.local() {
+            follow_alerts(client, local, &runs, output, &mut printer).await?;
+        }
+        Ok::<_, anyhow::Error>(started.task_id)
+    }
+    .await;
+    if let Some(workers) = workers {
+        workers.shutdown().await;
+    }
+    report(client, &result?, output).await
+}
+
+/// Waits for the alert runs (`on_failure`, `on_warning`) that the ends of `runs`
+/// started, run by this process's workers; the exit code stays the runs' own.
+async fn follow_alerts(
+    client: &Client,
+    local: &Local,
+    runs: &BTreeMap<String, Task>,
+    output: OutputFormat,
+    printer: &mut Printer,
+) -> anyhow::Result<()> {
+    let mut alerts = Vec::new();
+    for id in runs.keys() {
+        let run = local.runtime.get_run(id).await?;
+        if let Some(alert) = local.runtime.start_alert(&run).await? {
+            if output == OutputFormat::Text {
+                eprintln!("Run {id} started alert run {alert}");
             }
-            print!("{}", summary(&run, &finals));
+            alerts.push(alert);
         }
     }
+    if !alerts.is_empty() {
+        follow(client, &alerts, printer).await?;
+    }
+    Ok(())
+}
+
+/// Prints a finished run as `sluice run` does (see [`crate::progress::print_report`]);
+/// the exit code says whether it succeeded.
+pub(crate) async fn report(client: &Client, id: &str, output: OutputFormat) -> anyhow::Result<u8> {
+    let run = get_task(client, id, "?outputs=true").await?;
+    let app: Application = client
+        .get_as(&format!("{}/application", task_path(id)))
+        .await?;
+    crate::progress::print_report(&run, &app, output)?;
     Ok(if run.state == RunState::Success {
         0
     } else {
@@ -465,25 +600,13 @@ async fn report(client: &Client, run: &Run, output: OutputFormat) -> anyhow::Res
     })
 }
 
-async fn follow_and_report(
-    client: &Client,
-    started: &Value,
-    output: OutputFormat,
-) -> anyhow::Result<u8> {
-    let id = started["task_id"]
-        .as_str()
-        .ok_or_else(|| anyhow!("the server returned no task_id"))?;
-    let mut printer = Printer::new(output == OutputFormat::Text);
-    let finished = follow(client, id, &mut printer).await?;
-    let run = finished
-        .get(id)
-        .cloned()
-        .ok_or_else(|| anyhow!("run disappeared"))?;
-    report(client, &run, output).await
-}
-
+/// `sluice run`: stores the documents given, starts the run and follows it to its end.
 pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<u8> {
     let params = crate::commands::parse_params(&args.params)?;
+    if let Some(local) = client.local() {
+        // In process, everything is checked before anything is stored.
+        crate::commands::check_run(local, &args, &params).await?;
+    }
     let path = Path::new(&args.app);
     if let Some(config) = &args.config {
         let text = crate::commands::read(config)?;
@@ -494,28 +617,26 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<u8> {
     }
     let name = if path.is_file() {
         let text = crate::commands::read(path)?;
-        let doc = client
+        let app: Application = client
             .send_text(Method::POST, "/api/v1/applications", text)
             .await
-            .map_err(|e| crate::output::in_file(path, e))?;
-        doc["name"].as_str().unwrap_or_default().to_string()
+            .map_err(|e| crate::output::in_file(path, e))
+            .and_then(read_as)?;
+        app.name
     } else {
         args.app.clone()
     };
-    let started = client
-        .post(
-            &format!("/api/v1/applications/{}/run", segment(&name)),
-            &json!({"params": Value::Object(params)}),
-        )
-        .await?;
-    if args.output == OutputFormat::Text {
-        eprintln!(
-            "Started {} ({})",
-            started["task_id"].as_str().unwrap_or(""),
-            started["application"].as_str().unwrap_or("")
-        );
-    }
-    follow_and_report(client, &started, args.output).await
+    run_to_end(client, args.workers, args.output, async {
+        let started: Task = client
+            .post_as(
+                &format!("/api/v1/applications/{}/run", segment(&name)),
+                &json!({"params": Value::Object(params)}),
+            )
+            .await?;
+        let label = format!("Started {} ({})", started.task_id, started.application);
+        Ok((started, label))
+    })
+    .await
 }
 
 pub async fn runs(client: &Client, cmd: RunsCommand) -> anyhow::Result<u8> {
@@ -541,21 +662,20 @@ pub async fn runs(client: &Client, cmd: RunsCommand) -> anyhow::Result<u8> {
             if let Some(s) = &state {
                 query.push(format!("state={}", segment(s)));
             }
-            let doc = client
-                .get(&format!("/api/v1/tasks?{}", query.join("&")))
+            let page: TaskList = client
+                .get_as(&format!("/api/v1/tasks?{}", query.join("&")))
                 .await?;
-            let tasks = doc["tasks"].as_array().cloned().unwrap_or_default();
             match output {
-                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&tasks)?),
+                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&page.tasks)?),
                 OutputFormat::Text => {
-                    for task in &tasks {
+                    for task in &page.tasks {
                         println!(
                             "{}  {:<24} {:<8} {}  {}",
-                            task["task_id"].as_str().unwrap_or(""),
-                            task["application"].as_str().unwrap_or(""),
-                            task["state"].as_str().unwrap_or(""),
-                            task["created_at"].as_str().unwrap_or(""),
-                            task["finished_at"].as_str().unwrap_or("")
+                            task.task_id,
+                            task.application,
+                            task.state.as_str(),
+                            rfc3339(&task.created_at),
+                            task.finished_at.map(|t| rfc3339(&t)).unwrap_or_default()
                         );
                     }
                 }
@@ -563,8 +683,8 @@ pub async fn runs(client: &Client, cmd: RunsCommand) -> anyhow::Result<u8> {
             Ok(0)
         }
         RunsCommand::Get { id } => {
-            let doc = get_task(client, &id, "?outputs=true").await?;
-            println!("{}", serde_json::to_string_pretty(&doc)?);
+            let run = get_task(client, &id, "?outputs=true").await?;
+            println!("{}", serde_json::to_string_pretty(&run)?);
             Ok(0)
         }
         RunsCommand::Logs { id, step, follow } => {
@@ -575,37 +695,25 @@ pub async fn runs(client: &Client, cmd: RunsCommand) -> anyhow::Result<u8> {
                     task_path(&id),
                     crate::output::LOG_PAGE
                 );
-                let page = client
-                    .get(&path)
+                client
+                    .get_as::<LogPage>(&path)
                     .await
-                    .map_err(|e| not_found_as_run(e, &id))?;
-                let mut entries = Vec::new();
-                for doc in page["logs"].as_array().cloned().unwrap_or_default() {
-                    let seq = doc["seq"].as_u64().unwrap_or_default();
-                    entries.push((seq, serde_json::from_value(doc)?));
-                }
-                Ok(crate::output::LogPage {
-                    entries,
-                    run_terminal: RunState::parse(page["state"].as_str().unwrap_or(""))
-                        .is_some_and(RunState::is_terminal),
-                })
+                    .map_err(|e| not_found_as_run(e, &id))
             })
             .await?;
             Ok(0)
         }
         RunsCommand::Replay { id, output } => {
             get_task(client, &id, "").await?;
-            let started = client
-                .post(&format!("{}/replay", task_path(&id)), &json!({}))
-                .await
-                .map_err(|e| not_found_as_run(e, &id))?;
-            if output == OutputFormat::Text {
-                eprintln!(
-                    "Started {} (replay of {id})",
-                    started["task_id"].as_str().unwrap_or("")
-                );
-            }
-            follow_and_report(client, &started, output).await
+            run_to_end(client, REPLAY_WORKERS, output, async {
+                let started: Task = client
+                    .post_as(&format!("{}/replay", task_path(&id)), &json!({}))
+                    .await
+                    .map_err(|e| not_found_as_run(e, &id))?;
+                let label = format!("Started {} (replay of {id})", started.task_id);
+                Ok((started, label))
+            })
+            .await
         }
         RunsCommand::Revoke {
             application: Some(app),
@@ -616,33 +724,27 @@ pub async fn runs(client: &Client, cmd: RunsCommand) -> anyhow::Result<u8> {
             client
                 .get(&format!("/api/v1/applications/{}", segment(&app)))
                 .await?;
-            let doc = client
-                .post(
+            let done: Revoked = client
+                .post_as(
                     &format!("/api/v1/tasks/{}/revoke", segment(&app)),
                     &json!({}),
                 )
                 .await?;
-            let revoked = doc["revoked"].as_u64().unwrap_or_default();
-            println!("{}", crate::output::revoked_line(revoked, Some(&app)));
+            println!("{}", crate::output::revoked_line(done.revoked, Some(&app)));
             Ok(0)
         }
         RunsCommand::Revoke { id: None, .. } => {
-            let doc = client.delete("/api/v1/tasks").await?;
-            let revoked = doc["revoked"].as_u64().unwrap_or_default();
-            println!("{}", crate::output::revoked_line(revoked, None));
+            let done: Revoked = read_as(client.delete("/api/v1/tasks").await?)?;
+            println!("{}", crate::output::revoked_line(done.revoked, None));
             Ok(0)
         }
         RunsCommand::Revoke { id: Some(id), .. } => {
             get_task(client, &id, "").await?;
-            let doc = client
-                .post(&format!("{}/revoke", task_path(&id)), &json!({}))
+            let run: Task = client
+                .post_as(&format!("{}/revoke", task_path(&id)), &json!({}))
                 .await
                 .map_err(|e| not_found_as_run(e, &id))?;
-            println!(
-                "Run {} is {}",
-                doc["task_id"].as_str().unwrap_or(""),
-                doc["state"].as_str().unwrap_or("")
-            );
+            println!("Run {} is {}", run.task_id, run.state.as_str());
             Ok(0)
         }
     }
@@ -665,22 +767,87 @@ pub fn serves(command: &crate::Command) -> bool {
     )
 }
 
-pub async fn dispatch(
-    endpoint: &str,
-    token: Option<String>,
-    command: crate::Command,
-) -> anyhow::Result<u8> {
+pub async fn dispatch(client: &Client, command: crate::Command) -> anyhow::Result<u8> {
     use crate::Command as C;
-    let client = Client::new(endpoint, token)?;
     match command {
-        C::Run(args) => run(&client, args).await,
-        C::Apps(cmd) => apps(&client, cmd).await,
-        C::Configs(cmd) => configs(&client, cmd).await,
-        C::Runs(cmd) => runs(&client, cmd).await,
-        C::Cache(cmd) => cache(&client, cmd).await,
-        C::Tokens(cmd) => crate::tokens::remote(&client, cmd).await,
-        C::Schedules(cmd) => crate::schedules::remote(&client, cmd).await,
-        C::Steps(cmd) => crate::steps::remote(&client, cmd).await,
+        C::Run(args) => run(client, args).await,
+        C::Apps(cmd) => apps(client, cmd).await,
+        C::Configs(cmd) => configs(client, cmd).await,
+        C::Runs(cmd) => runs(client, cmd).await,
+        C::Cache(cmd) => cache(client, cmd).await,
+        C::Tokens(cmd) => crate::tokens::run(client, cmd).await,
+        C::Schedules(cmd) => crate::schedules::run(client, cmd).await,
+        C::Steps(cmd) => crate::steps::run(client, cmd).await,
         _ => unreachable!("serves() said no"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The in-process transport answers as the router does, as the data directory's
+    /// administrator, with the API's errors mapped to exit codes like the server's.
+    #[tokio::test]
+    async fn in_process_client_calls_the_router_as_the_administrator() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = sluice_steps::builtin_registry();
+        let client = Client::in_process(Local::open(dir.path(), None, &registry).unwrap());
+        assert!(client.local().is_some());
+
+        let whoami = client.get("/api/v1/whoami").await.unwrap();
+        assert_eq!(whoami["role"], "administrator");
+        assert_eq!(whoami["method"], "local");
+
+        let app = json!({"name": "hello", "author": "t",
+                         "steps": [{"id": "A", "type": "echo", "parameters": {"value": 1}}]});
+        let stored = client
+            .send_text(Method::POST, "/api/v1/applications", app.to_string())
+            .await
+            .unwrap();
+        assert_eq!(stored["name"], "hello");
+        let apps: Vec<Application> = client.get_as("/api/v1/applications").await.unwrap();
+        assert_eq!(apps.len(), 1);
+
+        // An administrator-only route, and a 404 that exits 2 like the server's.
+        client.get("/api/v1/tokens").await.unwrap();
+        let missing = client.get("/api/v1/applications/nope").await.unwrap_err();
+        assert!(
+            missing.downcast_ref::<InvalidInput>().is_some(),
+            "{missing}"
+        );
+        let invalid = client
+            .send_text(Method::POST, "/api/v1/applications", "{".into())
+            .await
+            .unwrap_err();
+        assert!(
+            invalid.downcast_ref::<InvalidInput>().is_some(),
+            "{invalid}"
+        );
+    }
+
+    /// Only the in-process router has a fixed caller: the network router still asks
+    /// for credentials (nothing a request carries selects the in-process identity).
+    #[tokio::test]
+    async fn the_network_router_still_authenticates() {
+        use tower::ServiceExt;
+        let dir = tempfile::tempdir().unwrap();
+        let registry = sluice_steps::builtin_registry();
+        let local = Local::open(dir.path(), None, &registry).unwrap();
+        let admin = AdminCredentials {
+            user: "admin".into(),
+            password_hash: None,
+        };
+        let router = sluice_api::router(ApiState::new(
+            local.runtime.clone(),
+            local.api_ports(),
+            admin,
+        ));
+        let request = axum::http::Request::builder()
+            .uri("/api/v1/whoami")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let response = router.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     }
 }

@@ -1,30 +1,28 @@
 //! Definitions as code: `sluice plan DIR`, `sluice apply DIR [--prune]` and
-//! `sluice export DIR`, on the data directory (or `--backend aws`) or, with
-//! `--endpoint`, through the server's API (the same GET/POST/DELETE of applications,
-//! configurations and schedules that `apps`, `configs` and `schedules` use).
+//! `sluice export DIR`, through the API (a server's with `--endpoint`, else in process on
+//! the data directory or `--backend aws`): the same GET/POST/DELETE of applications,
+//! configurations and schedules that `apps`, `configs` and `schedules` use.
 //!
-//! Both modes read the stored set, plan with [`sluice_core::plan`] (one pure
-//! implementation) and print the same text; only the reads and writes differ.
+//! It reads the stored set, plans with [`sluice_core::plan`] (one pure implementation)
+//! and writes the plan's changes in order.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
 use serde_json::Value;
-use sluice_api::schedules::{LocalScheduler, Schedules};
-use sluice_core::model::{Application, Configuration, Schedule};
+use sluice_api::documents::ScheduleEntry;
+use sluice_core::model::{Application, Configuration};
 use sluice_core::plan::{
     check, plan, Action, Definition, DefinitionSet, DocumentKind, FieldChange, Plan, PlannedChange,
 };
-use sluice_core::ports::ScheduleStore;
 use sluice_core::step::StepRegistry;
 use sluice_core::validate::StepCatalog;
 
-use crate::client::{api_error, segment, Client};
-use crate::local::{Local, Store};
-use crate::{BackendKind, Cli, Command, InvalidInput};
+use crate::client::{segment, Client};
+use crate::local::Store;
+use crate::{Cli, Command, InvalidInput};
 
 /// Largest document file read (the API's default request body limit is smaller).
 const MAX_DOCUMENT_BYTES: u64 = 4 * 1024 * 1024;
@@ -58,7 +56,7 @@ pub struct ExportArgs {
 
 /// Runs `plan`, `apply` or `export` where the global options say.
 pub async fn run(cli: Cli, registry: &StepRegistry) -> anyhow::Result<u8> {
-    let target = Target::open(&cli, registry).await?;
+    let target = Target(crate::client::Connect::of(&cli).client(registry).await?);
     let catalog = StepCatalog::new(registry);
     match cli.command {
         Command::Plan(args) => {
@@ -72,186 +70,66 @@ pub async fn run(cli: Cli, registry: &StepRegistry) -> anyhow::Result<u8> {
     }
 }
 
-/// Where the definitions are read and written.
-enum Target {
-    Local {
-        local: Local,
-        schedule_store: Arc<dyn ScheduleStore>,
-        /// `None` on AWS without the scheduler settings: schedules can be read, not written.
-        schedules: Option<Schedules>,
-    },
-    Remote(Client),
-}
+/// Where the definitions are read and written: the API (a server's, or in process).
+struct Target(Client);
 
 impl Target {
-    async fn open(cli: &Cli, registry: &StepRegistry) -> anyhow::Result<Self> {
-        if let Some(endpoint) = &cli.endpoint {
-            return Ok(Target::Remote(Client::new(endpoint, cli.token.clone())?));
-        }
-        let local = match cli.backend {
-            BackendKind::Embedded => Local::open(&cli.data_dir, cli.result_expires, registry)?,
-            BackendKind::Aws => {
-                crate::aws::open_local(cli.stack_outputs.as_deref(), registry).await?
-            }
-        };
-        let (schedule_store, schedules) = match &local.store {
-            Store::Embedded(store) => (
-                store.schedules(),
-                Some(Schedules {
-                    store: store.schedules(),
-                    stats: store.schedule_stats(),
-                    // A running server rescans the store; nothing to wake in this process.
-                    scheduler: Arc::new(LocalScheduler::default()),
-                }),
-            ),
-            Store::Aws(environment) => (
-                environment.schedules(),
-                environment.scheduler().map(|scheduler| Schedules {
-                    store: environment.schedules(),
-                    stats: environment.schedule_stats(),
-                    scheduler,
-                }),
-            ),
-        };
-        Ok(Target::Local {
-            local,
-            schedule_store,
-            schedules,
-        })
-    }
-
     /// Every stored definition (configurations redacted, as they are stored).
     async fn stored(&self) -> anyhow::Result<DefinitionSet> {
-        let mut set = DefinitionSet::default();
-        match self {
-            Target::Local {
-                local,
-                schedule_store,
-                ..
-            } => {
-                let definitions = &local.runtime.backend().definitions;
-                for config in definitions.list_configurations().await? {
-                    set.insert(Definition::Configuration(config));
-                }
-                for app in definitions.list_applications().await? {
-                    set.insert(Definition::Application(app));
-                }
-                for schedule in schedule_store.list_schedules().await? {
-                    set.insert(Definition::Schedule(schedule));
-                }
-            }
-            Target::Remote(client) => {
-                let configs: Vec<Configuration> =
-                    serde_json::from_value(client.get("/api/v1/configurations").await?)?;
-                let apps: Vec<Application> =
-                    serde_json::from_value(client.get("/api/v1/applications?hidden=true").await?)?;
-                let schedules: Vec<Schedule> =
-                    serde_json::from_value(client.get("/api/v1/schedule").await?)?;
-                set = configs
+        let client = &self.0;
+        let configs: Vec<Configuration> = client.get_as("/api/v1/configurations").await?;
+        let apps: Vec<Application> = client.get_as("/api/v1/applications?hidden=true").await?;
+        let schedules: Vec<ScheduleEntry> = client.get_as("/api/v1/schedule").await?;
+        Ok(configs
+            .into_iter()
+            .map(Definition::Configuration)
+            .chain(apps.into_iter().map(Definition::Application))
+            .chain(
+                schedules
                     .into_iter()
-                    .map(Definition::Configuration)
-                    .chain(apps.into_iter().map(Definition::Application))
-                    .chain(schedules.into_iter().map(Definition::Schedule))
-                    .collect();
-            }
-        }
-        Ok(set)
+                    .map(|e| Definition::Schedule(e.schedule)),
+            )
+            .collect())
     }
 
+    /// On AWS in process, schedules are written only with the deployment's scheduler
+    /// settings (else they would never reach EventBridge).
     fn can_write_schedules(&self) -> bool {
-        match self {
-            Target::Local { schedules, .. } => schedules.is_some(),
-            Target::Remote(_) => true,
+        match self.0.local().map(|local| &local.store) {
+            Some(Store::Aws(environment)) => environment.scheduler().is_some(),
+            _ => true,
         }
     }
 
-    /// Stores one definition, validated again by the store's own path.
+    /// Stores one definition, validated again by the API's own path.
     async fn put(&self, definition: &Definition) -> anyhow::Result<()> {
-        match self {
-            Target::Local {
-                local, schedules, ..
-            } => {
-                let runtime = &local.runtime;
-                match definition {
-                    Definition::Configuration(config) => {
-                        runtime
-                            .put_configuration(config)
-                            .await
-                            .map_err(crate::commands::start_error)?;
-                    }
-                    Definition::Application(app) => runtime
-                        .put_application(app)
-                        .await
-                        .map_err(crate::commands::start_error)?,
-                    Definition::Schedule(schedule) => {
-                        schedules
-                            .as_ref()
-                            .context("schedules cannot be written here")?
-                            .put(runtime, schedule)
-                            .await
-                            .map_err(api_error)?;
-                    }
-                }
-            }
-            Target::Remote(client) => {
-                let path = match definition.kind() {
-                    DocumentKind::Configuration => "/api/v1/configurations",
-                    DocumentKind::Application => "/api/v1/applications",
-                    DocumentKind::Schedule => "/api/v1/schedule",
-                };
-                // The document itself (a configuration with the values it carries), so
-                // the server validates and stores exactly what was planned.
-                let body = match definition {
-                    Definition::Configuration(c) => serde_json::to_value(c)?,
-                    Definition::Application(a) => serde_json::to_value(a)?,
-                    Definition::Schedule(s) => serde_json::to_value(s)?,
-                };
-                client.post(path, &body).await?;
-            }
-        }
+        let path = match definition.kind() {
+            DocumentKind::Configuration => "/api/v1/configurations",
+            DocumentKind::Application => "/api/v1/applications",
+            DocumentKind::Schedule => "/api/v1/schedule",
+        };
+        // The document itself (a configuration with the values it carries), so the API
+        // validates and stores exactly what was planned.
+        let body = match definition {
+            Definition::Configuration(c) => serde_json::to_value(c)?,
+            Definition::Application(a) => serde_json::to_value(a)?,
+            Definition::Schedule(s) => serde_json::to_value(s)?,
+        };
+        self.0.post(path, &body).await?;
         Ok(())
     }
 
     /// Deletes one definition. Applications go even when something names them: the
     /// plan was checked to leave nothing naming a deleted application.
     async fn delete(&self, kind: DocumentKind, name: &str) -> anyhow::Result<()> {
-        match self {
-            Target::Local {
-                local, schedules, ..
-            } => {
-                let runtime = &local.runtime;
-                match kind {
-                    DocumentKind::Configuration => {
-                        runtime.delete_configuration(name).await?;
-                    }
-                    DocumentKind::Application => {
-                        runtime
-                            .backend()
-                            .definitions
-                            .delete_application(name)
-                            .await?;
-                    }
-                    DocumentKind::Schedule => schedules
-                        .as_ref()
-                        .context("schedules cannot be written here")?
-                        .delete(name)
-                        .await
-                        .map_err(api_error)?,
-                }
+        let path = match kind {
+            DocumentKind::Configuration => format!("/api/v1/configurations/{}", segment(name)),
+            DocumentKind::Application => {
+                format!("/api/v1/applications/{}?force=true", segment(name))
             }
-            Target::Remote(client) => {
-                let path = match kind {
-                    DocumentKind::Configuration => {
-                        format!("/api/v1/configurations/{}", segment(name))
-                    }
-                    DocumentKind::Application => {
-                        format!("/api/v1/applications/{}?force=true", segment(name))
-                    }
-                    DocumentKind::Schedule => format!("/api/v1/schedule/{}", segment(name)),
-                };
-                client.delete(&path).await?;
-            }
-        }
+            DocumentKind::Schedule => format!("/api/v1/schedule/{}", segment(name)),
+        };
+        self.0.delete(&path).await?;
         Ok(())
     }
 }

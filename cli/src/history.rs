@@ -1,12 +1,11 @@
-//! `sluice apps|configs history|diff|rollback`: the versions of a definition, embedded
-//! (through the runtime) or against a server (`--endpoint`, through its API).
+//! `sluice apps|configs history|diff|rollback`: the versions of a definition, through the
+//! API (a server's with `--endpoint`, else in process on the data directory).
 
 use serde_json::{json, Value};
+use sluice_api::documents::{RolledBack, VersionDiff, VersionList};
 use sluice_core::versions::{DefinitionKind, DiffEntry, DiffOp, VersionInfo};
-use sluice_runtime::Runtime;
 
 use crate::client::{segment, Client};
-use crate::commands::start_error;
 use crate::{DocCommand, InvalidInput, OutputFormat};
 
 /// Who a push from this CLI is by: the local user's name, else `cli`.
@@ -32,56 +31,18 @@ fn base(kind: DefinitionKind, name: &str) -> String {
     format!("/api/v1/{collection}/{}", segment(name))
 }
 
-/// A history, diff or rollback on the embedded runtime.
-pub(crate) async fn local(
-    runtime: &Runtime,
-    kind: DefinitionKind,
-    cmd: DocCommand,
-) -> anyhow::Result<u8> {
-    match cmd {
-        DocCommand::History { name, output } => {
-            let versions = runtime.versions(kind, &name).await.map_err(start_error)?;
-            print_history(&versions, output)?;
-        }
-        DocCommand::Diff {
-            name,
-            from,
-            to,
-            output,
-        } => {
-            let (from, to) = (positive(from, "from")?, positive(to, "to")?);
-            let changes = runtime
-                .diff_versions(kind, &name, from, to)
-                .await
-                .map_err(start_error)?;
-            print_diff(&changes, output)?;
-        }
-        DocCommand::Rollback { name, version } => {
-            let version = positive(version, "version")?;
-            let outcome = runtime
-                .rollback(kind, &name, version, &cli_author())
-                .await
-                .map_err(start_error)?;
-            print_rollback(kind, &name, version, outcome.version, outcome.created);
-        }
-        _ => unreachable!("only history, diff and rollback come here"),
-    }
-    Ok(0)
-}
-
-/// A history, diff or rollback through a server's API.
-pub(crate) async fn remote(
+/// A history, diff or rollback, through the API (of a server, or in process).
+pub(crate) async fn run(
     client: &Client,
     kind: DefinitionKind,
     cmd: DocCommand,
 ) -> anyhow::Result<u8> {
     match cmd {
         DocCommand::History { name, output } => {
-            let doc = client
-                .get(&format!("{}/versions", base(kind, &name)))
+            let list: VersionList = client
+                .get_as(&format!("{}/versions", base(kind, &name)))
                 .await?;
-            let versions: Vec<VersionInfo> = serde_json::from_value(doc["versions"].clone())?;
-            print_history(&versions, output)?;
+            print_history(&list.versions, output)?;
         }
         DocCommand::Diff {
             name,
@@ -90,27 +51,20 @@ pub(crate) async fn remote(
             output,
         } => {
             let (from, to) = (positive(from, "from")?, positive(to, "to")?);
-            let doc = client
-                .get(&format!("{}/diff?from={from}&to={to}", base(kind, &name)))
+            let diff: VersionDiff = client
+                .get_as(&format!("{}/diff?from={from}&to={to}", base(kind, &name)))
                 .await?;
-            let changes: Vec<DiffEntry> = serde_json::from_value(doc["changes"].clone())?;
-            print_diff(&changes, output)?;
+            print_diff(&diff.changes, output)?;
         }
         DocCommand::Rollback { name, version } => {
             let version = positive(version, "version")?;
-            let doc = client
-                .post(
+            let done: RolledBack = client
+                .post_as(
                     &format!("{}/rollback", base(kind, &name)),
                     &json!({"version": version}),
                 )
                 .await?;
-            print_rollback(
-                kind,
-                &name,
-                version,
-                doc["version"].as_u64().unwrap_or(0),
-                doc["created"].as_bool().unwrap_or(false),
-            );
+            print_rollback(kind, &name, version, done.version, done.created);
         }
         _ => unreachable!("only history, diff and rollback come here"),
     }

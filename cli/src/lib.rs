@@ -27,7 +27,9 @@ mod history;
 pub mod infra;
 mod local;
 mod output;
+mod packs;
 mod progress;
+mod reports;
 mod scaffold;
 mod schedules;
 mod serve;
@@ -176,6 +178,13 @@ enum Command {
     /// Write every stored application, configuration and schedule as files (encrypted
     /// values empty), so that `apply` of the directory changes nothing.
     Export(definitions_as_code::ExportArgs),
+    /// Packs: build a directory into an archive, install, activate (upgrade, roll
+    /// back), list, delete, and save copies of their read-only definitions.
+    #[command(subcommand)]
+    Packs(packs::PacksCommand),
+    /// Run reports: list, print (text, JSON or CSV), delete.
+    #[command(subcommand)]
+    Reports(reports::ReportsCommand),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -214,6 +223,8 @@ enum SchemaTopic {
     Configuration,
     Schedule,
     Step,
+    /// A pack's manifest (`pack.json`).
+    Pack,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -5,6 +5,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
+use sluice_api::schedules::LocalScheduler;
+use sluice_api::ApiPorts;
+use sluice_core::ports::StoreError;
 use sluice_core::step::StepRegistry;
 use sluice_embedded::{DataDirLock, EmbeddedStore};
 use sluice_runtime::{Runtime, RuntimeConfig, WorkerPool};
@@ -44,6 +47,34 @@ impl Local {
         })
     }
 
+    /// The ports the API router needs beyond the runtime's, on this backend. Schedule
+    /// changes wake nothing in this process: a running `sluice serve` rescans the store;
+    /// on AWS the EventBridge Scheduler adapter, when the deployment's names are set.
+    pub fn api_ports(&self) -> ApiPorts {
+        match &self.store {
+            Store::Embedded(store) => ApiPorts {
+                schedules: store.schedules(),
+                schedule_stats: store.schedule_stats(),
+                scheduler: Arc::new(LocalScheduler::default()),
+                access: store.access(),
+            },
+            Store::Aws(env) => ApiPorts {
+                schedules: env.schedules(),
+                schedule_stats: env.schedule_stats(),
+                scheduler: env.scheduler().unwrap_or_else(|| Arc::new(NoAwsScheduler)),
+                access: env.access(),
+            },
+        }
+    }
+
+    /// `embedded` or `aws`, as the API's `/about` names the backend.
+    pub fn backend_name(&self) -> &'static str {
+        match &self.store {
+            Store::Embedded(_) => "embedded",
+            Store::Aws(_) => "aws",
+        }
+    }
+
     /// Takes over the backend's step queues for this process's workers. Embedded: takes
     /// the data directory (only one process may run steps on it), so messages a dead
     /// process held are released at once, and records when: every claim older than that
@@ -77,6 +108,26 @@ impl Local {
             _lock: takeover.lock,
         }
     }
+}
+
+/// On AWS without the deployment's scheduler names: a schedule change would be stored
+/// but never reach EventBridge, so it is refused.
+struct NoAwsScheduler;
+
+#[async_trait::async_trait]
+impl sluice_core::ports::Scheduler for NoAwsScheduler {
+    async fn upsert(&self, _: &sluice_core::model::Schedule) -> Result<(), StoreError> {
+        Err(no_aws_scheduler())
+    }
+    async fn remove(&self, _: &str) -> Result<(), StoreError> {
+        Err(no_aws_scheduler())
+    }
+}
+
+fn no_aws_scheduler() -> StoreError {
+    StoreError::Backend(
+        "schedules on AWS are managed through the API (--endpoint), or with SLUICE_START_FUNCTION_ARN and SLUICE_SCHEDULER_ROLE_ARN set".into(),
+    )
 }
 
 /// The right to run workers: the data-directory lock (embedded) and when it was taken.

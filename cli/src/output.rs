@@ -1,8 +1,9 @@
-//! Text that local and client mode print alike, so the two stay identical.
+//! Text the commands print from the API's documents.
 
 use std::path::Path;
 
-use sluice_core::model::{Application, Configuration, LogEntry};
+use sluice_api::documents::{LogLine, LogPage};
+use sluice_core::model::{Application, Configuration, RunState};
 
 use crate::InvalidInput;
 
@@ -75,16 +76,11 @@ pub fn prefixed<'a>(file: &Path, lines: impl Iterator<Item = &'a str>) -> anyhow
     InvalidInput(lines.join("\n")).into()
 }
 
-/// A page of a run's log: entries after a cursor, and the run's state as read before them.
-pub struct LogPage {
-    pub entries: Vec<(u64, LogEntry)>,
-    pub run_terminal: bool,
-}
-
 /// Entries a log read asks for per page.
 pub const LOG_PAGE: usize = 1000;
 
-/// Prints a run's log (`runs logs [--follow]`), reading pages with `fetch(after)`.
+/// Prints a run's log (`runs logs [--follow]`), reading pages with `fetch(after)` (the
+/// API's log pages: entries after a cursor, and the run's state as read before them).
 ///
 /// Entries become visible only roughly in sequence order (see `sluice_core::logs`), so
 /// each new poll re-reads a window behind the newest entry seen and prints only entries
@@ -101,15 +97,15 @@ pub async fn print_logs(
         let mut run_terminal = None;
         loop {
             let page = fetch(after).await?;
-            run_terminal.get_or_insert(page.run_terminal);
-            for (seq, entry) in &page.entries {
-                newest = newest.max(*seq);
-                if printed.insert(*seq) && step.is_none_or(|s| s == entry.step) {
+            run_terminal.get_or_insert(page.state.is_some_and(RunState::is_terminal));
+            for entry in &page.logs {
+                newest = newest.max(entry.seq);
+                if printed.insert(entry.seq) && step.is_none_or(|s| s == entry.step) {
                     println!("{}", format_log(entry));
                 }
             }
-            match page.entries.last() {
-                Some((seq, _)) if page.entries.len() >= LOG_PAGE => after = *seq,
+            match page.logs.last() {
+                Some(last) if page.logs.len() >= LOG_PAGE => after = last.seq,
                 _ => break,
             }
         }
@@ -121,13 +117,9 @@ pub async fn print_logs(
 }
 
 /// One log line: `ts LEVEL step[attempt] message`.
-pub fn format_log(entry: &LogEntry) -> String {
+pub fn format_log(entry: &LogLine) -> String {
     format!(
         "{} {:<7} {}[{}] {}",
-        sluice_core::task::rfc3339(&entry.ts),
-        entry.level.as_str(),
-        entry.step,
-        entry.attempt,
-        entry.message
+        entry.ts, entry.level, entry.step, entry.attempt, entry.message
     )
 }

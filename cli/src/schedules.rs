@@ -1,19 +1,17 @@
-//! `sluice schedules push FILE | list | get ID | delete ID | enable ID | disable ID`, on
-//! the data directory (a running `sluice serve` picks changes up within seconds) or, with
-//! `--endpoint`, through the server's `/api/v1/schedule`. Both modes render the same
-//! schedule entries, so their output is identical.
+//! `sluice schedules push FILE | list | get ID | delete ID | enable ID | disable ID`,
+//! through `/api/v1/schedule` (a server's with `--endpoint`, else in process on the data
+//! directory, where a running `sluice serve` picks changes up within seconds).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use clap::Subcommand;
-use serde_json::Value;
-use sluice_api::schedules::{LocalScheduler, Schedules};
+use sluice_api::documents::ScheduleEntry;
 use sluice_core::json::parse_document;
-use sluice_core::model::Schedule;
+use sluice_core::model::{Schedule, ScheduleSpec};
+use sluice_core::task::rfc3339;
 
-use crate::client::{api_error, segment, Client};
-use crate::local::{Local, Store};
+use crate::client::{read_as, segment, Client};
+use crate::local::Store;
 use crate::InvalidInput;
 
 #[derive(Subcommand)]
@@ -40,62 +38,60 @@ pub enum SchedulesCommand {
     },
 }
 
-fn timing(entry: &Value) -> String {
-    let info = &entry["schedule"]["schedule_info"];
-    match entry["schedule"]["schedule_type"].as_str() {
-        Some("frequency") => format!("every {}s", info["run_every"]),
-        _ => [
-            "minute",
-            "hour",
-            "day_of_month",
-            "month_of_year",
-            "day_of_week",
+fn timing(entry: &ScheduleEntry) -> String {
+    match &entry.schedule.schedule {
+        ScheduleSpec::Frequency(schedule_info) => format!("every {}s", schedule_info.run_every),
+        ScheduleSpec::Crontab(schedule_info) => [
+            &schedule_info.minute,
+            &schedule_info.hour,
+            &schedule_info.day_of_month,
+            &schedule_info.month_of_year,
+            &schedule_info.day_of_week,
         ]
-        .iter()
-        .map(|f| info[*f].as_str().unwrap_or("*").to_string())
-        .collect::<Vec<_>>()
+        .map(|f| f.as_str())
         .join(" "),
     }
 }
 
-fn print_list(entries: &[Value]) {
+fn time(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
+    t.map_or_else(|| "-".to_string(), |t| rfc3339(&t))
+}
+
+fn enabled(entry: &ScheduleEntry) -> &'static str {
+    if entry.schedule.enabled {
+        "enabled"
+    } else {
+        "disabled"
+    }
+}
+
+fn print_list(entries: &[ScheduleEntry]) {
     for e in entries {
         // Why the latest tick started nothing, until a tick starts a run again.
-        let error = match e["last_error"]["message"].as_str() {
-            Some(message) => format!(
-                "  error at {}: {message}",
-                e["last_error"]["time"].as_str().unwrap_or("?")
-            ),
+        let error = match &e.last_error {
+            Some(last) => format!("  error at {}: {}", rfc3339(&last.time), last.message),
             None => String::new(),
         };
         println!(
             "{:<24} {:<24} {:<8} {:<20} runs {:<5} last {}  next {}{error}",
-            e["entry_id"].as_str().unwrap_or(""),
-            e["application_id"].as_str().unwrap_or(""),
-            if e["enabled"] == true {
-                "enabled"
-            } else {
-                "disabled"
-            },
+            e.schedule.entry_id,
+            e.schedule.application_id,
+            enabled(e),
             timing(e),
-            e["total_runs"],
-            e["last_run"]["start_time"].as_str().unwrap_or("-"),
-            e["next_run"].as_str().unwrap_or("-"),
+            e.total_runs,
+            time(e.last_run.as_ref().map(|r| r.start_time)),
+            time(e.next_run),
         );
     }
 }
 
-fn print_stored(entry: &Value) {
+fn print_stored(entry: &ScheduleEntry) {
     println!(
         "Stored schedule {} ({}, {}; next run {})",
-        entry["entry_id"].as_str().unwrap_or(""),
-        if entry["enabled"] == true {
-            "enabled"
-        } else {
-            "disabled"
-        },
+        entry.schedule.entry_id,
+        enabled(entry),
         timing(entry),
-        entry["next_run"].as_str().unwrap_or("-")
+        time(entry.next_run)
     );
 }
 
@@ -113,51 +109,6 @@ fn read_schedule(file: &Path) -> anyhow::Result<(String, Schedule)> {
     Ok((text, schedule))
 }
 
-/// On the data directory.
-pub async fn local(local: &Local, cmd: SchedulesCommand) -> anyhow::Result<u8> {
-    let Store::Embedded(store) = &local.store else {
-        anyhow::bail!("schedules on AWS are managed through the API (--endpoint)");
-    };
-    let schedules = Schedules {
-        store: store.schedules(),
-        stats: store.schedule_stats(),
-        // The running server (if any) rescans the store; nothing to wake in this process.
-        scheduler: Arc::new(LocalScheduler::default()),
-    };
-    let runtime = &local.runtime;
-    match cmd {
-        SchedulesCommand::Push { file } => {
-            let (_, schedule) = read_schedule(&file)?;
-            let entry = schedules
-                .put(runtime, &schedule)
-                .await
-                .map_err(|e| crate::output::in_file(&file, api_error(e)))?;
-            print_stored(&entry);
-        }
-        SchedulesCommand::List => print_list(&schedules.list().await.map_err(api_error)?),
-        SchedulesCommand::Get { entry_id } => {
-            let entry = schedules.get(&entry_id).await.map_err(api_error)?;
-            println!("{}", serde_json::to_string_pretty(&entry)?);
-        }
-        SchedulesCommand::Delete { entry_id } => {
-            schedules.delete(&entry_id).await.map_err(api_error)?;
-            println!("Deleted schedule {entry_id}");
-        }
-        cmd @ (SchedulesCommand::Enable { .. } | SchedulesCommand::Disable { .. }) => {
-            let (entry_id, enabled) = toggle(&cmd);
-            let mut schedule = store
-                .schedules()
-                .get_schedule(&entry_id)
-                .await?
-                .ok_or_else(|| InvalidInput(format!("schedule \"{entry_id}\" not found")))?;
-            schedule.enabled = enabled;
-            let entry = schedules.put(runtime, &schedule).await.map_err(api_error)?;
-            print_stored(&entry);
-        }
-    }
-    Ok(0)
-}
-
 fn toggle(cmd: &SchedulesCommand) -> (String, bool) {
     match cmd {
         SchedulesCommand::Enable { entry_id } => (entry_id.clone(), true),
@@ -166,24 +117,32 @@ fn toggle(cmd: &SchedulesCommand) -> (String, bool) {
     }
 }
 
-/// Through a server.
-pub async fn remote(client: &Client, cmd: SchedulesCommand) -> anyhow::Result<u8> {
+/// Through the API (a server's with `--endpoint`, else in process on the data directory;
+/// a running `sluice serve` picks changes up within seconds).
+pub async fn run(client: &Client, cmd: SchedulesCommand) -> anyhow::Result<u8> {
+    if client
+        .local()
+        .is_some_and(|l| matches!(l.store, Store::Aws(_)))
+    {
+        anyhow::bail!("schedules on AWS are managed through the API (--endpoint)");
+    }
     match cmd {
         SchedulesCommand::Push { file } => {
             let (text, _) = read_schedule(&file)?;
-            let entry = client
+            let entry: ScheduleEntry = client
                 .send_text(reqwest::Method::POST, "/api/v1/schedule", text)
                 .await
+                .and_then(read_as)
                 .map_err(|e| crate::output::in_file(&file, e))?;
             print_stored(&entry);
         }
         SchedulesCommand::List => {
-            let doc = client.get("/api/v1/schedule").await?;
-            print_list(doc.as_array().map(Vec::as_slice).unwrap_or_default());
+            let entries: Vec<ScheduleEntry> = client.get_as("/api/v1/schedule").await?;
+            print_list(&entries);
         }
         SchedulesCommand::Get { entry_id } => {
-            let entry = client
-                .get(&format!("/api/v1/schedule/{}", segment(&entry_id)))
+            let entry: ScheduleEntry = client
+                .get_as(&format!("/api/v1/schedule/{}", segment(&entry_id)))
                 .await?;
             println!("{}", serde_json::to_string_pretty(&entry)?);
         }
@@ -195,22 +154,13 @@ pub async fn remote(client: &Client, cmd: SchedulesCommand) -> anyhow::Result<u8
         }
         cmd @ (SchedulesCommand::Enable { .. } | SchedulesCommand::Disable { .. }) => {
             let (entry_id, enabled) = toggle(&cmd);
-            let mut doc = client
-                .get(&format!("/api/v1/schedule/{}", segment(&entry_id)))
+            let entry: ScheduleEntry = client
+                .get_as(&format!("/api/v1/schedule/{}", segment(&entry_id)))
                 .await?;
-            doc["enabled"] = Value::Bool(enabled);
-            let mut schedule = serde_json::Map::new();
-            for key in [
-                "application_id",
-                "entry_id",
-                "params",
-                "schedule",
-                "enabled",
-            ] {
-                schedule.insert(key.to_string(), doc[key].clone());
-            }
-            let entry = client
-                .post("/api/v1/schedule", &Value::Object(schedule))
+            let mut schedule = entry.schedule;
+            schedule.enabled = enabled;
+            let entry: ScheduleEntry = client
+                .post_as("/api/v1/schedule", &serde_json::to_value(&schedule)?)
                 .await?;
             print_stored(&entry);
         }

@@ -36,6 +36,10 @@ pub struct ServeArgs {
     /// Requests a caller may send at once above the rate.
     #[arg(long, env = "SLUICE_RATE_BURST", default_value_t = sluice_api::Rate::DEFAULT.burst)]
     rate_burst: u32,
+    /// Steps the queue may hold before new runs are refused (429 with Retry-After);
+    /// children and alert runs of accepted runs are never refused. 0: no bound.
+    #[arg(long, env = "SLUICE_MAX_QUEUED_STEPS", default_value_t = sluice_runtime::DEFAULT_MAX_QUEUED_STEPS)]
+    max_queued_steps: u64,
 }
 
 /// How often expired runs, outputs, logs and cache entries are deleted.
@@ -78,7 +82,12 @@ pub async fn run(
     args: ServeArgs,
 ) -> anyhow::Result<u8> {
     let admin = admin_credentials()?;
-    let local = Local::open(data_dir, result_expires, registry)?;
+    let mut local = Local::open(data_dir, result_expires, registry)?;
+    // The runtime of `Local::open` with this server's bound on queued work.
+    let mut config = local.runtime.config().clone();
+    config.max_queued_steps = (args.max_queued_steps > 0).then_some(args.max_queued_steps);
+    local.runtime =
+        sluice_runtime::Runtime::new(local.runtime.backend().clone(), registry.clone(), config);
     let Store::Embedded(store) = &local.store else {
         bail!("sluice serve runs on the embedded data directory; on AWS the api function serves the API");
     };
@@ -109,6 +118,7 @@ pub async fn run(
     }
     let mut state = ApiState::new(runtime.clone(), ports.clone(), admin);
     state.body_limit = args.body_limit;
+    state.worker_slots = Some(args.workers);
     state.rate_limit = sluice_api::Rate {
         per_second: args.rate_limit,
         burst: args.rate_burst,

@@ -1,17 +1,15 @@
 //! `sluice steps run TYPE -p NAME=VALUE…`: one attempt of a step type, or a `transform`'s
 //! template rendered with `--input` as its `input`, outside any application; nothing is
-//! stored. On the data directory it runs in this process
-//! (`Runtime::run_single_step`); with `--endpoint`, the server runs it
-//! (`POST /api/v1/steps/run`). Both print the same document.
+//! stored. It goes through `POST /api/v1/steps/run`: the server runs it with
+//! `--endpoint`, else this process does (the API in process, `Runtime::run_single_step`).
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
-use sluice_runtime::SingleStepRequest;
+use sluice_api::documents::StepRunResult;
 
 use crate::client::Client;
 use crate::commands::parse_params;
-use crate::local::Local;
 use crate::{InvalidInput, OutputFormat, EXIT_RUN_FAILED};
 
 #[derive(Subcommand)]
@@ -56,25 +54,9 @@ impl StepRunArgs {
     }
 }
 
-/// On this machine's runtime.
-pub async fn local(local: &Local, cmd: StepsCommand) -> anyhow::Result<u8> {
-    let StepsCommand::Run(args) = cmd;
-    let request = SingleStepRequest {
-        name: args.name.clone(),
-        parameters: parse_params(&args.params)?,
-        input: args.input()?,
-        timeout: std::time::Duration::from_secs(args.timeout_seconds),
-        loglevel: args.loglevel,
-    };
-    match local.runtime.run_single_step(request).await {
-        Ok(outcome) => print(&serde_json::to_value(outcome)?, args.output),
-        // Every refusal is of the input: exit 2.
-        Err(e) => Err(InvalidInput(e.to_string()).into()),
-    }
-}
-
-/// Through a server's API.
-pub async fn remote(client: &Client, cmd: StepsCommand) -> anyhow::Result<u8> {
+/// Through the API (a server's with `--endpoint`, else in process, where this process
+/// runs the attempt).
+pub async fn run(client: &Client, cmd: StepsCommand) -> anyhow::Result<u8> {
     let StepsCommand::Run(args) = cmd;
     let body = json!({
         "name": args.name,
@@ -83,40 +65,33 @@ pub async fn remote(client: &Client, cmd: StepsCommand) -> anyhow::Result<u8> {
         "timeout_seconds": args.timeout_seconds,
         "loglevel": args.loglevel,
     });
-    let doc = client.post("/api/v1/steps/run", &body).await?;
-    print(&doc, args.output)
+    let result: StepRunResult = client.post_as("/api/v1/steps/run", &body).await?;
+    print(&result, args.output)
 }
 
 /// Prints the result document; exit 1 when the attempt failed.
-fn print(doc: &Value, format: OutputFormat) -> anyhow::Result<u8> {
+fn print(result: &StepRunResult, format: OutputFormat) -> anyhow::Result<u8> {
     match format {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(doc)?),
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(result)?),
         OutputFormat::Text => {
-            for entry in doc["logs"].as_array().into_iter().flatten() {
-                eprintln!(
-                    "{} {} {}",
-                    entry["ts"].as_str().unwrap_or_default(),
-                    entry["level"].as_str().unwrap_or_default(),
-                    entry["message"].as_str().unwrap_or_default()
-                );
+            for entry in &result.logs {
+                eprintln!("{} {} {}", entry.ts, entry.level, entry.message);
             }
-            let state = doc["state"].as_str().unwrap_or_default();
             eprintln!(
-                "{}: {state} in {:.3} s",
-                doc["name"].as_str().unwrap_or_default(),
-                doc["seconds"].as_f64().unwrap_or_default()
+                "{}: {} in {:.3} s",
+                result.name, result.state, result.seconds
             );
-            for warning in doc["warnings"].as_array().into_iter().flatten() {
-                eprintln!("warning: {}", warning.as_str().unwrap_or_default());
+            for warning in &result.warnings {
+                eprintln!("warning: {warning}");
             }
-            if let Some(error) = doc["error"].as_str() {
+            if let Some(error) = &result.error {
                 eprintln!("error: {error}");
             } else {
-                println!("{}", serde_json::to_string_pretty(&doc["output"])?);
+                println!("{}", serde_json::to_string_pretty(&result.output)?);
             }
         }
     }
-    Ok(if doc["state"] == "failed" {
+    Ok(if result.state == "failed" {
         EXIT_RUN_FAILED
     } else {
         0

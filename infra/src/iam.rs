@@ -127,6 +127,20 @@ fn step_queues(stack: &Stack) -> Vec<Resource> {
         .collect()
 }
 
+fn dead_letter_queues(stack: &Stack) -> Vec<Resource> {
+    stack
+        .step_types()
+        .map(|t| Resource::arn(format!("{}DeadLetterQueue", t.camel())))
+        .collect()
+}
+
+/// Every step type's queue and its dead-letter queue (the console's queue depths).
+fn step_and_dead_letter_queues(stack: &Stack) -> Vec<Resource> {
+    let mut queues = step_queues(stack);
+    queues.extend(dead_letter_queues(stack));
+    queues
+}
+
 fn logs(function: &Function) -> Statement {
     allow(
         &["logs:CreateLogStream", "logs:PutLogEvents"],
@@ -168,13 +182,7 @@ fn function_role(stack: &Stack, function: &Function) -> Role {
             }
         }
         Kind::DeadLetter => {
-            statements.push(allow(
-                POLL,
-                stack
-                    .step_types()
-                    .map(|t| Resource::arn(format!("{}DeadLetterQueue", t.camel())))
-                    .collect(),
-            ));
+            statements.push(allow(POLL, dead_letter_queues(stack)));
             statements.extend(engine(stack));
         }
         Kind::Start => {
@@ -199,6 +207,7 @@ fn function_role(stack: &Stack, function: &Function) -> Role {
         }
         Kind::Api => {
             statements.extend([
+                // DeleteItem: deleting a run's report (`DELETE /reports/{id}`).
                 allow(
                     &[
                         "dynamodb:GetItem",
@@ -206,6 +215,7 @@ fn function_role(stack: &Stack, function: &Function) -> Role {
                         "dynamodb:Query",
                         "dynamodb:PutItem",
                         "dynamodb:UpdateItem",
+                        "dynamodb:DeleteItem",
                     ],
                     vec![
                         Resource::arn("RunsTable"),
@@ -251,6 +261,11 @@ fn function_role(stack: &Stack, function: &Function) -> Role {
                     vec![Resource::Sub(CONFIG_SECRETS.into())],
                 ),
                 allow(&["sqs:SendMessage"], step_queues(stack)),
+                // The dashboard's queue depths (`GET /api/v1/dashboard`).
+                allow(
+                    &["sqs:GetQueueAttributes"],
+                    step_and_dead_letter_queues(stack),
+                ),
                 allow(
                     &[
                         "scheduler:CreateSchedule",

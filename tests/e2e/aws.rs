@@ -47,6 +47,13 @@ async fn aws_inventory_sync() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_inventory_report_and_a_redacted_report() {
+    let s = scratch().await;
+    crate::reports::inventory_report_through_the_cli_on(&s).await;
+    crate::reports::a_secret_in_a_report_is_redacted_and_the_cli_deletes_reports_on(s).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_dry_run_and_reserved_params() {
     cli_runs::dry_run_skips_writes_and_reserved_params_are_recorded_on(scratch().await).await
 }

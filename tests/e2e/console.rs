@@ -1,17 +1,20 @@
-//! The web console in a real browser: headless Chromium driven over WebDriver
-//! (ChromeDriver, started by `scripts/start-chromedriver.sh`, which exports
-//! `SLUICE_TEST_WEBDRIVER_URL`), against a `sluice serve`.
+//! The web console in real browsers: headless Chromium and headless Firefox, each driven
+//! over W3C WebDriver against a `sluice serve`. ChromeDriver is started by
+//! `scripts/start-chromedriver.sh` (which exports `SLUICE_TEST_WEBDRIVER_URL`), geckodriver
+//! by `scripts/start-geckodriver.sh` (`SLUICE_TEST_GECKODRIVER_URL`). Every scenario is a
+//! `chromium` and a `firefox` test; a browser whose driver is not running fails its tests.
 //!
 //! The WebDriver client is a few plain W3C WebDriver calls over reqwest, which the suite
 //! already builds: a WebDriver crate would add its own HTTP stack to compile for the
 //! handful of commands used here.
 //!
-//! With `SLUICE_UPDATE_SCREENSHOTS=1` the tests save the main pages into docs/console/.
+//! With `SLUICE_UPDATE_SCREENSHOTS=1` the Chromium tests save the main pages into
+//! docs/console/.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use base64::Engine;
+use base64::Engine as _;
 use serde_json::{json, Value};
 
 use crate::support::{repo, Auth, Behaviour, Scratch, Serve, TestServer};
@@ -19,45 +22,213 @@ use crate::support::{repo, Auth, Behaviour, Scratch, Serve, TestServer};
 /// How long the page may take to show what a test waits for.
 const UI_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A WebDriver session of headless Chromium.
-struct Browser {
-    http: reqwest::Client,
-    session: String,
+/// The browsers the console is tested in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Engine {
+    Chromium,
+    Firefox,
 }
 
-impl Browser {
-    async fn start() -> Self {
-        let driver = std::env::var("SLUICE_TEST_WEBDRIVER_URL").expect(
-            "SLUICE_TEST_WEBDRIVER_URL is not set: start ChromeDriver with \
-             `eval \"$(scripts/start-chromedriver.sh)\"` (Debian packages chromium, chromium-driver)",
-        );
-        let mut options = json!({"args": [
-            "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-            "--window-size=1280,900", "--lang=en-US",
-        ]});
-        if let Ok(binary) = std::env::var("SLUICE_TEST_CHROMIUM") {
-            options["binary"] = json!(binary);
+/// geckodriver serves one session at a time: the Firefox tests take turns.
+static FIREFOX_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+impl Engine {
+    /// The WebDriver server's URL, from the variable its start script exports.
+    fn driver_url(self) -> String {
+        let (variable, script, packages) = match self {
+            Engine::Chromium => (
+                "SLUICE_TEST_WEBDRIVER_URL",
+                "start-chromedriver.sh",
+                "Debian packages chromium, chromium-driver",
+            ),
+            Engine::Firefox => (
+                "SLUICE_TEST_GECKODRIVER_URL",
+                "start-geckodriver.sh",
+                "Debian package firefox-esr, geckodriver from crates.io",
+            ),
+        };
+        std::env::var(variable).unwrap_or_else(|_| {
+            panic!(
+                "{variable} is not set: start the driver with \
+                 `eval \"$(scripts/{script})\"` ({packages})"
+            )
+        })
+    }
+
+    /// The W3C capabilities of a headless session at 1280 × 900 in English.
+    fn capabilities(self) -> Value {
+        match self {
+            Engine::Chromium => {
+                let mut options = json!({"args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--window-size=1280,900", "--lang=en-US",
+                ]});
+                if let Ok(binary) = std::env::var("SLUICE_TEST_CHROMIUM") {
+                    options["binary"] = json!(binary);
+                }
+                json!({"browserName": "chrome", "goog:chromeOptions": options})
+            }
+            Engine::Firefox => {
+                let mut prefs = serde_json::Map::new();
+                prefs.insert("intl.accept_languages".into(), json!("en-US"));
+                for (name, value) in firefox_quiet_prefs() {
+                    prefs.insert(name.into(), value);
+                }
+                let mut options = json!({"args": ["-headless"], "prefs": prefs});
+                if let Ok(binary) = std::env::var("SLUICE_TEST_FIREFOX") {
+                    options["binary"] = json!(binary);
+                }
+                json!({"browserName": "firefox", "moz:firefoxOptions": options})
+            }
         }
+    }
+}
+
+/// Prefs that keep Firefox off the network but for the pages a test opens (there is no
+/// network in CI, and a test should not depend on one): no updates, telemetry, captive
+/// portal or connectivity checks, safe browsing lists, studies (Normandy), remote
+/// settings, add-on, plugin or region look-ups, prefetching or DNS over HTTPS.
+fn firefox_quiet_prefs() -> Vec<(&'static str, Value)> {
+    let off = json!(false);
+    let nowhere = json!("");
+    vec![
+        ("app.update.auto", off.clone()),
+        ("app.update.checkInstallTime", off.clone()),
+        ("app.update.disabledForTesting", json!(true)),
+        ("app.normandy.enabled", off.clone()),
+        ("app.normandy.api_url", nowhere.clone()),
+        ("app.shield.optoutstudies.enabled", off.clone()),
+        ("messaging-system.rsexperimentloader.enabled", off.clone()),
+        ("browser.shell.checkDefaultBrowser", off.clone()),
+        ("browser.startup.homepage_override.mstone", json!("ignore")),
+        ("browser.startup.page", json!(0)),
+        ("browser.newtabpage.enabled", off.clone()),
+        (
+            "browser.newtabpage.activity-stream.feeds.telemetry",
+            off.clone(),
+        ),
+        ("browser.newtabpage.activity-stream.telemetry", off.clone()),
+        ("browser.ping-centre.telemetry", off.clone()),
+        ("browser.discovery.enabled", off.clone()),
+        ("browser.region.network.url", nowhere.clone()),
+        ("browser.region.update.enabled", off.clone()),
+        ("browser.safebrowsing.malware.enabled", off.clone()),
+        ("browser.safebrowsing.phishing.enabled", off.clone()),
+        ("browser.safebrowsing.downloads.enabled", off.clone()),
+        ("browser.safebrowsing.downloads.remote.enabled", off.clone()),
+        ("browser.safebrowsing.blockedURIs.enabled", off.clone()),
+        (
+            "browser.safebrowsing.provider.google4.updateURL",
+            nowhere.clone(),
+        ),
+        (
+            "browser.safebrowsing.provider.mozilla.updateURL",
+            nowhere.clone(),
+        ),
+        ("datareporting.policy.dataSubmissionEnabled", off.clone()),
+        ("datareporting.healthreport.uploadEnabled", off.clone()),
+        ("toolkit.telemetry.enabled", off.clone()),
+        ("toolkit.telemetry.unified", off.clone()),
+        ("toolkit.telemetry.archive.enabled", off.clone()),
+        ("toolkit.telemetry.server", nowhere.clone()),
+        ("network.captive-portal-service.enabled", off.clone()),
+        ("network.connectivity-service.enabled", off.clone()),
+        ("network.dns.disablePrefetch", json!(true)),
+        ("network.prefetch-next", off.clone()),
+        ("network.predictor.enabled", off.clone()),
+        ("network.trr.mode", json!(5)),
+        (
+            "services.settings.server",
+            json!("data:,#remote-settings-disabled"),
+        ),
+        ("extensions.update.enabled", off.clone()),
+        ("extensions.systemAddon.update.enabled", off.clone()),
+        ("extensions.getAddons.cache.enabled", off.clone()),
+        ("extensions.blocklist.enabled", off.clone()),
+        ("media.gmp-manager.url", nowhere.clone()),
+        ("media.gmp-gmpopenh264.enabled", off.clone()),
+        ("geo.provider.network.url", nowhere.clone()),
+        ("dom.push.enabled", off.clone()),
+        ("identity.fxaccounts.enabled", off),
+    ]
+}
+
+/// A WebDriver session of a headless browser.
+struct Browser {
+    engine: Engine,
+    http: reqwest::Client,
+    session: String,
+    /// Set once the session is deleted; a session still open when dropped (a failed
+    /// test) is deleted then.
+    ended: bool,
+    /// Held for a Firefox session's lifetime (dropped after the session is deleted).
+    _turn: Option<tokio::sync::MutexGuard<'static, ()>>,
+}
+
+/// A `chromium` and a `firefox` test of the scenario `async fn $scenario(Engine)`, in a
+/// module of its name: `console::$scenario::chromium`, `console::$scenario::firefox`.
+macro_rules! in_each_browser {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            use super::Engine;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn chromium() {
+                super::$scenario(Engine::Chromium).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn firefox() {
+                super::$scenario(Engine::Firefox).await;
+            }
+        }
+    )*};
+}
+
+in_each_browser!(
+    console_runs_an_application_and_shows_its_steps_live,
+    console_shows_the_steps_registry_and_hides_what_a_viewer_cannot_do,
+    console_custom_run_sends_the_form_as_params_and_the_runs_list_filters,
+    console_edits_a_configuration_without_showing_its_secret_and_manages_schedules,
+    console_dashboard_shows_failures_running_runs_and_queues,
+    console_builder_builds_test_renders_saves_and_runs_an_application,
+);
+
+impl Browser {
+    /// A new session of `engine`. A test starts its browser before anything it times
+    /// (a held step): a Firefox test may first wait for the one before it to end.
+    async fn start(engine: Engine) -> Self {
+        let driver = engine.driver_url();
+        let turn = match engine {
+            Engine::Firefox => Some(FIREFOX_TURN.lock().await),
+            Engine::Chromium => None,
+        };
         let http = reqwest::Client::new();
         let answer: Value = http
             .post(format!("{driver}/session"))
-            .json(&json!({"capabilities": {"alwaysMatch": {
-                "browserName": "chrome", "goog:chromeOptions": options,
-            }}}))
+            .json(&json!({"capabilities": {"alwaysMatch": engine.capabilities()}}))
             .send()
             .await
-            .expect("ChromeDriver does not answer at SLUICE_TEST_WEBDRIVER_URL")
+            .unwrap_or_else(|e| panic!("the {engine:?} WebDriver does not answer at {driver}: {e}"))
             .json()
             .await
             .unwrap();
         let session = answer["value"]["sessionId"]
             .as_str()
-            .unwrap_or_else(|| panic!("no WebDriver session: {answer}"))
+            .unwrap_or_else(|| panic!("no {engine:?} WebDriver session: {answer}"))
             .to_string();
-        Self {
+        let browser = Self {
+            engine,
             http,
             session: format!("{driver}/session/{session}"),
+            ended: false,
+            _turn: turn,
+        };
+        if engine == Engine::Firefox {
+            // Sized the way a test resizes it (Chromium is sized by its arguments).
+            browser.resize(1280, 900).await;
         }
+        browser
     }
 
     /// One WebDriver command; its `value`, or `Err` with the WebDriver error.
@@ -156,6 +327,29 @@ impl Browser {
         self.type_into(css, text).await;
     }
 
+    /// Focuses the element matching `css` and presses `key` (a WebDriver key code, e.g.
+    /// `\u{E007}` Enter) with the Actions API: the same key events in every browser, also
+    /// for elements that are focusable without being form controls.
+    async fn press(&self, css: &str, key: &str) {
+        self.find(css).await;
+        self.script(&format!(
+            "document.querySelector({}).focus(); return null;",
+            serde_json::to_string(css).unwrap()
+        ))
+        .await;
+        self.command(
+            "POST",
+            "/actions",
+            Some(
+                json!({"actions": [{"type": "key", "id": "keyboard", "actions": [
+                {"type": "keyDown", "value": key}, {"type": "keyUp", "value": key}]}]}),
+            ),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("pressing {key:?} on {css}: {e}"));
+        let _ = self.command("DELETE", "/actions", None).await;
+    }
+
     async fn text(&self, css: &str) -> String {
         let element = self.find(css).await;
         let text = self
@@ -208,17 +402,24 @@ impl Browser {
         .to_string()
     }
 
-    /// Saves a PNG of the page under target/console-screenshots/, and under docs/console/
-    /// with `SLUICE_UPDATE_SCREENSHOTS=1`.
+    /// Saves a PNG of the page under target/console-screenshots/ (Firefox's under its
+    /// firefox/ folder), and Chromium's under docs/console/ with
+    /// `SLUICE_UPDATE_SCREENSHOTS=1`: the documentation shows one browser.
     async fn screenshot(&self, name: &str) {
         let png = self.command("GET", "/screenshot", None).await.unwrap();
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(png.as_str().unwrap())
             .unwrap();
         assert!(bytes.starts_with(b"\x89PNG"), "a screenshot is a PNG");
-        let mut dirs = vec![repo().join("target/console-screenshots")];
-        if std::env::var("SLUICE_UPDATE_SCREENSHOTS").as_deref() == Ok("1") {
-            dirs.push(repo().join("docs/console"));
+        let mut dirs = vec![];
+        match self.engine {
+            Engine::Chromium => {
+                dirs.push(repo().join("target/console-screenshots"));
+                if std::env::var("SLUICE_UPDATE_SCREENSHOTS").as_deref() == Ok("1") {
+                    dirs.push(repo().join("docs/console"));
+                }
+            }
+            Engine::Firefox => dirs.push(repo().join("target/console-screenshots/firefox")),
         }
         for dir in dirs {
             std::fs::create_dir_all(&dir).unwrap();
@@ -227,15 +428,69 @@ impl Browser {
         }
     }
 
+    /// Signs in on the applications page (the page asked for is shown after sign-in).
     async fn sign_in_with_token(&self, serve: &Serve, token: &str) {
-        self.goto(&format!("{}/", serve.base)).await;
-        self.type_into("#token", token).await;
-        self.click("#sign-in-button").await;
+        self.sign_in_at(serve, "/console/apps", token).await;
         self.find("#apps").await;
     }
 
-    async fn quit(self) {
+    /// Opens `path`, signs in there with `token`, and waits for the signed-in page.
+    async fn sign_in_at(&self, serve: &Serve, path: &str, token: &str) {
+        self.goto(&format!("{}{path}", serve.base)).await;
+        self.type_into("#token", token).await;
+        self.click("#sign-in-button").await;
+        self.find("#nav:not([hidden])").await;
+    }
+
+    /// The window's size in CSS pixels (a phone: 390 × 844). Firefox keeps its window at
+    /// least 500 px wide: the phone-sized screenshot is Chromium's.
+    async fn resize(&self, width: u32, height: u32) {
+        self.command(
+            "POST",
+            "/window/rect",
+            Some(json!({"width": width, "height": height})),
+        )
+        .await
+        .unwrap();
+    }
+
+    /// The value of a form control.
+    async fn value(&self, css: &str) -> String {
+        self.find(css).await;
+        self.script(&format!(
+            "return document.querySelector({}).value;",
+            serde_json::to_string(css).unwrap()
+        ))
+        .await
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+    }
+
+    async fn quit(mut self) {
         let _ = self.command("DELETE", "", None).await;
+        self.ended = true;
+    }
+}
+
+impl Drop for Browser {
+    /// Deletes the session of a test that failed before `quit`: its browser would stay
+    /// open, and geckodriver would refuse the next Firefox test's session.
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        let session = self.session.clone();
+        // On a thread of its own: this may run inside the test's runtime, which cannot
+        // block on a future.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async { reqwest::Client::new().delete(session).send().await.ok() })
+        })
+        .join();
     }
 }
 
@@ -286,12 +541,11 @@ async fn started(server: &TestServer) -> (Scratch, Serve) {
     (scratch, serve)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn console_runs_an_application_and_shows_its_steps_live() {
+async fn console_runs_an_application_and_shows_its_steps_live(engine: Engine) {
+    let browser = Browser::start(engine).await;
     let server = TestServer::start().await;
     let (scratch, serve) = started(&server).await;
     let token = scratch.token("operator", "execute").await;
-    let browser = Browser::start().await;
     browser.sign_in_with_token(&serve, &token).await;
 
     // Applications: the hidden one only behind the filter; search narrows.
@@ -364,7 +618,9 @@ async fn console_runs_an_application_and_shows_its_steps_live() {
     let first_run = browser.text("#run-id").await;
 
     // Step Log (FLOW entries and the step's own) and Step Data.
-    browser.click("g.node[data-step=Regions]").await;
+    // On the node's box, where a pointer lands: geckodriver cannot scroll an SVG `<g>`
+    // itself into view to click it (its click bubbles to the node's handler all the same).
+    browser.click("g.node[data-step=Regions] rect.box").await;
     browser.find("table#step-log").await;
     let log = browser.text("#step-log").await;
     assert!(log.contains("FLOW"), "{log}");
@@ -375,6 +631,16 @@ async fn console_runs_an_application_and_shows_its_steps_live() {
     let data: Value = serde_json::from_str(&browser.text("#step-data").await).unwrap();
     assert_eq!(data, json!(["ams", "fra", "nyc"]));
     browser.screenshot("step-data").await;
+    // The keyboard selects a step too: Enter on a focused node.
+    browser
+        .press("g.node[data-step=PerRegion]", "\u{E007}")
+        .await;
+    browser
+        .wait_until(
+            "PerRegion selected by the keyboard",
+            "document.querySelector('g.node.selected[data-step=PerRegion]') && [...document.querySelectorAll('h2')].some((h) => h.textContent.startsWith('PerRegion'))",
+        )
+        .await;
 
     // Replay: a new run of the same application, opened at once.
     browser.click("#replay").await;
@@ -421,12 +687,11 @@ async fn console_runs_an_application_and_shows_its_steps_live() {
     assert_eq!(serve.stop().await, 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn console_shows_the_steps_registry_and_hides_what_a_viewer_cannot_do() {
+async fn console_shows_the_steps_registry_and_hides_what_a_viewer_cannot_do(engine: Engine) {
+    let browser = Browser::start(engine).await;
     let server = TestServer::start().await;
     let (scratch, serve) = started(&server).await;
     let token = scratch.token("watcher", "view").await;
-    let browser = Browser::start().await;
     browser.sign_in_with_token(&serve, &token).await;
     assert_eq!(browser.text("#who").await, "token:watcher · view");
 
@@ -495,6 +760,18 @@ async fn console_assets_are_served_with_content_types_and_csp() {
             "text/javascript; charset=utf-8",
         ),
         ("/console/assets/runs.js", "text/javascript; charset=utf-8"),
+        (
+            "/console/assets/dashboard.js",
+            "text/javascript; charset=utf-8",
+        ),
+        (
+            "/console/assets/builder.js",
+            "text/javascript; charset=utf-8",
+        ),
+        (
+            "/console/assets/schemaform.js",
+            "text/javascript; charset=utf-8",
+        ),
         ("/console/assets/style.css", "text/css; charset=utf-8"),
         ("/console/assets/favicon.svg", "image/svg+xml"),
     ] {
@@ -596,8 +873,8 @@ async fn console_assets_are_served_with_content_types_and_csp() {
 /// Custom Run builds its form from the app variables and starts the run with exactly the
 /// changed values, the configuration and the queue; the runs list filters by state and
 /// application and draws the runs as dots.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn console_custom_run_sends_the_form_as_params_and_the_runs_list_filters() {
+async fn console_custom_run_sends_the_form_as_params_and_the_runs_list_filters(engine: Engine) {
+    let browser = Browser::start(engine).await;
     let server = TestServer::start().await;
     server.on("/broken", Behaviour::FailFirst(1000, json!({})));
     let scratch = Scratch::new();
@@ -639,7 +916,6 @@ async fn console_custom_run_sends_the_form_as_params_and_the_runs_list_filters()
         .await;
     assert_eq!((status, failed["state"].clone()), (200, json!("failure")));
     let token = scratch.token("operator", "execute").await;
-    let browser = Browser::start().await;
     browser.sign_in_with_token(&serve, &token).await;
 
     browser
@@ -729,16 +1005,18 @@ async fn console_custom_run_sends_the_form_as_params_and_the_runs_list_filters()
         .click("#filter-application option[value=custom_demo]")
         .await;
     browser.click("#apply-filters").await;
+    // The page is replaced after the address changes: wait for this run's row, then count.
     browser
         .wait_until(
             "the application's runs",
-            "location.search === '?application=custom_demo' && document.querySelectorAll('#runs tbody tr[data-task]').length === 1",
+            &format!("location.search === '?application=custom_demo' && document.querySelector(\"#runs tr[data-task='{run}']\")"),
         )
         .await;
-    assert!(
+    assert_eq!(
         browser
-            .present(&format!("#runs tr[data-task='{run}']"))
-            .await
+            .script("return document.querySelectorAll('#runs tbody tr[data-task]').length;")
+            .await,
+        json!(1)
     );
 
     browser.quit().await;
@@ -748,8 +1026,10 @@ async fn console_custom_run_sends_the_form_as_params_and_the_runs_list_filters()
 /// The configuration editor never has an encrypted value in the page or in what the API
 /// answered it: a kept secret is sent back as `null` (and still works), a replaced one
 /// works from then on. Schedules: create one, see it in plain English, disable, delete.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn console_edits_a_configuration_without_showing_its_secret_and_manages_schedules() {
+async fn console_edits_a_configuration_without_showing_its_secret_and_manages_schedules(
+    engine: Engine,
+) {
+    let browser = Browser::start(engine).await;
     const SECRET: &str = "S3cr3t-plaintext-4711";
     const NEW_SECRET: &str = "N3w-s3cret-0815";
     let server = TestServer::start().await;
@@ -788,7 +1068,6 @@ async fn console_edits_a_configuration_without_showing_its_secret_and_manages_sc
         task["state"].as_str().unwrap_or("").to_string()
     };
     let token = scratch.token("owner", "administrator").await;
-    let browser = Browser::start().await;
     browser.sign_in_with_token(&serve, &token).await;
     // Records every API call the page makes from here on (the page is never reloaded).
     browser
@@ -1009,5 +1288,429 @@ async fn console_edits_a_configuration_without_showing_its_secret_and_manages_sc
     assert_eq!(status, 404);
 
     browser.quit().await;
+    assert_eq!(serve.stop().await, 0);
+}
+
+/// Polls the API until `predicate` holds for the run's task document.
+async fn until_task(serve: &Serve, id: &str, what: &str, predicate: impl Fn(&Value) -> bool) {
+    let deadline = tokio::time::Instant::now() + UI_TIMEOUT;
+    loop {
+        let (_, task) = serve
+            .get(&format!("/api/v1/tasks/{id}"), &Auth::Admin)
+            .await;
+        if predicate(&task) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the run never showed {what}: {task}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The Dashboard is the landing page: a failed run with its failed step's error and a
+/// link to that step, the running run and its busy step among the worker slots, the
+/// queue, and the runs of the last hours by state.
+async fn console_dashboard_shows_failures_running_runs_and_queues(engine: Engine) {
+    let browser = Browser::start(engine).await;
+    let server = TestServer::start().await;
+    server.on(
+        "/held",
+        Behaviour::Slow(Duration::from_secs(20), json!({"ok": true})),
+    );
+    let scratch = Scratch::new();
+    let serve = scratch.serve().await;
+    for doc in [
+        json!({"name": "broken", "author": "e2e", "steps": [{"id": "Call", "type": "http_request",
+            "parameters": {"url": format!("{}/broken", server.base)}}]}),
+        json!({"name": "held", "author": "e2e", "steps": [
+            {"id": "First", "type": "echo", "parameters": {"value": 1}},
+            {"id": "Wait", "type": "http_request", "depends_on": ["First"],
+             "parameters": {"url": format!("{}/held", server.base)}}]}),
+    ] {
+        let (status, body) = serve.post("/api/v1/applications", &Auth::Admin, &doc).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (_, failed) = serve
+        .post(
+            "/api/v1/applications/broken/run?wait=25",
+            &Auth::Admin,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(failed["state"], "failure", "{failed}");
+    let failed_id = failed["task_id"].as_str().unwrap().to_string();
+    let error = failed["steps"]["Call"]["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, held) = serve
+        .post("/api/v1/applications/held/run", &Auth::Admin, &json!({}))
+        .await;
+    let held_id = held["task_id"].as_str().unwrap().to_string();
+    until_task(&serve, &held_id, "Wait running", |t| {
+        t["steps"]["Wait"]["state"] == "running"
+    })
+    .await;
+
+    let token = scratch.token("watcher", "view").await;
+    browser.sign_in_at(&serve, "/", &token).await;
+    browser.find("#dashboard .tiles").await;
+    assert_eq!(
+        browser.script("return location.pathname;").await,
+        json!("/")
+    );
+    let count = |tile: &str| format!("#{tile} .tile-n");
+    assert_eq!(browser.text(&count("tile-running")).await, "1");
+    assert_eq!(browser.text(&count("tile-steps")).await, "1");
+    assert_eq!(browser.text(&count("tile-failed")).await, "1");
+    assert!(browser
+        .text("#tile-steps")
+        .await
+        .contains("of 16 worker slots"));
+    // Running now: the held run, with its running step.
+    let running = browser
+        .text(&format!("#dash-running li[data-task='{held_id}']"))
+        .await;
+    assert!(
+        running.contains("held") && running.contains("Wait"),
+        "{running}"
+    );
+    // Queues: the embedded server's one step queue, its message in flight.
+    assert_eq!(
+        browser
+            .text("#dash-queues tr[data-queue=steps] td.depth")
+            .await,
+        "1"
+    );
+    // Runs by state per hour: this hour has one failure (and success, running… none lost).
+    assert_eq!(
+        browser
+            .script("return [...document.querySelectorAll('#runs-chart rect.bar.state-failure')].map((r) => r.dataset.count);")
+            .await,
+        json!(["1"])
+    );
+    assert_eq!(
+        browser
+            .script("return [...document.querySelectorAll('#runs-chart rect.bar.state-running')].map((r) => r.dataset.count);")
+            .await,
+        json!(["1"])
+    );
+    // Recent failures: the failed step's error, as the API has it.
+    let row = format!("#dash-failures tr[data-task='{failed_id}']");
+    assert_eq!(browser.text(&format!("{row} td.error-text")).await, error);
+    browser.screenshot("dashboard").await;
+    // Its link opens the run with the failed step selected.
+    browser.click(&format!("{row} a[data-step=Call]")).await;
+    browser
+        .wait_until(
+            "the failed step's error",
+            "document.querySelector('#step-error') !== null",
+        )
+        .await;
+    assert_eq!(browser.text("#step-error").await, error);
+    assert_eq!(browser.text("#run-id").await, failed_id);
+
+    // The summary endpoint itself, for a viewer.
+    let (status, summary) = serve
+        .get("/api/v1/dashboard", &Auth::Token(token.clone()))
+        .await;
+    assert_eq!(status, 200, "{summary}");
+    assert_eq!(summary["workers"], json!({"slots": 16, "busy": 1}));
+    assert_eq!(summary["runs"], json!({"pending": 0, "running": 1}));
+    assert_eq!(
+        summary["queues"],
+        json!([{"name": "steps", "depth": 1, "dead_letter": 0}])
+    );
+
+    let (status, _) = serve
+        .post(
+            &format!("/api/v1/tasks/{held_id}/revoke"),
+            &Auth::Admin,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    browser.quit().await;
+    assert_eq!(serve.stop().await, 0);
+}
+
+/// The Builder: a two-step application with a condition, built from the registry's
+/// forms. Live validation marks the field at fault; the transform is test-rendered
+/// against a step output of another application's run; saved and run, it succeeds; opened
+/// again, the Builder shows what was saved.
+async fn console_builder_builds_test_renders_saves_and_runs_an_application(engine: Engine) {
+    let browser = Browser::start(engine).await;
+    let scratch = Scratch::new();
+    let serve = scratch.serve().await;
+    let (status, body) = serve
+        .post(
+            "/api/v1/applications",
+            &Auth::Admin,
+            &json!({"name": "source_demo", "author": "e2e", "steps": [
+                {"id": "Fetch", "type": "echo", "parameters": {"value": {"count": 4, "ok": true}}}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, source) = serve
+        .post(
+            "/api/v1/applications/source_demo/run?wait=25",
+            &Auth::Admin,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(source["state"], "success", "{source}");
+    let source_run = source["task_id"].as_str().unwrap().to_string();
+
+    let token = scratch.token("builder", "developer").await;
+    browser.sign_in_with_token(&serve, &token).await;
+    browser.click("#new-app").await;
+    browser.find("#builder").await;
+
+    // Live validation: a bad name is marked on the name field.
+    browser.type_into("#b-name", "not a name!").await;
+    browser
+        .wait_until(
+            "the name marked",
+            "document.querySelector('#b-name').getAttribute('aria-invalid') === 'true' && document.querySelector('#builder .field-error[data-issue-path=name]')",
+        )
+        .await;
+    assert!(browser
+        .text(".field-error[data-issue-path=name]")
+        .await
+        .contains("must match"));
+    browser.replace_text("#b-name", "built_demo").await;
+    browser
+        .type_into("#b-friendly", "Built in the browser")
+        .await;
+
+    // Step 1: an echo from the registry; its required `value` is marked until given.
+    browser.click("#b-add-type option[value=echo]").await;
+    browser.click("#b-add-step").await;
+    browser.find("[data-step-card=Echo1]").await;
+    browser
+        .wait_until(
+            "the missing value marked",
+            "document.querySelector('[data-path=\"steps[0].parameters.value\"]').getAttribute('aria-invalid') === 'true'",
+        )
+        .await;
+    browser
+        .replace_text("[data-path='steps[0].id']", "Fetch")
+        .await;
+    // Leaving the id field renames the card.
+    browser.click("#b-friendly").await;
+    browser.find("[data-step-card=Fetch]").await;
+    browser
+        .type_into(
+            "[data-path='steps[0].parameters.value']",
+            r#"{"count": 4, "ok": true}"#,
+        )
+        .await;
+
+    // Step 2: a transform after it (the new step runs after the last one), with a
+    // condition on Fetch's output.
+    browser.click("#b-add-type option[value=transform]").await;
+    browser.click("#b-add-step").await;
+    browser.find("[data-step-card=Transform1]").await;
+    browser
+        .replace_text("[data-path='steps[1].id']", "Shape")
+        .await;
+    browser.click("#b-friendly").await;
+    browser.find("[data-step-card=Shape]").await;
+    browser
+        .type_into(
+            "[data-path='steps[1].parameters.template']",
+            "{{ input.count | no_such_filter }}",
+        )
+        .await;
+    assert!(
+        browser
+            .present("[data-step-card=Shape] input[data-dep=Fetch]:checked")
+            .await,
+        "Shape runs after Fetch"
+    );
+    // References are offered from the predecessor.
+    assert_eq!(
+        browser
+            .script("return [...document.querySelectorAll('[data-step-card=Shape] datalist option')].map((o) => o.value).includes('${Fetch}');")
+            .await,
+        json!(true)
+    );
+    browser
+        .click("[data-cond-kind='steps[1].when'] option[value=equal]")
+        .await;
+    browser
+        .type_into("[data-path='steps[1].when.equal.value']", "${Fetch.ok}")
+        .await;
+    browser
+        .type_into("[data-path='steps[1].when.equal.to']", "true")
+        .await;
+    // The drawing: two nodes, one arrow, the condition shown.
+    browser
+        .wait_until(
+            "the drawn application",
+            "document.querySelectorAll('#b-dag g.node').length === 2 && document.querySelectorAll('#b-dag path.edge[data-from=Fetch][data-to=Shape]').length === 1",
+        )
+        .await;
+    browser
+        .wait_until(
+            "a valid document",
+            "document.querySelector('#b-issue-count') && document.querySelector('#b-issue-count').textContent === 'Valid'",
+        )
+        .await;
+
+    // Test render against the source application's run: Fetch's output as input.
+    browser.click("[data-test-render=Shape] summary").await;
+    browser
+        .click(&format!(
+            "[data-test-render=Shape] [data-render=run] option[value='{source_run}']"
+        ))
+        .await;
+    browser
+        .click("[data-test-render=Shape] [data-render=step] option[value=Fetch]")
+        .await;
+    browser
+        .wait_until(
+            "the chosen output as input",
+            "document.querySelector('[data-test-render=Shape] [data-render=input]').value.includes('count')",
+        )
+        .await;
+    browser
+        .click("[data-test-render=Shape] [data-action=test-render]")
+        .await;
+    // A template that cannot render shows its error.
+    browser
+        .wait_until(
+            "the rendering's error",
+            "document.querySelector('[data-test-render=Shape] [data-render=error]')",
+        )
+        .await;
+    browser
+        .replace_text(
+            "[data-path='steps[1].parameters.template']",
+            "{{ {'orders': input.count * 10, 'source': input.ok} | tojson }}",
+        )
+        .await;
+    browser
+        .click("[data-test-render=Shape] [data-action=test-render]")
+        .await;
+    let rendered = browser
+        .text("[data-test-render=Shape] [data-render=output]")
+        .await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&rendered).unwrap(),
+        json!({"orders": 40, "source": true})
+    );
+    browser
+        .script("document.querySelector('[data-test-render=Shape] [data-render=output]').scrollIntoView({block: 'end'}); return null;")
+        .await;
+    browser.screenshot("builder").await;
+
+    // Save and run: the run succeeds, the condition held.
+    browser.click("#b-run").await;
+    browser.find("#run-id").await;
+    browser
+        .wait_until(
+            "the run's success",
+            "document.querySelector('#run-state .badge').textContent === 'success'",
+        )
+        .await;
+    assert_eq!(browser.node_state("Shape").await, "success");
+    let run = browser.text("#run-id").await;
+    let (_, task) = serve
+        .get(&format!("/api/v1/tasks/{run}?outputs=true"), &Auth::Admin)
+        .await;
+    assert_eq!(
+        task["steps"]["Shape"]["output"],
+        json!({"orders": 40, "source": true})
+    );
+    let (_, stored) = serve
+        .get("/api/v1/applications/built_demo", &Auth::Admin)
+        .await;
+    assert_eq!(stored["friendly_name"], "Built in the browser");
+    assert_eq!(stored["author"], "token:builder");
+    assert_eq!(stored["steps"][1]["depends_on"], json!(["Fetch"]));
+    assert_eq!(
+        stored["steps"][1]["when"],
+        json!({"equal": {"value": "${Fetch.ok}", "to": true}})
+    );
+    assert_eq!(
+        stored["steps"][0]["parameters"],
+        json!({"value": {"count": 4, "ok": true}})
+    );
+
+    // Edit: the Builder loads the stored application; deleting Fetch leaves Shape a root
+    // and the validation names what no longer resolves.
+    browser.click("#edit-in-builder").await;
+    browser.find("[data-step-card=Shape]").await;
+    assert_eq!(
+        browser
+            .value("[data-path='steps[1].parameters.template']")
+            .await,
+        "{{ {'orders': input.count * 10, 'source': input.ok} | tojson }}"
+    );
+    // Every control is labelled (a label, or aria-label where the context names it).
+    assert_eq!(
+        browser
+            .script(
+                "return [...document.querySelectorAll('#builder input, #builder select, #builder textarea, #builder button')]
+                   .filter((c) => !(c.labels && c.labels.length) && !c.getAttribute('aria-label') && !(c.tagName === 'BUTTON' && c.textContent.trim()))
+                   .map((c) => c.id);",
+            )
+            .await,
+        json!([])
+    );
+    browser.resize(390, 844).await;
+    browser.screenshot("builder-phone").await;
+    browser.resize(1280, 900).await;
+    browser
+        .click("[data-step-card=Fetch] [data-action=delete-step]")
+        .await;
+    browser
+        .wait_until(
+            "Fetch deleted",
+            "!document.querySelector('[data-step-card=Fetch]') && document.querySelectorAll('#b-dag g.node').length === 1",
+        )
+        .await;
+    browser
+        .wait_until(
+            "the condition's reference marked",
+            "document.querySelector('[data-step-card=Shape] [aria-invalid=true]')",
+        )
+        .await;
+
+    browser.quit().await;
+
+    // The check the Builder calls: every issue with its path, nothing stored.
+    let (status, report) = serve
+        .post(
+            "/api/v1/validate/application",
+            &Auth::Token(token.clone()),
+            &json!({"name": "checked_only", "author": "e2e", "steps": [
+                {"id": "A", "type": "echo"},
+                {"id": "B", "type": "http_request", "depends_on": ["Z"], "parameters": {"url": 5}}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["valid"], false);
+    let paths: Vec<&str> = report["issues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "steps[0].parameters",
+            "steps[1].parameters.url",
+            "steps[1].depends_on[0]"
+        ]
+    );
+    let (status, _) = serve
+        .get("/api/v1/applications/checked_only", &Auth::Admin)
+        .await;
+    assert_eq!(status, 404, "validating stores nothing");
     assert_eq!(serve.stop().await, 0);
 }

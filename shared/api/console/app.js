@@ -1,6 +1,8 @@
 // The Sluice web console: a single page over the REST API. Pages:
+//   /, /console                        the dashboard (dashboard.js)
+//   /console/builder[/NAME]            the Builder: a new or a stored application (builder.js)
 //   /console/apps                      applications
-//   /console/apps/NAME?run=ID          an application, its DAG and a run (live)
+//   /console/apps/NAME?run=ID&step=S   an application, its DAG and a run (live), step S selected
 //   /integrations/NAME?runid=ID        PowerFlow's deep link to the same
 //   /console/tasks/ID                  a run, by id (opens its application page)
 //   /console/steps                     the steps registry
@@ -16,6 +18,8 @@ import { customRunForm } from "./customrun.js";
 import { configsPage, configEditorPage } from "./configs.js";
 import { schedulesPage } from "./schedules.js";
 import { runsPage } from "./runs.js";
+import { dashboardPage } from "./dashboard.js";
+import { builderPage } from "./builder.js";
 
 const ROLES = ["view", "execute", "configuration", "developer", "administrator"];
 const TERMINAL = ["success", "failure", "revoked"];
@@ -61,12 +65,13 @@ async function route() {
   who.hidden = false;
   who.textContent = `${me.name} · ${me.role}`;
   document.getElementById("sign-out").hidden = false;
+  document.querySelector("[data-nav=builder]").hidden = !can("developer");
   const path = location.pathname.replace(/\/+$/, "") || "/";
   const query = new URLSearchParams(location.search);
   let m;
   for (const a of document.querySelectorAll("[data-nav]")) a.removeAttribute("aria-current");
   try {
-    if ((m = path.match(/^\/console\/apps\/([^/]+)$/))) return await appPage(decodeURIComponent(m[1]), query.get("run"));
+    if ((m = path.match(/^\/console\/apps\/([^/]+)$/))) return await appPage(decodeURIComponent(m[1]), query.get("run"), query.get("step"));
     if ((m = path.match(/^\/integrations\/([^/]+)$/))) return await appPage(decodeURIComponent(m[1]), query.get("runid"));
     if ((m = path.match(/^\/console\/tasks\/([^/]+)$/))) {
       const task = await api(`/tasks/${encodeURIComponent(decodeURIComponent(m[1]))}`);
@@ -74,7 +79,10 @@ async function route() {
       return await appPage(task.application, task.task_id);
     }
     if (path === "/console/steps") return await stepsPage();
-    const ctx = { show, go, can, nav };
+    const ctx = { show, go, can, nav, me, onLeave: (stop) => cleanup.push(stop) };
+    if (path === "/" || path === "/console") return await dashboardPage(ctx, query);
+    if (path === "/console/builder") return await builderPage(ctx, null);
+    if ((m = path.match(/^\/console\/builder\/([^/]+)$/))) return await builderPage(ctx, decodeURIComponent(m[1]));
     if (path === "/console/configs") return await configsPage(ctx);
     if ((m = path.match(/^\/console\/configs\/([^/]+)$/))) return await configEditorPage(ctx, decodeURIComponent(m[1]));
     if (path === "/console/schedules") return await schedulesPage(ctx);
@@ -89,7 +97,7 @@ async function route() {
 
 function signInPage(problem) {
   for (const id of ["nav", "who", "sign-out"]) document.getElementById(id).hidden = true;
-  const token = h("input", { id: "token", type: "password", autocomplete: "off", placeholder: "slc_…" });
+  const token = h("input", { id: "token", type: "password", autocomplete: "off", placeholder: "slc_… or a JWT", "aria-describedby": "token-help" });
   const user = h("input", { id: "user", type: "text", autocomplete: "username", value: "admin" });
   const password = h("input", { id: "password", type: "password", autocomplete: "current-password" });
   const message = h("p", { class: "error", role: "alert", id: "sign-in-error" }, problem ? problem.message : "");
@@ -97,13 +105,14 @@ function signInPage(problem) {
     e.preventDefault();
     if (token.value.trim()) signIn({ token: token.value });
     else if (password.value) signIn({ user: user.value, password: password.value });
-    else { message.textContent = "Enter an API token, or the administrator's user and password."; return; }
+    else { message.textContent = "Enter an API token (or, on AWS, a JWT), or the administrator's user and password."; return; }
     me = null;
     try { me = await api("/whoami"); } catch (err) { signOut(); message.textContent = err.status === 401 ? "These credentials were not accepted." : err.message; return; }
     route();
   } },
     h("h1", {}, "Sign in"),
-    h("label", { for: "token" }, "API token"), token,
+    h("label", { for: "token" }, "API token or JWT"), token,
+    h("p", { class: "muted small", id: "token-help" }, "A Sluice API token, or on a deployed stack a JWT from its identity provider (the API's JWT authorizer verifies it)."),
     h("p", { class: "muted" }, "or the administrator's user and password:"),
     h("label", { for: "user" }, "User"), user,
     h("label", { for: "password" }, "Password"), password,
@@ -147,7 +156,8 @@ async function appsPage() {
   hidden.addEventListener("change", render);
   render();
   show(h("h1", {}, "Applications"),
-    h("div", { class: "toolbar" }, search, h("label", { class: "check" }, hidden, " Show hidden")),
+    h("div", { class: "toolbar" }, search, h("label", { class: "check" }, hidden, " Show hidden"),
+      can("developer") ? h("a", { class: "button", id: "new-app", href: "/console/builder" }, "New application") : null),
     h("table", { class: "list", id: "apps" },
       h("thead", {}, h("tr", {}, ["Name", "Friendly name", "Version", "Last run", "Started"].map((c) => h("th", {}, c)))), body));
   search.focus();
@@ -155,7 +165,7 @@ async function appsPage() {
 
 // ---- application page ---------------------------------------------------------------
 
-async function appPage(name, runId) {
+async function appPage(name, runId, stepId) {
   document.querySelector("[data-nav=apps]").setAttribute("aria-current", "page");
   const enc = encodeURIComponent(name);
   const [app, runs] = await Promise.all([api(`/applications/${enc}`), api(`/tasks?application=${enc}&limit=25`)]);
@@ -163,7 +173,7 @@ async function appPage(name, runId) {
   // The run executes its snapshot: draw that when a run is shown.
   const doc = runId ? await api(`/tasks/${encodeURIComponent(runId)}/application`).catch(() => app) : app;
   let task = null;
-  let selected = null;
+  let selected = doc.steps.some((s) => s.id === stepId) ? stepId : null;
   const svg = drawDag(doc.steps, (id) => { selected = id; markSelected(svg, id); stepPanel(); });
   const runInfo = h("div", { class: "run-info", id: "run-info" });
   const actions = h("div", { class: "actions", id: "actions" });
@@ -259,13 +269,15 @@ async function appPage(name, runId) {
   show(
     h("h1", {}, app.friendly_name || app.name, " ", h("span", { class: "muted small" }, `${app.name} · v${app.version}`)),
     app.description ? h("p", { class: "muted" }, app.description) : null,
-    h("div", { class: "toolbar" }, runs.tasks.length || runId ? runList : h("span", { class: "muted" }, "No runs yet."), actions, mode),
+    h("div", { class: "toolbar" }, runs.tasks.length || runId ? runList : h("span", { class: "muted" }, "No runs yet."), actions,
+      can("developer") ? h("a", { class: "button secondary", id: "edit-in-builder", href: `/console/builder/${enc}` }, "Edit in Builder") : null, mode),
     customRun,
     runInfo,
     h("div", { class: "dag-wrap card" }, svg),
     h("p", { class: "legend small" }, ["pending", "queued", "running", "success", "warning", "failed", "skipped", "cancelled"].map((s) => badge(s)), h("span", { class: "muted" }, " · rounded: operator · stacked: for each")),
     panel);
   renderActions();
+  if (selected) { markSelected(svg, selected); stepPanel(); }
   if (runId) cleanup.push(followTask(runId, onTask, (m) => { mode.textContent = m === "stream" ? "live" : "polling every 2 s"; mode.dataset.mode = m; }));
 }
 

@@ -6,7 +6,7 @@
 // from a predecessor's right edge to the successor's left edge.
 
 const SVG = "http://www.w3.org/2000/svg";
-const OPERATORS = new Set(["transform", "template_render", "trigger_application"]);
+const OPERATORS = new Set(["transform", "template_render", "trigger_application", "report"]);
 const NODE_W = 168;
 const NODE_H = 52;
 const COL_GAP = 64;

@@ -155,6 +155,7 @@ impl From<RuntimeError> for ApiError {
     fn from(e: RuntimeError) -> Self {
         match e {
             RuntimeError::NotFound(message) => Self::not_found(message),
+            RuntimeError::Conflict(message) => Self::conflict(message),
             RuntimeError::Invalid(invalid) => Self::invalid(&invalid),
             RuntimeError::Store(e) => e.into(),
             RuntimeError::Secret(e) => e.into(),
@@ -169,6 +170,11 @@ impl From<StartError> for ApiError {
             StartError::NotFound(message) => Self::not_found(message),
             StartError::Invalid(invalid) => Self::invalid(&invalid),
             StartError::Runtime(e) => e.into(),
+            StartError::Overloaded { retry_after, .. } => {
+                let mut error = Self::too_many_requests(e.to_string(), retry_after);
+                error.code = "overloaded";
+                error
+            }
         }
     }
 }

@@ -17,7 +17,6 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream};
 use sluice_core::model::Run;
-use sluice_core::task::task_document;
 use sluice_runtime::{Progress, Runtime, RuntimeError};
 use tokio::sync::{broadcast, watch};
 
@@ -67,7 +66,7 @@ fn document_event(run: &Run) -> Event {
     Event::default()
         .event("task")
         .retry(RETRY)
-        .data(task_document(run, None).to_string())
+        .data(serde_json::to_string(&crate::documents::Task::of(run, None)).unwrap_or_default())
 }
 
 struct Watch {

@@ -14,21 +14,23 @@ use axum::{Extension, Json};
 use chrono::Utc;
 use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use sluice_core::logs::LogDocument;
 use sluice_core::model::{
     ApiToken, Application, Configuration, OwnerType, Role, RoleBinding, Run, RunState, Schedule,
 };
 use sluice_core::operators;
 use sluice_core::ports::{RunQuery, MAX_CACHE_PAGE};
-use sluice_core::task::{rfc3339, task_document};
 use sluice_core::validate::{parse_application, parse_configuration};
-use sluice_runtime::{
-    Runtime, SingleStepError, SingleStepOutcome, SingleStepRequest, StartRequest,
-};
+use sluice_runtime::{Runtime, SingleStepError, SingleStepRequest, StartRequest};
 
 use crate::auth::{new_token, token_hash, Identity};
 use crate::body::{Body, Params};
+use crate::documents::{
+    About, CacheDeleted, CacheEntry, CacheKeyList, Deleted, Health, HealthComponent, LogLine,
+    LogPage, NewToken, Revocation, Revoked, RoleInfo, ScheduleEntry, Status, StepRunResult,
+    StepType, Task, TaskList, Token,
+};
 use crate::error::ApiError;
 use crate::schedules::Schedules;
 use crate::versions;
@@ -69,6 +71,19 @@ pub(crate) fn handler(method: &str, path: &str) -> MethodRouter<Shared> {
         ("POST", "/api/v1/configurations/{name}/rollback") => {
             post(versions::configuration_rollback)
         }
+        ("GET", "/api/v1/syncpacks") => get(crate::packs::list),
+        ("POST", "/api/v1/syncpacks") => post(crate::packs::install),
+        ("GET", "/api/v1/syncpacks/{name}") => get(crate::packs::get_pack),
+        ("DELETE", "/api/v1/syncpacks/{name}") => delete(crate::packs::uninstall),
+        ("GET", "/api/v1/syncpacks/{name}/versions/{version}") => get(crate::packs::get_version),
+        ("DELETE", "/api/v1/syncpacks/{name}/versions/{version}") => {
+            delete(crate::packs::delete_version)
+        }
+        ("POST", "/api/v1/syncpacks/{name}/versions/{version}/activate") => {
+            post(crate::packs::activate)
+        }
+        ("POST", "/api/v1/applications/{name}/copy") => post(crate::packs::copy_application),
+        ("POST", "/api/v1/configurations/{name}/copy") => post(crate::packs::copy_configuration),
         ("GET", "/api/v1/steps") => get(list_steps),
         ("POST", "/api/v1/steps/run") => post(run_step),
         ("GET", "/api/v1/steps/{name}") => get(get_step),
@@ -109,24 +124,24 @@ fn schedules(state: &Shared) -> Schedules {
     }
 }
 
-fn deleted(kind: &str, name: &str) -> Json<Value> {
-    Json(json!({"deleted": true, "kind": kind, "name": name}))
+fn deleted(kind: &str, name: &str) -> Json<Deleted> {
+    Json(Deleted::new(kind, name))
 }
 
 // ---- health ------------------------------------------------------------------------
 
-async fn healthcheck() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+async fn healthcheck() -> Json<Status> {
+    Json(Status::ok())
 }
 
-async fn about(State(state): State<Shared>) -> Json<Value> {
-    Json(json!({
-        "name": "sluice",
-        "version": env!("CARGO_PKG_VERSION"),
-        "backend": state.backend,
-        "api": "/api/v1",
-        "openapi": "/api/v1/openapi.json",
-    }))
+async fn about(State(state): State<Shared>) -> Json<About> {
+    Json(About {
+        name: "sluice".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        backend: state.backend.clone(),
+        api: "/api/v1".into(),
+        openapi: "/api/v1/openapi.json".into(),
+    })
 }
 
 /// One backing component checked by the deep health check.
@@ -245,7 +260,7 @@ pub(crate) fn default_probes(runtime: &Arc<Runtime>, ports: &ApiPorts) -> Vec<Ar
 }
 
 async fn health(State(state): State<Shared>) -> Response {
-    let mut components = Map::new();
+    let mut components = indexmap::IndexMap::new();
     let mut ok = true;
     for probe in &state.probes {
         let started = Instant::now();
@@ -253,12 +268,11 @@ async fn health(State(state): State<Shared>) -> Response {
             .await
             .unwrap_or_else(|_| Err("timed out after 5s".into()));
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let doc = match result {
-            Ok(()) => json!({"status": "ok", "latency_ms": latency_ms}),
-            Err(e) => {
-                ok = false;
-                json!({"status": "error", "latency_ms": latency_ms, "error": e})
-            }
+        ok &= result.is_ok();
+        let doc = HealthComponent {
+            status: if result.is_ok() { "ok" } else { "error" }.into(),
+            latency_ms,
+            error: result.err(),
         };
         components.insert(probe.name().to_string(), doc);
     }
@@ -267,7 +281,11 @@ async fn health(State(state): State<Shared>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = json!({"status": if ok { "ok" } else { "error" }, "backend": state.backend, "components": components});
+    let body = Health {
+        status: if ok { "ok" } else { "error" }.into(),
+        backend: state.backend.clone(),
+        components,
+    };
     (status, Json(body)).into_response()
 }
 
@@ -323,7 +341,7 @@ async fn delete_application(
     State(state): State<Shared>,
     Path(name): Path<String>,
     params: Params,
-) -> Result<Json<Value>> {
+) -> Result<Json<Deleted>> {
     let force = params.flag("force")?;
     let schedules = state.ports.schedules.as_ref();
     if !crate::schedules::delete_application(&state.runtime, schedules, &name, force).await? {
@@ -347,7 +365,7 @@ pub struct RunRequest {
     pub params: Map<String, Value>,
 }
 
-async fn run_named(State(state): State<Shared>, params: Params, body: Body) -> Result<Json<Value>> {
+async fn run_named(State(state): State<Shared>, params: Params, body: Body) -> Result<Json<Task>> {
     let request: RunRequest = body.parse()?;
     let name = request.name.clone().ok_or_else(|| {
         ApiError::bad_request("name: the application to run is required").with_field("name")
@@ -360,7 +378,7 @@ async fn run_application(
     Path(name): Path<String>,
     params: Params,
     body: Body,
-) -> Result<Json<Value>> {
+) -> Result<Json<Task>> {
     let request: RunRequest = body.parse_or_empty()?;
     if let Some(other) = request.name.as_ref().filter(|n| **n != name) {
         return Err(ApiError::bad_request(format!(
@@ -376,7 +394,7 @@ async fn start(
     params: &Params,
     application: String,
     run_params: Map<String, Value>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Task>> {
     let wait = wait_param(params)?;
     let run = state
         .runtime
@@ -387,7 +405,7 @@ async fn start(
         })
         .await?;
     let run = wait_for_end(&state.runtime, run, wait).await?;
-    Ok(Json(task_document(&run, None)))
+    Ok(Json(Task::of(&run, None)))
 }
 
 /// `?wait=N`: seconds between 0 and [`MAX_WAIT_ACCEPTED`], capped at [`MAX_WAIT`]
@@ -445,7 +463,7 @@ async fn application_logs(
     State(state): State<Shared>,
     Path(name): Path<String>,
     params: Params,
-) -> Result<Json<Value>> {
+) -> Result<Json<LogPage>> {
     let runs = &state.runtime.backend().runs;
     let run = match params.get("task_id") {
         Some(id) => Some(state.runtime.get_run(id).await?).filter(|r| r.application == name),
@@ -472,12 +490,17 @@ async fn application_logs(
                 "application \"{name}\" not found"
             )));
         }
-        return Ok(Json(
-            json!({"application": name, "task_id": null, "state": null, "logs": [], "next_after": 0}),
-        ));
+        return Ok(Json(LogPage {
+            task_id: None,
+            state: None,
+            logs: Vec::new(),
+            next_after: 0,
+            more: None,
+            application: Some(name),
+        }));
     };
     let mut doc = logs_page(&state, &run, &params).await?;
-    doc["application"] = json!(name);
+    doc.application = Some(name);
     Ok(Json(doc))
 }
 
@@ -527,7 +550,7 @@ async fn get_configuration(
 async fn delete_configuration(
     State(state): State<Shared>,
     Path(name): Path<String>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Deleted>> {
     if !state.runtime.delete_configuration(&name).await? {
         return Err(ApiError::not_found(format!(
             "configuration \"{name}\" not found"
@@ -538,18 +561,18 @@ async fn delete_configuration(
 
 // ---- steps -------------------------------------------------------------------------
 
-fn step_types(runtime: &Runtime) -> Vec<Value> {
-    sluice_core::step::step_type_listing(runtime.registry())
+fn step_types(runtime: &Runtime) -> Vec<StepType> {
+    StepType::listing(runtime.registry())
 }
 
-async fn list_steps(State(state): State<Shared>) -> Json<Vec<Value>> {
+async fn list_steps(State(state): State<Shared>) -> Json<Vec<StepType>> {
     Json(step_types(&state.runtime))
 }
 
-async fn get_step(State(state): State<Shared>, Path(name): Path<String>) -> Result<Json<Value>> {
+async fn get_step(State(state): State<Shared>, Path(name): Path<String>) -> Result<Json<StepType>> {
     step_types(&state.runtime)
         .into_iter()
-        .find(|t| t["name"] == name.as_str())
+        .find(|t| t.name == name)
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("step type \"{name}\" not found")))
 }
@@ -579,7 +602,7 @@ async fn run_step(
     State(state): State<Shared>,
     Extension(identity): Extension<Identity>,
     body: Body,
-) -> Result<Json<SingleStepOutcome>> {
+) -> Result<Json<StepRunResult>> {
     let request: StepRunRequest = body.parse()?;
     let timeout = request.timeout_seconds.unwrap_or(60);
     if !(1..=900).contains(&timeout) {
@@ -621,7 +644,7 @@ async fn run_step(
                     .with_field("parameters")
             }
         })?;
-    Ok(Json(outcome))
+    Ok(Json(outcome.into()))
 }
 
 // ---- tasks -------------------------------------------------------------------------
@@ -629,7 +652,7 @@ async fn run_step(
 /// Largest page of `GET /tasks`.
 const MAX_PAGE: usize = 1000;
 
-async fn list_tasks(State(state): State<Shared>, params: Params) -> Result<Json<Value>> {
+async fn list_tasks(State(state): State<Shared>, params: Params) -> Result<Json<TaskList>> {
     for name in params.0.keys() {
         if ![
             "application",
@@ -688,10 +711,12 @@ async fn list_tasks(State(state): State<Shared>, params: Params) -> Result<Json<
     } else {
         None
     };
-    let tasks: Vec<Value> = runs.iter().map(|r| task_document(r, None)).collect();
-    Ok(Json(
-        json!({"tasks": tasks, "count": tasks.len(), "next_cursor": next_cursor}),
-    ))
+    let tasks: Vec<Task> = runs.iter().map(|r| Task::of(r, None)).collect();
+    Ok(Json(TaskList {
+        count: tasks.len(),
+        tasks,
+        next_cursor,
+    }))
 }
 
 async fn find_run(state: &Shared, id: &str) -> Result<Run> {
@@ -707,7 +732,7 @@ async fn get_task(
     State(state): State<Shared>,
     Path(id): Path<String>,
     params: Params,
-) -> Result<Json<Value>> {
+) -> Result<Json<Task>> {
     let run = find_run(&state, &id).await?;
     let run = wait_for_end(&state.runtime, run, wait_param(&params)?).await?;
     let outputs = if params.flag("outputs")? {
@@ -715,13 +740,13 @@ async fn get_task(
     } else {
         None
     };
-    Ok(Json(task_document(&run, outputs.as_ref())))
+    Ok(Json(Task::of(&run, outputs.as_ref())))
 }
 
 /// Largest page of a log read.
 const MAX_LOG_PAGE: usize = 10_000;
 
-async fn logs_page(state: &Shared, run: &Run, params: &Params) -> Result<Value> {
+async fn logs_page(state: &Shared, run: &Run, params: &Params) -> Result<LogPage> {
     let after = params.parse::<u64>("after", "a whole number")?.unwrap_or(0);
     let limit = params
         .parse::<usize>("limit", "a whole number")?
@@ -735,25 +760,26 @@ async fn logs_page(state: &Shared, run: &Run, params: &Params) -> Result<Value> 
     let step = params.get("step");
     let entries = state.runtime.logs(run, after, limit).await?;
     let next_after = entries.last().map_or(after, |(seq, _)| *seq);
-    let logs: Vec<LogDocument> = entries
+    let logs: Vec<LogLine> = entries
         .iter()
         .filter(|(_, e)| step.is_none_or(|s| s == e.step))
-        .map(|(seq, e)| LogDocument::new(*seq, e))
+        .map(|(seq, e)| LogLine::from(&LogDocument::new(*seq, e)))
         .collect();
-    Ok(json!({
-        "task_id": run.id,
-        "state": run.state.as_str(),
-        "logs": logs,
-        "next_after": next_after,
-        "more": entries.len() == limit,
-    }))
+    Ok(LogPage {
+        task_id: Some(run.id.clone()),
+        state: Some(run.state),
+        logs,
+        next_after,
+        more: Some(entries.len() == limit),
+        application: None,
+    })
 }
 
 async fn task_logs(
     State(state): State<Shared>,
     Path(id): Path<String>,
     params: Params,
-) -> Result<Json<Value>> {
+) -> Result<Json<LogPage>> {
     let run = find_run(&state, &id).await?;
     Ok(Json(logs_page(&state, &run, &params).await?))
 }
@@ -783,12 +809,12 @@ async fn replay(
     State(state): State<Shared>,
     Path(id): Path<String>,
     params: Params,
-) -> Result<Json<Value>> {
+) -> Result<Json<Task>> {
     find_run(&state, &id).await?;
     let wait = wait_param(&params)?;
     let run = state.runtime.replay(&id).await?;
     let run = wait_for_end(&state.runtime, run, wait).await?;
-    Ok(Json(task_document(&run, None)))
+    Ok(Json(Task::of(&run, None)))
 }
 
 /// Revokes the run `id`; as in PowerFlow, an application id instead revokes all its
@@ -798,11 +824,11 @@ async fn revoke(
     State(state): State<Shared>,
     Extension(identity): Extension<Identity>,
     Path(id): Path<String>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Revocation>> {
     match state.runtime.get_run(&id).await {
         Ok(_) => {
             let run = state.runtime.revoke(&id).await?;
-            Ok(Json(task_document(&run, None)))
+            Ok(Json(Revocation::Run(Box::new(Task::of(&run, None)))))
         }
         Err(sluice_runtime::RuntimeError::NotFound(_)) => {
             if state
@@ -826,7 +852,10 @@ async fn revoke(
             }
             tracing::info!(who = %identity.name, application = %id, "revoke all runs");
             let revoked = state.runtime.revoke_all(Some(&id)).await?;
-            Ok(Json(json!({"application": id, "revoked": revoked})))
+            Ok(Json(Revocation::Application(Revoked {
+                application: Some(id),
+                revoked: revoked as u64,
+            })))
         }
         Err(e) => Err(e.into()),
     }
@@ -834,30 +863,34 @@ async fn revoke(
 
 /// `DELETE /tasks/{id}`: terminating a run is revoking it (a running attempt's late
 /// result is ignored).
-async fn terminate(State(state): State<Shared>, Path(id): Path<String>) -> Result<Json<Value>> {
+async fn terminate(State(state): State<Shared>, Path(id): Path<String>) -> Result<Json<Task>> {
     find_run(&state, &id).await?;
     let run = state.runtime.revoke(&id).await?;
-    Ok(Json(task_document(&run, None)))
+    Ok(Json(Task::of(&run, None)))
 }
 
 /// `DELETE /tasks`: revokes every unfinished run.
 async fn terminate_all(
     State(state): State<Shared>,
     Extension(identity): Extension<Identity>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Revoked>> {
     tracing::info!(who = %identity.name, "revoke all runs");
     let revoked = state.runtime.revoke_all(None).await?;
-    Ok(Json(json!({"revoked": revoked})))
+    Ok(Json(Revoked {
+        application: None,
+        revoked: revoked as u64,
+    }))
 }
 
 // ---- schedules ---------------------------------------------------------------------
 
-async fn list_schedules(State(state): State<Shared>) -> Result<Json<Vec<Value>>> {
+async fn list_schedules(State(state): State<Shared>) -> Result<Json<Vec<ScheduleEntry>>> {
     Ok(Json(schedules(&state).list().await?))
 }
 
-async fn put_schedule(State(state): State<Shared>, body: Body) -> Result<Json<Value>> {
+async fn put_schedule(State(state): State<Shared>, body: Body) -> Result<Json<ScheduleEntry>> {
     let schedule: Schedule = body.parse()?;
+    crate::packs::refuse_owned_schedule(&state, &schedule.entry_id).await?;
     Ok(Json(
         schedules(&state).put(&state.runtime, &schedule).await?,
     ))
@@ -866,14 +899,15 @@ async fn put_schedule(State(state): State<Shared>, body: Body) -> Result<Json<Va
 async fn get_schedule(
     State(state): State<Shared>,
     Path(entry_id): Path<String>,
-) -> Result<Json<Value>> {
+) -> Result<Json<ScheduleEntry>> {
     Ok(Json(schedules(&state).get(&entry_id).await?))
 }
 
 async fn delete_schedule(
     State(state): State<Shared>,
     Path(entry_id): Path<String>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Deleted>> {
+    crate::packs::refuse_owned_schedule(&state, &entry_id).await?;
     schedules(&state).delete(&entry_id).await?;
     Ok(deleted("schedule", &entry_id))
 }
@@ -885,15 +919,19 @@ pub struct EntryId {
     pub entry_id: String,
 }
 
-async fn delete_schedule_body(State(state): State<Shared>, body: Body) -> Result<Json<Value>> {
+async fn delete_schedule_body(State(state): State<Shared>, body: Body) -> Result<Json<Deleted>> {
     let EntryId { entry_id } = body.parse()?;
+    crate::packs::refuse_owned_schedule(&state, &entry_id).await?;
     schedules(&state).delete(&entry_id).await?;
     Ok(deleted("schedule", &entry_id))
 }
 
 // ---- cache -------------------------------------------------------------------------
 
-async fn get_cache(State(state): State<Shared>, Path(key): Path<String>) -> Result<Json<Value>> {
+async fn get_cache(
+    State(state): State<Shared>,
+    Path(key): Path<String>,
+) -> Result<Json<CacheEntry>> {
     let value = state
         .runtime
         .backend()
@@ -901,7 +939,7 @@ async fn get_cache(State(state): State<Shared>, Path(key): Path<String>) -> Resu
         .get(&key)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("cache key \"{key}\" not found")))?;
-    Ok(Json(json!({"key": key, "value": value})))
+    Ok(Json(CacheEntry { key, value }))
 }
 
 /// Longest `prefix` of the cache listing and bulk delete.
@@ -927,7 +965,7 @@ fn cache_prefix(params: &Params, allowed: &[&str]) -> Result<Option<String>> {
     Ok(prefix)
 }
 
-async fn list_cache(State(state): State<Shared>, params: Params) -> Result<Json<Value>> {
+async fn list_cache(State(state): State<Shared>, params: Params) -> Result<Json<CacheKeyList>> {
     let prefix = cache_prefix(&params, &["prefix", "limit", "after"])?.unwrap_or_default();
     let limit = params
         .parse::<usize>("limit", "a whole number")?
@@ -944,18 +982,18 @@ async fn list_cache(State(state): State<Shared>, params: Params) -> Result<Json<
         .cache
         .list(&prefix, limit, params.get("after"))
         .await?;
-    Ok(Json(json!({
-        "keys": page.keys,
-        "count": page.keys.len(),
-        "next_after": page.next_after,
-    })))
+    Ok(Json(CacheKeyList {
+        count: page.keys.len(),
+        keys: page.keys,
+        next_after: page.next_after,
+    }))
 }
 
 async fn delete_cache_prefix(
     State(state): State<Shared>,
     Extension(identity): Extension<Identity>,
     params: Params,
-) -> Result<Json<Value>> {
+) -> Result<Json<CacheDeleted>> {
     // Required, so that a bare DELETE /cache never clears everything by accident;
     // `prefix=` (empty) does, deliberately.
     let prefix = cache_prefix(&params, &["prefix"])?.ok_or_else(|| {
@@ -964,10 +1002,16 @@ async fn delete_cache_prefix(
     })?;
     tracing::info!(who = %identity.name, prefix = %prefix, "cache delete by prefix");
     let deleted = state.runtime.backend().cache.delete_prefix(&prefix).await?;
-    Ok(Json(json!({"prefix": prefix, "deleted": deleted})))
+    Ok(Json(CacheDeleted {
+        prefix,
+        deleted: deleted as u64,
+    }))
 }
 
-async fn delete_cache(State(state): State<Shared>, Path(key): Path<String>) -> Result<Json<Value>> {
+async fn delete_cache(
+    State(state): State<Shared>,
+    Path(key): Path<String>,
+) -> Result<Json<Deleted>> {
     if !state.runtime.backend().cache.delete(&key).await? {
         return Err(ApiError::not_found(format!(
             "cache key \"{key}\" not found"
@@ -978,17 +1022,14 @@ async fn delete_cache(State(state): State<Shared>, Path(key): Path<String>) -> R
 
 // ---- roles and tokens --------------------------------------------------------------
 
-async fn list_roles() -> Json<Vec<Value>> {
+async fn list_roles() -> Json<Vec<RoleInfo>> {
     Json(
         Role::ALL
             .iter()
-            .map(|r| {
-                let includes: Vec<&str> = Role::ALL
-                    .iter()
-                    .filter(|o| *o < r)
-                    .map(|o| o.as_str())
-                    .collect();
-                json!({"name": r.as_str(), "description": r.description(), "includes": includes})
+            .map(|r| RoleInfo {
+                name: *r,
+                description: r.description().to_string(),
+                includes: Role::ALL.iter().filter(|o| *o < r).copied().collect(),
             })
             .collect(),
     )
@@ -1049,7 +1090,7 @@ async fn delete_binding(
     State(state): State<Shared>,
     params: Params,
     body: Body,
-) -> Result<Json<Value>> {
+) -> Result<Json<Deleted>> {
     let (owner, owner_type) = if body.is_empty() {
         let owner = params.get("owner").ok_or_else(|| {
             ApiError::bad_request("owner: required (in the body or the query)").with_field("owner")
@@ -1074,11 +1115,7 @@ async fn delete_binding(
     Ok(deleted("role_binding", &owner))
 }
 
-fn token_doc(token: &ApiToken) -> Value {
-    json!({"name": token.name, "role": token.role, "created_at": rfc3339(&token.created_at)})
-}
-
-async fn list_tokens(State(state): State<Shared>) -> Result<Json<Vec<Value>>> {
+async fn list_tokens(State(state): State<Shared>) -> Result<Json<Vec<Token>>> {
     Ok(Json(
         state
             .ports
@@ -1086,7 +1123,7 @@ async fn list_tokens(State(state): State<Shared>) -> Result<Json<Vec<Value>>> {
             .list_tokens()
             .await?
             .iter()
-            .map(token_doc)
+            .map(Token::from)
             .collect(),
     ))
 }
@@ -1136,19 +1173,20 @@ pub async fn create_api_token(
     Ok((record, token))
 }
 
-async fn create_token(State(state): State<Shared>, body: Body) -> Result<Json<Value>> {
+async fn create_token(State(state): State<Shared>, body: Body) -> Result<Json<NewToken>> {
     let request: TokenRequest = body.parse()?;
     let (record, token) =
         create_api_token(state.ports.access.as_ref(), &request.name, request.role).await?;
-    let mut doc = token_doc(&record);
-    doc["token"] = json!(token);
-    Ok(Json(doc))
+    Ok(Json(NewToken {
+        record: Token::from(&record),
+        token,
+    }))
 }
 
 async fn delete_token(
     State(state): State<Shared>,
     Path(name): Path<String>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Deleted>> {
     if !state.ports.access.delete_token(&name).await? {
         return Err(ApiError::not_found(format!("token \"{name}\" not found")));
     }

@@ -16,11 +16,14 @@
 pub mod auth;
 mod body;
 pub mod console;
+pub mod documents;
 pub mod error;
 pub mod events;
 mod handlers;
 pub mod limits;
 pub mod openapi;
+pub mod packs;
+pub mod reports;
 pub mod routes;
 pub mod schedules;
 mod server;
@@ -84,6 +87,13 @@ pub struct ApiState {
     /// event stream stays open until the run ends or this turns `true` (shutdown). `None`
     /// (the `api` Lambda, whose responses are buffered): the stream is one document.
     pub live_events: Option<tokio::sync::watch::Receiver<bool>>,
+    /// How many steps this server's worker pool runs at once (`sluice serve --workers`),
+    /// shown by the dashboard; `None` where workers are not this process's (AWS Lambda).
+    pub worker_slots: Option<usize>,
+    /// Set only by [`in_process_router`]: every request is this caller, unauthenticated.
+    /// Private, so that no server built with [`router`] can have it, and no part of a
+    /// request (header, extension) can ever select it.
+    in_process: Option<Identity>,
 }
 
 impl ApiState {
@@ -99,6 +109,8 @@ impl ApiState {
             rate_limit: Rate::DEFAULT,
             clock: ApiClock::system(),
             live_events: None,
+            worker_slots: None,
+            in_process: None,
         }
     }
 }
@@ -178,6 +190,13 @@ pub fn router(state: ApiState) -> Router {
         let handler = match (spec.method, spec.path) {
             ("GET", "/api/v1/tasks/{id}/events") => axum::routing::get(events::task_events),
             ("GET", "/api/v1/whoami") => axum::routing::get(console::whoami),
+            ("GET", "/api/v1/dashboard") => axum::routing::get(console::dashboard::summary),
+            ("GET", "/api/v1/reports") => axum::routing::get(reports::list),
+            ("GET", "/api/v1/reports/{id}") => axum::routing::get(reports::get),
+            ("DELETE", "/api/v1/reports/{id}") => axum::routing::delete(reports::delete),
+            ("POST", "/api/v1/validate/application") => {
+                axum::routing::post(console::validate::application)
+            }
             _ => handlers::handler(spec.method, spec.path),
         };
         router = router.route(spec.path, handler);
@@ -201,6 +220,17 @@ pub fn router(state: ApiState) -> Router {
         }))
         .layer(middleware::from_fn(request_context))
         .with_state(state)
+}
+
+/// The router for a client in the same process (the CLI's local mode, which opens the
+/// data directory itself and so already holds everything in it): every request is
+/// `identity`, which is not authenticated, and no rate limit applies. Roles are still
+/// checked against `identity.role`. Never serve this router on a socket: it trusts its
+/// caller; [`router`] is the one for a network.
+pub fn in_process_router(mut state: ApiState, identity: Identity) -> Router {
+    state.in_process = Some(identity);
+    state.rate_limit.per_second = 0;
+    router(state)
 }
 
 /// Refuses a caller over its rate with 429 and `Retry-After`, before any other work.
@@ -308,6 +338,39 @@ fn new_request_id() -> String {
     hex::encode(bytes)
 }
 
+/// Who sends `request`: the fixed caller of an [`in_process_router`], else whom its
+/// credentials (or its verified JWT claims) name.
+fn identify(
+    state: Shared,
+    request: &Request,
+) -> impl std::future::Future<Output = Result<Identity, ApiError>> + Send + 'static {
+    let authorization = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let claims = request.extensions().get::<JwtClaims>().cloned();
+    let caller = request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .unwrap_or_else(|| Caller::of(request));
+    async move {
+        if let Some(identity) = &state.in_process {
+            return Ok(identity.clone());
+        }
+        state
+            .auth
+            .identify(
+                authorization.as_deref(),
+                claims.as_ref(),
+                state.ports.access.as_ref(),
+                caller.verifier_key(),
+            )
+            .await
+    }
+}
+
 /// Authenticates the request and checks the matched route's role. A route missing from
 /// [`ROUTES`] is refused: fail closed.
 async fn authorize(
@@ -327,27 +390,7 @@ async fn authorize(
     let Some(required) = spec.role else {
         return next.run(request).await;
     };
-    let authorization = request
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let claims = request.extensions().get::<JwtClaims>().cloned();
-    let caller = request
-        .extensions()
-        .get::<Caller>()
-        .cloned()
-        .unwrap_or_else(|| Caller::of(&request));
-    let identity = match state
-        .auth
-        .identify(
-            authorization.as_deref(),
-            claims.as_ref(),
-            state.ports.access.as_ref(),
-            caller.verifier_key(),
-        )
-        .await
-    {
+    let identity = match identify(state.clone(), &request).await {
         Ok(identity) => identity,
         Err(e) => {
             let mut response = e.into_response();

@@ -8,142 +8,90 @@ use schemars::JsonSchema;
 use serde_json::{json, Map, Value};
 use sluice_core::model::{Application, Configuration, Role, RoleBinding, Schedule};
 
+use crate::documents as d;
 use crate::handlers::{EntryId, OwnerRef, RunRequest, StepRunRequest, TokenRequest};
 use crate::routes::{RouteSpec, ROUTES};
 use crate::versions::RollbackRequest;
 use sluice_core::versions::{DefinitionVersion, DiffEntry, VersionInfo};
 
-fn add<T: JsonSchema>(
-    generator: &mut schemars::SchemaGenerator,
-    schemas: &mut Map<String, Value>,
-    name: &str,
-) {
-    let schema = generator.subschema_for::<T>().to_value();
-    // A named type comes back as a `$ref` to its definition; anything else inline.
-    if schema.get("$ref").and_then(Value::as_str) != Some(&format!("#/components/schemas/{name}")) {
-        schemas.insert(name.to_string(), schema);
-    }
+/// Registers the schema of `T` (and of every type it uses) as a component named after
+/// the type.
+fn register<T: JsonSchema>(generator: &mut schemars::SchemaGenerator) {
+    generator.subschema_for::<T>();
 }
 
-/// Response shapes that are built as JSON by the handlers.
-fn response_schemas() -> Map<String, Value> {
-    let time = json!({"type": "string", "format": "date-time", "nullable": true});
-    let step = json!({
-        "type": "object",
-        "properties": {
-            "state": {"type": "string", "enum": ["pending", "queued", "running", "waiting", "success", "warning", "failed", "skipped", "cancelled"]},
-            "attempts": {"type": "integer"},
-            "started_at": time, "finished_at": time,
-            "error": {"type": "string", "nullable": true},
-            "child_run": {"type": "string", "nullable": true},
-            "child_runs": {"type": "array", "items": {"type": "string"}, "description": "The child runs of a fanned-out trigger_application, one per started item."},
-            "logs_href": {"type": "string"}, "data_href": {"type": "string"},
-            "warnings": {"type": "array", "items": {"type": "string"}},
-            "items": {"type": "integer", "description": "Number of for_each units."},
-            "version": {"type": "string", "description": "Version of the step's type, recorded when the run was created."},
-            "output": {"description": "With ?outputs=true."}
-        }
-    });
-    let log = json!({
-        "type": "object",
-        "properties": {
-            "seq": {"type": "integer"}, "ts": {"type": "string", "format": "date-time"},
-            "level": {"type": "string", "enum": ["DEBUG", "INFO", "WARNING", "ERROR", "FLOW"]},
-            "step": {"type": "string"}, "attempt": {"type": "integer"}, "message": {"type": "string"}
-        }
-    });
-    let schemas = json!({
-        "Any": {"description": "Any JSON value."},
-        "Error": {
-            "type": "object", "required": ["error"],
-            "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
-                "code": {"type": "string"}, "message": {"type": "string"},
-                "field": {"type": "string", "description": "Path of the offending field."},
-                "request_id": {"type": "string", "description": "500 answers: the request id (also the x-request-id header) under which the server logged the failure."}
-            }}}
-        },
-        "Status": {"type": "object", "properties": {"status": {"type": "string", "enum": ["ok"]}}},
-        "About": {"type": "object", "properties": {"name": {"type": "string"}, "version": {"type": "string"}, "backend": {"type": "string"}, "api": {"type": "string"}, "openapi": {"type": "string"}}},
-        "Health": {"type": "object", "properties": {
-            "status": {"type": "string", "enum": ["ok", "error"]}, "backend": {"type": "string"},
-            "components": {"type": "object", "additionalProperties": {"type": "object", "properties": {
-                "status": {"type": "string", "enum": ["ok", "error"]}, "latency_ms": {"type": "number"}, "error": {"type": "string"}
-            }}}
-        }},
-        "Deleted": {"type": "object", "properties": {"deleted": {"type": "boolean"}, "kind": {"type": "string"}, "name": {"type": "string"}}},
-        "VersionList": {"type": "object", "properties": {
-            "kind": {"type": "string", "enum": ["application", "configuration"]}, "name": {"type": "string"},
-            "versions": {"type": "array", "items": {"$ref": "#/components/schemas/VersionInfo"}}
-        }},
-        "VersionDiff": {"type": "object", "properties": {
-            "kind": {"type": "string", "enum": ["application", "configuration"]}, "name": {"type": "string"},
-            "from": {"type": "integer"}, "to": {"type": "integer"},
-            "changes": {"type": "array", "items": {"$ref": "#/components/schemas/DiffEntry"}}
-        }},
-        "RolledBack": {"type": "object", "properties": {
-            "kind": {"type": "string", "enum": ["application", "configuration"]}, "name": {"type": "string"},
-            "rolled_back_to": {"type": "integer"},
-            "version": {"type": "integer", "description": "The version the definition is now at."},
-            "created": {"type": "boolean", "description": "false when the document equalled the latest version's: nothing was stored."}
-        }},
-        "ApplicationList": {"type": "array", "items": {"$ref": "#/components/schemas/Application"}},
-        "ConfigurationList": {"type": "array", "items": {"$ref": "#/components/schemas/Configuration"}},
-        "Task": {
-            "type": "object",
-            "properties": {
-                "task_id": {"type": "string"}, "href": {"type": "string"}, "application": {"type": "string"},
-                "application_version": {"type": "integer", "description": "The stored version of the application the run executes; absent when its document is no stored version."},
-                "state": {"type": "string", "enum": ["pending", "running", "success", "failure", "revoked"]},
-                "configuration": {"type": "string", "nullable": true}, "queue": {"type": "string", "nullable": true},
-                "params": {"type": "object"}, "created_at": {"type": "string", "format": "date-time"},
-                "started_at": time, "finished_at": time,
-                "parent": {"type": "object", "nullable": true, "properties": {"task_id": {"type": "string"}, "step": {"type": "string"}}},
-                "replay_of": {"type": "string"},
-                "alert_of": {"type": "object", "description": "On an alert run (and the runs it triggers): the run whose failure or warnings it handles.", "properties": {"run_id": {"type": "string"}, "event": {"type": "string", "enum": ["failure", "warning"]}}},
-                "steps": {"type": "object", "additionalProperties": step}
-            }
-        },
-        "TaskList": {"type": "object", "properties": {
-            "tasks": {"type": "array", "items": {"$ref": "#/components/schemas/Task"}},
-            "count": {"type": "integer"},
-            "next_cursor": {"type": "string", "nullable": true, "description": "Pass as cursor for the next page; null on the last page."}
-        }},
-        "Logs": {"type": "object", "properties": {
-            "task_id": {"type": "string", "nullable": true}, "application": {"type": "string"},
-            "state": {"type": "string", "nullable": true},
-            "logs": {"type": "array", "items": log},
-            "next_after": {"type": "integer", "description": "Pass as after to read on."},
-            "more": {"type": "boolean"}
-        }},
-        "StepType": {"type": "object", "properties": {"name": {"type": "string"}, "kind": {"type": "string", "enum": ["step", "operator"]}, "version": {"type": "string", "description": "Semver version of the step type (an operator's is the engine's)."}, "description": {"type": "string"}, "parameters": {"type": "object", "description": "JSON Schema of the parameters."}}},
-        "StepTypeList": {"type": "array", "items": {"$ref": "#/components/schemas/StepType"}},
-        "StepRunResult": {"type": "object", "properties": {
-            "name": {"type": "string"}, "state": {"type": "string", "enum": ["success", "warning", "failed"]},
-            "output": {}, "warnings": {"type": "array", "items": {"type": "string"}},
-            "error": {"type": "string", "nullable": true}, "seconds": {"type": "number"},
-            "logs": {"type": "array", "items": log}
-        }},
-        "ScheduleEntry": {"allOf": [{"$ref": "#/components/schemas/Schedule"}, {"type": "object", "properties": {
-            "total_runs": {"type": "integer"},
-            "last_run": {"type": "object", "nullable": true, "properties": {"href": {"type": "string"}, "task_id": {"type": "string"}, "start_time": {"type": "string", "format": "date-time"}}},
-            "next_run": time,
-            "last_error": {"type": "object", "nullable": true, "description": "Why the latest tick could not start a run; null once a tick starts one.", "properties": {"message": {"type": "string"}, "time": {"type": "string", "format": "date-time"}}}
-        }}]},
-        "ScheduleList": {"type": "array", "items": {"$ref": "#/components/schemas/ScheduleEntry"}},
-        "CacheEntry": {"type": "object", "properties": {"key": {"type": "string"}, "value": {}}},
-        "CacheKeyList": {"type": "object", "properties": {"keys": {"type": "array", "items": {"type": "string"}}, "count": {"type": "integer"}, "next_after": {"type": "string", "nullable": true}}},
-        "CacheDeleted": {"type": "object", "properties": {"prefix": {"type": "string"}, "deleted": {"type": "integer"}}},
-        "Revoked": {"type": "object", "properties": {"application": {"type": "string"}, "revoked": {"type": "integer"}}},
-        "RoleList": {"type": "array", "items": {"type": "object", "properties": {"name": {"$ref": "#/components/schemas/Role"}, "description": {"type": "string"}, "includes": {"type": "array", "items": {"$ref": "#/components/schemas/Role"}}}}},
-        "RoleBindingList": {"type": "array", "items": {"$ref": "#/components/schemas/RoleBinding"}},
-        "Token": {"type": "object", "properties": {"name": {"type": "string"}, "role": {"$ref": "#/components/schemas/Role"}, "created_at": {"type": "string", "format": "date-time"}}},
-        "TokenList": {"type": "array", "items": {"$ref": "#/components/schemas/Token"}},
-        "NewToken": {"allOf": [{"$ref": "#/components/schemas/Token"}, {"type": "object", "properties": {"token": {"type": "string", "description": "The bearer token; shown only in this response."}}}]}
-    });
-    match schemas {
-        Value::Object(map) => map,
-        _ => unreachable!(),
-    }
+/// A component that lists another component's documents.
+fn list_of(schemas: &mut Map<String, Value>, name: &str, item: &str) {
+    schemas.insert(
+        name.to_string(),
+        json!({"type": "array", "items": {"$ref": format!("#/components/schemas/{item}")}}),
+    );
+}
+
+/// Every component: the schemas of the documents' types (`JsonSchema` derives), and the
+/// lists of them the routes answer with.
+fn components() -> Map<String, Value> {
+    let mut generator = SchemaSettings::openapi3().into_generator();
+    let g = &mut generator;
+    // The documents users write, and the request bodies.
+    register::<Application>(g);
+    register::<Configuration>(g);
+    register::<Schedule>(g);
+    register::<RoleBinding>(g);
+    register::<Role>(g);
+    register::<RunRequest>(g);
+    register::<StepRunRequest>(g);
+    register::<EntryId>(g);
+    register::<OwnerRef>(g);
+    register::<TokenRequest>(g);
+    register::<RollbackRequest>(g);
+    // The answers.
+    register::<d::ErrorDocument>(g);
+    register::<d::Status>(g);
+    register::<d::About>(g);
+    register::<d::Health>(g);
+    register::<d::Deleted>(g);
+    register::<d::Task>(g);
+    register::<d::TaskList>(g);
+    register::<d::Revoked>(g);
+    register::<d::Revocation>(g);
+    register::<d::LogPage>(g);
+    register::<d::StepType>(g);
+    register::<d::StepRunResult>(g);
+    register::<d::ScheduleEntry>(g);
+    register::<d::CacheEntry>(g);
+    register::<d::CacheKeyList>(g);
+    register::<d::CacheDeleted>(g);
+    register::<d::RoleInfo>(g);
+    register::<d::Token>(g);
+    register::<d::NewToken>(g);
+    register::<d::VersionList>(g);
+    register::<d::VersionDiff>(g);
+    register::<d::RolledBack>(g);
+    register::<VersionInfo>(g);
+    register::<DefinitionVersion>(g);
+    register::<DiffEntry>(g);
+    register::<sluice_core::pack::PackArchive>(g);
+    register::<sluice_runtime::packs::PackSummary>(g);
+    register::<sluice_runtime::packs::PackInstalled>(g);
+    register::<sluice_runtime::packs::PackActivated>(g);
+    register::<sluice_runtime::packs::PackDeleted>(g);
+    register::<crate::packs::CopyRequest>(g);
+    register::<crate::packs::Copied>(g);
+    register::<sluice_core::report::Report>(g);
+    register::<crate::reports::ReportList>(g);
+    let mut schemas: Map<String, Value> = generator.take_definitions(true).into_iter().collect();
+    schemas.insert("Any".into(), json!({"description": "Any JSON value."}));
+    list_of(&mut schemas, "ApplicationList", "Application");
+    list_of(&mut schemas, "ConfigurationList", "Configuration");
+    list_of(&mut schemas, "StepTypeList", "StepType");
+    list_of(&mut schemas, "ScheduleList", "ScheduleEntry");
+    list_of(&mut schemas, "RoleList", "RoleInfo");
+    list_of(&mut schemas, "RoleBindingList", "RoleBinding");
+    list_of(&mut schemas, "TokenList", "Token");
+    list_of(&mut schemas, "PackSummaryList", "PackSummary");
+    schemas.sort_keys();
+    schemas
 }
 
 fn operation(spec: &RouteSpec) -> Value {
@@ -186,8 +134,15 @@ fn operation(spec: &RouteSpec) -> Value {
     );
     responses.insert("500".into(), error);
     let operation_id = format!(
-        "{}{}",
+        "{}{}{}",
         spec.method.to_ascii_lowercase(),
+        // The few paths outside the API's base (`/healthcheck`) are told apart from
+        // their namesakes under it.
+        if spec.path.starts_with("/api/v1/") {
+            ""
+        } else {
+            "Root"
+        },
         spec.path
             .trim_start_matches("/api/v1")
             .split(['/', '.', '{', '}', '_'])
@@ -221,25 +176,7 @@ fn operation(spec: &RouteSpec) -> Value {
 
 /// The OpenAPI document of the API.
 pub fn document() -> Value {
-    let mut generator = SchemaSettings::openapi3().into_generator();
-    let mut schemas = Map::new();
-    add::<Application>(&mut generator, &mut schemas, "Application");
-    add::<Configuration>(&mut generator, &mut schemas, "Configuration");
-    add::<Schedule>(&mut generator, &mut schemas, "Schedule");
-    add::<RoleBinding>(&mut generator, &mut schemas, "RoleBinding");
-    add::<Role>(&mut generator, &mut schemas, "Role");
-    add::<RunRequest>(&mut generator, &mut schemas, "RunRequest");
-    add::<StepRunRequest>(&mut generator, &mut schemas, "StepRunRequest");
-    add::<EntryId>(&mut generator, &mut schemas, "EntryId");
-    add::<OwnerRef>(&mut generator, &mut schemas, "OwnerRef");
-    add::<TokenRequest>(&mut generator, &mut schemas, "TokenRequest");
-    add::<RollbackRequest>(&mut generator, &mut schemas, "RollbackRequest");
-    add::<VersionInfo>(&mut generator, &mut schemas, "VersionInfo");
-    add::<DefinitionVersion>(&mut generator, &mut schemas, "DefinitionVersion");
-    add::<DiffEntry>(&mut generator, &mut schemas, "DiffEntry");
-    schemas.extend(generator.take_definitions(true));
-    schemas.extend(response_schemas());
-    schemas.sort_keys();
+    let schemas = components();
 
     let mut paths = Map::new();
     for spec in ROUTES {
@@ -307,12 +244,32 @@ mod tests {
         );
     }
 
+    /// Every `$ref` anywhere in `value`.
+    fn references<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
+        match value {
+            Value::Object(map) => {
+                for (key, v) in map {
+                    match (key.as_str(), v) {
+                        ("$ref", Value::String(target)) => out.push(target),
+                        _ => references(v, out),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| references(v, out)),
+            _ => {}
+        }
+    }
+
     #[test]
-    fn every_reference_resolves_and_every_route_is_documented() {
+    fn every_openapi_reference_resolves_and_every_route_is_documented() {
         let doc = document();
-        let text = doc.to_string();
-        for part in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
-            let name = &part[..part.find('"').unwrap()];
+        let mut targets = Vec::new();
+        references(&doc, &mut targets);
+        assert!(!targets.is_empty());
+        for target in targets {
+            let name = target
+                .strip_prefix("#/components/schemas/")
+                .unwrap_or_else(|| panic!("{target}: not a component reference"));
             assert!(
                 doc["components"]["schemas"].get(name).is_some(),
                 "missing schema {name}"
@@ -321,6 +278,30 @@ mod tests {
         for spec in ROUTES {
             let op = &doc["paths"][spec.path][spec.method.to_ascii_lowercase()];
             assert!(op.is_object(), "{} {}", spec.method, spec.path);
+            for name in [Some(spec.response), spec.body].into_iter().flatten() {
+                assert!(
+                    doc["components"]["schemas"].get(name).is_some(),
+                    "{} {}: no component {name}",
+                    spec.method,
+                    spec.path
+                );
+            }
         }
+    }
+
+    #[test]
+    fn openapi_operation_ids_are_unique() {
+        let doc = document();
+        let mut seen = std::collections::BTreeMap::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let id = op["operationId"].as_str().unwrap().to_string();
+                if let Some(other) = seen.insert(id.clone(), format!("{method} {path}")) {
+                    panic!("operation id {id} of {method} {path} is also {other}'s");
+                }
+            }
+        }
+        assert_eq!(seen["getHealthcheck"], "get /api/v1/healthcheck");
+        assert_eq!(seen["getRootHealthcheck"], "get /healthcheck");
     }
 }

@@ -99,6 +99,16 @@ pub const ROUTES: &[RouteSpec] = &[
     route("GET", "/api/v1/configurations/{name}/versions/{version}", Some(View), "versions", "One stored version of the configuration; encrypted values read as null.").response("DefinitionVersion"),
     route("GET", "/api/v1/configurations/{name}/diff", Some(View), "versions", "What changed between two versions of the configuration (encrypted values are null in both).").query(&[VERSION_FROM, VERSION_TO]).response("VersionDiff"),
     route("POST", "/api/v1/configurations/{name}/rollback", Some(Config), "versions", "Store a version's document again as a new version; its encrypted values keep their stored secrets.").body("RollbackRequest").response("RolledBack"),
+    // Packs (PowerFlow's SyncPacks).
+    route("GET", "/api/v1/syncpacks", Some(View), "packs", "Installed packs by name: their versions, the active one and what it owns.").query(&[("only_installed", "Accepted for PowerFlow compatibility: every pack Sluice lists is installed."), ("only_activated", "`true`: only packs with an active version.")]).response("PackSummaryList"),
+    route("POST", "/api/v1/syncpacks", Some(Admin), "packs", "Install a pack version: the body is the archive `sluice packs build` writes (validated, not activated).").body("PackArchive").response("PackInstalled"),
+    route("GET", "/api/v1/syncpacks/{name}", Some(View), "packs", "One installed pack.").response("PackSummary"),
+    route("DELETE", "/api/v1/syncpacks/{name}", Some(Admin), "packs", "Uninstall a pack: delete what its active version owns, its activation and every version; 409 while an active pack depends on it.").response("PackDeleted"),
+    route("GET", "/api/v1/syncpacks/{name}/versions/{version}", Some(View), "packs", "An installed version's archive.").response("PackArchive"),
+    route("DELETE", "/api/v1/syncpacks/{name}/versions/{version}", Some(Admin), "packs", "Delete an installed version; 409 while it is the active one.").response("PackDeleted"),
+    route("POST", "/api/v1/syncpacks/{name}/versions/{version}/activate", Some(Admin), "packs", "Make this version the pack's live content (the upgrade and the rollback); 422 naming every missing step type, dependency or conflicting definition.").response("PackActivated"),
+    route("POST", "/api/v1/applications/{name}/copy", Some(Dev), "packs", "Save a copy of an application under a new name, owned by the caller (how a pack's read-only application is changed).").body("CopyRequest").response("Copied"),
+    route("POST", "/api/v1/configurations/{name}/copy", Some(Config), "packs", "Save a copy of a configuration, secrets included, under a new name.").body("CopyRequest").response("Copied"),
     // Steps.
     route("GET", "/api/v1/steps", Some(View), "steps", "Registered step types and operators with their parameter schemas.").response("StepTypeList"),
     route("POST", "/api/v1/steps/run", Some(Dev), "steps", "Run one step type with the given parameters, outside any application.").body("StepRunRequest").response("StepRunResult"),
@@ -113,7 +123,11 @@ pub const ROUTES: &[RouteSpec] = &[
     route("GET", "/api/v1/tasks/{id}/steps/{step}/output", Some(View), "runs", "A step's output (the JSON value itself; null when it has none)."),
     route("POST", "/api/v1/tasks/{id}/replay", Some(Exec), "runs", "A new run with the same application, variables, configuration and queue.").query(&[WAIT]).response("Task"),
     route("DELETE", "/api/v1/tasks/{id}", Some(Exec), "runs", "Terminate a run: the same as revoking it.").response("Task"),
-    route("POST", "/api/v1/tasks/{id}/revoke", Some(Exec), "runs", "Revoke a run: nothing further starts, unfinished steps are cancelled. Given an application id instead, revoke every unfinished run of that application (administrator; answers {application, revoked}).").response("Task"),
+    route("POST", "/api/v1/tasks/{id}/revoke", Some(Exec), "runs", "Revoke a run: nothing further starts, unfinished steps are cancelled. Given an application id instead, revoke every unfinished run of that application (administrator; answers {application, revoked}).").response("Revocation"),
+    // Reports.
+    route("GET", "/api/v1/reports", Some(View), "reports", "Run reports, newest run first: id (report-<application>-<run id>), run, application, expiry.").query(&[("application", "Only reports of this application."), ("limit", "Page size, 1-1000 (default 50)."), ("cursor", "next_cursor of the previous page.")]).response("ReportList"),
+    route("GET", "/api/v1/reports/{id}", Some(View), "reports", "One run's report: its sections (title, details, tables of rows with a status) and row counts by status. `format=csv` or `Accept: text/csv`: every table as one CSV (text/csv).").query(&[("format", "json (default) or csv.")]).response("Report"),
+    route("DELETE", "/api/v1/reports/{id}", Some(Exec), "reports", "Delete a run's report (the run stays).").response("Deleted"),
     // Schedules.
     route("GET", "/api/v1/schedule", Some(View), "schedule", "Schedules with total_runs, last_run and next_run.").response("ScheduleList"),
     route("POST", "/api/v1/schedule", Some(Admin), "schedule", "Create or replace a schedule (crontab or frequency, UTC).").body("Schedule").response("ScheduleEntry"),
@@ -126,6 +140,8 @@ pub const ROUTES: &[RouteSpec] = &[
     route("GET", "/api/v1/cache/{key}", Some(View), "cache", "A cache entry.").response("CacheEntry"),
     route("DELETE", "/api/v1/cache/{key}", Some(Admin), "cache", "Delete a cache entry.").response("Deleted"),
     // Roles and tokens.
+    route("GET", "/api/v1/dashboard", Some(View), "runs", "The console's dashboard: each step queue's depth and its dead-letter queue's (null where unknown), this server's worker slots (null on AWS), running steps and pending/running run counts."),
+    route("POST", "/api/v1/validate/application", Some(Dev), "applications", "Check an application document as POST /applications does, without storing it: {valid, issues: [{path, message}]}.").body("Application"),
     route("GET", "/api/v1/whoami", Some(View), "roles", "The caller: name, role and authentication method (basic, token or jwt)."),
     route("GET", "/api/v1/roles", Some(View), "roles", "The roles, each including the ones before it.").response("RoleList"),
     route("GET", "/api/v1/roles/owner", Some(Admin), "roles", "Role bindings (of users and groups).").query(&[("owner", "Only bindings of this owner."), ("owner_type", "user or group.")]).response("RoleBindingList"),

@@ -10,15 +10,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde_json::{json, Value};
 use sluice_core::model::Schedule;
 use sluice_core::ports::{ScheduleStats, ScheduleStatsStore, ScheduleStore, Scheduler, StoreError};
 use sluice_core::schedule::{validate_schedule, Timing};
-use sluice_core::task::{rfc3339, API_BASE};
 use sluice_core::{Invalid, Issue};
 use sluice_runtime::{Runtime, StartError};
 use tokio::sync::{watch, Notify};
 
+use crate::documents::ScheduleEntry;
 use crate::error::ApiError;
 
 /// Longest the loop sleeps before looking at the schedules again (so schedules written
@@ -33,41 +32,21 @@ pub struct Schedules {
     pub scheduler: Arc<dyn Scheduler>,
 }
 
-/// The listing shape of a schedule (SPEC §5): the document with `total_runs`,
-/// `last_run` `{href, task_id, start_time}`, `next_run` and `last_error`
-/// `{message, time}` (why the latest tick could not start a run; `null` once one did).
-pub fn entry(schedule: &Schedule, stats: Option<&ScheduleStats>) -> Value {
-    let mut doc = serde_json::to_value(schedule).unwrap_or(Value::Null);
-    let last_run = stats.and_then(|s| s.last_run.as_ref()).map(|r| {
-        json!({
-            "href": format!("{API_BASE}/tasks/{}", r.run_id),
-            "task_id": r.run_id,
-            "start_time": rfc3339(&r.start_time),
-        })
-    });
-    let next_run = if schedule.enabled {
-        validate_schedule(schedule)
-            .ok()
-            .and_then(|t| t.next_after(Utc::now()))
-            .map(|t| rfc3339(&t))
-    } else {
-        None
-    };
-    let last_error = stats
-        .and_then(|s| s.last_error.as_ref())
-        .map(|e| json!({"message": e.message, "time": rfc3339(&e.time)}));
-    doc["total_runs"] = json!(stats.map_or(0, |s| s.total_runs));
-    doc["last_error"] = json!(last_error);
-    doc["last_run"] = json!(last_run);
-    doc["next_run"] = json!(next_run);
-    doc
+/// The listing document of a schedule (SPEC §5): the schedule with `total_runs`,
+/// `last_error`, `last_run` and `next_run`.
+pub fn entry(schedule: &Schedule, stats: Option<&ScheduleStats>) -> ScheduleEntry {
+    ScheduleEntry::of(schedule, stats, Utc::now())
 }
 
 impl Schedules {
     /// Validates and stores a schedule. Ticks up to now never fire for a new schedule
     /// or one being enabled (no burst of missed runs). A schedule that could not start
     /// its run now is refused, as a run start would be (see [`check_can_start`]).
-    pub async fn put(&self, runtime: &Runtime, schedule: &Schedule) -> Result<Value, ApiError> {
+    pub async fn put(
+        &self,
+        runtime: &Runtime,
+        schedule: &Schedule,
+    ) -> Result<ScheduleEntry, ApiError> {
         validate_schedule(schedule)?;
         check_can_start(runtime, schedule).await?;
         let previous = self.store.get_schedule(&schedule.entry_id).await?;
@@ -87,7 +66,7 @@ impl Schedules {
         Ok(entry(schedule, stats.as_ref()))
     }
 
-    pub async fn get(&self, entry_id: &str) -> Result<Value, ApiError> {
+    pub async fn get(&self, entry_id: &str) -> Result<ScheduleEntry, ApiError> {
         let schedule = self
             .store
             .get_schedule(entry_id)
@@ -97,7 +76,7 @@ impl Schedules {
         Ok(entry(&schedule, stats.as_ref()))
     }
 
-    pub async fn list(&self) -> Result<Vec<Value>, ApiError> {
+    pub async fn list(&self) -> Result<Vec<ScheduleEntry>, ApiError> {
         let stats = self.stats.list_stats().await?;
         Ok(self
             .store
@@ -155,6 +134,8 @@ pub async fn check_can_start(runtime: &Runtime, schedule: &Schedule) -> Result<(
         // The only thing `check_start` looks up is the configuration.
         Err(StartError::NotFound(message)) => Err(invalid("params.configuration", message)),
         Err(StartError::Runtime(e)) => Err(e.into()),
+        // `check_start` queues nothing; only starting a run is refused for a full queue.
+        Err(e @ StartError::Overloaded { .. }) => Err(e.into()),
     }
 }
 
@@ -168,6 +149,9 @@ pub async fn delete_application(
     name: &str,
     force: bool,
 ) -> Result<bool, ApiError> {
+    runtime
+        .refuse_pack_owned(sluice_core::plan::DocumentKind::Application, name)
+        .await?;
     let definitions = &runtime.backend().definitions;
     if !force {
         let mut referrers: Vec<String> = schedules

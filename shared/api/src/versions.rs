@@ -5,11 +5,11 @@ use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::{json, Value};
-use sluice_core::versions::DefinitionKind;
+use sluice_core::versions::{DefinitionKind, DefinitionVersion};
 
 use crate::auth::Identity;
 use crate::body::{Body, Params};
+use crate::documents::{RolledBack, VersionDiff, VersionList};
 use crate::error::ApiError;
 use crate::Shared;
 
@@ -32,21 +32,23 @@ fn version_number(text: &str, field: &str) -> Result<u64> {
     })
 }
 
-async fn history(state: &Shared, kind: DefinitionKind, name: String) -> Result<Json<Value>> {
+async fn history(state: &Shared, kind: DefinitionKind, name: String) -> Result<Json<VersionList>> {
     let versions = state.runtime.versions(kind, &name).await?;
-    Ok(Json(
-        json!({"kind": kind, "name": name, "versions": versions}),
-    ))
+    Ok(Json(VersionList {
+        kind,
+        name,
+        versions,
+    }))
 }
 
 async fn one(
     state: &Shared,
     kind: DefinitionKind,
     (name, version): (String, String),
-) -> Result<Json<Value>> {
+) -> Result<Json<DefinitionVersion>> {
     let version = version_number(&version, "version")?;
     let stored = state.runtime.version(kind, &name, version).await?;
-    Ok(Json(json!(stored)))
+    Ok(Json(stored))
 }
 
 async fn diff(
@@ -54,7 +56,7 @@ async fn diff(
     kind: DefinitionKind,
     name: String,
     params: Params,
-) -> Result<Json<Value>> {
+) -> Result<Json<VersionDiff>> {
     let number = |field: &str| -> Result<u64> {
         let text = params.get(field).ok_or_else(|| {
             ApiError::bad_request(format!("{field}: a version number is required"))
@@ -64,9 +66,13 @@ async fn diff(
     };
     let (from, to) = (number("from")?, number("to")?);
     let changes = state.runtime.diff_versions(kind, &name, from, to).await?;
-    Ok(Json(json!({
-        "kind": kind, "name": name, "from": from, "to": to, "changes": changes
-    })))
+    Ok(Json(VersionDiff {
+        kind,
+        name,
+        from,
+        to,
+        changes,
+    }))
 }
 
 async fn rollback(
@@ -75,7 +81,7 @@ async fn rollback(
     name: String,
     identity: Identity,
     body: Body,
-) -> Result<Json<Value>> {
+) -> Result<Json<RolledBack>> {
     let request: RollbackRequest = body.parse()?;
     if request.version == 0 {
         return Err(
@@ -86,26 +92,26 @@ async fn rollback(
         .runtime
         .rollback(kind, &name, request.version, &identity.name)
         .await?;
-    Ok(Json(json!({
-        "kind": kind,
-        "name": name,
-        "rolled_back_to": request.version,
-        "version": outcome.version,
-        "created": outcome.created,
-    })))
+    Ok(Json(RolledBack {
+        kind,
+        name,
+        rolled_back_to: request.version,
+        version: outcome.version,
+        created: outcome.created,
+    }))
 }
 
 pub(crate) async fn application_history(
     State(state): State<Shared>,
     Path(name): Path<String>,
-) -> Result<Json<Value>> {
+) -> Result<Json<VersionList>> {
     history(&state, DefinitionKind::Application, name).await
 }
 
 pub(crate) async fn application_version(
     State(state): State<Shared>,
     Path(path): Path<(String, String)>,
-) -> Result<Json<Value>> {
+) -> Result<Json<DefinitionVersion>> {
     one(&state, DefinitionKind::Application, path).await
 }
 
@@ -113,7 +119,7 @@ pub(crate) async fn application_diff(
     State(state): State<Shared>,
     Path(name): Path<String>,
     params: Params,
-) -> Result<Json<Value>> {
+) -> Result<Json<VersionDiff>> {
     diff(&state, DefinitionKind::Application, name, params).await
 }
 
@@ -122,21 +128,21 @@ pub(crate) async fn application_rollback(
     Path(name): Path<String>,
     Extension(identity): Extension<Identity>,
     body: Body,
-) -> Result<Json<Value>> {
+) -> Result<Json<RolledBack>> {
     rollback(&state, DefinitionKind::Application, name, identity, body).await
 }
 
 pub(crate) async fn configuration_history(
     State(state): State<Shared>,
     Path(name): Path<String>,
-) -> Result<Json<Value>> {
+) -> Result<Json<VersionList>> {
     history(&state, DefinitionKind::Configuration, name).await
 }
 
 pub(crate) async fn configuration_version(
     State(state): State<Shared>,
     Path(path): Path<(String, String)>,
-) -> Result<Json<Value>> {
+) -> Result<Json<DefinitionVersion>> {
     one(&state, DefinitionKind::Configuration, path).await
 }
 
@@ -144,7 +150,7 @@ pub(crate) async fn configuration_diff(
     State(state): State<Shared>,
     Path(name): Path<String>,
     params: Params,
-) -> Result<Json<Value>> {
+) -> Result<Json<VersionDiff>> {
     diff(&state, DefinitionKind::Configuration, name, params).await
 }
 
@@ -153,6 +159,6 @@ pub(crate) async fn configuration_rollback(
     Path(name): Path<String>,
     Extension(identity): Extension<Identity>,
     body: Body,
-) -> Result<Json<Value>> {
+) -> Result<Json<RolledBack>> {
     rollback(&state, DefinitionKind::Configuration, name, identity, body).await
 }

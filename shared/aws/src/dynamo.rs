@@ -10,7 +10,9 @@
 //!   table of their own so that no step function's role can reach them.
 //! - runs `(pk = run id, sk)`: `RUN` (the run record, compare-and-swap on `version`),
 //!   `SNAPSHOT` (the application it executes), `OUT#<step>#<unit>` (outputs),
-//!   `LOG#<seq>` (one item per appended batch of log entries). Every item carries
+//!   `LOG#<seq>` (one item per appended batch of log entries), `REPORT`,
+//!   `REPORT.MONTH`, `REPORT#<step>#<unit>` (the run's report, see `dynamo/reports.rs`).
+//!   Every item carries
 //!   `expires_ms` (checked on every read: DynamoDB deletes expired items up to days late,
 //!   moto never) and the TTL attribute `ttl` (epoch seconds). Indexes list runs by
 //!   application or month, newest first, and find unfinished runs.
@@ -46,6 +48,9 @@ use sluice_core::ports::{
 use sluice_core::versions::{
     DefinitionKind, DefinitionVersion, NewVersion, PushOutcome, VersionInfo, VersionStamp,
 };
+
+mod reports;
+pub use reports::REPORTS;
 
 use crate::codec::{self, blob, Encoded, DOC, DOC_S3};
 use crate::error::{backend, json_error, sdk};
@@ -104,7 +109,7 @@ impl std::fmt::Debug for DynamoStore {
     }
 }
 
-fn s(value: impl Into<String>) -> A {
+pub(crate) fn s(value: impl Into<String>) -> A {
     A::S(value.into())
 }
 
@@ -112,7 +117,7 @@ fn n(value: impl ToString) -> A {
     A::N(value.to_string())
 }
 
-fn get_s<'a>(item: &'a HashMap<String, A>, name: &str) -> Option<&'a str> {
+pub(crate) fn get_s<'a>(item: &'a HashMap<String, A>, name: &str) -> Option<&'a str> {
     item.get(name)
         .and_then(|v| v.as_s().ok())
         .map(String::as_str)
@@ -155,7 +160,7 @@ fn month_of(at: DateTime<Utc>) -> String {
     format!("{:04}-{:02}", at.year(), at.month())
 }
 
-fn is_conditional_failure<E, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool
+pub(crate) fn is_conditional_failure<E, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool
 where
     E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
 {
@@ -273,7 +278,7 @@ impl DynamoStore {
         }
     }
 
-    async fn put_definition<T: Serialize>(
+    pub(crate) async fn put_definition<T: Serialize>(
         &self,
         kind: &str,
         name: &str,
@@ -295,7 +300,7 @@ impl DynamoStore {
         Ok(())
     }
 
-    async fn get_item(
+    pub(crate) async fn get_item(
         &self,
         table: &str,
         key: HashMap<String, A>,
@@ -312,11 +317,11 @@ impl DynamoStore {
         Ok(out.item)
     }
 
-    fn definition_key(kind: &str, name: &str) -> HashMap<String, A> {
+    pub(crate) fn definition_key(kind: &str, name: &str) -> HashMap<String, A> {
         HashMap::from([("kind".to_string(), s(kind)), ("name".to_string(), s(name))])
     }
 
-    async fn get_definition<T: DeserializeOwned>(
+    pub(crate) async fn get_definition<T: DeserializeOwned>(
         &self,
         kind: &str,
         name: &str,
@@ -333,7 +338,10 @@ impl DynamoStore {
     }
 
     /// Every item of one kind, ordered by name.
-    async fn query_kind(&self, kind: &str) -> Result<Vec<HashMap<String, A>>, StoreError> {
+    pub(crate) async fn query_kind(
+        &self,
+        kind: &str,
+    ) -> Result<Vec<HashMap<String, A>>, StoreError> {
         let mut items = Vec::new();
         let mut start = None;
         loop {
@@ -357,7 +365,7 @@ impl DynamoStore {
         }
     }
 
-    async fn list_definitions<T: DeserializeOwned>(
+    pub(crate) async fn list_definitions<T: DeserializeOwned>(
         &self,
         kind: &str,
     ) -> Result<Vec<T>, StoreError> {
@@ -370,7 +378,11 @@ impl DynamoStore {
             .collect()
     }
 
-    async fn delete_definition(&self, kind: &str, name: &str) -> Result<bool, StoreError> {
+    pub(crate) async fn delete_definition(
+        &self,
+        kind: &str,
+        name: &str,
+    ) -> Result<bool, StoreError> {
         let out = self
             .db
             .delete_item()

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_core::ports::{
-    AccessStore, Cache, DefinitionStore, RunStore, ScheduleStatsStore, ScheduleStore, Scheduler,
+    AccessStore, Cache, DefinitionStore, PackStore, RunStore, ScheduleStatsStore, ScheduleStore,
+    Scheduler,
 };
 use sluice_core::step::StepRegistry;
 use sluice_runtime::{Backend, Runtime, RuntimeConfig};
@@ -67,6 +68,8 @@ impl AwsEnvironment {
             queue: self.queue.clone(),
             secrets: self.secrets.clone(),
             cache: Arc::new(self.store.clone()) as Arc<dyn Cache>,
+            packs: Arc::new(self.store.clone()) as Arc<dyn PackStore>,
+            reports: Arc::new(self.store.clone()) as Arc<dyn sluice_core::ports::ReportStore>,
         }
     }
 
@@ -76,6 +79,9 @@ impl AwsEnvironment {
             result_expires: chrono::Duration::seconds(self.settings.result_expires_seconds),
             secret_ttl: SECRET_TTL,
             max_timeout_seconds: sluice_core::model::LAMBDA_MAX_TIMEOUT_SECONDS,
+            // SQS holds any backlog durably and Lambda scales out on it; fair order
+            // across runs comes from its fair queues, not from refusing starts.
+            max_queued_steps: None,
             ..RuntimeConfig::default()
         }
     }

@@ -18,6 +18,7 @@ mod codec;
 pub mod dynamo;
 pub mod environment;
 mod error;
+mod packs;
 pub mod provision;
 pub mod scheduler;
 pub mod secrets;

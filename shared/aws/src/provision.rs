@@ -13,7 +13,7 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use sluice_core::ports::{dead_letter_queue, MAX_RECEIVE_COUNT};
 
 use crate::clients::Clients;
-use crate::dynamo::{BY_APPLICATION, BY_MONTH, OPEN_RUNS};
+use crate::dynamo::{BY_APPLICATION, BY_MONTH, OPEN_RUNS, REPORTS};
 use crate::settings::AwsSettings;
 
 /// A DynamoDB table of a deployment.
@@ -83,6 +83,13 @@ pub const TABLES: &[TableSpec] = &[
                 hash_key: "open",
                 range_key: "run_id",
                 projected: &["expires_ms"],
+            },
+            // Only report headers carry these keys (`dynamo/reports.rs`).
+            IndexSpec {
+                name: REPORTS,
+                hash_key: "report_key",
+                range_key: "report_run",
+                projected: &["report_app", "created_ms", "expires_ms"],
             },
         ],
         ttl_attribute: Some("ttl"),

@@ -84,18 +84,28 @@ impl SqsQueue {
         arn.rsplit(':').next().unwrap_or(arn)
     }
 
-    /// Sends a raw body (Lambda glue: re-enqueueing a message for a long wait).
+    /// Sends a raw body (Lambda glue: re-enqueueing a message for a long wait) of the
+    /// run `run_id`.
+    ///
+    /// The run is the message group: on a standard queue SQS takes it as the tenant of
+    /// its fair queues, so a run with a large backlog on a step type's queue does not
+    /// hold back the messages of other runs (no FIFO order is asked for or implied).
     pub async fn send_body(
         &self,
         queue: &str,
         body: &str,
         delay: Duration,
+        run_id: &str,
     ) -> Result<(), QueueError> {
         let url = self.url(queue).await?;
+        // SQS takes 1–128 printable ASCII characters; run ids are far shorter.
+        let group =
+            (1..=128).contains(&run_id.len()) && run_id.bytes().all(|b| b.is_ascii_graphic());
         self.client
             .send_message()
             .queue_url(url)
             .message_body(body)
+            .set_message_group_id(group.then(|| run_id.to_string()))
             .delay_seconds(seconds_ceil(delay.min(MAX_DELAY)))
             .send()
             .await
@@ -144,7 +154,7 @@ impl Queue for SqsQueue {
         delay: Duration,
     ) -> Result<(), QueueError> {
         let body = serde_json::to_string(message).map_err(|e| QueueError(format!("json: {e}")))?;
-        self.send_body(queue, &body, delay).await
+        self.send_body(queue, &body, delay, &message.run_id).await
     }
 
     async fn receive(
@@ -220,5 +230,31 @@ impl Queue for SqsQueue {
         visibility: Duration,
     ) -> Result<(), QueueError> {
         self.change_visibility(queue, receipt, visibility).await
+    }
+
+    /// `ApproximateNumberOfMessages` + `…NotVisible` + `…Delayed` (`GetQueueAttributes`).
+    async fn approximate_depth(&self, queue: &str) -> Result<Option<u64>, QueueError> {
+        use aws_sdk_sqs::types::QueueAttributeName as Name;
+        let url = self.url(queue).await?;
+        let names = [
+            Name::ApproximateNumberOfMessages,
+            Name::ApproximateNumberOfMessagesNotVisible,
+            Name::ApproximateNumberOfMessagesDelayed,
+        ];
+        let out = self
+            .client
+            .get_queue_attributes()
+            .queue_url(url)
+            .set_attribute_names(Some(names.to_vec()))
+            .send()
+            .await
+            .map_err(|e| queue_error("GetQueueAttributes", e))?;
+        let attributes = out.attributes.unwrap_or_default();
+        Ok(Some(
+            names
+                .iter()
+                .filter_map(|n| attributes.get(n)?.parse::<u64>().ok())
+                .sum(),
+        ))
     }
 }

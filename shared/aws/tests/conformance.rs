@@ -42,6 +42,8 @@ impl StoreFactory for FreshDeployment {
             cache: store.clone(),
             secrets: env.secrets.clone(),
             schedules: store.clone(),
+            packs: store.clone(),
+            reports: store.clone(),
             stats: store,
             clock,
             keep: Box::new(()),
@@ -115,4 +117,33 @@ async fn sqs_delays_round_up_to_seconds_and_extensions_outlast_the_receive() {
     let again = eventually(Duration::from_secs(60)).await;
     assert_eq!(again[0].receive_count, 2);
     q.ack(&name, &again[0].receipt).await.unwrap();
+}
+
+/// The dashboard's queue depth: SQS's approximate counts of visible, delayed and in-flight
+/// messages together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqs_depth_counts_visible_delayed_and_in_flight_messages() {
+    let env = deployment(&["echo"]).await;
+    let (q, name) = (env.queue.clone(), env.settings.queue_for("echo"));
+    let depth = || async { q.approximate_depth(&name).await.unwrap() };
+    assert_eq!(depth().await, Some(0));
+    let task = |step: &str| TaskMessage {
+        run_id: "isapp-1".into(),
+        step_id: step.into(),
+        unit: 0,
+        attempt: 1,
+    };
+    q.send(&name, &task("Now"), Duration::ZERO).await.unwrap();
+    q.send(&name, &task("Later"), Duration::from_secs(600))
+        .await
+        .unwrap();
+    assert_eq!(depth().await, Some(2));
+    let got = q
+        .receive(&name, 10, Duration::from_secs(60), Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(depth().await, Some(2), "in flight still counts");
+    q.ack(&name, &got[0].receipt).await.unwrap();
+    assert_eq!(depth().await, Some(1));
 }

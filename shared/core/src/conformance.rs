@@ -44,6 +44,8 @@ pub struct Stores {
     pub secrets: Arc<dyn SecretStore>,
     pub schedules: Arc<dyn ScheduleStore>,
     pub stats: Arc<dyn ScheduleStatsStore>,
+    pub reports: Arc<dyn crate::ports::ReportStore>,
+    pub packs: Arc<dyn crate::ports::PackStore>,
     pub clock: Arc<ManualClock>,
     /// Whatever must outlive the stores (a temporary directory).
     pub keep: Box<dyn std::any::Any + Send + Sync>,
@@ -71,6 +73,7 @@ macro_rules! store_conformance {
             runs_are_created_once_with_their_snapshot,
             update_run_is_compare_and_swap,
             concurrent_transitions_of_one_version_have_one_winner,
+            transitions_stored_as_deltas_read_back_whole,
             unfinished_runs_are_the_non_terminal_ones,
             list_runs_filters_orders_and_pages,
             list_runs_default_limit_is_50,
@@ -83,6 +86,11 @@ macro_rules! store_conformance {
             schedules_round_trip_sorted,
             tick_claims_move_forward_only,
             concurrent_claims_of_one_tick_have_one_winner,
+            report_parts_replace_per_unit_list_and_delete,
+            reports_expire_with_their_run,
+            packs_install_once_list_and_delete,
+            pack_activations_round_trip,
+            large_pack_archives_round_trip,
         );
     };
     (@each $factory:expr; $($name:ident),* $(,)?) => {
@@ -533,6 +541,105 @@ pub async fn concurrent_transitions_of_one_version_have_one_winner(f: &impl Stor
     let stored = s.runs.get_run("isapp-1").await.unwrap().unwrap();
     assert_eq!(stored.version, 1);
     assert_eq!(stored.params["writer"], json!(winners[0]));
+}
+
+/// A fan-out into a join driven by the engine, each transition stored with
+/// `update_run_delta`: the stored run is always the engine's, whatever the store writes
+/// (the whole run, or only the parts the delta names), and a delta against an older
+/// version is a conflict that changes nothing.
+pub async fn transitions_stored_as_deltas_read_back_whole(f: &impl StoreFactory) {
+    use crate::engine::{self, AttemptResult, Decision, Effect, Event, Plan};
+    let s = f.fresh().await;
+    let r = &s.runs;
+    let app: Application = serde_json::from_value(json!({
+        "name": "fan", "author": "conformance", "steps": [
+            {"id": "Source", "type": "echo"},
+            {"id": "Fan", "type": "echo", "depends_on": ["Source"],
+             "for_each": {"items": "${Source}", "max_concurrency": 120}},
+            {"id": "Join", "type": "echo", "depends_on": ["Fan"]}]
+    }))
+    .expect("application");
+    let plan = Plan::new(app.clone());
+    let at = now(&s);
+    let mut current = plan.new_run("isapp-delta".into(), at, at + ChronoDuration::days(7));
+    r.create_run(&current, &app).await.unwrap();
+
+    let mut pending = vec![Event::Start];
+    let mut transitions = 0u32;
+    while let Some(event) = pending.pop() {
+        let before = current.clone();
+        let applied = engine::apply(&plan, &mut current, &event, at);
+        if !applied.changed {
+            continue;
+        }
+        current.version += 1;
+        r.update_run_delta(&current, before.version, &applied.delta)
+            .await
+            .unwrap();
+        transitions += 1;
+        if transitions % 25 == 1 || current.state.is_terminal() {
+            assert_eq!(
+                r.get_run(&current.id).await.unwrap().as_ref(),
+                Some(&current)
+            );
+            // A writer holding the previous version loses and changes nothing.
+            let mut stale = before.clone();
+            stale.version = current.version;
+            stale.params.insert("stale".into(), json!(true));
+            assert!(is_conflict(
+                r.update_run_delta(&stale, before.version, &applied.delta)
+                    .await
+            ));
+            assert_eq!(
+                r.get_run(&current.id).await.unwrap().as_ref(),
+                Some(&current)
+            );
+        }
+        for effect in applied.effects.into_iter().rev() {
+            match effect {
+                Effect::Evaluate { step } => pending.push(Event::Evaluated {
+                    step,
+                    decision: Decision::Run { units: Some(120) },
+                }),
+                Effect::Dispatch {
+                    step,
+                    unit,
+                    attempt,
+                    ..
+                } => {
+                    pending.push(Event::Finished {
+                        step: step.clone(),
+                        unit,
+                        attempt,
+                        result: AttemptResult::Success { warnings: vec![] },
+                        output: Some(json!(unit)),
+                    });
+                    pending.push(Event::Claim {
+                        step,
+                        unit,
+                        attempt,
+                    });
+                }
+                Effect::RevokeChild { .. } | Effect::RunFinished { .. } => {}
+            }
+        }
+    }
+    assert_eq!(current.state, RunState::Success);
+    let stored = r.get_run(&current.id).await.unwrap().unwrap();
+    assert_eq!(stored, current);
+    assert_eq!(stored.step("Fan").unwrap().units.len(), 120);
+    assert_eq!(
+        stored.step("Fan").unwrap().units[119].output,
+        Some(json!(119))
+    );
+    let listed = r
+        .list_runs(&RunQuery {
+            application: Some("fan".into()),
+            ..RunQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed, vec![current]);
 }
 
 pub async fn unfinished_runs_are_the_non_terminal_ones(f: &impl StoreFactory) {
@@ -1365,4 +1472,331 @@ pub async fn queue_an_abandoned_receive_loses_nothing_when_cancel_safe(f: &impl 
     let got = receive_one(&q, HIDDEN).await;
     assert_eq!((got.message, got.receive_count), (task("A"), 1));
     q.queue.ack(&q.name, &got.receipt).await.unwrap();
+}
+
+/// An installed version of pack `name` with one application.
+pub fn installed_pack(name: &str, version: &str, at: DateTime<Utc>) -> crate::pack::InstalledPack {
+    let manifest: crate::pack::PackManifest = serde_json::from_value(json!({
+        "name": name,
+        "version": version,
+        "publisher": "conformance",
+        "step_types": [{"type": "echo", "source": "sluice-steps"}],
+    }))
+    .expect("manifest");
+    let archive = crate::pack::PackArchive::new(
+        manifest.clone(),
+        vec![application("PackApp")],
+        vec![],
+        vec![],
+    );
+    crate::pack::InstalledPack {
+        info: crate::pack::PackVersionInfo {
+            name: name.into(),
+            version: version.into(),
+            hash: archive.hash.clone(),
+            installed_at: at,
+            installed_by: "admin".into(),
+            manifest,
+        },
+        archive,
+    }
+}
+
+pub async fn packs_install_once_list_and_delete(f: &impl StoreFactory) {
+    let s = f.fresh().await;
+    let packs = &s.packs;
+    let at = now(&s);
+    let v1 = installed_pack("inventory", "1.0.0", at);
+    assert!(packs.install_pack(&v1).await.unwrap());
+    let mut again = installed_pack("inventory", "1.0.0", at);
+    again.info.installed_by = "someone else".into();
+    assert!(
+        !packs.install_pack(&again).await.unwrap(),
+        "a version is installed once"
+    );
+    assert!(packs
+        .install_pack(&installed_pack("inventory", "1.10.0", at))
+        .await
+        .unwrap());
+    assert!(packs
+        .install_pack(&installed_pack("base", "2.0.0", at))
+        .await
+        .unwrap());
+    assert_eq!(
+        packs.get_pack("inventory", "1.0.0").await.unwrap(),
+        Some(v1.clone())
+    );
+    assert!(packs
+        .get_pack("inventory", "3.0.0")
+        .await
+        .unwrap()
+        .is_none());
+    let listed: Vec<(String, String)> = packs
+        .list_packs()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.name, p.version))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("base".to_string(), "2.0.0".to_string()),
+            ("inventory".into(), "1.0.0".into()),
+            ("inventory".into(), "1.10.0".into()),
+        ]
+    );
+    assert_eq!(packs.list_packs().await.unwrap()[1], v1.info);
+    assert!(packs.delete_pack("inventory", "1.0.0").await.unwrap());
+    assert!(!packs.delete_pack("inventory", "1.0.0").await.unwrap());
+    assert_eq!(packs.list_packs().await.unwrap().len(), 2);
+}
+
+pub async fn pack_activations_round_trip(f: &impl StoreFactory) {
+    let s = f.fresh().await;
+    let packs = &s.packs;
+    let at = now(&s);
+    assert!(packs.get_activation("inventory").await.unwrap().is_none());
+    let mut activation = crate::pack::PackActivation {
+        name: "inventory".into(),
+        version: "1.0.0".into(),
+        activated_at: at,
+        activated_by: "admin".into(),
+        owned: installed_pack("inventory", "1.0.0", at).archive.contents(),
+    };
+    packs.put_activation(&activation).await.unwrap();
+    activation.version = "2.0.0".into();
+    packs.put_activation(&activation).await.unwrap();
+    let base = crate::pack::PackActivation {
+        name: "base".into(),
+        owned: vec![],
+        ..activation.clone()
+    };
+    packs.put_activation(&base).await.unwrap();
+    assert_eq!(
+        packs.get_activation("inventory").await.unwrap(),
+        Some(activation.clone()),
+        "one activation per pack: the latest"
+    );
+    assert_eq!(packs.list_activations().await.unwrap(), [base, activation]);
+    assert!(packs.delete_activation("inventory").await.unwrap());
+    assert!(!packs.delete_activation("inventory").await.unwrap());
+    assert_eq!(packs.list_activations().await.unwrap().len(), 1);
+}
+
+/// The owner of a report: run `run_id` of `application`, expiring at `expires_at`.
+fn report_owner(
+    run_id: &str,
+    application: &str,
+    created_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+) -> crate::report::ReportOwner {
+    crate::report::ReportOwner {
+        run_id: run_id.into(),
+        application: application.into(),
+        run_created_at: created_at,
+        expires_at,
+    }
+}
+
+fn report_section(title: &str, rows: usize) -> crate::report::ReportSection {
+    use crate::report::{ReportSection, ReportTable, RowStatus};
+    let table = (0..rows).fold(ReportTable::new(["id", "note"]), |t, i| {
+        t.row(RowStatus::ALL[i % 5], [json!(i), json!(format!("row {i}"))])
+    });
+    ReportSection::new(title).detail("k", "v").table(table)
+}
+
+fn titles(parts: &[crate::report::ReportPart]) -> Vec<(String, u32, Vec<String>)> {
+    let mut out: Vec<_> = parts
+        .iter()
+        .map(|p| {
+            let titles = p.sections.iter().map(|s| s.title.clone()).collect();
+            (p.step_id.clone(), p.unit, titles)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+pub async fn report_parts_replace_per_unit_list_and_delete(f: &impl StoreFactory) {
+    let s = f.fresh().await;
+    let r = &s.reports;
+    let t = now(&s);
+    let expires = t + ChronoDuration::days(1);
+    let one = report_owner("isapp-1", "x", t, expires);
+    assert!(r.get_report("isapp-1").await.unwrap().is_none());
+    r.put_report_part(
+        &one,
+        "A",
+        0,
+        &[report_section("first", 2), report_section("second", 1)],
+    )
+    .await
+    .unwrap();
+    // A redelivered attempt of the same unit replaces, never adds.
+    let again = [report_section("again", 3)];
+    let (p, q) = tokio::join!(
+        r.put_report_part(&one, "A", 0, &again),
+        r.put_report_part(&one, "A", 0, &again)
+    );
+    p.unwrap();
+    q.unwrap();
+    r.put_report_part(&one, "A", 1, &[report_section("unit 1", 1)])
+        .await
+        .unwrap();
+    r.put_report_part(&one, "B", 0, &[report_section("b", 0)])
+        .await
+        .unwrap();
+    let (owner, parts) = r.get_report("isapp-1").await.unwrap().expect("report");
+    assert_eq!(owner, one);
+    assert_eq!(
+        titles(&parts),
+        vec![
+            ("A".into(), 0, vec!["again".into()]),
+            ("A".into(), 1, vec!["unit 1".into()]),
+            ("B".into(), 0, vec!["b".into()]),
+        ]
+    );
+    let a0 = parts
+        .iter()
+        .find(|p| p.step_id == "A" && p.unit == 0)
+        .unwrap();
+    assert_eq!(a0.sections, again.to_vec(), "sections round-trip exactly");
+    // Empty sections delete the unit's part.
+    r.put_report_part(&one, "B", 0, &[]).await.unwrap();
+    let (_, parts) = r.get_report("isapp-1").await.unwrap().unwrap();
+    assert_eq!(parts.len(), 2);
+
+    // A large part round-trips (kept aside by the adapter where an item is too small).
+    let noise = |i: u64| -> String {
+        (0..60u64)
+            .map(|j| {
+                format!(
+                    "{:015x}",
+                    (i * 60 + j).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 4
+                )
+            })
+            .collect()
+    };
+    let big = (0..800u64).fold(crate::report::ReportTable::new(["id", "note"]), |t, i| {
+        t.row(
+            crate::report::RowStatus::Updated,
+            [json!(i), json!(noise(i))],
+        )
+    });
+    let big = crate::report::ReportSection::new("big").table(big);
+    r.put_report_part(&one, "Big", 0, std::slice::from_ref(&big))
+        .await
+        .unwrap();
+    let (_, parts) = r.get_report("isapp-1").await.unwrap().unwrap();
+    let stored = parts.iter().find(|p| p.step_id == "Big").unwrap();
+    assert_eq!(stored.sections, vec![big]);
+
+    // Listings: newest run id first, by application, paged.
+    r.put_report_part(
+        &report_owner("isapp-2", "y", t, expires),
+        "A",
+        0,
+        &[report_section("y", 1)],
+    )
+    .await
+    .unwrap();
+    r.put_report_part(
+        &report_owner("isapp-3", "x", t, expires),
+        "A",
+        0,
+        &[report_section("x", 1)],
+    )
+    .await
+    .unwrap();
+    let listed = |q: crate::ports::ReportQuery| async move {
+        r.list_reports(&q)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.run_id)
+            .collect::<Vec<_>>()
+    };
+    use crate::ports::ReportQuery;
+    assert_eq!(
+        listed(ReportQuery::default()).await,
+        ["isapp-3", "isapp-2", "isapp-1"]
+    );
+    assert_eq!(
+        listed(ReportQuery {
+            application: Some("x".into()),
+            ..ReportQuery::default()
+        })
+        .await,
+        ["isapp-3", "isapp-1"]
+    );
+    assert_eq!(
+        listed(ReportQuery {
+            before_run_id: Some("isapp-3".into()),
+            limit: 1,
+            ..ReportQuery::default()
+        })
+        .await,
+        ["isapp-2"]
+    );
+    let summary = &r.list_reports(&ReportQuery::default()).await.unwrap()[2];
+    assert_eq!(summary.id, "report-x-isapp-1");
+    assert_eq!(summary.application, "x");
+    assert_eq!(summary.expires_at, expires);
+
+    // Deleting removes every part of the run's report, and only that report.
+    assert!(r.delete_report("isapp-1").await.unwrap());
+    assert!(r.get_report("isapp-1").await.unwrap().is_none());
+    assert!(!r.delete_report("isapp-1").await.unwrap());
+    assert_eq!(listed(ReportQuery::default()).await, ["isapp-3", "isapp-2"]);
+}
+
+pub async fn reports_expire_with_their_run(f: &impl StoreFactory) {
+    let s = f.fresh().await;
+    let r = &s.reports;
+    let t = now(&s);
+    let soon = report_owner("isapp-1", "x", t, t + ChronoDuration::hours(1));
+    let later = report_owner("isapp-2", "x", t, t + ChronoDuration::days(1));
+    r.put_report_part(&soon, "A", 0, &[report_section("soon", 1)])
+        .await
+        .unwrap();
+    r.put_report_part(&later, "A", 0, &[report_section("later", 1)])
+        .await
+        .unwrap();
+    s.clock.advance(ChronoDuration::hours(2));
+    assert!(r.get_report("isapp-1").await.unwrap().is_none());
+    assert!(r.get_report("isapp-2").await.unwrap().is_some());
+    let listed = r
+        .list_reports(&crate::ports::ReportQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].run_id, "isapp-2");
+    assert!(
+        !r.delete_report("isapp-1").await.unwrap(),
+        "an expired report is absent"
+    );
+}
+
+pub async fn large_pack_archives_round_trip(f: &impl StoreFactory) {
+    use sha2::{Digest, Sha256};
+    let s = f.fresh().await;
+    let mut pack = installed_pack("big", "1.0.0", now(&s));
+    // About 1 MB of hex that deflates to half: beyond an item, so an adapter keeps it aside.
+    let mut block = Sha256::digest(b"seed").to_vec();
+    let mut text = String::new();
+    while text.len() < 1_000_000 {
+        block = Sha256::digest(&block).to_vec();
+        text.push_str(&hex::encode(&block));
+    }
+    pack.archive.applications[0].description = text;
+    pack.archive.hash = pack.archive.content_hash();
+    pack.info.hash = pack.archive.hash.clone();
+    assert!(s.packs.install_pack(&pack).await.unwrap());
+    assert!(!s.packs.install_pack(&pack).await.unwrap());
+    assert_eq!(s.packs.get_pack("big", "1.0.0").await.unwrap(), Some(pack));
+    assert_eq!(s.packs.list_packs().await.unwrap().len(), 1);
+    assert!(s.packs.delete_pack("big", "1.0.0").await.unwrap());
+    assert!(s.packs.get_pack("big", "1.0.0").await.unwrap().is_none());
 }

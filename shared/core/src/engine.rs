@@ -14,7 +14,7 @@
 //! harmless because a worker must [`Event::Claim`] a unit before executing it, and a claim
 //! is granted once per attempt (again only after the previous holder's lease expired).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
@@ -228,6 +228,62 @@ pub struct Applied {
     pub effects: Vec<Effect>,
     /// Set for [`Event::Claim`].
     pub claim: Option<Claim>,
+    /// Which parts of the run changed, so that a store writes those and not the whole
+    /// run (empty when nothing changed).
+    pub delta: RunDelta,
+}
+
+/// The parts of a run one transition changed: the run's own fields, step records (a
+/// step's fields without its units) and units, by index. A store that keeps these
+/// parts apart writes exactly these (besides the run's `version`); everything else is
+/// as it was. Units are only ever added or changed, never removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunDelta {
+    /// The run's own fields (state, times) changed.
+    pub header: bool,
+    /// Indices of the steps whose own fields changed.
+    pub steps: BTreeSet<usize>,
+    /// `(step index, unit index)` of every unit created or changed.
+    pub units: BTreeSet<(usize, usize)>,
+}
+
+impl RunDelta {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        !self.header && self.steps.is_empty() && self.units.is_empty()
+    }
+
+    /// Copies the parts this delta names from `from` (the run after the transition) into
+    /// `into` (the run before it), with `from`'s version: afterwards `into == from`.
+    /// Returns `false`, changing nothing, when `into` is not a copy of the same run
+    /// (another id or number of steps).
+    pub fn copy_into(&self, from: &Run, into: &mut Run) -> bool {
+        if from.id != into.id || from.steps.len() != into.steps.len() {
+            return false;
+        }
+        if self.header {
+            into.set_header_from(from);
+        }
+        into.version = from.version;
+        for &i in &self.steps {
+            into.steps[i].set_record_from(&from.steps[i]);
+        }
+        for &(i, u) in &self.units {
+            let Some(unit) = from.steps[i].units.get(u) else {
+                continue;
+            };
+            let units = &mut into.steps[i].units;
+            if units.len() <= u {
+                units.resize(u + 1, Unit::pending());
+            }
+            units[u] = unit.clone();
+        }
+        // The copied units are `from`'s now: so is their tally.
+        for &i in self.steps.iter().chain(self.units.iter().map(|(i, _)| i)) {
+            into.steps[i].take_tally_from(&from.steps[i]);
+        }
+        true
+    }
 }
 
 /// Applies `event` to `run` at time `now`.
@@ -238,6 +294,7 @@ pub fn apply(plan: &Plan, run: &mut Run, event: &Event, now: DateTime<Utc>) -> A
         now,
         effects: Vec::new(),
         changed: false,
+        delta: RunDelta::default(),
     };
     let claim = machine.handle(event);
     if machine.changed {
@@ -246,6 +303,7 @@ pub fn apply(plan: &Plan, run: &mut Run, event: &Event, now: DateTime<Utc>) -> A
             changed: true,
             effects: machine.effects,
             claim,
+            delta: machine.delta,
         }
     } else {
         let effects = match event {
@@ -261,6 +319,7 @@ pub fn apply(plan: &Plan, run: &mut Run, event: &Event, now: DateTime<Utc>) -> A
             changed: false,
             effects,
             claim,
+            delta: RunDelta::default(),
         }
     }
 }
@@ -358,13 +417,25 @@ struct Machine<'a> {
     now: DateTime<Utc>,
     effects: Vec<Effect>,
     changed: bool,
+    /// What this transition touched (see [`RunDelta`]); every write to the run marks
+    /// its part here first.
+    delta: RunDelta,
 }
 
 impl Machine<'_> {
+    fn touch_step(&mut self, i: usize) {
+        self.delta.steps.insert(i);
+    }
+
+    fn touch_unit(&mut self, i: usize, u: usize) {
+        self.delta.units.insert((i, u));
+    }
+
     fn handle(&mut self, event: &Event) -> Option<Claim> {
         match event {
             Event::Start => {
                 if self.run.state == RunState::Pending {
+                    self.delta.header = true;
                     self.run.state = RunState::Running;
                     self.run.started_at = Some(self.now);
                     self.changed = true;
@@ -400,16 +471,18 @@ impl Machine<'_> {
                 child_run,
             } => {
                 if let Some(i) = self.live_step(step) {
+                    let u = *unit as usize;
                     let s = &mut self.run.steps[i];
                     let fan_out = s.fan_out.is_some();
                     let step_running = s.state == StepState::Running;
                     let unit = s.units.get_mut(*unit as usize).filter(|u| {
                         u.attempt == *attempt && u.state == UnitState::Running && step_running
                     });
-                    if let Some(u) = unit {
-                        if u.child_run.as_ref() != Some(child_run) {
-                            u.child_run = Some(child_run.clone());
+                    if let Some(unit_state) = unit {
+                        if unit_state.child_run.as_ref() != Some(child_run) {
+                            unit_state.child_run = Some(child_run.clone());
                             self.changed = true;
+                            self.delta.units.insert((i, u));
                         }
                         // A single trigger waits (when blocking) for its child; a fan-out
                         // cannot block (validation), its units record their children.
@@ -417,6 +490,7 @@ impl Machine<'_> {
                             s.state = StepState::Waiting;
                             s.child_run = Some(child_run.clone());
                             self.changed = true;
+                            self.delta.steps.insert(i);
                         }
                     }
                 }
@@ -436,8 +510,8 @@ impl Machine<'_> {
                 });
                 if let Some(i) = live {
                     // Dead-lettering is final: no retry policy applies.
-                    let unit_state = &mut self.run.steps[i].units[*unit as usize];
-                    unit_state.state = UnitState::Running;
+                    self.touch_unit(i, *unit as usize);
+                    self.run.steps[i].set_unit_state(*unit as usize, UnitState::Running);
                     self.finished(
                         step,
                         *unit,
@@ -509,20 +583,22 @@ impl Machine<'_> {
             return;
         }
         let spec = &self.plan.app.steps[i];
+        self.delta.steps.insert(i);
         self.run.steps[i].state = StepState::Queued;
         if spec.when.is_some() || spec.for_each.is_some() {
             self.effects.push(Effect::Evaluate {
                 step: spec.id.clone(),
             });
         } else {
-            self.run.steps[i].units = vec![Unit::pending()];
+            self.run.steps[i].set_units(vec![Unit::pending()]);
             self.queue_unit(i, 0, 1, 0);
         }
     }
 
     fn queue_unit(&mut self, i: usize, u: usize, attempt: u32, delay_ms: u64) {
+        self.touch_unit(i, u);
+        self.run.steps[i].set_unit_state(u, UnitState::Queued);
         let unit = &mut self.run.steps[i].units[u];
-        unit.state = UnitState::Queued;
         unit.attempt = attempt;
         unit.claimed_at = None;
         unit.finished_at = None;
@@ -546,6 +622,7 @@ impl Machine<'_> {
             return;
         }
         self.changed = true;
+        self.touch_step(i);
         match decision {
             Decision::Skip => self.end_step(i, StepState::Skipped, None),
             Decision::Fail(error) => {
@@ -553,7 +630,7 @@ impl Machine<'_> {
                 self.end_step(i, StepState::Failed, Some(error.clone()))
             }
             Decision::Run { units: None } => {
-                self.run.steps[i].units = vec![Unit::pending()];
+                self.run.steps[i].set_units(vec![Unit::pending()]);
                 self.queue_unit(i, 0, 1, 0);
             }
             Decision::Run { units: Some(n) } => {
@@ -564,7 +641,8 @@ impl Machine<'_> {
                     self.end_step(i, StepState::Success, None);
                     return;
                 }
-                s.units = vec![Unit::pending(); *n as usize];
+                s.set_units(vec![Unit::pending(); *n as usize]);
+                self.delta.units.extend((0..*n as usize).map(|u| (i, u)));
                 let limit = self.plan.app.steps[i]
                     .for_each
                     .as_ref()
@@ -585,6 +663,7 @@ impl Machine<'_> {
         }
         let lease_ms = self.plan.app.steps[i].timeout_seconds() as i64 * 1000 + LEASE_GRACE_MS;
         let now = self.now;
+        let delta = &mut self.delta;
         let s = &mut self.run.steps[i];
         let Some(u) = s.units.get_mut(unit as usize) else {
             return Claim::Duplicate;
@@ -610,9 +689,11 @@ impl Machine<'_> {
             }
             UnitState::Pending | UnitState::Done | UnitState::Failed => return Claim::Duplicate,
         }
-        u.state = UnitState::Running;
+        delta.units.insert((i, unit as usize));
+        delta.steps.insert(i);
         u.claimed_at = Some(now);
         u.not_before = None;
+        s.set_unit_state(unit as usize, UnitState::Running);
         s.state = StepState::Running;
         s.started_at.get_or_insert(now);
         s.attempts = s.attempts.max(attempt);
@@ -639,21 +720,23 @@ impl Machine<'_> {
             return;
         }
         self.changed = true;
+        self.touch_unit(i, u);
         let fan_out = self.run.steps[i].fan_out.is_some();
         match result {
             AttemptResult::Success { warnings } => {
+                self.run.steps[i].set_unit_state(u, UnitState::Done);
                 let unit = &mut self.run.steps[i].units[u];
-                unit.state = UnitState::Done;
                 // `claimed_at` stays: with `finished_at` it dates the attempt's log.
                 unit.finished_at = Some(self.now);
                 unit.output = output.clone();
                 unit.error = None;
                 unit.warnings = warnings.clone();
                 self.queue_next_item(i);
+                let tally = self.run.steps[i].tally();
                 let s = &self.run.steps[i];
-                if s.units.iter().any(|u| u.state == UnitState::Failed) {
+                if tally.failed > 0 {
                     self.end_fan_out_if_done(i);
-                } else if s.units.iter().all(|u| u.state == UnitState::Done) {
+                } else if tally.done as usize == s.units.len() {
                     let warnings: Vec<String> = s
                         .units
                         .iter()
@@ -673,6 +756,7 @@ impl Machine<'_> {
                     } else {
                         StepState::Warning
                     };
+                    self.touch_step(i);
                     self.run.steps[i].warnings = warnings;
                     self.end_step(i, state, None);
                 } else {
@@ -686,6 +770,7 @@ impl Machine<'_> {
                 } else {
                     error.clone()
                 };
+                self.touch_step(i);
                 self.run.steps[i].units[u].error = Some(error.clone());
                 self.run.steps[i].error = Some(error_text.clone());
                 if *retryable && attempt < policy.max_attempts {
@@ -693,9 +778,8 @@ impl Machine<'_> {
                     self.queue_unit(i, u, attempt + 1, delay);
                     self.refresh_step_state(i);
                 } else {
-                    let unit = &mut self.run.steps[i].units[u];
-                    unit.state = UnitState::Failed;
-                    unit.claimed_at = None;
+                    self.run.steps[i].set_unit_state(u, UnitState::Failed);
+                    self.run.steps[i].units[u].claimed_at = None;
                     if fan_out {
                         // Every item runs to its end, so the outcome (and the error) does
                         // not depend on which item happened to fail first.
@@ -712,12 +796,9 @@ impl Machine<'_> {
     /// Ends a fan-out with a failed item once every item has ended, naming the failed
     /// items in item order.
     fn end_fan_out_if_done(&mut self, i: usize) {
+        let tally = self.run.steps[i].tally();
         let s = &self.run.steps[i];
-        if !s
-            .units
-            .iter()
-            .all(|u| matches!(u.state, UnitState::Done | UnitState::Failed))
-        {
+        if (tally.done + tally.failed) as usize != s.units.len() {
             self.refresh_step_state(i);
             return;
         }
@@ -744,27 +825,32 @@ impl Machine<'_> {
 
     /// Queues the next pending item of a fan-out, keeping within `max_concurrency`.
     fn queue_next_item(&mut self, i: usize) {
-        let s = &self.run.steps[i];
         let limit = self.plan.app.steps[i]
             .for_each
             .as_ref()
             .map_or(1, |f| f.max_concurrency.max(1));
-        let active = s
-            .units
-            .iter()
-            .filter(|u| matches!(u.state, UnitState::Queued | UnitState::Running))
-            .count();
-        if active >= limit {
+        let tally = self.run.steps[i].tally();
+        if (tally.queued + tally.running) as usize >= limit || tally.pending == 0 {
             return;
         }
-        if let Some(next) = s.units.iter().position(|u| u.state == UnitState::Pending) {
+        // Items are queued in order, so the pending ones are the last `pending`.
+        let units = &self.run.steps[i].units;
+        let first = units.len() - tally.pending as usize;
+        let next = if units[first].state == UnitState::Pending {
+            Some(first)
+        } else {
+            units.iter().position(|u| u.state == UnitState::Pending)
+        };
+        if let Some(next) = next {
             self.queue_unit(i, next, 1, 0);
         }
     }
 
     fn refresh_step_state(&mut self, i: usize) {
+        self.touch_step(i);
+        let running = self.run.steps[i].tally().running;
         let s = &mut self.run.steps[i];
-        s.state = if s.units.iter().any(|u| u.state == UnitState::Running) {
+        s.state = if running > 0 {
             StepState::Running
         } else {
             StepState::Queued
@@ -772,6 +858,7 @@ impl Machine<'_> {
     }
 
     fn end_step(&mut self, i: usize, state: StepState, error: Option<String>) {
+        self.touch_step(i);
         let s = &mut self.run.steps[i];
         s.state = state;
         s.finished_at = Some(self.now);
@@ -789,12 +876,14 @@ impl Machine<'_> {
         if self.run.state.is_terminal() {
             return;
         }
+        self.delta.header = true;
         self.run.state = RunState::Revoked;
         self.run.finished_at = Some(self.now);
-        for s in &mut self.run.steps {
+        for (i, s) in self.run.steps.iter_mut().enumerate() {
             if s.state.is_terminal() {
                 continue;
             }
+            self.delta.steps.insert(i);
             if s.state == StepState::Waiting {
                 if let Some(child) = &s.child_run {
                     self.effects.push(Effect::RevokeChild {
@@ -822,11 +911,13 @@ impl Machine<'_> {
                 continue;
             }
             let mut reset = false;
-            for unit in &mut s.units {
+            for u in 0..s.units.len() {
+                let unit = &mut s.units[u];
                 let by_previous_process = unit.claimed_at.is_none_or(|at| at < claimed_before);
                 if unit.state == UnitState::Running && by_previous_process {
-                    unit.state = UnitState::Queued;
+                    self.delta.units.insert((i, u));
                     unit.claimed_at = None;
+                    s.set_unit_state(u, UnitState::Queued);
                     reset = true;
                 }
             }
@@ -853,6 +944,7 @@ impl Machine<'_> {
             .steps
             .iter()
             .any(|s| matches!(s.state, StepState::Failed | StepState::Cancelled));
+        self.delta.header = true;
         self.run.state = if failed {
             RunState::Failure
         } else {

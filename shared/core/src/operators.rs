@@ -1,5 +1,6 @@
 //! Operators: control flow run inside the engine's runtime rather than as a step function
-//! (SPEC §2): `transform` (alias `template_render`) and `trigger_application`.
+//! (SPEC §2): `transform` (alias `template_render`), `trigger_application` and
+//! `report` (a section of the run's report, see [`crate::report`]).
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -10,10 +11,20 @@ use crate::step::parameter_schema_of;
 pub const TRANSFORM: &str = "transform";
 pub const TEMPLATE_RENDER: &str = "template_render";
 pub const TRIGGER_APPLICATION: &str = "trigger_application";
+pub const REPORT: &str = "report";
 
 /// Whether `step_type` names an operator.
 pub fn is_operator(step_type: &str) -> bool {
-    matches!(step_type, TRANSFORM | TEMPLATE_RENDER | TRIGGER_APPLICATION)
+    matches!(
+        step_type,
+        TRANSFORM | TEMPLATE_RENDER | TRIGGER_APPLICATION | REPORT
+    )
+}
+
+/// Whether `step_type` renders a Jinja2 template (it then sees every predecessor and
+/// the scope without secrets, and its `template` is bound, not resolved).
+pub fn renders_template(step_type: &str) -> bool {
+    matches!(step_type, TRANSFORM | TEMPLATE_RENDER)
 }
 
 /// How a `transform` treats its rendering.
@@ -70,6 +81,11 @@ pub fn operator_catalog() -> Vec<(&'static str, &'static str, Value)> {
             TRIGGER_APPLICATION,
             "Starts another application; blocking waits for it and ends with its state.",
             parameter_schema_of::<TriggerParams>(),
+        ),
+        (
+            REPORT,
+            "Adds a section (title, details, tables of New/Updated/Removed/Unchanged/Failed rows built from lists) to the run's report.",
+            parameter_schema_of::<crate::report::ReportParams>(),
         ),
     ]
 }

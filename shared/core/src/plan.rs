@@ -21,7 +21,20 @@ use crate::Issue;
 
 /// The kinds of definition, in the order their writes must happen so that references
 /// resolve (applications name configurations, schedules name applications).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum DocumentKind {
     /// A configuration (`data`).
     Configuration,

@@ -138,6 +138,20 @@ pub trait RunStore: Send + Sync {
     /// Writes `run` only if the stored version is `expected_version`; the caller has set
     /// `run.version` to the new version. [`StoreError::Conflict`] otherwise.
     async fn update_run(&self, run: &Run, expected_version: u64) -> Result<(), StoreError>;
+    /// [`RunStore::update_run`] for a transition that changed only the parts `delta`
+    /// names (`run` is the whole run after it): a store that keeps a run's steps and
+    /// units apart writes just those, so a transition costs the same in a run of ten
+    /// units as in one of ten thousand. Same compare-and-swap and errors. The default
+    /// writes the whole run (a store keeping a run as one record).
+    async fn update_run_delta(
+        &self,
+        run: &Run,
+        expected_version: u64,
+        delta: &crate::engine::RunDelta,
+    ) -> Result<(), StoreError> {
+        let _ = delta;
+        self.update_run(run, expected_version).await
+    }
     /// The application document as it was when the run was created.
     async fn get_snapshot(&self, run_id: &str) -> Result<Option<Application>, StoreError>;
     async fn list_runs(&self, query: &RunQuery) -> Result<Vec<Run>, StoreError>;
@@ -281,6 +295,13 @@ pub trait Queue: Send + Sync {
         receipt: &str,
         visibility: Duration,
     ) -> Result<(), QueueError>;
+
+    /// About how many messages `queue` holds (visible, delayed or in flight), for
+    /// dashboards and the runtime's soft bound on queued work; `None` where the adapter
+    /// cannot tell. Never used for a decision that must be exact.
+    async fn approximate_depth(&self, _queue: &str) -> Result<Option<u64>, QueueError> {
+        Ok(None)
+    }
 }
 
 /// Receives after which a message is dead-lettered (SQS `maxReceiveCount`).
@@ -398,4 +419,76 @@ pub struct Backend {
     pub queue: std::sync::Arc<dyn Queue>,
     pub secrets: std::sync::Arc<dyn SecretStore>,
     pub cache: std::sync::Arc<dyn Cache>,
+    pub packs: std::sync::Arc<dyn PackStore>,
+    pub reports: std::sync::Arc<dyn ReportStore>,
+}
+
+/// Installed pack versions and which one of each pack is active (see
+/// [`crate::pack`]). One activation record per pack: exactly one version is active.
+#[async_trait]
+pub trait PackStore: Send + Sync {
+    /// Stores an installed version. `Ok(false)` (nothing written) when this name and
+    /// version are installed already.
+    async fn install_pack(&self, pack: &crate::pack::InstalledPack) -> Result<bool, StoreError>;
+    async fn get_pack(
+        &self,
+        name: &str,
+        version: &str,
+    ) -> Result<Option<crate::pack::InstalledPack>, StoreError>;
+    /// Every installed version (without its archive), by name, then version text.
+    async fn list_packs(&self) -> Result<Vec<crate::pack::PackVersionInfo>, StoreError>;
+    /// `Ok(false)` when there was no such version.
+    async fn delete_pack(&self, name: &str, version: &str) -> Result<bool, StoreError>;
+    async fn get_activation(
+        &self,
+        name: &str,
+    ) -> Result<Option<crate::pack::PackActivation>, StoreError>;
+    /// Every activation record, by pack name.
+    async fn list_activations(&self) -> Result<Vec<crate::pack::PackActivation>, StoreError>;
+    /// Creates or replaces the pack's activation record.
+    async fn put_activation(
+        &self,
+        activation: &crate::pack::PackActivation,
+    ) -> Result<(), StoreError>;
+    /// `Ok(false)` when the pack had none.
+    async fn delete_activation(&self, name: &str) -> Result<bool, StoreError>;
+}
+
+/// Filters of a report listing (newest run first), paged like [`RunQuery`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReportQuery {
+    pub application: Option<String>,
+    /// Only reports whose run id sorts before this one (the previous page's last).
+    pub before_run_id: Option<String>,
+    /// Page size; 0 means 50.
+    pub limit: usize,
+}
+
+/// Run reports (`sluice_core::report`): one part per step unit, kept apart from the run
+/// record and expiring with the run. Every read treats a part past its run's
+/// `expires_at` as absent.
+#[async_trait]
+pub trait ReportStore: Send + Sync {
+    /// Stores the sections one unit of a step reported, replacing what that unit stored
+    /// before (a re-executed or redelivered attempt overwrites, never adds), stamped with
+    /// the store's clock. Empty `sections` delete the unit's part.
+    async fn put_report_part(
+        &self,
+        owner: &crate::report::ReportOwner,
+        step_id: &str,
+        unit: u32,
+        sections: &[crate::report::ReportSection],
+    ) -> Result<(), StoreError>;
+    /// The owner and every stored part of a run's report (`None` when it has none).
+    async fn get_report(
+        &self,
+        run_id: &str,
+    ) -> Result<Option<(crate::report::ReportOwner, Vec<crate::report::ReportPart>)>, StoreError>;
+    /// Runs that have a report, newest run id first.
+    async fn list_reports(
+        &self,
+        query: &ReportQuery,
+    ) -> Result<Vec<crate::report::ReportSummary>, StoreError>;
+    /// Deletes a run's report (the run stays). `Ok(false)` when it had none.
+    async fn delete_report(&self, run_id: &str) -> Result<bool, StoreError>;
 }

@@ -14,6 +14,7 @@ use serde_json::Value;
 use crate::model::{LogEntry, LogLevel};
 use crate::ports::Cache;
 use crate::redact::Redactor;
+use crate::report::ReportSection;
 
 /// What a step produced: its output value (the JSON its successors reference as
 /// `${StepId…}`) and its warnings.
@@ -127,6 +128,11 @@ impl StepLogger {
         }
     }
 
+    /// Whether entries at `level` are kept (so that a costly message is built only then).
+    pub fn enabled(&self, level: LogLevel) -> bool {
+        level.enabled_at(self.loglevel)
+    }
+
     /// Logs `message` at `level`.
     pub fn log(&self, level: LogLevel, message: impl AsRef<str>) {
         if !level.enabled_at(self.loglevel) {
@@ -167,7 +173,8 @@ impl StepLogger {
 }
 
 /// What a step sees while it executes: who it is (run, step, unit, attempt), its
-/// logger, the cache, and when its attempt's time runs out.
+/// logger, the cache, when its attempt's time runs out, and the run's report it may add
+/// sections to ([`StepContext::report`]).
 ///
 /// ```
 /// use std::sync::Arc;
@@ -206,6 +213,8 @@ pub struct StepContext {
     /// The deployment's cache (entries shared by every run).
     pub cache: Arc<dyn Cache>,
     deadline: Instant,
+    /// Sections added with [`StepContext::report`], until the runtime takes them.
+    reports: Arc<Mutex<Vec<ReportSection>>>,
 }
 
 impl StepContext {
@@ -227,7 +236,50 @@ impl StepContext {
             log,
             cache,
             deadline,
+            reports: Arc::default(),
         }
+    }
+
+    /// Adds a section to the run's report (`report-<application>-<run>`). The sections
+    /// of an attempt are stored, with secrets redacted and within the bounds of
+    /// [`crate::report`] (what exceeds them is cut, with a warning on the step), when
+    /// the attempt succeeds; they replace whatever an earlier attempt of this unit
+    /// stored, so a retried or redelivered attempt never duplicates a section.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use std::time::{Duration, Instant};
+    /// # use sluice_core::step::{StepContext, StepLogger};
+    /// # use sluice_core::ports::{Cache, CacheKeys, StoreError};
+    /// # use serde_json::{json, Value};
+    /// # struct NoCache;
+    /// # #[async_trait::async_trait]
+    /// # impl Cache for NoCache {
+    /// #     async fn get(&self, _: &str) -> Result<Option<Value>, StoreError> { Ok(None) }
+    /// #     async fn put(&self, _: &str, _: &Value, _: Option<Duration>) -> Result<(), StoreError> { Ok(()) }
+    /// #     async fn delete(&self, _: &str) -> Result<bool, StoreError> { Ok(false) }
+    /// #     async fn list(&self, _: &str, _: usize, _: Option<&str>) -> Result<CacheKeys, StoreError> { Ok(CacheKeys::default()) }
+    /// #     async fn delete_prefix(&self, _: &str) -> Result<u64, StoreError> { Ok(0) }
+    /// # }
+    /// # let ctx = StepContext::new("run-1", "Sync", 1, 0, StepLogger::new("Sync", 1, 20, Default::default()),
+    /// #                           Arc::new(NoCache), Instant::now() + Duration::from_secs(30));
+    /// use sluice_core::report::{ReportSection, ReportTable, RowStatus};
+    ///
+    /// ctx.report(
+    ///     ReportSection::new("Users")
+    ///         .detail("directory", "ldap://example.test")
+    ///         .table(ReportTable::new(["login"]).row(RowStatus::New, [json!("ada")])),
+    /// );
+    /// assert_eq!(ctx.take_reports().len(), 1);
+    /// ```
+    pub fn report(&self, section: ReportSection) {
+        self.reports.lock().expect("report buffer").push(section);
+    }
+
+    /// Takes the sections added so far (the runtime stores them; a test harness shows
+    /// them).
+    pub fn take_reports(&self) -> Vec<ReportSection> {
+        std::mem::take(&mut *self.reports.lock().expect("report buffer"))
     }
 
     /// When the attempt's time runs out: the runtime abandons the attempt then (a

@@ -604,7 +604,7 @@ fn check_parameters(
         }
     }
     check_literal_parameters(step, path, &rules.schema, issue);
-    if operators::is_operator(&step.step_type) && step.step_type != TRIGGER_APPLICATION {
+    if operators::renders_template(&step.step_type) {
         if let Some(Value::String(t)) = step.parameters.get("template") {
             if let Err(e) = template::check_template(t) {
                 issue(

@@ -1,7 +1,9 @@
 //! Semantics of the engine state machine, driven by a deterministic simulator that plays
 //! the queue and the workers. The property test at the end delivers every message twice,
 //! in random order, and checks that the run ends exactly as with single in-order delivery
-//! and that no attempt ever executed twice.
+//! and that no attempt ever executed twice. Every transition's [`RunDelta`] is checked
+//! too: applied to the run as stored before it, it must give the run after it (a store
+//! writing only what the delta names loses nothing).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -9,7 +11,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use sluice_core::engine::{apply, AttemptResult, Claim, Decision, Effect, Event, Plan};
-use sluice_core::model::{Application, Run, RunState, StepState, UnitState};
+use sluice_core::model::{Application, Run, RunState, StepState, UnitState, UnitTally};
 
 fn plan(steps: Value) -> Plan {
     let app: Application = serde_json::from_value(json!({
@@ -77,6 +79,13 @@ enum Item {
 struct Sim {
     plan: Plan,
     run: Run,
+    /// The run as a store writing only each transition's delta would hold it.
+    stored: Run,
+    /// The most steps and units one transition (other than a fan-out's evaluation,
+    /// which creates its units) changed.
+    widest_delta: (usize, usize),
+    /// Compare `stored` with `run` after every transition (else only when asked).
+    check_every_delta: bool,
     now: DateTime<Utc>,
     behaviours: HashMap<String, Behaviour>,
     /// `Decision` to answer an evaluation with.
@@ -94,6 +103,9 @@ impl Sim {
         let run = plan.new_run("isapp-test".into(), t0(), t0() + Duration::days(7));
         Self {
             plan,
+            stored: run.clone(),
+            widest_delta: (0, 0),
+            check_every_delta: true,
             run,
             now: t0(),
             behaviours: HashMap::new(),
@@ -122,20 +134,49 @@ impl Sim {
         let applied = apply(&self.plan, &mut self.run, &event, self.now);
         if applied.changed {
             self.run.version += 1;
+        } else {
+            assert!(
+                applied.delta.is_empty(),
+                "no change, yet a delta: {event:?}"
+            );
+        }
+        assert!(applied.delta.copy_into(&self.run, &mut self.stored));
+        assert!(
+            !self.check_every_delta || self.stored == self.run,
+            "the delta of {event:?} misses a change: {:?}",
+            applied.delta
+        );
+        if self.check_every_delta {
+            self.check_tallies();
+        }
+        if !matches!(event, Event::Evaluated { .. }) {
+            let width = (applied.delta.steps.len(), applied.delta.units.len());
+            self.widest_delta.0 = self.widest_delta.0.max(width.0);
+            self.widest_delta.1 = self.widest_delta.1.max(width.1);
         }
         for effect in applied.effects {
             self.push(Item::Effect(effect));
         }
-        for s in &self.run.steps {
+        if let Event::Claim { step, .. } | Event::Finished { step, .. } = &event {
+            let s = self.run.step(step).unwrap();
             let running = s
                 .units
                 .iter()
                 .filter(|u| u.state == UnitState::Running)
                 .count();
-            let max = self.max_running.entry(s.id.clone()).or_default();
+            let max = self.max_running.entry(step.clone()).or_default();
             *max = (*max).max(running);
         }
         (applied.changed, applied.claim)
+    }
+
+    /// The counts the engine keeps per step match its units.
+    fn check_tallies(&self) {
+        for step in &self.run.steps {
+            if let Some(kept) = step.kept_tally() {
+                assert_eq!(kept, UnitTally::of(&step.units), "tally of {}", step.id);
+            }
+        }
     }
 
     fn push(&mut self, item: Item) {
@@ -182,7 +223,7 @@ impl Sim {
         while !self.pool.is_empty() {
             guard += 1;
             assert!(
-                guard < 100_000,
+                guard < 1_000_000,
                 "simulation does not terminate: {:?}",
                 self.pool
             );
@@ -912,6 +953,8 @@ struct StepGen {
     behaviour: Behaviour,
     max_attempts: u32,
     decision: Option<Decision>,
+    /// A fan-out's `max_concurrency`.
+    max_concurrency: usize,
 }
 
 fn step_strategy(index: usize) -> impl Strategy<Value = StepGen> {
@@ -942,9 +985,38 @@ fn step_strategy(index: usize) -> impl Strategy<Value = StepGen> {
                 behaviour,
                 max_attempts,
                 decision,
+                max_concurrency: 2,
             }
         },
     )
+}
+
+/// Steps of which most fan out over hundreds of units, at up to 64 at a time.
+fn large_step_strategy(index: usize) -> impl Strategy<Value = StepGen> {
+    let deps = proptest::collection::vec(0..index.max(1), 0..=index.min(2));
+    let behaviour = prop_oneof![
+        4 => Just(Behaviour::Ok),
+        1 => Just(Behaviour::Warn),
+        2 => (1u32..3).prop_map(Behaviour::FailTimes),
+        1 => Just(Behaviour::Fatal),
+    ];
+    let decision = prop_oneof![
+        1 => Just(None),
+        4 => (100u32..250).prop_map(|n| Some(Decision::Run { units: Some(n) })),
+    ];
+    (deps, behaviour, 1u32..3, decision, 1usize..=64).prop_map(
+        move |(deps, behaviour, max_attempts, decision, max_concurrency)| StepGen {
+            deps: if index == 0 { vec![] } else { deps },
+            behaviour,
+            max_attempts,
+            decision,
+            max_concurrency,
+        },
+    )
+}
+
+fn large_app_strategy() -> impl Strategy<Value = Vec<StepGen>> {
+    (1usize..4).prop_flat_map(|n| (0..n).map(large_step_strategy).collect::<Vec<_>>())
 }
 
 fn app_strategy() -> impl Strategy<Value = Vec<StepGen>> {
@@ -967,7 +1039,8 @@ fn build(gens: &[StepGen]) -> Sim {
             });
             match &g.decision {
                 Some(Decision::Run { .. }) => {
-                    step["for_each"] = json!({"items": "${x}", "max_concurrency": 2});
+                    step["for_each"] =
+                        json!({"items": "${x}", "max_concurrency": g.max_concurrency});
                 }
                 Some(_) => step["when"] = json!({"template": "x"}),
                 None => {}
@@ -1012,35 +1085,82 @@ fn outcome(run: &Run) -> Value {
     v
 }
 
+/// Single in-order delivery against duplicated, reordered delivery of the same run.
+fn check_delivery(gens: &[StepGen], seed: u64) -> Result<(), TestCaseError> {
+    let mut reference = build(gens);
+    reference.run_to_end(false);
+    prop_assert!(reference.run.state.is_terminal());
+
+    let mut chaos = build(gens);
+    chaos.duplicate = true;
+    chaos.rng = seed;
+    chaos.run_to_end(true);
+
+    prop_assert_eq!(outcome(&chaos.run), outcome(&reference.run));
+    // Every finished unit keeps the output its (first recorded) success carried.
+    for step in &chaos.run.steps {
+        for (k, unit) in step.units.iter().enumerate() {
+            if unit.state == UnitState::Done {
+                prop_assert_eq!(&unit.output, &Some(json!({"step": step.id, "unit": k})));
+            }
+        }
+    }
+    for (key, count) in &chaos.executions {
+        prop_assert_eq!(*count, 1, "attempt {:?} executed {} times", key, count);
+    }
+    for (step, count) in &chaos.evaluations_applied {
+        prop_assert_eq!(*count, 1, "step {} evaluated {} times", step, count);
+    }
+    prop_assert_eq!(&chaos.executions, &reference.executions);
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(400))]
 
     #[test]
     fn duplicated_reordered_delivery_ends_like_single_delivery(gens in app_strategy(), seed in 1u64..u64::MAX) {
-        let mut reference = build(&gens);
-        reference.run_to_end(false);
-        prop_assert!(reference.run.state.is_terminal());
-
-        let mut chaos = build(&gens);
-        chaos.duplicate = true;
-        chaos.rng = seed;
-        chaos.run_to_end(true);
-
-        prop_assert_eq!(outcome(&chaos.run), outcome(&reference.run));
-        // Every finished unit keeps the output its (first recorded) success carried.
-        for step in &chaos.run.steps {
-            for (k, unit) in step.units.iter().enumerate() {
-                if unit.state == UnitState::Done {
-                    prop_assert_eq!(&unit.output, &Some(json!({"step": step.id, "unit": k})));
-                }
-            }
-        }
-        for (key, count) in &chaos.executions {
-            prop_assert_eq!(*count, 1, "attempt {:?} executed {} times", key, count);
-        }
-        for (step, count) in &chaos.evaluations_applied {
-            prop_assert_eq!(*count, 1, "step {} evaluated {} times", step, count);
-        }
-        prop_assert_eq!(&chaos.executions, &reference.executions);
+        check_delivery(&gens, seed)?;
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(8))]
+
+    /// The same with fan-outs of hundreds of units: the outcome, the one execution per
+    /// attempt and the deltas hold whatever the size.
+    #[test]
+    fn large_fan_outs_survive_duplicated_reordered_delivery(gens in large_app_strategy(), seed in 1u64..u64::MAX) {
+        check_delivery(&gens, seed)?;
+    }
+}
+
+/// A 2,000-way fan-out into a join, every message delivered twice: each attempt runs
+/// once, the join runs once after the last item, and no transition but the evaluation
+/// that creates the units touches more than a few steps and units.
+#[test]
+fn a_two_thousand_way_fan_out_joins_once_with_small_deltas() {
+    let p = plan(json!([
+        {"id": "Source", "type": "echo"},
+        {"id": "Fan", "type": "echo", "depends_on": ["Source"],
+         "for_each": {"items": "${Source}", "max_concurrency": 2000}},
+        {"id": "Join", "type": "echo", "depends_on": ["Fan"]}
+    ]));
+    let mut sim = Sim::new(p).decide("Fan", Decision::Run { units: Some(2000) });
+    sim.duplicate = true;
+    sim.check_every_delta = false;
+    sim.run_to_end(false);
+    assert_eq!(sim.run.state, RunState::Success);
+    assert_eq!(sim.run.step("Fan").unwrap().units.len(), 2000);
+    assert_eq!(sim.executions.len(), 2002);
+    assert!(sim.executions.values().all(|&n| n == 1));
+    assert!(
+        sim.widest_delta.0 <= 2 && sim.widest_delta.1 <= 2,
+        "a transition touched {:?} (steps, units)",
+        sim.widest_delta
+    );
+    // Compared at the end only (each comparison costs the run's size): the deltas,
+    // copied one after the other, rebuilt the whole run.
+    assert!(sim.stored == sim.run);
+    sim.check_tallies();
 }

@@ -19,7 +19,7 @@ pub const OUTPUTS_DIR: &str = "outputs";
 
 /// Schema version written to `PRAGMA user_version`; bump it and add a step to
 /// `MIGRATIONS` for every schema change.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 8;
 
 /// `MIGRATIONS[n]` brings a database from `user_version` n to n + 1.
 const MIGRATIONS: &[&str] = &[
@@ -27,6 +27,10 @@ const MIGRATIONS: &[&str] = &[
     crate::access::SCHEMA_V2,
     crate::access::SCHEMA_V3,
     SCHEMA_V4,
+    crate::packs::SCHEMA_V5,
+    crate::queue::SCHEMA_FAIR_QUEUE,
+    crate::reports::SCHEMA_REPORTS,
+    crate::run_rows::SCHEMA_RUN_ROWS,
 ];
 
 /// Every filtered or purged column is indexed. Times are nanoseconds since the Unix epoch

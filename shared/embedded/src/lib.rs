@@ -30,7 +30,10 @@ mod access;
 pub mod backup;
 mod db;
 mod lock;
+mod packs;
 mod queue;
+mod reports;
+mod run_rows;
 mod secrets;
 mod store;
 
@@ -54,4 +57,5 @@ pub struct Ports {
     pub schedules: Arc<dyn ScheduleStore>,
     pub queue: Arc<dyn Queue>,
     pub secrets: Arc<dyn SecretStore>,
+    pub reports: Arc<dyn sluice_core::ports::ReportStore>,
 }

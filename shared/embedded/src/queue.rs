@@ -2,6 +2,13 @@
 //! database — visibility timeout, receive count, dead-letter queue, fresh receipts.
 //! When a message becomes visible is judged by the store's [`Clock`] (tests move it);
 //! a `receive`'s long-poll wait is real time.
+//!
+//! Visible messages are served in *fair* order across runs, not oldest first: each
+//! message gets a fair key when sent — one more than the latest key of its run's messages
+//! still queued, but never below the smallest key queued (start-time fair queuing, with
+//! the smallest queued key as the virtual clock). A run with 100,000 queued steps thus
+//! takes one turn in each round like any other run, and a short run started behind it
+//! has its steps served next instead of after the whole backlog.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -117,7 +124,7 @@ impl EmbeddedQueue {
                         .prepare_cached(
                             "SELECT id, body, receive_count FROM messages \
                              WHERE queue = ?1 AND visible_at <= ?2 \
-                             ORDER BY visible_at, id LIMIT ?3",
+                             ORDER BY fair_key, id LIMIT ?3",
                         )?
                         .query_map(params![queue, now, (want + handled.len()) as i64], |row| {
                             Ok((row.get(0)?, row.get(1)?, row.get(2)?))
@@ -205,12 +212,39 @@ impl EmbeddedQueue {
     }
 }
 
+/// The fair key of a new message of `run_id` on `queue` (see the module): after the
+/// run's own queued messages, and no earlier than the smallest key queued, so that a run
+/// idle for a while does not come back with credit. Two indexed lookups.
+fn next_fair_key(conn: &rusqlite::Connection, queue: &str, run_id: &str) -> rusqlite::Result<i64> {
+    let virtual_now: Option<i64> = conn
+        .prepare_cached("SELECT MIN(fair_key) FROM messages WHERE queue = ?1")?
+        .query_row(params![queue], |row| row.get(0))?;
+    let run_latest: Option<i64> = conn
+        .prepare_cached("SELECT MAX(fair_key) FROM messages WHERE run_id = ?1 AND queue = ?2")?
+        .query_row(params![run_id, queue], |row| row.get(0))?;
+    let virtual_now = virtual_now.unwrap_or(0);
+    Ok(run_latest.map_or(virtual_now, |latest| (latest + 1).max(virtual_now)))
+}
+
+/// Schema step: the columns and indexes of fair order (existing messages keep key 0,
+/// and are served first).
+pub(crate) const SCHEMA_FAIR_QUEUE: &str = r#"
+ALTER TABLE messages ADD COLUMN run_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE messages ADD COLUMN fair_key INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX messages_fair ON messages (queue, fair_key, id);
+CREATE INDEX messages_run  ON messages (run_id, queue, fair_key);
+"#;
+
 #[async_trait]
 impl Queue for EmbeddedQueue {
     /// A dropped receive can leave messages invisible, but only one process runs workers
     /// on a data directory and it releases every in-flight message when it starts.
     fn receive_is_cancel_safe(&self) -> bool {
         true
+    }
+
+    async fn approximate_depth(&self, queue: &str) -> Result<Option<u64>, QueueError> {
+        EmbeddedQueue::depth(self, queue).await.map(Some)
     }
 
     async fn send(
@@ -223,11 +257,19 @@ impl Queue for EmbeddedQueue {
         let now = self.now_nanos();
         self.shared
             .write(|conn| {
+                let fair_key = next_fair_key(conn, queue, &message.run_id)?;
                 conn.prepare_cached(
                     "INSERT INTO messages (queue, body, visible_at, receive_count, receipt, \
-                     sent_at) VALUES (?1, ?2, ?3, 0, NULL, ?4)",
+                     sent_at, run_id, fair_key) VALUES (?1, ?2, ?3, 0, NULL, ?4, ?5, ?6)",
                 )?
-                .execute(params![queue, body, add_duration(now, delay), now])
+                .execute(params![
+                    queue,
+                    body,
+                    add_duration(now, delay),
+                    now,
+                    message.run_id,
+                    fair_key
+                ])
             })
             .await
             .map_err(queue_error)?;

@@ -59,6 +59,8 @@ pub struct EmbeddedStore {
     /// visibility timeouts; the system clock unless [`EmbeddedStore::with_clock`] says
     /// otherwise.
     clock: Arc<dyn Clock>,
+    /// Copies of the runs this process wrote last (`run_rows`), shared by clones.
+    pub(crate) run_cache: Arc<crate::run_rows::RunCache>,
 }
 
 /// What one [`EmbeddedStore::purge_expired`] deleted.
@@ -68,6 +70,8 @@ pub struct PurgeReport {
     pub outputs: u64,
     pub logs: u64,
     pub cache_entries: u64,
+    /// Report parts (one per step unit that reported).
+    pub report_parts: u64,
     /// Output files removed (those of expired outputs and orphans).
     pub files: u64,
 }
@@ -79,6 +83,7 @@ impl EmbeddedStore {
         Ok(Self {
             shared: Arc::new(Shared::open(data_dir)?),
             clock: sluice_core::clock::system(),
+            run_cache: Arc::default(),
         })
     }
 
@@ -90,7 +95,7 @@ impl EmbeddedStore {
     }
 
     /// Now, by this store's clock, in the database's unit.
-    fn now_nanos(&self) -> i64 {
+    pub(crate) fn now_nanos(&self) -> i64 {
         nanos(self.clock.now())
     }
 
@@ -138,6 +143,8 @@ impl EmbeddedStore {
             queue: p.queue,
             secrets: p.secrets,
             cache: p.cache,
+            packs: self.packs(),
+            reports: p.reports,
         }
     }
 
@@ -150,11 +157,12 @@ impl EmbeddedStore {
             schedules: self.schedules(),
             queue: Arc::new(self.queue()),
             secrets: Arc::new(self.secrets()),
+            reports: Arc::new(self.clone()),
         }
     }
 
-    /// Deletes expired runs (with their snapshots), outputs (with their files), logs and
-    /// cache entries, in small batches. Reads already ignore expired records; this only
+    /// Deletes expired runs (with their snapshots), outputs (with their files), logs,
+    /// report parts and cache entries, in small batches. Reads already ignore expired records; this only
     /// reclaims space. Also removes output files no row references (older than an hour).
     pub async fn purge_expired(&self) -> Result<PurgeReport, StoreError> {
         self.purge_expired_at(self.clock.now()).await
@@ -179,6 +187,7 @@ impl EmbeddedStore {
                     for id in &ids {
                         run.execute([id])?;
                         snapshot.execute([id])?;
+                        crate::run_rows::delete_rows(conn, id)?;
                     }
                     Ok(ids.len())
                 })
@@ -195,6 +204,9 @@ impl EmbeddedStore {
                  (SELECT seq FROM logs WHERE expires_at <= ?1 LIMIT ?2)",
                 now,
             )
+            .await?;
+        report.report_parts = self
+            .purge_batches(crate::reports::PURGE_EXPIRED, now)
             .await?;
         report.cache_entries = self
             .purge_batches(
@@ -692,10 +704,11 @@ impl RunStore for EmbeddedStore {
     /// Insert-if-absent. A run that exists but has expired counts as absent (as for every
     /// read) and is replaced.
     async fn create_run(&self, run: &Run, app: &Application) -> Result<bool, StoreError> {
-        let doc = serde_json::to_string(run).map_err(json_error)?;
+        let doc = serde_json::to_string(&run.header()).map_err(json_error)?;
         let snapshot = serde_json::to_string(app).map_err(json_error)?;
         let now = self.now_nanos();
-        self.shared
+        let inserted = self
+            .shared
             .write(|conn| {
                 let inserted =
                     conn.prepare_cached(
@@ -728,18 +741,52 @@ impl RunStore for EmbeddedStore {
                          ON CONFLICT (run_id) DO UPDATE SET doc = excluded.doc",
                     )?
                     .execute(params![run.id, snapshot])?;
+                    crate::run_rows::put_all_rows(conn, run)?;
                 }
                 Ok(inserted)
             })
             .await
-            .map_err(sql)
+            .map_err(sql)?;
+        if inserted {
+            self.run_cache.put(run);
+        }
+        Ok(inserted)
     }
 
+    /// Assembled from the run's rows (`run_rows`), or cloned from this process's copy
+    /// when that is the stored version.
     async fn get_run(&self, id: &str) -> Result<Option<Run>, StoreError> {
-        self.get_doc(
-            "SELECT doc FROM runs WHERE id = ?1 AND expires_at > ?2",
-            params![id, self.now_nanos()],
-        )
+        let now = self.now_nanos();
+        // The copy is cloned outside the connection's lock (a large run takes a while to
+        // copy); should a write come between, the copy has moved on and is not used.
+        let stored = self
+            .shared
+            .read(|conn| crate::run_rows::stored_version(conn, id, now))
+            .map_err(sql)?;
+        let Some((version, created_at)) = stored else {
+            return Ok(None);
+        };
+        if let Some(run) = self.run_cache.get(id, version, created_at) {
+            return Ok(Some(run));
+        }
+        self.shared
+            .read(|conn| {
+                let Some((version, created_at)) = crate::run_rows::stored_version(conn, id, now)?
+                else {
+                    return Ok(None);
+                };
+                if let Some(run) = self.run_cache.get(id, version, created_at) {
+                    return Ok(Some(run));
+                }
+                let header: String = conn
+                    .prepare_cached("SELECT doc FROM runs WHERE id = ?1")?
+                    .query_row([id], |row| row.get(0))?;
+                let run = crate::run_rows::assemble(conn, &header, version)?;
+                // Under the connection's lock: no write can come between.
+                self.run_cache.put(&run);
+                Ok(Some(run))
+            })
+            .map_err(sql)
     }
 
     /// Compare-and-swap on `version`. A missing or expired run is a [`StoreError::Conflict`]
@@ -747,40 +794,17 @@ impl RunStore for EmbeddedStore {
     /// mutable columns are written: application, configuration, queue and created_at of a
     /// run never change.
     async fn update_run(&self, run: &Run, expected_version: u64) -> Result<(), StoreError> {
-        if run.version == expected_version {
-            return Err(StoreError::Backend(format!(
-                "update_run of {}: run.version must be the new version, not the expected one \
-                 ({expected_version})",
-                run.id
-            )));
-        }
-        let doc = serde_json::to_string(run).map_err(json_error)?;
-        let now = self.now_nanos();
-        let changed = self
-            .shared
-            .write(|conn| {
-                conn.prepare_cached(
-                    "UPDATE runs SET state = ?1, terminal = ?2, expires_at = ?3, version = ?4, \
-                     doc = ?5 WHERE id = ?6 AND version = ?7 AND expires_at > ?8",
-                )?
-                .execute(params![
-                    run.state.as_str(),
-                    run.state.is_terminal(),
-                    nanos(run.expires_at),
-                    run.version as i64,
-                    doc,
-                    run.id,
-                    expected_version as i64,
-                    now,
-                ])
-            })
-            .await
-            .map_err(sql)?;
-        if changed == 1 {
-            Ok(())
-        } else {
-            Err(StoreError::Conflict)
-        }
+        self.write_run(run, expected_version, None).await
+    }
+
+    /// Writes the header and only the step and unit rows `delta` names.
+    async fn update_run_delta(
+        &self,
+        run: &Run,
+        expected_version: u64,
+        delta: &sluice_core::engine::RunDelta,
+    ) -> Result<(), StoreError> {
+        self.write_run(run, expected_version, Some(delta)).await
     }
 
     async fn get_snapshot(&self, run_id: &str) -> Result<Option<Application>, StoreError> {
@@ -826,7 +850,23 @@ impl RunStore for EmbeddedStore {
         };
         values.push(SqlValue::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
         statement.push_str(&format!(" ORDER BY id DESC LIMIT ?{}", values.len()));
-        self.list_docs(&statement, rusqlite::params_from_iter(values))
+        let statement = statement.replacen("SELECT doc", "SELECT doc, version", 1);
+        self.shared
+            .read(|conn| {
+                let headers: Vec<(String, i64)> = conn
+                    .prepare_cached(&statement)?
+                    .query_map(rusqlite::params_from_iter(values), |row| {
+                        Ok((row.get(0)?, row.get(1)?))
+                    })?
+                    .collect::<Result<_, _>>()?;
+                headers
+                    .iter()
+                    .map(|(header, version)| {
+                        crate::run_rows::assemble(conn, header, *version as u64)
+                    })
+                    .collect()
+            })
+            .map_err(sql)
     }
 
     async fn unfinished_runs(&self) -> Result<Vec<String>, StoreError> {

@@ -125,7 +125,10 @@ async fn handle_record(
             Disposition::Ack => None,
             Disposition::RetryAfter(delay) if delay > MAX_DELAY => {
                 // A long wait: a fresh message with the longest delay, this one done.
-                match queue.send_body(&queue_name, &body, MAX_DELAY).await {
+                match queue
+                    .send_body(&queue_name, &body, MAX_DELAY, &delivery.message.run_id)
+                    .await
+                {
                     Ok(()) => None,
                     Err(e) => {
                         tracing::error!(error = %e, "cannot re-enqueue a delayed message");

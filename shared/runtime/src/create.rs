@@ -47,6 +47,18 @@ pub enum StartError {
     Invalid(#[from] Invalid),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    /// The step queues hold too much work already (see
+    /// [`RuntimeConfig::max_queued_steps`](crate::RuntimeConfig::max_queued_steps)):
+    /// try again after `retry_after`.
+    #[error(
+        "too much work queued: {queued} steps wait, the limit is {limit}; retry in {} s",
+        retry_after.as_secs().max(1)
+    )]
+    Overloaded {
+        queued: u64,
+        limit: u64,
+        retry_after: std::time::Duration,
+    },
 }
 
 impl From<sluice_core::ports::StoreError> for StartError {

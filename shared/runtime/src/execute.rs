@@ -19,6 +19,7 @@ use sluice_core::model::{LogLevel, ParentRef, Run, StepSpec};
 use sluice_core::operators::{self, TriggerParams};
 use sluice_core::ports::{OutputKey, TaskMessage};
 use sluice_core::redact::Redactor;
+use sluice_core::report::{self, ReportOwner, ReportSection};
 use sluice_core::step::{StepContext, StepError, StepLogger, StepOutput};
 
 use crate::create::{StartError, StartRequest};
@@ -168,6 +169,21 @@ impl Runtime {
                         logger.log(LogLevel::Warning, logger.redact(warning));
                     }
                 }
+                // Stored before the result is recorded, like an output, under the unit:
+                // an attempt executed again overwrites what it stored, never adds.
+                if matches!(output.result, Some(AttemptResult::Success { .. }))
+                    && !output.report.is_empty()
+                {
+                    self.backend
+                        .reports
+                        .put_report_part(
+                            &ReportOwner::from(&run),
+                            &spec.id,
+                            message.unit,
+                            &output.report,
+                        )
+                        .await?;
+                }
                 if let Some(value) = output.value_to_store {
                     if output.result.is_some() && self.keeps_inline(&run, &value) {
                         inline_output = Some(value);
@@ -254,9 +270,12 @@ impl Runtime {
             logger: StepLogger::new(&spec.id, message.attempt, run.loglevel, redactor.clone()),
             redactor: redactor.clone(),
         };
-        logger
-            .logger
-            .debug(format!("parameters: {}", redactor.redact_value(&params)));
+        // Built only when kept: a redacted copy and its text are two copies of the params.
+        if logger.logger.enabled(LogLevel::Debug) {
+            logger
+                .logger
+                .debug(format!("parameters: {}", redactor.redact_value(&params)));
+        }
         let timeout = Duration::from_secs(spec.timeout_seconds());
         let deadline = std::time::Instant::now() + timeout;
         let outcome = tokio::time::timeout(timeout, async {
@@ -272,6 +291,16 @@ impl Runtime {
                         })
                 }
                 operators::TRIGGER_APPLICATION => self.trigger(run, spec, message, params).await,
+                operators::REPORT => {
+                    let section = report::section_from_parameters(params)
+                        .map_err(StepError::InvalidParameters)?;
+                    let id = report::report_id(&run.application, &run.id);
+                    let output = StepOutput::value(report::operator_output(&id, &section));
+                    Ok((
+                        AttemptOutput::finished(output).with_report(vec![section]),
+                        Vec::new(),
+                    ))
+                }
                 other => {
                     let step_type = self.registry.get(other).ok_or_else(|| {
                         StepError::Fatal(format!("step type \"{other}\" is not registered here"))
@@ -285,10 +314,10 @@ impl Runtime {
                         self.backend.cache.clone(),
                         deadline,
                     );
-                    step_type
-                        .execute(params, &ctx)
-                        .await
-                        .map(|o| (AttemptOutput::finished(o), Vec::new()))
+                    step_type.execute(params, &ctx).await.map(|o| {
+                        let output = AttemptOutput::finished(o).with_report(ctx.take_reports());
+                        (output, Vec::new())
+                    })
                 }
             }
         })
@@ -300,8 +329,17 @@ impl Runtime {
             )))
         });
         let outcome = outcome.map(|(mut output, events)| {
-            if let Some(value) = &output.value_to_store {
-                output.value_to_store = Some(redactor.redact_value(value));
+            if let Some(value) = output.value_to_store.take() {
+                output.value_to_store = Some(redactor.redact_owned(value));
+            }
+            // Report sections are redacted, then bounded; what a bound cut is a warning.
+            if !output.report.is_empty() {
+                let (sections, cuts) =
+                    report::prepare_sections(std::mem::take(&mut output.report), &redactor);
+                output.report = sections;
+                if let Some(AttemptResult::Success { warnings }) = &mut output.result {
+                    warnings.extend(cuts);
+                }
             }
             // Warnings are stored in the run record: they pass the redactor too.
             if let Some(AttemptResult::Success { warnings }) = &mut output.result {
@@ -418,6 +456,8 @@ impl From<StepLogger> for LoggerHandle {
 struct AttemptOutput {
     value_to_store: Option<Value>,
     result: Option<AttemptResult>,
+    /// Sections for the run's report (stored only when the attempt succeeds).
+    report: Vec<ReportSection>,
 }
 
 impl AttemptOutput {
@@ -427,13 +467,20 @@ impl AttemptOutput {
             result: Some(AttemptResult::Success {
                 warnings: output.warnings,
             }),
+            report: Vec::new(),
         }
+    }
+
+    fn with_report(mut self, sections: Vec<ReportSection>) -> Self {
+        self.report = sections;
+        self
     }
 
     fn pending() -> Self {
         Self {
             value_to_store: None,
             result: None,
+            report: Vec::new(),
         }
     }
 }

@@ -14,6 +14,7 @@
 //! worker    queue consumption: handle_delivery / handle_message, reports   ┐
 //! schedule  firing a schedule tick ──> service                             │ entry
 //! service   start, replay, revoke, resume, logs, definitions               ┘ points
+//!    ├── backpressure  refusing new runs while the step queues are full
 //!    │
 //! execute   process: the event loop; execute: claim → attempt → report;
 //!    │      inline operators and trigger_application children
@@ -32,9 +33,11 @@
 //! worker → transitions (claim) → executor (scope, attempt, report) → transitions
 //! (finished, effects) → queue.
 
+mod backpressure;
 mod create;
 mod execute;
 mod outputs;
+pub mod packs;
 mod render;
 mod resolve;
 mod runtime;
@@ -46,6 +49,9 @@ mod transitions;
 mod versions;
 mod worker;
 
+pub use backpressure::{
+    DEFAULT_MAX_QUEUED_STEPS, DEFAULT_QUEUED_STEPS_REFRESH, OVERLOADED_RETRY_AFTER,
+};
 pub use create::{StartError, StartRequest};
 pub use runtime::{
     Backend, Progress, Runtime, RuntimeConfig, RuntimeError, DEFAULT_VISIBILITY_MARGIN,

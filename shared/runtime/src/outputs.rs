@@ -1,6 +1,8 @@
 //! Reading step outputs (inline in the run record or in the output store) and deciding
 //! which outputs stay inline: plain reads, called by every layer above.
 
+use std::sync::{Arc, Mutex};
+
 use serde_json::{Map, Value};
 use sluice_core::model::{Run, StepState};
 use sluice_core::ports::OutputKey;
@@ -41,7 +43,20 @@ impl Runtime {
                 }
                 Ok(Value::Array(items))
             }
-            None => output_of(0).await,
+            None => {
+                let inline = step.units.first().is_some_and(|u| u.output.is_some());
+                if !inline {
+                    if let Some(kept) = self.outputs.get(&run.id, step_id) {
+                        return Ok((*kept).clone());
+                    }
+                }
+                let output = output_of(0).await?;
+                if !inline && json_len_within(&output, OUTPUT_CACHE_BYTES).is_some() {
+                    self.outputs
+                        .insert(&run.id, step_id, Arc::new(output.clone()));
+                }
+                Ok(output)
+            }
         }
     }
 
@@ -99,6 +114,46 @@ fn json_len_within(value: &Value, limit: usize) -> Option<usize> {
     let mut counter = Bounded { len: 0, limit };
     serde_json::to_writer(&mut counter, value).ok()?;
     Some(counter.len)
+}
+
+/// Most stored outputs an [`OutputCache`] keeps, and the largest it keeps (JSON bytes):
+/// at most a few MiB in all.
+const OUTPUT_CACHE_ENTRIES: usize = 16;
+const OUTPUT_CACHE_BYTES: usize = 256 * 1024;
+
+/// Stored outputs of ended steps read lately, by run and step: every unit of a fan-out
+/// reads its predecessor's output (its items), which would otherwise be read and
+/// parsed again per unit. An ended step's output never changes.
+pub(crate) struct OutputCache {
+    outputs: Mutex<lru::LruCache<(String, String), Arc<Value>>>,
+}
+
+impl Default for OutputCache {
+    fn default() -> Self {
+        let limit = std::num::NonZeroUsize::new(OUTPUT_CACHE_ENTRIES)
+            .unwrap_or(std::num::NonZeroUsize::MIN);
+        Self {
+            outputs: Mutex::new(lru::LruCache::new(limit)),
+        }
+    }
+}
+
+impl OutputCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, lru::LruCache<(String, String), Arc<Value>>> {
+        // A panic while holding it leaves a consistent map: take it over.
+        self.outputs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, run_id: &str, step_id: &str) -> Option<Arc<Value>> {
+        self.lock()
+            .get(&(run_id.to_string(), step_id.to_string()))
+            .cloned()
+    }
+
+    fn insert(&self, run_id: &str, step_id: &str, output: Arc<Value>) {
+        self.lock()
+            .put((run_id.to_string(), step_id.to_string()), output);
+    }
 }
 
 #[cfg(test)]

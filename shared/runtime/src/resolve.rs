@@ -160,7 +160,8 @@ impl Runtime {
         let owned = Arc::new(spec.clone());
         let time = Duration::from_secs(spec.timeout_seconds());
         let offload = spec.when.as_ref().is_some_and(Condition::uses_template);
-        let resolver: Resolver<Decision> = Arc::new(move |scope: &RunScope| {
+        let resolver: Resolver<Decision> = Arc::new(move |scope: &mut RunScope| {
+            let scope: &RunScope = scope;
             let spec = &owned;
             if let Some(when) = &spec.when {
                 let holds = condition::evaluate(when, scope, &|expression| {
@@ -206,11 +207,11 @@ impl Runtime {
     ) -> Result<(Value, RunScope, Redactor), StepError> {
         let unit = unit as usize;
         let owned = Arc::new(spec.clone());
-        let resolver: Resolver<(Value, RunScope)> = Arc::new(move |scope: &RunScope| {
+        // The scope is completed in place (its `item`), never copied: it holds the
+        // predecessors' outputs, which may be large.
+        let resolver: Resolver<Value> = Arc::new(move |scope: &mut RunScope| {
             let spec = &owned;
-            let mut scope = scope.clone();
-            let templated = operators::is_operator(&spec.step_type)
-                && spec.step_type != operators::TRIGGER_APPLICATION;
+            let templated = operators::renders_template(&spec.step_type);
             if spec.for_each.is_some() {
                 // A template's `item` comes from the scope without secrets, like the rest
                 // of what it sees.
@@ -222,7 +223,7 @@ impl Runtime {
                         other => other,
                     })?
                 } else {
-                    for_each_items(spec, &scope)?
+                    for_each_items(spec, scope)?
                 };
                 let batch = spec.for_each.as_ref().map_or(1, |f| f.batch_size.max(1));
                 let start = unit.saturating_mul(batch);
@@ -235,16 +236,15 @@ impl Runtime {
             }
             let params = if templated {
                 // The template's references are bound as values when it renders.
-                resolve_except_template(&spec.parameters, &scope)?
+                resolve_except_template(&spec.parameters, scope)?
             } else {
-                reference::resolve_value(&Value::Object(spec.parameters.clone()), &scope)
+                reference::resolve_value(&Value::Object(spec.parameters.clone()), scope)
                     .map_err(ResolveFailure::from)?
             };
-            Ok((params, scope))
+            Ok(params)
         });
-        let ((params, scope), prepared) =
-            self.resolve_with(run, plan, spec, false, resolver).await?;
-        Ok((params, scope, prepared.redactor))
+        let (params, prepared) = self.resolve_with(run, plan, spec, false, resolver).await?;
+        Ok((params, prepared.scope, prepared.redactor))
     }
 }
 
@@ -286,8 +286,7 @@ impl From<RefError> for ResolveFailure {
 /// references.
 fn visible_steps(plan: &Plan, spec: &StepSpec) -> BTreeSet<String> {
     // Templates see every predecessor; step types only what their references name.
-    let templated = (operators::is_operator(&spec.step_type)
-        && spec.step_type != operators::TRIGGER_APPLICATION)
+    let templated = operators::renders_template(&spec.step_type)
         || spec.when.as_ref().is_some_and(Condition::uses_template);
     let mut ids: BTreeSet<String> = if templated {
         plan.predecessors(&spec.id).into_iter().collect()
@@ -354,20 +353,22 @@ fn resolve_except_template(
 }
 
 /// Resolution of a step's scope, shareable with a blocking thread.
-type Resolver<T> = Arc<dyn Fn(&RunScope) -> Result<T, ResolveFailure> + Send + Sync>;
+/// What a resolution computes from the scope; it may complete the scope (a unit's
+/// `item`), which the attempt then runs in.
+type Resolver<T> = Arc<dyn Fn(&mut RunScope) -> Result<T, ResolveFailure> + Send + Sync>;
 
 /// Runs a resolver on `prepared`, on a blocking thread when `offload`.
 async fn resolve_in<T: Send + 'static>(
     resolve: Resolver<T>,
-    prepared: Prepared,
+    mut prepared: Prepared,
     offload: bool,
 ) -> Result<(Result<T, ResolveFailure>, Prepared), StepError> {
     if !offload {
-        let result = resolve(&prepared.scope);
+        let result = resolve(&mut prepared.scope);
         return Ok((result, prepared));
     }
     tokio::task::spawn_blocking(move || {
-        let result = resolve(&prepared.scope);
+        let result = resolve(&mut prepared.scope);
         (result, prepared)
     })
     .await

@@ -49,6 +49,16 @@ pub struct RuntimeConfig {
     /// push): `SLUICE_VERSIONS_KEPT`, 50 by default, at most
     /// [`MAX_VERSIONS_KEPT`](sluice_core::versions::MAX_VERSIONS_KEPT).
     pub versions_kept: usize,
+    /// Starts (and replays, schedule ticks) are refused with
+    /// [`StartError::Overloaded`](crate::StartError::Overloaded) while the step queues
+    /// hold at least this many messages; `None` accepts every start. Embedded:
+    /// [`DEFAULT_MAX_QUEUED_STEPS`](crate::DEFAULT_MAX_QUEUED_STEPS) (`sluice serve
+    /// --max-queued-steps`). AWS: `None`, since SQS holds any backlog durably and Lambda
+    /// scales out on it; memory of the process does not grow with the queue there.
+    pub max_queued_steps: Option<u64>,
+    /// How long a queue depth read for [`max_queued_steps`](Self::max_queued_steps) is
+    /// reused, so that a start costs no count of the queue of its own.
+    pub queued_steps_refresh: Duration,
 }
 
 /// The retention setting of the environment; an unusable value is logged and the
@@ -74,6 +84,8 @@ impl Default for RuntimeConfig {
             clock: Arc::new(Utc::now),
             max_timeout_seconds: sluice_core::model::MAX_TIMEOUT_SECONDS,
             versions_kept: versions_kept(),
+            max_queued_steps: Some(crate::backpressure::DEFAULT_MAX_QUEUED_STEPS),
+            queued_steps_refresh: crate::backpressure::DEFAULT_QUEUED_STEPS_REFRESH,
         }
     }
 }
@@ -95,6 +107,10 @@ pub enum RuntimeError {
     NotFound(String),
     #[error("{0}")]
     Invalid(#[from] Invalid),
+    /// The request conflicts with what is stored (a definition a pack owns, a version
+    /// installed with other content, an active version to delete).
+    #[error("{0}")]
+    Conflict(String),
 }
 
 /// A change of a run, broadcast to local watchers (live progress, `--follow`, `?wait`).
@@ -113,8 +129,14 @@ pub struct Runtime {
     pub(crate) catalog: StepCatalog,
     pub(crate) config: RuntimeConfig,
     pub(crate) plans: PlanCache,
+    /// Stored outputs of ended steps read lately (`outputs.rs`).
+    pub(crate) outputs: crate::outputs::OutputCache,
+    /// Transitions of one run take turns in this process (`transitions.rs`).
+    pub(crate) run_turns: crate::transitions::RunTurns,
     pub(crate) secret_cache: Mutex<HashMap<String, (Instant, Secrets)>>,
     pub(crate) progress: broadcast::Sender<Progress>,
+    /// The queue depth read last, for backpressure (`backpressure.rs`).
+    pub(crate) queued: crate::backpressure::QueuedSteps,
 }
 
 /// Most plans kept in memory (a plan is about the size of its application document).
@@ -168,13 +190,21 @@ impl Runtime {
             catalog,
             config,
             plans: PlanCache::new(PLAN_CACHE_LIMIT),
+            outputs: Default::default(),
+            run_turns: Default::default(),
             secret_cache: Mutex::default(),
             progress,
+            queued: Default::default(),
         })
     }
 
     pub fn backend(&self) -> &Backend {
         &self.backend
+    }
+
+    /// This runtime's settings (e.g. to build a runtime like it with one setting changed).
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
     }
 
     pub fn registry(&self) -> &StepRegistry {

@@ -9,6 +9,7 @@ use serde_json::Value;
 use sluice_core::engine::Event;
 use sluice_core::logs;
 use sluice_core::model::{Application, Configuration, LogEntry, Run, RunState};
+use sluice_core::plan::DocumentKind;
 use sluice_core::ports::RunQuery;
 use sluice_core::validate::{validate_application, validate_configuration};
 use sluice_core::versions::{NewVersion, PushOutcome, UNATTRIBUTED};
@@ -22,8 +23,10 @@ const REVOKE_PAGE: usize = 500;
 
 impl Runtime {
     /// Checks a request, creates the run and starts it. Starting is idempotent for a
-    /// fixed `run_id`: the existing run is returned.
+    /// fixed `run_id`: the existing run is returned. A new run is refused with
+    /// [`StartError::Overloaded`] while the step queues are full (`backpressure.rs`).
     pub async fn start(&self, request: StartRequest) -> Result<Run, StartError> {
+        self.admit(request.run_id.as_deref()).await?;
         let id = self.create_run(request).await?;
         self.process(&id, Event::Start).await?;
         Ok(self.get_run(&id).await?)
@@ -184,7 +187,20 @@ impl Runtime {
     /// content equals the latest version's). Ids are case-sensitive in every store, so an
     /// id differing from a stored one only in case is refused (it would be a second
     /// application to the store but the same one to a reader).
+    /// An application an active pack owns may change only in its user settings (see
+    /// [`Runtime::refuse_pack_owned`]).
     pub async fn push_application(
+        &self,
+        app: &Application,
+        author: &str,
+    ) -> Result<PushOutcome, StartError> {
+        self.refuse_pack_owned_edit(app).await?;
+        self.store_application(app, author).await
+    }
+
+    /// [`push_application`](Self::push_application) without the pack ownership check
+    /// (activating a pack writes its own definitions).
+    pub(crate) async fn store_application(
         &self,
         app: &Application,
         author: &str,
@@ -221,7 +237,19 @@ impl Runtime {
     /// stored with every encrypted value `null`, as a new version by `author` unless it
     /// equals the latest (a changed secret alone is no new version: versions never hold
     /// secrets). Returns the stored (redacted) document and the version.
+    /// A configuration an active pack owns is refused.
     pub async fn push_configuration(
+        &self,
+        config: &Configuration,
+        author: &str,
+    ) -> Result<(Configuration, PushOutcome), StartError> {
+        self.refuse_pack_owned(DocumentKind::Configuration, &config.name)
+            .await?;
+        self.store_configuration(config, author).await
+    }
+
+    /// [`push_configuration`](Self::push_configuration) without the pack ownership check.
+    pub(crate) async fn store_configuration(
         &self,
         config: &Configuration,
         author: &str,
@@ -288,8 +316,15 @@ impl Runtime {
         Ok((config.redacted(), outcome))
     }
 
-    /// Deletes a configuration and its secrets.
+    /// Deletes a configuration and its secrets (refused for one an active pack owns).
     pub async fn delete_configuration(&self, name: &str) -> Result<bool, RuntimeError> {
+        self.refuse_pack_owned(DocumentKind::Configuration, name)
+            .await?;
+        self.remove_configuration(name).await
+    }
+
+    /// [`delete_configuration`](Self::delete_configuration) without the ownership check.
+    pub(crate) async fn remove_configuration(&self, name: &str) -> Result<bool, RuntimeError> {
         let existed = self.backend.definitions.delete_configuration(name).await?;
         self.backend.secrets.delete_secrets(name).await?;
         self.secret_cache.lock().expect("secret cache").remove(name);

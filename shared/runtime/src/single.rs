@@ -89,6 +89,18 @@ impl Runtime {
             operators::TRIGGER_APPLICATION => {
                 return Err(SingleStepError::NotSingle(request.name));
             }
+            // Nothing is stored: the output is the section the run would report.
+            operators::REPORT => {
+                let section = sluice_core::report::section_from_parameters(Value::Object(
+                    request.parameters.clone(),
+                ))
+                .map_err(SingleStepError::InvalidParameters)?;
+                let (sections, warnings) = sluice_core::report::bound_sections(vec![section]);
+                Ok(sluice_core::step::StepOutput {
+                    value: json!({ "sections": sections }),
+                    warnings,
+                })
+            }
             name => {
                 let step_type = self
                     .registry

@@ -35,6 +35,37 @@ pub(crate) enum FollowUp {
     },
 }
 
+/// Stripes of turns: a run's transitions in this process take turns on the stripe of its
+/// id. Concurrent transitions of one run would all but one lose the compare-and-swap and
+/// start over (each a read and an engine step wasted), which in a wide fan-out is most
+/// of them; taking turns costs nothing else (the store commits one write at a time
+/// anyway). A fixed number of stripes keeps memory flat however many runs there are.
+pub(crate) struct RunTurns {
+    stripes: Vec<tokio::sync::Mutex<()>>,
+}
+
+const RUN_TURN_STRIPES: usize = 256;
+
+impl Default for RunTurns {
+    fn default() -> Self {
+        Self {
+            stripes: (0..RUN_TURN_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        }
+    }
+}
+
+impl RunTurns {
+    async fn take(&self, run_id: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        run_id.hash(&mut hasher);
+        let stripe = (hasher.finish() % self.stripes.len() as u64) as usize;
+        self.stripes[stripe].lock().await
+    }
+}
+
 impl Runtime {
     /// The plan (application snapshot and graph) a run executes.
     pub(crate) async fn plan(&self, run_id: &str) -> Result<Arc<Plan>, RuntimeError> {
@@ -96,6 +127,7 @@ impl Runtime {
         event: &Event,
         mut hint: Option<Run>,
     ) -> Result<(Run, Applied), RuntimeError> {
+        let _turn = self.run_turns.take(run_id).await;
         loop {
             let (mut run, from_hint) = match hint.take() {
                 Some(run) => (run, true),
@@ -115,7 +147,12 @@ impl Runtime {
             }
             if applied.changed {
                 run.version = expected + 1;
-                match self.backend.runs.update_run(&run, expected).await {
+                let stored = self
+                    .backend
+                    .runs
+                    .update_run_delta(&run, expected, &applied.delta)
+                    .await;
+                match stored {
                     Ok(()) => {
                         if run.state.is_terminal() {
                             self.plans.forget(run_id);
@@ -168,7 +205,13 @@ impl Runtime {
                     // Operators run here, not as a function; no message needed.
                     return Ok(FollowUp::Inline(message));
                 }
-                let queue = (self.config.queue_for)(&step_type);
+                // A delayed operator waits on the transform queue, whose worker runs every
+                // operator (on AWS only the transform function has a queue among them).
+                let queue = if operators::is_operator(&step_type) {
+                    (self.config.queue_for)(operators::TRANSFORM)
+                } else {
+                    (self.config.queue_for)(&step_type)
+                };
                 self.backend
                     .queue
                     .send(&queue, &message, Duration::from_millis(delay_ms))

@@ -147,6 +147,8 @@ impl Harness {
             queue: queue.clone(),
             secrets: ports.secrets,
             cache: ports.cache,
+            reports: ports.reports,
+            packs: store.packs(),
         };
         let step = Gated::closed();
         let mut registry = StepRegistry::new();

@@ -5,8 +5,9 @@
 //! [`serde::Deserialize`] and [`JsonSchema`]; its JSON Schema is what `sluice schema step`
 //! and `GET /steps` publish and what stored applications are validated against, and its
 //! doc comments become the schema's descriptions. Everything a step sees while it runs is
-//! in its [`StepContext`]; how it fails is a [`StepError`] kind; [`testing`] runs it without
-//! a store.
+//! in its [`StepContext`] (identity, logger, cache, deadline, and
+//! [`StepContext::report`] for sections of the run's report); how it fails is a
+//! [`StepError`] kind; [`testing`] runs it without a store.
 //!
 //! The crate exposes only what a step needs: the engine, the stores and the queues stay
 //! behind the runtime that calls the step.
@@ -36,6 +37,10 @@
 //!             return Err(StepError::InvalidParameters("name: must not be empty".into()));
 //!         }
 //!         ctx.log.info(format!("greeting {}", params.name));
+//!         // A section of the run's report (`sluice reports get report-<app>-<run>`).
+//!         ctx.report(ReportSection::new("Greetings").table(
+//!             ReportTable::new(["name"]).row(RowStatus::New, [json!(params.name)]),
+//!         ));
 //!         Ok(StepOutput::value(json!({"greeting": format!("Hello, {}!", params.name)})))
 //!     }
 //! }
@@ -48,6 +53,7 @@
 //!     .await;
 //! assert_eq!(outcome.output(), &json!({"greeting": "Hello, Ada!"}));
 //! assert_eq!(outcome.log_messages(), ["greeting Ada"]);
+//! assert_eq!(outcome.reports[0].tables[0].rows[0].status, RowStatus::New);
 //! # });
 //! ```
 
@@ -59,6 +65,7 @@ pub use serde;
 pub use serde_json::{self, json, Value};
 pub use sluice_core::model::{LogEntry, LogLevel};
 pub use sluice_core::ports::{Cache, CacheKeys, StoreError, MAX_CACHE_PAGE};
+pub use sluice_core::report::{ReportRow, ReportSection, ReportTable, RowStatus};
 pub use sluice_core::step::{
     StepContext, StepError, StepLogger, StepOutput, StepRegistry, StepType, TypedStep,
 };
@@ -73,7 +80,8 @@ pub use sluice_core::step::{
 /// ```
 pub mod prelude {
     pub use crate::{
-        async_trait, json, JsonSchema, StepContext, StepError, StepOutput, TypedStep, Value,
+        async_trait, json, JsonSchema, ReportSection, ReportTable, RowStatus, StepContext,
+        StepError, StepOutput, TypedStep, Value,
     };
     pub use serde::{Deserialize, Serialize};
 }

@@ -52,6 +52,7 @@ use sluice_core::model::LogEntry;
 use sluice_core::ports::{Cache, CacheKeys, StoreError, MAX_CACHE_PAGE};
 use sluice_core::redact::Redactor;
 use sluice_core::reference::{self, ConfigValues, RunScope};
+use sluice_core::report::{prepare_sections, ReportSection};
 use sluice_core::step::{StepContext, StepError, StepLogger, StepOutput, StepType};
 
 /// The timeout of a [`TestRun`] unless [`TestRun::timeout`] says otherwise: the
@@ -183,6 +184,7 @@ impl<S: StepType> TestRun<S> {
             steps: self.steps,
             item: self.item,
         };
+        let mut sections = Vec::new();
         let result = match reference::resolve_value(&self.params, &scope) {
             Err(e) => Err(StepError::Fatal(e.to_string())),
             Ok(params) => {
@@ -195,30 +197,41 @@ impl<S: StepType> TestRun<S> {
                     self.cache,
                     Instant::now() + self.timeout,
                 );
-                tokio::time::timeout(self.timeout, self.step.execute(params, &ctx))
+                let result = tokio::time::timeout(self.timeout, self.step.execute(params, &ctx))
                     .await
                     .unwrap_or_else(|_| {
                         Err(StepError::Retryable(format!(
                             "timed out after {} seconds",
                             self.timeout.as_secs()
                         )))
-                    })
+                    });
+                sections = ctx.take_reports();
+                result
             }
         };
+        let mut reports = Vec::new();
         let result = match result {
-            Ok(output) => Ok(StepOutput {
-                value: redactor.redact_value(&output.value),
-                warnings: output
+            Ok(output) => {
+                let mut warnings: Vec<String> = output
                     .warnings
                     .iter()
                     .map(|w| redactor.redact_str(w))
-                    .collect(),
-            }),
+                    .collect();
+                // As a run stores them: redacted, bounded, a cut is a warning.
+                let (prepared, cuts) = prepare_sections(sections, &redactor);
+                reports = prepared;
+                warnings.extend(cuts);
+                Ok(StepOutput {
+                    value: redactor.redact_value(&output.value),
+                    warnings,
+                })
+            }
             Err(e) => Err(redact_error(&redactor, e)),
         };
         TestOutcome {
             result,
             logs: logger.drain(),
+            reports,
         }
     }
 }
@@ -238,6 +251,9 @@ pub struct TestOutcome {
     pub result: Result<StepOutput, StepError>,
     /// Its log entries, DEBUG and up.
     pub logs: Vec<LogEntry>,
+    /// The report sections the run would store (redacted and bounded as a run stores
+    /// them; none when the attempt failed, as a run keeps only a successful attempt's).
+    pub reports: Vec<ReportSection>,
 }
 
 impl TestOutcome {

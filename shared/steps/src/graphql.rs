@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use reqwest::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
-use reqwest::{Client, Method, Response, StatusCode};
+use reqwest::{Client, Method, StatusCode};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -18,13 +18,11 @@ use sluice_sdk::{StepContext, StepError, StepOutput, TypedStep};
 
 use crate::common::{timeout_param, truncate};
 use crate::http::{
-    default_timeout, display_url, header_map, http_client, parse_http_url, status_text,
+    default_timeout, display_url, header_map, http_client, parse_http_url, read_body, status_text,
     transport_error, with_auth, Auth, Scalar, ERROR_BODY_CHARS,
 };
 
-/// Largest response body read: a larger one fails the attempt (fatally: asking again
-/// gets the same answer) rather than filling the memory of the function.
-pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+pub use crate::http::MAX_RESPONSE_BYTES;
 
 /// How many of a response's errors the failure message quotes (it says how many
 /// more there were).
@@ -134,29 +132,6 @@ impl TypedStep for Graphql {
         ));
         graphql_output(status, &bytes, &shown)
     }
-}
-
-/// The response body, refusing one larger than [`MAX_RESPONSE_BYTES`].
-async fn read_body(
-    mut response: Response,
-    method: &Method,
-    shown: &str,
-    timeout_seconds: f64,
-) -> Result<Vec<u8>, StepError> {
-    let mut bytes = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| transport_error(e, method, shown, timeout_seconds))?
-    {
-        if bytes.len() + chunk.len() > MAX_RESPONSE_BYTES {
-            return Err(StepError::Fatal(format!(
-                "the response of {method} {shown} is larger than {MAX_RESPONSE_BYTES} bytes"
-            )));
-        }
-        bytes.extend_from_slice(&chunk);
-    }
-    Ok(bytes)
 }
 
 /// Whether asking again may get another answer: the server is unavailable or

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-use reqwest::{Client, Method, RequestBuilder, Url};
+use reqwest::{Client, Method, RequestBuilder, Response, Url};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use sluice_sdk::StepError;
@@ -223,7 +223,7 @@ impl TypedStep for HttpRequest {
         let response = request.send().await.map_err(transport)?;
         let status = response.status();
         let response_headers = response.headers().clone();
-        let bytes = response.bytes().await.map_err(transport)?;
+        let bytes = read_body(response, &method, &shown, params.timeout_seconds).await?;
         ctx.log.info(format!(
             "{method} {shown} -> {} ({} ms)",
             status_text(status),
@@ -320,6 +320,34 @@ pub(crate) fn with_auth(request: RequestBuilder, auth: Option<Auth>) -> RequestB
         Some(Auth::Basic(basic)) => request.basic_auth(basic.username, basic.password),
         Some(Auth::Bearer(token)) => request.bearer_auth(token),
     }
+}
+
+/// Largest response body a step reads (`http_request`, `graphql`): a larger one fails the
+/// attempt (fatally: asking again gets the same answer) rather than filling the memory of
+/// the function.
+pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+
+/// The response body, refusing one larger than [`MAX_RESPONSE_BYTES`].
+pub(crate) async fn read_body(
+    mut response: Response,
+    method: &Method,
+    shown: &str,
+    timeout_seconds: f64,
+) -> Result<Vec<u8>, StepError> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| transport_error(e, method, shown, timeout_seconds))?
+    {
+        if bytes.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err(StepError::Fatal(format!(
+                "the response of {method} {shown} is larger than {MAX_RESPONSE_BYTES} bytes"
+            )));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
 }
 
 /// A failure to send a request or read its response: a timeout or a network failure is

@@ -35,7 +35,7 @@ pub use echo::{Echo, EchoParams};
 #[cfg(feature = "graphql")]
 pub use graphql::{Graphql, GraphqlParams, MAX_RESPONSE_BYTES as GRAPHQL_MAX_RESPONSE_BYTES};
 #[cfg(any(feature = "http_request", feature = "graphql"))]
-pub use http::{Auth, BasicAuth, Scalar};
+pub use http::{Auth, BasicAuth, Scalar, MAX_RESPONSE_BYTES as HTTP_MAX_RESPONSE_BYTES};
 #[cfg(feature = "http_request")]
 pub use http::{HttpRequest, HttpRequestParams, ResponseMode};
 #[cfg(feature = "sql")]

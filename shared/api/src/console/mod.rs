@@ -1,7 +1,9 @@
 //! The web console: a few static files (plain JavaScript modules and CSS, no build step)
 //! embedded in the binary, served at `/`, `/console/…` and PowerFlow's deep link
-//! `/integrations/<app>?runid=<id>`, and the `whoami` endpoint it asks which actions to
-//! show.
+//! `/integrations/<app>?runid=<id>`, and the endpoints made for it: `whoami` (which
+//! actions to show), `GET /api/v1/dashboard` (queue depths and workers) and
+//! `POST /api/v1/validate/application` (the Builder's check of an application as it is
+//! typed).
 //!
 //! The pages are public (they hold no data); everything they show comes from the API with
 //! the credential the user signed in with, which the browser keeps in `sessionStorage`
@@ -21,6 +23,9 @@ use serde_json::{json, Value};
 
 use crate::auth::Identity;
 use crate::error::ApiError;
+
+pub(crate) mod dashboard;
+pub(crate) mod validate;
 
 /// The console's Content-Security-Policy: its own scripts, styles and API only; no
 /// inline script, no framing.
@@ -78,6 +83,21 @@ const ASSETS: &[Asset] = &[
         name: "runs.js",
         content_type: "text/javascript; charset=utf-8",
         body: include_str!("../../console/runs.js"),
+    },
+    Asset {
+        name: "dashboard.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("../../console/dashboard.js"),
+    },
+    Asset {
+        name: "builder.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("../../console/builder.js"),
+    },
+    Asset {
+        name: "schemaform.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("../../console/schemaform.js"),
     },
     Asset {
         name: "style.css",

@@ -163,6 +163,50 @@ impl Unit {
     }
 }
 
+/// How many of a step's units are in each state: what the engine asks at every unit's
+/// end, kept up to date by it so that the answer costs the same for ten units as for ten
+/// thousand.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UnitTally {
+    pub pending: u32,
+    pub queued: u32,
+    pub running: u32,
+    pub done: u32,
+    pub failed: u32,
+}
+
+impl UnitTally {
+    /// The counts of `units`.
+    pub fn of(units: &[Unit]) -> Self {
+        let mut tally = Self::default();
+        for unit in units {
+            *tally.slot(unit.state) += 1;
+        }
+        tally
+    }
+
+    fn slot(&mut self, state: UnitState) -> &mut u32 {
+        match state {
+            UnitState::Pending => &mut self.pending,
+            UnitState::Queued => &mut self.queued,
+            UnitState::Running => &mut self.running,
+            UnitState::Done => &mut self.done,
+            UnitState::Failed => &mut self.failed,
+        }
+    }
+}
+
+/// A step's [`UnitTally`] once computed: derived from its units, never stored (a run read
+/// from a store computes it again when first asked), and left out of comparisons.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TallyCache(Option<UnitTally>);
+
+impl PartialEq for TallyCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
 /// A step of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepRun {
@@ -190,9 +234,86 @@ pub struct StepRun {
     /// docs/semantics.md, "Step type versions"); `None` in runs stored before versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub type_version: Option<String>,
+    /// The counts of `units` by state, once the engine asked (see [`StepRun::tally`]).
+    #[serde(skip)]
+    pub(crate) tally: TallyCache,
 }
 
 impl StepRun {
+    /// The step's own fields without its units (a store may keep units apart).
+    pub fn record(&self) -> StepRun {
+        let StepRun {
+            id,
+            state,
+            attempts,
+            started_at,
+            finished_at,
+            error,
+            warnings,
+            child_run,
+            fan_out,
+            units: _,
+            type_version,
+            tally: _,
+        } = self;
+        StepRun {
+            id: id.clone(),
+            state: *state,
+            attempts: *attempts,
+            started_at: *started_at,
+            finished_at: *finished_at,
+            error: error.clone(),
+            warnings: warnings.clone(),
+            child_run: child_run.clone(),
+            fan_out: *fan_out,
+            units: Vec::new(),
+            type_version: type_version.clone(),
+            tally: TallyCache::default(),
+        }
+    }
+
+    /// Takes `other`'s own fields, keeping this step's units (and their tally).
+    pub fn set_record_from(&mut self, other: &StepRun) {
+        let units = std::mem::take(&mut self.units);
+        let tally = self.tally;
+        *self = other.record();
+        self.units = units;
+        self.tally = tally;
+    }
+
+    /// The counts of this step's units by state (computed once, then kept by
+    /// [`StepRun::set_unit_state`] and [`StepRun::set_units`]).
+    pub fn tally(&mut self) -> UnitTally {
+        let units = &self.units;
+        *self.tally.0.get_or_insert_with(|| UnitTally::of(units))
+    }
+
+    /// The tally as kept, if it was computed (tests compare it with the units).
+    #[doc(hidden)]
+    pub fn kept_tally(&self) -> Option<UnitTally> {
+        self.tally.0
+    }
+
+    /// Takes `other`'s tally (when `self`'s units were just made equal to `other`'s).
+    pub fn take_tally_from(&mut self, other: &StepRun) {
+        self.tally = other.tally;
+    }
+
+    /// Sets unit `u`'s state, keeping the tally.
+    pub fn set_unit_state(&mut self, u: usize, state: UnitState) {
+        let old = std::mem::replace(&mut self.units[u].state, state);
+        if let Some(tally) = self.tally.0.as_mut() {
+            *tally.slot(old) -= 1;
+            *tally.slot(state) += 1;
+        }
+    }
+
+    /// Replaces the units (their tally is computed again when next asked).
+    pub fn set_units(&mut self, units: Vec<Unit>) {
+        self.units = units;
+        self.tally = TallyCache::default();
+    }
+
     pub fn new(id: &str) -> Self {
         Self {
             id: id.to_string(),
@@ -206,6 +327,7 @@ impl StepRun {
             fan_out: None,
             units: Vec::new(),
             type_version: None,
+            tally: TallyCache::default(),
         }
     }
 }
@@ -292,6 +414,55 @@ pub struct Run {
 impl Run {
     pub fn step(&self, id: &str) -> Option<&StepRun> {
         self.steps.iter().find(|s| s.id == id)
+    }
+
+    /// The run's own fields without its steps (a store may keep steps apart).
+    pub fn header(&self) -> Run {
+        let Run {
+            id,
+            application,
+            configuration,
+            queue,
+            loglevel,
+            params,
+            state,
+            created_at,
+            started_at,
+            finished_at,
+            parent,
+            replay_of,
+            alert_of,
+            expires_at,
+            steps: _,
+            version,
+            application_version,
+        } = self;
+        Run {
+            id: id.clone(),
+            application: application.clone(),
+            configuration: configuration.clone(),
+            queue: queue.clone(),
+            loglevel: *loglevel,
+            params: params.clone(),
+            state: *state,
+            created_at: *created_at,
+            started_at: *started_at,
+            finished_at: *finished_at,
+            parent: parent.clone(),
+            replay_of: replay_of.clone(),
+            alert_of: alert_of.clone(),
+            expires_at: *expires_at,
+            steps: Vec::new(),
+            version: *version,
+            application_version: *application_version,
+        }
+    }
+
+    /// Takes `other`'s own fields, keeping this run's steps.
+    pub fn set_header_from(&mut self, other: &Run) {
+        let steps = std::mem::take(&mut self.steps);
+        *self = other.header();
+        self.steps = steps;
     }
 }
 

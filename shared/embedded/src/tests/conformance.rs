@@ -27,6 +27,8 @@ impl StoreFactory for FreshDataDir {
             secrets: ports.secrets,
             schedules: ports.schedules,
             stats: store.schedule_stats(),
+            reports: ports.reports.clone(),
+            packs: store.packs(),
             clock,
             keep: Box::new((dir, Arc::new(store))),
         }

@@ -6,6 +6,7 @@ mod db;
 mod lock;
 mod perf;
 mod queue;
+mod run_rows;
 mod secrets;
 mod store;
 

@@ -135,6 +135,78 @@ async fn oldest_first_up_to_max() {
     assert_eq!(got[0].message.step_id, "C");
 }
 
+fn message_of(run: &str, unit: u32) -> TaskMessage {
+    TaskMessage {
+        run_id: run.into(),
+        step_id: "Step".into(),
+        unit,
+        attempt: 1,
+    }
+}
+
+#[tokio::test]
+async fn runs_take_turns_instead_of_waiting_behind_a_backlog() {
+    let (_dir, _clock, q) = driven_queue();
+    for unit in 0..1000 {
+        q.send("steps", &message_of("big", unit), NO_WAIT)
+            .await
+            .unwrap();
+    }
+    // A short run started behind 1,000 queued steps of another run.
+    q.send("steps", &message_of("short", 0), NO_WAIT)
+        .await
+        .unwrap();
+    let first = q.receive("steps", 2, LONG, NO_WAIT).await.unwrap();
+    let runs: Vec<_> = first.iter().map(|d| d.message.run_id.as_str()).collect();
+    assert_eq!(
+        runs,
+        ["big", "short"],
+        "one turn each, not the whole backlog first"
+    );
+    q.ack("steps", &first[1].receipt).await.unwrap();
+
+    // Its next step, sent once the first is done, again comes before the backlog's rest.
+    q.send("steps", &message_of("short", 1), NO_WAIT)
+        .await
+        .unwrap();
+    let next = q.receive("steps", 2, LONG, NO_WAIT).await.unwrap();
+    let taken: Vec<_> = next
+        .iter()
+        .map(|d| (d.message.run_id.as_str(), d.message.unit))
+        .collect();
+    assert!(taken.contains(&("short", 1)), "{taken:?}");
+
+    // Within one run, order stays the order sent.
+    let rest = q.receive("steps", 10, LONG, NO_WAIT).await.unwrap();
+    let units: Vec<_> = rest.iter().map(|d| d.message.unit).collect();
+    let mut sorted = units.clone();
+    sorted.sort_unstable();
+    assert_eq!(units, sorted);
+}
+
+#[tokio::test]
+async fn a_run_that_was_idle_gets_no_credit_over_the_runs_queued() {
+    let (_dir, _clock, q) = driven_queue();
+    // "early" has its messages served; "late" queues 5 while "other" has 5 queued.
+    for unit in 0..5 {
+        q.send("steps", &message_of("other", unit), NO_WAIT)
+            .await
+            .unwrap();
+    }
+    for d in q.receive("steps", 2, LONG, NO_WAIT).await.unwrap() {
+        q.ack("steps", &d.receipt).await.unwrap();
+    }
+    for unit in 0..3 {
+        q.send("steps", &message_of("late", unit), NO_WAIT)
+            .await
+            .unwrap();
+    }
+    // Both runs now alternate: the late one does not jump the three still queued.
+    let got = q.receive("steps", 6, LONG, NO_WAIT).await.unwrap();
+    let runs: Vec<_> = got.iter().map(|d| d.message.run_id.as_str()).collect();
+    assert_eq!(runs, ["other", "late", "other", "late", "other", "late"]);
+}
+
 #[tokio::test]
 async fn dead_lettering_resets_the_count_and_leaves_delayed_messages() {
     let (_dir, _clock, q) = driven_queue();

@@ -26,6 +26,10 @@ async fn server() -> String {
         .route("/text", get(|| async { "plain words, not JSON" }))
         .route("/empty", get(|| async { StatusCode::OK }))
         .route(
+            "/huge",
+            get(|| async { "x".repeat(sluice_steps::HTTP_MAX_RESPONSE_BYTES + 1) }),
+        )
+        .route(
             "/json",
             get(|| async {
                 (
@@ -288,6 +292,14 @@ async fn response_modes() {
     )
     .await;
     assert_eq!(full["body"], "plain words, not JSON");
+}
+
+#[tokio::test]
+async fn a_response_over_the_size_cap_fails_the_attempt_fatally() {
+    let base = server().await;
+    let e = err(&HttpRequest::new(), json!({"url": format!("{base}/huge")})).await;
+    assert!(!e.is_retryable());
+    assert!(e.message().contains("is larger than 16777216 bytes"), "{e}");
 }
 
 #[tokio::test]
