@@ -8,7 +8,7 @@
 #      prints how long each took from its start request to its end;
 #   3. memory: serves RUNS one-step runs (8 clients, honouring 429 + Retry-After) and
 #      samples the server's VmRSS every tenth of them.
-# Prints a Markdown section for docs/benchmarks.md.
+# Prints Markdown lines and a table for docs/benchmarks.md ("Backlog and memory").
 #
 #   scripts/bench-backlog.sh [RUNS=100000] [BACKLOG=100000] [SHORT=10]
 # Environment: SLUICE_BIN (a built binary instead of the release build), WIDTH (steps per
