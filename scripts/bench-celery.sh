@@ -60,6 +60,9 @@ export RABBITMQ_NODE_PORT="$amqp_port" RABBITMQ_DIST_PORT=$(free_port)
 export RABBITMQ_MNESIA_BASE="$work/mnesia" RABBITMQ_LOG_BASE="$work/log"
 export RABBITMQ_ENABLED_PLUGINS_FILE="$work/enabled_plugins" RABBITMQ_CONFIG_FILE="$work/rabbitmq"
 export RABBITMQ_PID_FILE="$work/rabbitmq.pid"
+# Erlang's schedulers spin while idle by default, taking a core from whichever side is
+# being measured; they sleep instead here.
+export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="+sbwt none +sbwtdcpu none +sbwtdio none"
 # The packaged wrappers switch to the rabbitmq user, who cannot read this directory: run
 # the server's own scripts as the caller.
 rabbitmq_bin=/usr/lib/rabbitmq/bin

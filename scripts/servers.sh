@@ -33,3 +33,37 @@ free_port() {
     log "found no free port"
     exit 1
 }
+
+# start_driver NAME PORT COMMAND...: starts a WebDriver server (COMMAND, listening on
+# 127.0.0.1:PORT) in its own process group, waits until it accepts connections, and
+# sets `driver_stop` to a script that stops it and the browsers it started.
+start_driver() {
+    local name=$1 port=$2 dir pid ready=""
+    shift 2
+    dir=$(mktemp -d "/tmp/sluice-$name.XXXXXX")
+    log "starting $name on 127.0.0.1:$port"
+    # setsid: its own process group, so the stop script ends it and its browsers.
+    setsid "$@" > "$dir/$name.log" 2>&1 < /dev/null &
+    pid=$!
+    echo "$pid" > "$dir/pid"
+    for _ in $(seq 1 100); do
+        if (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            ready=1
+            break
+        fi
+        sleep 0.1
+    done
+    if [ -z "$ready" ]; then
+        cat "$dir/$name.log" >&2
+        kill "$pid" 2> /dev/null || true
+        exit 1
+    fi
+    cat > "$dir/stop.sh" <<STOP
+#!/usr/bin/env bash
+# Stops the $name started by scripts/start-$name.sh (and its browsers).
+kill -TERM -- -$pid > /dev/null 2>&1 || kill -TERM $pid > /dev/null 2>&1 || true
+rm -rf "$dir"
+STOP
+    chmod 755 "$dir/stop.sh"
+    driver_stop="$dir/stop.sh"
+}

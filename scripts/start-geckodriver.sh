@@ -44,37 +44,9 @@ else
 fi
 
 port=$(free_port)
-
-dir=$(mktemp -d /tmp/sluice-geckodriver.XXXXXX)
-log "starting geckodriver on 127.0.0.1:$port"
-# setsid: its own process group, so the stop script ends it and the browsers it started.
-setsid "$geckodriver" --host 127.0.0.1 --port "$port" > "$dir/geckodriver.log" 2>&1 < /dev/null &
-pid=$!
-echo "$pid" > "$dir/pid"
-
-ready=""
-for _ in $(seq 1 100); do
-    if (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-        ready=1
-        break
-    fi
-    sleep 0.1
-done
-if [ -z "$ready" ]; then
-    cat "$dir/geckodriver.log" >&2
-    kill "$pid" 2> /dev/null || true
-    exit 1
-fi
-
-cat > "$dir/stop.sh" <<STOP
-#!/usr/bin/env bash
-# Stops the geckodriver started by scripts/start-geckodriver.sh (and its browsers).
-kill -TERM -- -$pid > /dev/null 2>&1 || kill -TERM $pid > /dev/null 2>&1 || true
-rm -rf "$dir"
-STOP
-chmod 755 "$dir/stop.sh"
+start_driver geckodriver "$port" "$geckodriver" --host 127.0.0.1 --port "$port"
 
 log "ready"
 echo "export SLUICE_TEST_GECKODRIVER_URL=http://127.0.0.1:$port"
 echo "export SLUICE_TEST_FIREFOX=$firefox"
-echo "export SLUICE_TEST_GECKODRIVER_STOP=$dir/stop.sh"
+echo "export SLUICE_TEST_GECKODRIVER_STOP=$driver_stop"

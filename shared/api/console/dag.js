@@ -1,9 +1,10 @@
 // Lays an application's steps out as a layered graph and draws it as SVG.
 //
-// The layout is our own and deliberately simple (no library): a step's column is its depth
-// (the longest chain of depends_on from a root), and the steps of a column are ordered by
-// the mean row of their predecessors, which keeps most arrows short. Arrows are drawn
-// from a predecessor's right edge to the successor's left edge.
+// The layout is dagre's (vendor/dagre.esm.js, @dagrejs/dagre, MIT): ranks left to right
+// by depends_on, crossings reduced, each edge routed between the ranks it spans. This
+// file only turns its positions into SVG nodes and arrows.
+
+import * as dagre from "./dagre.esm.js";
 
 const SVG = "http://www.w3.org/2000/svg";
 const OPERATORS = new Set(["transform", "template_render", "trigger_application", "report"]);
@@ -17,33 +18,31 @@ export function isOperator(step) {
   return OPERATORS.has(step.type);
 }
 
-/** Columns and rows of each step: `{ id: { col, row } }` and the grid size. */
+/**
+ * Where each step goes: `{ place: { id: { x, y } }` (top-left corners), `edges: [{ from,
+ * to, points }]` and the drawing's `width` and `height`.
+ */
 export function layout(steps) {
-  const byId = new Map(steps.map((s) => [s.id, s]));
-  const depth = new Map();
-  const visit = (id, seen = new Set()) => {
-    if (depth.has(id)) return depth.get(id);
-    if (seen.has(id)) return 0; // a stored application has no cycle; be safe anyway
-    seen.add(id);
-    const preds = (byId.get(id)?.depends_on || []).filter((p) => byId.has(p));
-    const d = preds.length ? 1 + Math.max(...preds.map((p) => visit(p, seen))) : 0;
-    depth.set(id, d);
-    return d;
-  };
-  steps.forEach((s) => visit(s.id));
-  const columns = [];
-  steps.forEach((s) => { (columns[depth.get(s.id)] ||= []).push(s.id); });
+  const graph = new dagre.graphlib.Graph();
+  graph.setGraph({ rankdir: "LR", nodesep: ROW_GAP, ranksep: COL_GAP, marginx: PAD, marginy: PAD });
+  graph.setDefaultEdgeLabel(() => ({}));
+  const ids = new Set(steps.map((s) => s.id));
+  for (const step of steps) graph.setNode(step.id, { width: NODE_W, height: NODE_H });
+  for (const step of steps) {
+    for (const pred of step.depends_on || []) if (ids.has(pred) && pred !== step.id) graph.setEdge(pred, step.id);
+  }
+  dagre.layout(graph);
   const place = {};
-  columns.forEach((ids, col) => {
-    const weight = (id) => {
-      const rows = (byId.get(id).depends_on || []).filter((p) => place[p]).map((p) => place[p].row);
-      return rows.length ? rows.reduce((a, b) => a + b, 0) / rows.length : 0;
-    };
-    const order = col === 0 ? ids : [...ids].sort((a, b) => weight(a) - weight(b));
-    order.forEach((id, row) => { place[id] = { col, row }; });
-  });
-  const rows = Math.max(1, ...columns.map((c) => c.length));
-  return { place, cols: columns.length, rows };
+  let width = 0, height = 0;
+  for (const id of graph.nodes()) {
+    const node = graph.node(id);
+    place[id] = { x: node.x - NODE_W / 2, y: node.y - NODE_H / 2 };
+    width = Math.max(width, node.x + NODE_W / 2 + PAD);
+    height = Math.max(height, node.y + NODE_H / 2 + PAD);
+  }
+  const edges = graph.edges().map((e) => ({ from: e.v, to: e.w, points: graph.edge(e).points || [] }));
+  for (const { points } of edges) for (const p of points) { width = Math.max(width, p.x + PAD); height = Math.max(height, p.y + PAD); }
+  return { place, edges, width: Math.ceil(width), height: Math.ceil(height) };
 }
 
 function el(name, attrs = {}, text) {
@@ -58,26 +57,19 @@ function el(name, attrs = {}, text) {
  * focusable; `onSelect(id)` is called on click or Enter/Space.
  */
 export function drawDag(steps, onSelect) {
-  const { place, cols, rows } = layout(steps);
-  const x = (id) => PAD + place[id].col * (NODE_W + COL_GAP);
-  const y = (id) => PAD + place[id].row * (NODE_H + ROW_GAP);
-  const width = PAD * 2 + cols * NODE_W + (cols - 1) * COL_GAP;
-  const height = PAD * 2 + rows * NODE_H + (rows - 1) * ROW_GAP;
+  const { place, edges, width, height } = layout(steps);
+  const x = (id) => place[id].x;
+  const y = (id) => place[id].y;
   const svg = el("svg", { class: "dag", viewBox: `0 0 ${width} ${height}`, width, height, role: "group", "aria-label": "Application steps" });
   const defs = el("defs");
   const marker = el("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 10, refY: 5, markerWidth: 8, markerHeight: 8, orient: "auto-start-reverse" });
   marker.append(el("path", { d: "M 0 0 L 10 5 L 0 10 z", class: "arrow-head" }));
   defs.append(marker);
   svg.append(defs);
-  const ids = new Set(steps.map((s) => s.id));
-  for (const step of steps) {
-    for (const pred of step.depends_on || []) {
-      if (!ids.has(pred)) continue;
-      const x1 = x(pred) + NODE_W, y1 = y(pred) + NODE_H / 2;
-      const x2 = x(step.id), y2 = y(step.id) + NODE_H / 2;
-      const mid = (x1 + x2) / 2;
-      svg.append(el("path", { class: "edge", "data-from": pred, "data-to": step.id, d: `M ${x1} ${y1} C ${mid} ${y1}, ${mid} ${y2}, ${x2 - 2} ${y2}`, "marker-end": "url(#arrow)" }));
-    }
+  for (const { from, to, points } of edges) {
+    if (!points.length) continue;
+    const d = points.map((p, i) => `${i ? "L" : "M"} ${p.x.toFixed(1)} ${p.y.toFixed(1)}`).join(" ");
+    svg.append(el("path", { class: "edge", "data-from": from, "data-to": to, d, "marker-end": "url(#arrow)" }));
   }
   for (const step of steps) {
     const kind = isOperator(step) ? "operator" : "step";

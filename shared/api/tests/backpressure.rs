@@ -18,10 +18,9 @@ use sluice_api::auth::{new_token, token_hash};
 use sluice_api::schedules::tick_once;
 use sluice_api::{AdminCredentials, ApiState};
 use sluice_core::model::{ApiToken, Application, Role, Schedule};
-use sluice_core::ports::Queue;
 use sluice_core::step::StepRegistry;
 use sluice_embedded::EmbeddedStore;
-use sluice_runtime::{Disposition, Runtime, RuntimeConfig, VISIBILITY};
+use sluice_runtime::{Disposition, Runtime, RuntimeConfig};
 use tower::ServiceExt;
 
 struct Fixture {
@@ -99,20 +98,8 @@ impl Fixture {
 
     /// Delivers every queued message once (what a worker would do).
     async fn drain(&self) {
-        let queue = self.store.queue();
-        loop {
-            let got = queue
-                .receive("steps", 10, VISIBILITY, Duration::ZERO)
-                .await
-                .unwrap();
-            if got.is_empty() {
-                return;
-            }
-            for d in got {
-                let handled = self.runtime.handle_message(&d.message, 1, false).await;
-                assert_eq!(handled, Disposition::Ack);
-                queue.ack("steps", &d.receipt).await.unwrap();
-            }
+        for handled in self.runtime.deliver_queued(1).await.unwrap() {
+            assert_eq!(handled, Disposition::Ack);
         }
     }
 }

@@ -117,6 +117,27 @@ fn n(value: impl ToString) -> A {
     A::N(value.to_string())
 }
 
+/// Every item `query` finds, page after page (one `Query` answers at most 1 MB).
+pub(crate) async fn query_all(
+    query: aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
+) -> Result<Vec<HashMap<String, A>>, StoreError> {
+    let mut items = Vec::new();
+    let mut start = None;
+    loop {
+        let out = query
+            .clone()
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| sdk("dynamodb Query", e))?;
+        items.extend(out.items.unwrap_or_default());
+        start = out.last_evaluated_key;
+        if start.is_none() {
+            return Ok(items);
+        }
+    }
+}
+
 pub(crate) fn get_s<'a>(item: &'a HashMap<String, A>, name: &str) -> Option<&'a str> {
     item.get(name)
         .and_then(|v| v.as_s().ok())
@@ -342,27 +363,16 @@ impl DynamoStore {
         &self,
         kind: &str,
     ) -> Result<Vec<HashMap<String, A>>, StoreError> {
-        let mut items = Vec::new();
-        let mut start = None;
-        loop {
-            let out = self
-                .db
+        query_all(
+            self.db
                 .query()
                 .table_name(self.table_of(kind))
                 .key_condition_expression("#k = :k")
                 .expression_attribute_names("#k", "kind")
                 .expression_attribute_values(":k", s(kind))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| sdk("dynamodb Query", e))?;
-            items.extend(out.items.unwrap_or_default());
-            start = out.last_evaluated_key;
-            if start.is_none() {
-                return Ok(items);
-            }
-        }
+                .consistent_read(true),
+        )
+        .await
     }
 
     pub(crate) async fn list_definitions<T: DeserializeOwned>(
@@ -1260,12 +1270,9 @@ impl RunStore for DynamoStore {
     }
 
     async fn unfinished_runs(&self) -> Result<Vec<String>, StoreError> {
-        let mut ids = Vec::new();
-        let mut start = None;
         let now = self.now_ms();
-        loop {
-            let out = self
-                .db
+        let items = query_all(
+            self.db
                 .query()
                 .table_name(&self.settings.runs_table)
                 .index_name(OPEN_RUNS)
@@ -1274,22 +1281,13 @@ impl RunStore for DynamoStore {
                 .expression_attribute_names("#o", "open")
                 .expression_attribute_names("#ex", "expires_ms")
                 .expression_attribute_values(":one", s("1"))
-                .expression_attribute_values(":now", n(now))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| sdk("dynamodb Query", e))?;
-            ids.extend(
-                out.items
-                    .unwrap_or_default()
-                    .iter()
-                    .filter_map(|i| get_s(i, "run_id").map(str::to_string)),
-            );
-            start = out.last_evaluated_key;
-            if start.is_none() {
-                break;
-            }
-        }
+                .expression_attribute_values(":now", n(now)),
+        )
+        .await?;
+        let mut ids: Vec<String> = items
+            .iter()
+            .filter_map(|i| get_s(i, "run_id").map(str::to_string))
+            .collect();
         ids.sort();
         Ok(ids)
     }

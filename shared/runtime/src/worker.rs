@@ -249,6 +249,41 @@ impl Runtime {
             .disposition
     }
 
+    /// Handles, in this task, every message visible now on this runtime's queues and
+    /// those they queue in turn, until none is visible; each is handled `deliveries`
+    /// times (more than once: duplicate deliveries) and then acknowledged. Returns the
+    /// dispositions in order. What a worker pool does, with no workers: for tests and
+    /// one-shot tools that drive runs step by step.
+    pub async fn deliver_queued(
+        &self,
+        deliveries: usize,
+    ) -> Result<Vec<Disposition>, RuntimeError> {
+        let mut dispositions = Vec::new();
+        loop {
+            let mut delivered = false;
+            for queue in self.queues() {
+                let received = self
+                    .backend
+                    .queue
+                    .receive(&queue, 10, VISIBILITY, Duration::ZERO)
+                    .await?;
+                for delivery in received {
+                    delivered = true;
+                    for _ in 0..deliveries.max(1) {
+                        dispositions.push(
+                            self.handle_message(&delivery.message, delivery.receive_count, false)
+                                .await,
+                        );
+                    }
+                    self.backend.queue.ack(&queue, &delivery.receipt).await?;
+                }
+            }
+            if !delivered {
+                return Ok(dispositions);
+            }
+        }
+    }
+
     async fn handle_report(
         &self,
         message: &TaskMessage,

@@ -8,12 +8,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{json, Value};
 use sluice_core::model::{Application, RunState};
-use sluice_core::ports::{Queue, RunQuery};
+use sluice_core::ports::RunQuery;
 use sluice_core::step::{StepContext, StepError, StepOutput, StepRegistry, StepType};
 use sluice_embedded::EmbeddedStore;
 use sluice_runtime::{
     Disposition, Runtime, RuntimeConfig, StartError, StartRequest, OVERLOADED_RETRY_AFTER,
-    VISIBILITY,
 };
 
 struct Noop;
@@ -87,20 +86,8 @@ impl Fixture {
 
     /// Delivers every queued message once (what a worker would do).
     async fn deliver_queued(&self) {
-        let queue = self.store.queue();
-        loop {
-            let got = queue
-                .receive("steps", 10, VISIBILITY, Duration::ZERO)
-                .await
-                .unwrap();
-            if got.is_empty() {
-                return;
-            }
-            for d in got {
-                let handled = self.runtime.handle_message(&d.message, 1, false).await;
-                assert_eq!(handled, Disposition::Ack);
-                queue.ack("steps", &d.receipt).await.unwrap();
-            }
+        for handled in self.runtime.deliver_queued(1).await.unwrap() {
+            assert_eq!(handled, Disposition::Ack);
         }
     }
 }

@@ -4,20 +4,18 @@
 
 use std::io::{Read, Write};
 use std::sync::Arc;
-use std::time::Duration;
 
 use base64::Engine;
 use serde_json::{json, Map, Value};
 use sluice_core::model::{Application, Configuration, Run, RunState};
 use sluice_embedded::EmbeddedStore;
-use sluice_runtime::{Runtime, RuntimeConfig, StartRequest, VISIBILITY};
+use sluice_runtime::{Runtime, RuntimeConfig, StartRequest};
 
 const SECRET: &str = "s3cr3t-T0ken-value";
 const USER: &str = "svc-user";
 
 struct Harness {
     _dir: tempfile::TempDir,
-    store: EmbeddedStore,
     runtime: Arc<Runtime>,
 }
 
@@ -40,11 +38,7 @@ async fn harness() -> Harness {
     }))
     .unwrap();
     runtime.put_configuration(&config).await.unwrap();
-    Harness {
-        _dir: dir,
-        store,
-        runtime,
-    }
+    Harness { _dir: dir, runtime }
 }
 
 impl Harness {
@@ -74,30 +68,14 @@ impl Harness {
             })
             .await
             .unwrap();
-        let queue = self.store.queue();
-        for _ in 0..100 {
-            let current = self.runtime.get_run(&run.id).await.unwrap();
-            if current.state.is_terminal() {
-                return current;
-            }
-            for name in self.runtime.queues() {
-                let deliveries = sluice_core::ports::Queue::receive(
-                    &queue,
-                    &name,
-                    10,
-                    VISIBILITY,
-                    Duration::ZERO,
-                )
-                .await
-                .unwrap();
-                for delivery in deliveries {
-                    self.runtime
-                        .handle_message(&delivery.message, delivery.receive_count, false)
-                        .await;
-                }
-            }
-        }
-        panic!("the run did not end");
+        self.runtime.deliver_queued(1).await.unwrap();
+        let ended = self.runtime.get_run(&run.id).await.unwrap();
+        assert!(
+            ended.state.is_terminal(),
+            "the run did not end: {:?}",
+            ended.state
+        );
+        ended
     }
 
     /// Everything a View user can read of a run: the record, the outputs and the logs.

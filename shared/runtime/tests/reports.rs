@@ -4,7 +4,6 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{json, Value};
@@ -12,7 +11,7 @@ use sluice_core::model::{Application, Configuration, Run, RunState, StepState};
 use sluice_core::report::{Report, ReportSection, ReportTable, RowStatus, MAX_SECTIONS_PER_UNIT};
 use sluice_core::step::{StepContext, StepError, StepOutput, StepType};
 use sluice_embedded::EmbeddedStore;
-use sluice_runtime::{Runtime, RuntimeConfig, StartRequest, VISIBILITY};
+use sluice_runtime::{Runtime, RuntimeConfig, StartRequest};
 
 const SECRET: &str = "s3cr3t-T0ken-value";
 
@@ -57,7 +56,6 @@ impl StepType for Reporter {
 
 struct Harness {
     _dir: tempfile::TempDir,
-    store: EmbeddedStore,
     runtime: Arc<Runtime>,
     reporter: Reporter,
 }
@@ -82,7 +80,6 @@ async fn harness(steps: Value) -> Harness {
     runtime.put_application(&app).await.unwrap();
     Harness {
         _dir: dir,
-        store,
         runtime,
         reporter,
     }
@@ -100,35 +97,14 @@ impl Harness {
             })
             .await
             .unwrap();
-        let queue = self.store.queue();
-        for _ in 0..200 {
-            let current = self.runtime.get_run(&run.id).await.unwrap();
-            if current.state.is_terminal() {
-                return current;
-            }
-            for name in self.runtime.queues() {
-                let deliveries = sluice_core::ports::Queue::receive(
-                    &queue,
-                    &name,
-                    10,
-                    VISIBILITY,
-                    Duration::ZERO,
-                )
-                .await
-                .unwrap();
-                for delivery in deliveries {
-                    for _ in 0..2 {
-                        self.runtime
-                            .handle_message(&delivery.message, delivery.receive_count, false)
-                            .await;
-                    }
-                    sluice_core::ports::Queue::ack(&queue, &name, &delivery.receipt)
-                        .await
-                        .unwrap();
-                }
-            }
-        }
-        panic!("the run did not end");
+        self.runtime.deliver_queued(2).await.unwrap();
+        let ended = self.runtime.get_run(&run.id).await.unwrap();
+        assert!(
+            ended.state.is_terminal(),
+            "the run did not end: {:?}",
+            ended.state
+        );
+        ended
     }
 
     async fn report(&self, run: &Run) -> Report {

@@ -17,7 +17,8 @@ use sluice_core::ports::{ReportQuery, ReportStore, StoreError};
 use sluice_core::report::{ReportOwner, ReportPart, ReportSection, ReportSummary};
 
 use super::{
-    expiry_attributes, get_n, get_s, live, month_of, n, s, DynamoStore, DEFAULT_LIST_LIMIT,
+    expiry_attributes, get_n, get_s, live, month_of, n, query_all, s, DynamoStore,
+    DEFAULT_LIST_LIMIT,
 };
 use crate::error::sdk;
 
@@ -57,27 +58,16 @@ fn summary_of(item: &HashMap<String, A>) -> Option<ReportSummary> {
 impl DynamoStore {
     /// Every report item of a run (header and parts), live or not.
     async fn report_items(&self, run_id: &str) -> Result<Vec<HashMap<String, A>>, StoreError> {
-        let mut items = Vec::new();
-        let mut start = None;
-        loop {
-            let out = self
-                .db
+        query_all(
+            self.db
                 .query()
                 .table_name(&self.settings.runs_table)
                 .key_condition_expression("pk = :pk AND begins_with(sk, :report)")
                 .expression_attribute_values(":pk", s(run_id))
                 .expression_attribute_values(":report", s(REPORT_SK_PREFIX))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| sdk("dynamodb Query", e))?;
-            items.extend(out.items.unwrap_or_default());
-            start = out.last_evaluated_key;
-            if start.is_none() {
-                return Ok(items);
-            }
-        }
+                .consistent_read(true),
+        )
+        .await
     }
 
     async fn delete_run_item(&self, run_id: &str, sk: &str) -> Result<(), StoreError> {
