@@ -4,8 +4,11 @@
 #   1. backlog: starts fan-out runs of WIDTH independent steps as fast as it can until
 #      BACKLOG steps were accepted (starts refused with 429 are counted, and retried
 #      after their Retry-After);
-#   2. latency: starts SHORT 3-step chains behind that backlog, one after the other, and
-#      prints how long each took from its start request to its end;
+#   2. latency: starts 2 × SHORT 3-step chains behind that backlog, one after the other,
+#      alternately in their own lane (their application's, not the backlog's) and in the
+#      `high` lane (`queue: high`), then SAME_LANE more in the backlog's own lane
+#      (`queue: wide`, served after the runs queued before them), and prints how long each
+#      took from its start request to its end;
 #   3. memory: serves RUNS one-step runs (8 clients, honouring 429 + Retry-After) and
 #      samples the server's VmRSS every tenth of them.
 # Prints Markdown lines and a table for docs/benchmarks.md ("Backlog and memory").
@@ -13,7 +16,8 @@
 #   scripts/bench-backlog.sh [RUNS=100000] [BACKLOG=100000] [SHORT=10]
 # Environment: SLUICE_BIN (a built binary instead of the release build), WIDTH (steps per
 # backlog run, 100), WORKERS (16), MAX_QUEUED (--max-queued-steps, the server default
-# when unset), EXTRA_ENV (e.g. "MALLOC_ARENA_MAX=2", given to the server only).
+# when unset), SAME_LANE (1), EXTRA_ENV (e.g. "MALLOC_ARENA_MAX=2", given to the server
+# only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs="${1:-100000}"
@@ -44,11 +48,11 @@ for _ in $(seq 100); do grep -q "Listening on" "$work/serve.log" && break; sleep
 base="$(sed -n 's/^Listening on \(http:[^ ]*\).*/\1/p' "$work/serve.log")"
 [[ -n "$base" ]] || { cat "$work/serve.log" >&2; exit 1; }
 
-python3 - "$base" "$token" "$server" "$runs" "$backlog" "$short" "$width" <<'PY'
+python3 - "$base" "$token" "$server" "$runs" "$backlog" "$short" "$width" "${SAME_LANE:-1}" <<'PY'
 import http.client, json, sys, threading, time, urllib.parse
 
 base, token, pid = sys.argv[1], sys.argv[2], sys.argv[3]
-runs, backlog, short, width = (int(a) for a in sys.argv[4:8])
+runs, backlog, short, width, same_lane = (int(a) for a in sys.argv[4:9])
 url = urllib.parse.urlparse(base)
 headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
 
@@ -67,11 +71,11 @@ class Client:
                 self.conn.close()
                 self.conn = http.client.HTTPConnection(url.hostname, url.port, timeout=120)
         raise RuntimeError(f"{method} {path}: connection failed")
-    def start(self, app, refused, wait=None):
+    def start(self, app, refused, wait=None, params=None):
         """Starts a run, waiting out 429s; returns the task document."""
         path = f"/api/v1/applications/{app}/run" + (f"?wait={wait}" if wait else "")
         while True:
-            status, retry, doc = self.call("POST", path, {"params": {}})
+            status, retry, doc = self.call("POST", path, {"params": params or {}})
             if status == 429:
                 refused[0] += 1
                 time.sleep(float(retry or 1))
@@ -136,16 +140,24 @@ depth = queued(c)
 print(f"backlog: {-(-backlog // width)} runs of {width} steps accepted in {backlog_secs:.1f} s, "
       f"{refused[0]} starts refused with 429 meanwhile; {depth} steps queued after", file=sys.stderr)
 
-# 2. Short runs behind the backlog.
-latencies, short_refused = [], [0]
-for _ in range(short):
+# 2. Short runs behind the backlog, alternately in their own lane and in `high`; then a
+#    few in the backlog's lane.
+lanes = {"own": {}, "high": {"queue": "high"}, "backlog's": {"queue": "wide"}}
+latencies = {lane: [] for lane in lanes}
+short_refused = [0]
+order = [("own", "high")[i % 2] for i in range(2 * short)] + ["backlog's"] * same_lane
+depth_before = {}
+for lane in order:
+    depth_before.setdefault(lane, queued(c))
     t = time.time()
-    doc = c.start("short", short_refused)
+    doc = c.start("short", short_refused, params=lanes[lane])
     done = finished(c, doc["task_id"])
     assert done["state"] == "success", done
-    latencies.append(time.time() - t)
+    latencies[lane].append(time.time() - t)
 depth_after = queued(c)
-print(f"short runs: {', '.join(f'{x:.2f}' for x in latencies)} s", file=sys.stderr)
+for lane, xs in latencies.items():
+    if xs:
+        print(f"short runs, {lane} lane: {', '.join(f'{x:.2f}' for x in xs)} s", file=sys.stderr)
 
 # Let the backlog drain before measuring memory over served runs.
 while queued(c) > 0:
@@ -168,12 +180,16 @@ samples.append((runs, rss_kib()))
 samples.sort()
 
 mib = lambda kib: f"{kib / 1024:.1f}"
-latencies.sort()
 print(f"- Backlog: {-(-backlog // width)} runs × {width} independent steps started in {backlog_secs:.1f} s "
       f"({refused[0]} starts answered 429 and retried); {depth} steps queued when the short runs started.")
-print(f"- {short} short runs (3-step chains) started one after another behind it: "
-      f"p50 {latencies[len(latencies) // 2]:.2f} s, max {latencies[-1]:.2f} s, from start request to end "
-      f"({short_refused[0]} starts answered 429 first; {depth_after} steps still queued after them).")
+print(f"- Short runs (3-step chains) started one after another behind it "
+      f"({short_refused[0]} starts answered 429 first; {depth_after} steps still queued after them), "
+      f"from start request to end:")
+for lane, xs in latencies.items():
+    if xs:
+        xs.sort()
+        print(f"  - {len(xs)} in the {lane} lane ({depth_before[lane]} steps queued before the first): "
+              f"p50 {xs[len(xs) // 2]:.2f} s, max {xs[-1]:.2f} s")
 print(f"- {runs} one-step runs served in {runs_secs:.1f} s by 8 clients ({mem_refused[0]} starts answered 429). "
       f"Server VmRSS: {mib(rss_start)} MiB at start, {mib(rss_drained)} MiB after the backlog drained:")
 print()

@@ -15,45 +15,45 @@ use sluice_runtime::{Runtime, StartRequest};
 
 use crate::local::Local;
 
-/// A measured run shape.
+/// A measured run shape (`--shape` takes the names the results print).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Shape {
     /// 100 sequential 10-step chains: per-step overhead p50/p99 (the historic measure).
     Overhead,
     /// One 10-step chain.
+    #[value(name = "chain-10", alias = "chain10")]
     Chain10,
     /// One 100-step chain.
+    #[value(name = "chain-100", alias = "chain100")]
     Chain100,
     /// One 1,000-step chain.
+    #[value(name = "chain-1000", alias = "chain1000")]
     Chain1000,
     /// 200 (`--concurrent`) 10-step runs started at once: steps per second.
     Throughput,
     /// 10 runs of Source → for_each over 100 items (max_concurrency 100) → Join.
+    #[value(name = "fan-100", alias = "fan100")]
     Fan100,
     /// Source → for_each over 1,000 items, all at once (max_concurrency 1,000) → Join.
+    #[value(name = "fan-1000", alias = "fan1000")]
     Fan1000,
     /// Source → for_each over 5,000 items, all at once (max_concurrency 5,000) → Join.
+    #[value(name = "fan-5000", alias = "fan5000")]
     Fan5000,
     /// Source → for_each over 10,000 items (max_concurrency 100).
+    #[value(name = "for-each-10000", alias = "for-each10000")]
     ForEach10000,
     /// Source → 50 parallel steps → one Join step depending on all 50.
+    #[value(name = "join-50", alias = "join50")]
     Join50,
 }
 
 impl Shape {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Overhead => "overhead",
-            Self::Chain10 => "chain-10",
-            Self::Chain100 => "chain-100",
-            Self::Chain1000 => "chain-1000",
-            Self::Throughput => "throughput",
-            Self::Fan100 => "fan-100",
-            Self::Fan1000 => "fan-1000",
-            Self::Fan5000 => "fan-5000",
-            Self::ForEach10000 => "for-each-10000",
-            Self::Join50 => "join-50",
-        }
+    /// The name `--shape` takes and the results print.
+    fn name(self) -> String {
+        self.to_possible_value()
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default()
     }
 }
 
@@ -416,7 +416,7 @@ pub async fn run(
                 peak.unwrap_or(f64::NAN),
             );
         }
-        results.insert(shape.name().to_string(), result);
+        results.insert(shape.name(), result);
     }
     workers.shutdown().await;
     if args.json {

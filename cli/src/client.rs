@@ -23,6 +23,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use sluice_api::documents::{
     CacheDeleted, CacheEntry, CacheKeyList, ErrorDocument, LogPage, Revoked, Task, TaskList,
+    UnitPage,
 };
 use sluice_api::{AdminCredentials, ApiState, Identity};
 use sluice_core::model::{Application, Configuration, Role, RunState};
@@ -701,6 +702,48 @@ pub async fn runs(client: &Client, cmd: RunsCommand) -> anyhow::Result<u8> {
                     .map_err(|e| not_found_as_run(e, &id))
             })
             .await?;
+            Ok(0)
+        }
+        RunsCommand::Units {
+            id,
+            step,
+            state,
+            limit,
+            output,
+        } => {
+            let mut units = Vec::new();
+            let mut offset = Some(0);
+            while let Some(at) = offset.filter(|_| limit.is_none_or(|l| units.len() < l)) {
+                let mut path = format!(
+                    "{}/steps/{}/units?offset={at}&limit=1000",
+                    task_path(&id),
+                    segment(&step)
+                );
+                if let Some(s) = &state {
+                    path.push_str(&format!("&state={}", segment(s)));
+                }
+                let page: UnitPage = client
+                    .get_as(&path)
+                    .await
+                    .map_err(|e| not_found_as_run(e, &id))?;
+                units.extend(page.units);
+                offset = page.next_offset;
+            }
+            units.truncate(limit.unwrap_or(usize::MAX));
+            match output {
+                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&units)?),
+                OutputFormat::Text => {
+                    for unit in &units {
+                        println!(
+                            "{:>6}  {:<8} attempt {:<3} {}",
+                            unit.index,
+                            unit.state,
+                            unit.attempt,
+                            unit.error.as_deref().unwrap_or("")
+                        );
+                    }
+                }
+            }
             Ok(0)
         }
         RunsCommand::Replay { id, output } => {

@@ -301,6 +301,20 @@ enum RunsCommand {
         #[arg(long)]
         follow: bool,
     },
+    /// A step's units (its `for_each` items): state, attempt and error of each, read a
+    /// page at a time.
+    Units {
+        id: String,
+        step: String,
+        /// Only units in this state: pending, queued, running, done or failed.
+        #[arg(long)]
+        state: Option<String>,
+        /// At most this many units (all by default).
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
     /// Start a new run with the same application, params, configuration and queue, and
     /// run it to its end.
     Replay {

@@ -236,6 +236,46 @@ pub async fn a_failed_step_fails_the_run_with_exit_1_and_cancels_successors_on(s
         .expect(0)
         .stdout();
     assert!(failed.contains(&id));
+
+    // Which items of a fan-out failed: `runs units`, filtered by state.
+    let app = s.write(
+        "odd.json",
+        &json!({"name": "odd_items", "author": "me", "steps": [
+            {"id": "Each", "type": "transform", "for_each": {"items": [0, 1, 2, 3, 4]},
+             "parameters": {"template": "{% if item % 2 %}not json{% else %}{{ item }}{% endif %}"}}
+        ]})
+        .to_string(),
+    );
+    let doc = s
+        .sluice(&["run", app.to_str().unwrap(), "--output", "json"])
+        .await
+        .expect(1)
+        .json();
+    let id = doc["task_id"].as_str().unwrap();
+    let units = s
+        .sluice(&["runs", "units", id, "Each", "--output", "json"])
+        .await
+        .expect(0)
+        .json();
+    let states: Vec<&str> = units
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["done", "failed", "done", "failed", "done"]);
+    let failed = s
+        .sluice(&["runs", "units", id, "Each", "--state", "failed"])
+        .await
+        .expect(0)
+        .stdout();
+    let lines: Vec<&str> = failed.lines().collect();
+    assert_eq!(lines.len(), 2, "{failed}");
+    assert!(lines[0].trim_start().starts_with("1  failed"), "{failed}");
+    assert!(lines[1].contains("the rendering is not JSON"), "{failed}");
+    s.sluice(&["runs", "units", id, "Each", "--state", "lost"])
+        .await
+        .expect(2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

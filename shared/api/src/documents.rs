@@ -408,6 +408,47 @@ pub struct LogPage {
     pub application: Option<String>,
 }
 
+/// One unit of a step in a [`UnitPage`]: the step itself, or one item (batch) of its
+/// `for_each`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct UnitEntry {
+    /// The item's index in the `for_each` list (0 for a step without one).
+    pub index: usize,
+    #[schemars(extend("enum" = ["pending", "queued", "running", "done", "failed"]))]
+    pub state: String,
+    /// The current (or last) attempt, from 1; 0 before the first.
+    pub attempt: u32,
+    /// When the current attempt was claimed.
+    #[serde(serialize_with = "millis_opt")]
+    #[schemars(with = "Option<String>", extend("format" = "date-time"))]
+    pub started_at: Option<DateTime<Utc>>,
+    /// When the last attempt ended successfully.
+    #[serde(serialize_with = "millis_opt")]
+    #[schemars(with = "Option<String>", extend("format" = "date-time"))]
+    pub finished_at: Option<DateTime<Utc>>,
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    pub child_run: Option<String>,
+}
+
+/// A page of a step's units (`GET /tasks/{id}/steps/{step}/units`): which items of a
+/// wide `for_each` failed, and why, without reading the whole run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "Units")]
+pub struct UnitPage {
+    pub task_id: String,
+    pub step: String,
+    /// Units the step has: its `for_each` items, 1 otherwise, 0 before it started.
+    pub total: usize,
+    /// Units in the `state` asked for (all of them without one).
+    pub matching: usize,
+    pub offset: usize,
+    pub units: Vec<UnitEntry>,
+    /// Pass as `offset` for the next page; `null` on the last.
+    pub next_offset: Option<usize>,
+}
+
 // ---- steps -------------------------------------------------------------------------
 
 /// A registered step type or operator.

@@ -18,6 +18,7 @@ use serde_json::{Map, Value};
 use sluice_core::logs::LogDocument;
 use sluice_core::model::{
     ApiToken, Application, Configuration, OwnerType, Role, RoleBinding, Run, RunState, Schedule,
+    UnitState,
 };
 use sluice_core::operators;
 use sluice_core::ports::{RunQuery, MAX_CACHE_PAGE};
@@ -29,7 +30,7 @@ use crate::body::{Body, Params};
 use crate::documents::{
     About, CacheDeleted, CacheEntry, CacheKeyList, Deleted, Health, HealthComponent, LogLine,
     LogPage, NewToken, Revocation, Revoked, RoleInfo, ScheduleEntry, Status, StepRunResult,
-    StepType, Task, TaskList, Token,
+    StepType, Task, TaskList, Token, UnitEntry, UnitPage,
 };
 use crate::error::ApiError;
 use crate::schedules::Schedules;
@@ -94,6 +95,7 @@ pub(crate) fn handler(method: &str, path: &str) -> MethodRouter<Shared> {
         ("GET", "/api/v1/tasks/{id}/logs") => get(task_logs),
         ("GET", "/api/v1/tasks/{id}/application") => get(task_application),
         ("GET", "/api/v1/tasks/{id}/steps/{step}/output") => get(step_output),
+        ("GET", "/api/v1/tasks/{id}/steps/{step}/units") => get(step_units),
         ("POST", "/api/v1/tasks/{id}/replay") => post(replay),
         ("POST", "/api/v1/tasks/{id}/revoke") => post(revoke),
         ("GET", "/api/v1/schedule") => get(list_schedules),
@@ -803,6 +805,83 @@ async fn step_output(
         )));
     }
     Ok(Json(state.runtime.read_output(&run, &step).await?))
+}
+
+/// Largest page of units.
+const MAX_UNIT_PAGE: usize = 1000;
+
+async fn step_units(
+    State(state): State<Shared>,
+    Path((id, step)): Path<(String, String)>,
+    params: Params,
+) -> Result<Json<UnitPage>> {
+    let offset = params
+        .parse::<usize>("offset", "a whole number")?
+        .unwrap_or(0);
+    let limit = params
+        .parse::<usize>("limit", "a whole number")?
+        .unwrap_or(100);
+    if !(1..=MAX_UNIT_PAGE).contains(&limit) {
+        return Err(
+            ApiError::bad_request(format!("limit: must be between 1 and {MAX_UNIT_PAGE}"))
+                .with_field("limit"),
+        );
+    }
+    let wanted = match params.get("state") {
+        None => None,
+        Some(text) => Some(
+            serde_json::from_value::<UnitState>(Value::String(text.to_string())).map_err(|_| {
+                ApiError::bad_request("state: must be pending, queued, running, done or failed")
+                    .with_field("state")
+            })?,
+        ),
+    };
+    let run = find_run(&state, &id).await?;
+    let Some(found) = run.step(&step) else {
+        return Err(ApiError::not_found(format!(
+            "task \"{id}\" has no step \"{step}\""
+        )));
+    };
+    let matching = found
+        .units
+        .iter()
+        .enumerate()
+        .filter(|(_, unit)| wanted.is_none_or(|w| unit.state == w));
+    let count = matching.clone().count();
+    let units: Vec<UnitEntry> = matching
+        .skip(offset)
+        .take(limit)
+        .map(|(index, unit)| UnitEntry {
+            index,
+            state: unit_state_name(unit.state).to_string(),
+            attempt: unit.attempt,
+            started_at: unit.claimed_at,
+            finished_at: unit.finished_at,
+            error: unit.error.clone(),
+            warnings: unit.warnings.clone(),
+            child_run: unit.child_run.clone(),
+        })
+        .collect();
+    let next_offset = (offset.saturating_add(units.len()) < count).then(|| offset + units.len());
+    Ok(Json(UnitPage {
+        task_id: run.id.clone(),
+        step,
+        total: found.units.len(),
+        matching: count,
+        offset,
+        units,
+        next_offset,
+    }))
+}
+
+fn unit_state_name(state: UnitState) -> &'static str {
+    match state {
+        UnitState::Pending => "pending",
+        UnitState::Queued => "queued",
+        UnitState::Running => "running",
+        UnitState::Done => "done",
+        UnitState::Failed => "failed",
+    }
 }
 
 async fn replay(

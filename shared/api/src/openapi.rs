@@ -56,6 +56,7 @@ fn components() -> Map<String, Value> {
     register::<d::Revoked>(g);
     register::<d::Revocation>(g);
     register::<d::LogPage>(g);
+    register::<d::UnitPage>(g);
     register::<d::StepType>(g);
     register::<d::StepRunResult>(g);
     register::<d::ScheduleEntry>(g);

@@ -10,37 +10,76 @@
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use axum::http::StatusCode;
-use axum::serve::{Listener, ListenerExt};
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::http::{Request, StatusCode};
+use axum::serve::Listener;
 use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
+use tower::ServiceExt;
 
 use crate::error::ApiError;
 use crate::{new_request_id, MAX_URI_BYTES, REQUEST_ID_HEADER};
 
+/// How long a client may take to send a request's head (its request line and headers)
+/// once it has connected or finished its previous request: a client that trickles its
+/// head (slowloris) or connects and says nothing is disconnected, so idle connections
+/// cannot use up the server's sockets.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Serves `router` on `listener` until `shutdown` completes (then lets requests in
-/// flight finish), with the client address as `ConnectInfo<SocketAddr>` and hyper's own
-/// refusals rewritten as JSON errors.
+/// flight finish), with the client address as `ConnectInfo<SocketAddr>`, hyper's own
+/// refusals rewritten as JSON errors, and [`HEADER_READ_TIMEOUT`] on every request head.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    // axum implements `Connected` for the address of a `TapIo` listener, and orphan
-    // rules keep this crate from implementing it for `SocketAddr` over its own listener:
-    // a tap that does nothing keeps `ConnectInfo<SocketAddr>` (the rate limit's key).
-    let listener = JsonErrorListener(listener).tap_io(|_: &mut JsonErrorStream<_>| {});
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    serve_with_head_timeout(listener, router, shutdown, HEADER_READ_TIMEOUT).await
+}
+
+/// [`serve`] with another head timeout (tests).
+pub async fn serve_with_head_timeout(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    head_timeout: Duration,
+) -> io::Result<()> {
+    // hyper's own HTTP/1 server rather than `axum::serve`, which sets no timer and so no
+    // head timeout.
+    let mut listener = JsonErrorListener(listener);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(head_timeout);
+    let connections = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, address) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(address));
+            router.clone().oneshot(request.map(axum::body::Body::new))
+        });
+        let connection = connections.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            // A connection's end (a client gone, a head too slow) concerns nobody else.
+            let _ = connection.await;
+        });
+    }
+    // Idle connections close now; those with a request in flight once it is answered.
+    connections.shutdown().await;
+    Ok(())
 }
 
 /// The JSON error for a request refused before it reached the router (also the router's
@@ -263,6 +302,43 @@ fn json_answer(bare: &BareHead) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// With time paused, the runtime jumps ahead whenever every task waits: the server's
+    /// head timer fires without the test waiting for it.
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_never_finishes_its_request_head_is_disconnected() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let router = Router::new().route("/", axum::routing::get(|| async { "hi" }));
+        tokio::spawn(serve_with_head_timeout(
+            listener,
+            router,
+            std::future::pending(),
+            Duration::from_secs(30),
+        ));
+
+        let mut prompt = tokio::net::TcpStream::connect(address).await.unwrap();
+        prompt
+            .write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        prompt.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with("hi"), "{answer}");
+
+        let began = tokio::time::Instant::now();
+        let mut slow = tokio::net::TcpStream::connect(address).await.unwrap();
+        slow.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n")
+            .await
+            .unwrap();
+        let mut rest = Vec::new();
+        // The server hangs up: end of stream (or a reset), never an answer.
+        let _ = slow.read_to_end(&mut rest).await;
+        assert!(began.elapsed() >= Duration::from_secs(30));
+        assert!(!String::from_utf8_lossy(&rest).contains(" 200 "));
+    }
 
     const DATE: &str = "date: Tue, 01 Dec 2026 10:00:00 GMT";
 

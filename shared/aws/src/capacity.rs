@@ -11,9 +11,10 @@ use aws_sdk_dynamodb::config::interceptors::{
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::error::BoxError;
 use aws_sdk_dynamodb::operation::batch_get_item::BatchGetItemOutput;
+use aws_sdk_dynamodb::operation::batch_write_item::BatchWriteItemInput;
 use aws_sdk_dynamodb::operation::delete_item::DeleteItemInput;
 use aws_sdk_dynamodb::operation::get_item::GetItemOutput;
-use aws_sdk_dynamodb::operation::put_item::PutItemInput;
+use aws_sdk_dynamodb::operation::put_item::{PutItemError, PutItemInput};
 use aws_sdk_dynamodb::operation::query::QueryOutput;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsInput;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemInput;
@@ -25,6 +26,9 @@ use crate::clients::RequestCounter;
 pub const WRITE_UNITS: &str = "dynamodb:WriteCapacityUnits";
 /// Counter key of read capacity units.
 pub const READ_UNITS: &str = "dynamodb:ReadCapacityUnits";
+/// Counter key of conditional `PutItem`s that lost (a compare-and-swap conflict: the
+/// request is billed, the write did not happen).
+pub const CONDITIONAL_FAILURES: &str = "dynamodb:ConditionalCheckFailed";
 
 /// The size DynamoDB bills for an item: attribute names plus values.
 pub fn item_size(item: &HashMap<String, AttributeValue>) -> usize {
@@ -95,6 +99,20 @@ impl Intercept for CapacityCounting {
                 .iter()
                 .map(|t| 2 * write_units(t.put.as_ref().map_or(0, |p| item_size(&p.item))))
                 .sum()
+        } else if let Some(batch) = input.downcast_ref::<BatchWriteItemInput>() {
+            batch
+                .request_items
+                .iter()
+                .flat_map(|tables| tables.values())
+                .flatten()
+                .map(
+                    |request| match (&request.put_request, &request.delete_request) {
+                        (Some(put), _) => write_units(item_size(&put.item)),
+                        (None, Some(_)) => 1,
+                        (None, None) => 0,
+                    },
+                )
+                .sum()
         } else if input.downcast_ref::<UpdateItemInput>().is_some()
             || input.downcast_ref::<DeleteItemInput>().is_some()
         {
@@ -116,8 +134,18 @@ impl Intercept for CapacityCounting {
         _runtime_components: &RuntimeComponents,
         _cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        let Ok(output) = context.output_or_error() else {
-            return Ok(());
+        let output = match context.output_or_error() {
+            Ok(output) => output,
+            Err(error) => {
+                let lost = error
+                    .as_operation_error()
+                    .and_then(|e| e.downcast_ref::<PutItemError>())
+                    .is_some_and(PutItemError::is_conditional_check_failed_exception);
+                if lost {
+                    self.counter.add(CONDITIONAL_FAILURES, 1);
+                }
+                return Ok(());
+            }
         };
         let units = if let Some(get) = output.downcast_ref::<GetItemOutput>() {
             read_units(get.item.as_ref().map_or(0, item_size))

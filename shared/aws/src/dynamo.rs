@@ -9,7 +9,8 @@
 //! - access `(kind, name)`: API tokens (by name and by hash) and role bindings, in a
 //!   table of their own so that no step function's role can reach them.
 //! - runs `(pk = run id, sk)`: `RUN` (the run record, compare-and-swap on `version`),
-//!   `SNAPSHOT` (the application it executes), `OUT#<step>#<unit>` (outputs),
+//!   `PART#<name>#<nonce>` (the steps and units of a large run, immutable, named by the
+//!   `RUN` item's manifest: `dynamo/run_parts.rs`), `SNAPSHOT` (the application it executes), `OUT#<step>#<unit>` (outputs),
 //!   `LOG#<seq>` (one item per appended batch of log entries), `REPORT`,
 //!   `REPORT.MONTH`, `REPORT#<step>#<unit>` (the run's report, see `dynamo/reports.rs`).
 //!   Every item carries
@@ -50,6 +51,7 @@ use sluice_core::versions::{
 };
 
 mod reports;
+mod run_parts;
 pub use reports::REPORTS;
 
 use crate::codec::{self, blob, Encoded, DOC, DOC_S3};
@@ -96,6 +98,8 @@ pub struct DynamoStore {
     pub(crate) db: Client,
     pub(crate) s3: aws_sdk_s3::Client,
     pub(crate) settings: AwsSettings,
+    /// The run parts and manifests this process read or wrote (`dynamo/run_parts.rs`).
+    parts: Arc<run_parts::PartCache>,
     /// What expiry is judged by (cache TTLs start from it too): the system clock unless
     /// [`DynamoStore::with_clock`] says otherwise.
     clock: Arc<dyn Clock>,
@@ -209,6 +213,7 @@ impl DynamoStore {
             db,
             s3,
             settings,
+            parts: Arc::default(),
             clock: sluice_core::clock::system(),
         }
     }
@@ -411,9 +416,14 @@ impl DynamoStore {
         HashMap::from([("pk".to_string(), s(run_id)), ("sk".to_string(), s(sk))])
     }
 
-    /// The `RUN` item of a run: the deflated record plus the attributes the indexes and
-    /// conditions use.
-    async fn run_item(&self, run: &Run) -> Result<HashMap<String, A>, StoreError> {
+    /// The `RUN` item of a run: the deflated record (with `manifest` naming the parts
+    /// kept apart, `dynamo/run_parts.rs`) plus the attributes the indexes and conditions
+    /// use.
+    async fn run_item(
+        &self,
+        run: &Run,
+        manifest: run_parts::Manifest,
+    ) -> Result<HashMap<String, A>, StoreError> {
         let mut item = Self::run_key(&run.id, RUN_SK);
         item.insert("run_id".into(), s(&run.id));
         item.insert("application".into(), s(&run.application));
@@ -432,8 +442,63 @@ impl DynamoStore {
         }
         expiry_attributes(&mut item, run.expires_at);
         let key = format!("runs/{}/record-v{}", run.id, run.version);
-        self.put_document(&mut item, || key, run).await?;
+        self.put_document(&mut item, || key, &run_parts::run_doc(run, manifest))
+            .await?;
         Ok(item)
+    }
+
+    /// `PutItem … IF version = :expected AND not expired` of the `RUN` item: the
+    /// compare-and-swap every engine transition goes through, after writing the parts
+    /// the transition changed (`delta`; every part without one) under fresh keys.
+    async fn store_run(
+        &self,
+        run: &Run,
+        expected_version: u64,
+        delta: Option<&sluice_core::engine::RunDelta>,
+    ) -> Result<(), StoreError> {
+        if run.version == expected_version {
+            return Err(backend(format!(
+                "update_run of {}: run.version must be the new version, not the expected one ({expected_version})",
+                run.id
+            )));
+        }
+        let all = run_parts::all_parts(run);
+        let (mut manifest, names) = match delta {
+            Some(delta) => {
+                let mut manifest = self.manifest_at(&run.id, expected_version).await?;
+                // A step part with a step now under way goes back into the `RUN` item.
+                let now_apart: std::collections::BTreeSet<String> =
+                    all.iter().map(|p| p.encode()).collect();
+                manifest.retain(|name, _| now_apart.contains(name));
+                let mut names = run_parts::touched_parts(run, delta);
+                // Parts the stored run lacks: a fan-out's new units, or a run stored as
+                // one item before it grew beyond one.
+                names.extend(all.iter().filter(|p| !manifest.contains_key(&p.encode())));
+                (manifest, names)
+            }
+            None => (run_parts::Manifest::new(), all),
+        };
+        let written = self.write_parts(run, &names, &mut manifest).await?;
+        let item = self.run_item(run, manifest.clone()).await?;
+        let result = self
+            .db
+            .put_item()
+            .table_name(&self.settings.runs_table)
+            .set_item(Some(item))
+            .condition_expression("#v = :expected AND expires_ms > :now")
+            .expression_attribute_names("#v", "version")
+            .expression_attribute_values(":expected", n(expected_version))
+            .expression_attribute_values(":now", n(self.now_ms()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => {
+                self.remember_written(&run.id, run.version, &manifest, written);
+                Ok(())
+            }
+            Err(e) if is_conditional_failure(&e) => Err(StoreError::Conflict),
+            Err(e) => Err(sdk("dynamodb PutItem", e)),
+        }
     }
 
     /// Fetches `RUN` records by id (BatchGetItem, 100 keys a request), in the given
@@ -480,7 +545,7 @@ impl DynamoStore {
         let mut runs = Vec::with_capacity(ids.len());
         for id in ids {
             if let Some(item) = found.get(id).filter(|i| live(i, now)) {
-                runs.push(self.read_document(item).await?);
+                runs.push(self.run_from_item(item).await?);
             }
         }
         Ok(runs)
@@ -1141,8 +1206,13 @@ impl AccessStore for DynamoStore {
 impl RunStore for DynamoStore {
     /// A transaction: the run (only if absent, or present but expired) together with its
     /// snapshot, so neither exists without the other.
+    /// Parts of a run too large for one item (`dynamo/run_parts.rs`) are written first.
     async fn create_run(&self, run: &Run, app: &Application) -> Result<bool, StoreError> {
-        let run_item = self.run_item(run).await?;
+        let mut manifest = run_parts::Manifest::new();
+        let written = self
+            .write_parts(run, &run_parts::all_parts(run), &mut manifest)
+            .await?;
+        let run_item = self.run_item(run, manifest.clone()).await?;
         let mut snapshot = Self::run_key(&run.id, SNAPSHOT_SK);
         expiry_attributes(&mut snapshot, run.expires_at);
         let key = format!("runs/{}/snapshot", run.id);
@@ -1165,7 +1235,10 @@ impl RunStore for DynamoStore {
             .send()
             .await;
         match result {
-            Ok(_) => Ok(true),
+            Ok(_) => {
+                self.remember_written(&run.id, run.version, &manifest, written);
+                Ok(true)
+            }
             Err(e) if transaction_condition_failed(&e) => Ok(false),
             Err(e) => Err(sdk("dynamodb TransactWriteItems", e)),
         }
@@ -1176,37 +1249,22 @@ impl RunStore for DynamoStore {
             .get_item(&self.settings.runs_table, Self::run_key(id, RUN_SK))
             .await?
         {
-            Some(item) if live(&item, self.now_ms()) => Ok(Some(self.read_document(&item).await?)),
+            Some(item) if live(&item, self.now_ms()) => Ok(Some(self.run_from_item(&item).await?)),
             _ => Ok(None),
         }
     }
 
-    /// `PutItem … IF version = :expected AND not expired`: the compare-and-swap every
-    /// engine transition goes through.
     async fn update_run(&self, run: &Run, expected_version: u64) -> Result<(), StoreError> {
-        if run.version == expected_version {
-            return Err(backend(format!(
-                "update_run of {}: run.version must be the new version, not the expected one ({expected_version})",
-                run.id
-            )));
-        }
-        let item = self.run_item(run).await?;
-        let result = self
-            .db
-            .put_item()
-            .table_name(&self.settings.runs_table)
-            .set_item(Some(item))
-            .condition_expression("#v = :expected AND expires_ms > :now")
-            .expression_attribute_names("#v", "version")
-            .expression_attribute_values(":expected", n(expected_version))
-            .expression_attribute_values(":now", n(self.now_ms()))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if is_conditional_failure(&e) => Err(StoreError::Conflict),
-            Err(e) => Err(sdk("dynamodb PutItem", e)),
-        }
+        self.store_run(run, expected_version, None).await
+    }
+
+    async fn update_run_delta(
+        &self,
+        run: &Run,
+        expected_version: u64,
+        delta: &sluice_core::engine::RunDelta,
+    ) -> Result<(), StoreError> {
+        self.store_run(run, expected_version, Some(delta)).await
     }
 
     async fn get_snapshot(&self, run_id: &str) -> Result<Option<Application>, StoreError> {

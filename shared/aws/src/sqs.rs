@@ -30,6 +30,48 @@ pub fn seconds_ceil(d: Duration) -> i32 {
     i32::try_from(secs).unwrap_or(i32::MAX)
 }
 
+/// The `MessageGroupId` of a message: its lane (the run's `queue` label, else its
+/// application), or its run for a message queued before lanes existed.
+///
+/// On a standard queue SQS takes the group as the tenant of its *fair queues*: when one
+/// tenant builds a backlog, SQS favours the other tenants' messages so that their dwell
+/// time stays low, and a lane with 100,000 queued steps does not hold back another
+/// lane's steps (no FIFO order is asked for or implied). What SQS does not give: an order inside a tenant (no
+/// oldest-run-first, no FIFO: a standard queue is best effort) and any strict priority
+/// between tenants of one queue — the `high` lane is just one more tenant there, served
+/// fairly rather than first. Strict priority on AWS would take a queue of its own per
+/// step type (and a function or event source mapping reading it first).
+///
+/// SQS takes 1–128 printable ASCII characters: other bytes are written `%XX`, and the
+/// result cut to 128 (two long lanes with the same start then share one tenant).
+pub fn message_group(message: &TaskMessage) -> String {
+    let lane = message
+        .lane
+        .as_deref()
+        .filter(|l| !l.is_empty())
+        .unwrap_or(&message.run_id);
+    let mut group = String::with_capacity(lane.len().min(MAX_GROUP_ID));
+    for byte in lane.bytes() {
+        let encoded = if byte.is_ascii_graphic() && byte != b'%' {
+            (byte as char).to_string()
+        } else {
+            format!("%{byte:02X}")
+        };
+        if group.len() + encoded.len() > MAX_GROUP_ID {
+            break;
+        }
+        group.push_str(&encoded);
+    }
+    if group.is_empty() {
+        // Only an empty run id gets here; SQS needs one character at least.
+        group.push('-');
+    }
+    group
+}
+
+/// Longest `MessageGroupId` SQS accepts.
+const MAX_GROUP_ID: usize = 128;
+
 /// The SQS adapter. Queue URLs are resolved once per name and cached.
 #[derive(Debug)]
 pub struct SqsQueue {
@@ -84,28 +126,21 @@ impl SqsQueue {
         arn.rsplit(':').next().unwrap_or(arn)
     }
 
-    /// Sends a raw body (Lambda glue: re-enqueueing a message for a long wait) of the
-    /// run `run_id`.
-    ///
-    /// The run is the message group: on a standard queue SQS takes it as the tenant of
-    /// its fair queues, so a run with a large backlog on a step type's queue does not
-    /// hold back the messages of other runs (no FIFO order is asked for or implied).
+    /// Sends a raw body (Lambda glue: re-enqueueing a message for a long wait) of
+    /// `message`, grouped by its [`message_group`].
     pub async fn send_body(
         &self,
         queue: &str,
         body: &str,
         delay: Duration,
-        run_id: &str,
+        message: &TaskMessage,
     ) -> Result<(), QueueError> {
         let url = self.url(queue).await?;
-        // SQS takes 1–128 printable ASCII characters; run ids are far shorter.
-        let group =
-            (1..=128).contains(&run_id.len()) && run_id.bytes().all(|b| b.is_ascii_graphic());
         self.client
             .send_message()
             .queue_url(url)
             .message_body(body)
-            .set_message_group_id(group.then(|| run_id.to_string()))
+            .set_message_group_id(Some(message_group(message)))
             .delay_seconds(seconds_ceil(delay.min(MAX_DELAY)))
             .send()
             .await
@@ -154,7 +189,7 @@ impl Queue for SqsQueue {
         delay: Duration,
     ) -> Result<(), QueueError> {
         let body = serde_json::to_string(message).map_err(|e| QueueError(format!("json: {e}")))?;
-        self.send_body(queue, &body, delay, &message.run_id).await
+        self.send_body(queue, &body, delay, message).await
     }
 
     async fn receive(
@@ -256,5 +291,38 @@ impl Queue for SqsQueue {
                 .filter_map(|n| attributes.get(n)?.parse::<u64>().ok())
                 .sum(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(run_id: &str, lane: Option<&str>) -> TaskMessage {
+        TaskMessage {
+            run_id: run_id.into(),
+            step_id: "A".into(),
+            unit: 0,
+            attempt: 1,
+            lane: lane.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn the_message_group_is_the_lane_else_the_run() {
+        assert_eq!(
+            message_group(&message("isapp-1", Some("nightly"))),
+            "nightly"
+        );
+        assert_eq!(message_group(&message("isapp-1", None)), "isapp-1");
+        assert_eq!(message_group(&message("isapp-1", Some(""))), "isapp-1");
+        // Only printable ASCII, at most 128 characters.
+        assert_eq!(
+            message_group(&message("r", Some("sync devices é%"))),
+            "sync%20devices%20%C3%A9%25"
+        );
+        let long = message_group(&message("r", Some(&"ü".repeat(100))));
+        assert!(long.len() <= 128 && long.len() > 120, "{}", long.len());
+        assert!(long.bytes().all(|b| b.is_ascii_graphic()));
     }
 }

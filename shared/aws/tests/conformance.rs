@@ -81,6 +81,7 @@ async fn sqs_delays_round_up_to_seconds_and_extensions_outlast_the_receive() {
         step_id: "A".into(),
         unit: 0,
         attempt: 1,
+        lane: Some("app".into()),
     };
     let second = Duration::from_secs(1);
     let receive = |visibility: Duration, wait: Duration| {
@@ -132,6 +133,7 @@ async fn sqs_depth_counts_visible_delayed_and_in_flight_messages() {
         step_id: step.into(),
         unit: 0,
         attempt: 1,
+        lane: None,
     };
     q.send(&name, &task("Now"), Duration::ZERO).await.unwrap();
     q.send(&name, &task("Later"), Duration::from_secs(600))

@@ -198,15 +198,256 @@ async fn requests_per_step() {
         report.push_str(&format!(
             "{line} requests={requests:.2} price=${price:.2}/M steps\n"
         ));
-        // Guards against regressions.
+        // Guards against regressions, the same for every size: a run of more than 40
+        // steps keeps the steps not under way in parts of their own, so a step costs
+        // the `RUN` item's writes whatever the run's size (dynamo/run_parts.rs).
         assert!(
             requests <= 6.0,
             "{kind}: {requests} requests per step\n{report}"
         );
         assert!(
-            n > 31 || price <= 2.50,
+            price <= 2.50,
             "{kind}: ${price:.2} per million steps\n{report}"
         );
     }
     println!("per-step requests (single-step run: {single:?})\n{report}");
+}
+
+/// `Source → for_each over n items (max_concurrency) → Join`, all `echo`s.
+fn wide(name: &str, n: usize, max_concurrency: usize) -> Application {
+    serde_json::from_value(json!({"name": name, "author": "me", "steps": [
+        {"id": "Items", "type": "echo", "parameters": {"value": (0..n).collect::<Vec<_>>()}},
+        {"id": "Each", "type": "echo", "depends_on": ["Items"],
+         "for_each": {"items": "${Items}", "max_concurrency": max_concurrency},
+         "parameters": {"value": {"item": "${item}"}}},
+        {"id": "Join", "type": "echo", "depends_on": ["Each"], "parameters": {"value": "done"}}]}))
+    .unwrap()
+}
+
+/// What one wide run cost.
+#[derive(Debug)]
+struct Wide {
+    steps: usize,
+    /// Requests and capacity units of all workers, by `service:operation`.
+    counts: BTreeMap<String, u64>,
+    /// The largest item of the run's partition, and its `RUN` item, in bytes as billed.
+    largest_item: usize,
+    run_item: usize,
+    seconds: f64,
+}
+
+impl Wide {
+    fn per_step(&self, key: &str) -> f64 {
+        *self.counts.get(key).unwrap_or(&0) as f64 / self.steps as f64
+    }
+
+    fn dynamodb_requests_per_step(&self) -> f64 {
+        self.counts
+            .iter()
+            .filter(|(op, _)| op.starts_with("dynamodb:") && !op.ends_with("CapacityUnits"))
+            .filter(|(op, _)| op.as_str() != sluice_aws::capacity::CONDITIONAL_FAILURES)
+            .map(|(_, n)| *n as f64)
+            .sum::<f64>()
+            / self.steps as f64
+    }
+}
+
+/// Runs `app` to its end with `workers` concurrent handlers, each with clients, store and
+/// runtime of its own (as separate Lambda containers are: nothing cached in common), and
+/// measures what the handlers requested and the items the run left.
+async fn wide_run(env: &AwsEnvironment, app: Application, workers: usize) -> Wide {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    env.store.put_application(&app).await.unwrap();
+    let queue = env.settings.queue_for("echo");
+    let mut containers = Vec::new();
+    for _ in 0..workers {
+        let container = AwsEnvironment::load(env.settings.clone()).await;
+        let runtime = container.runtime(sluice_steps_registry());
+        containers.push((container, runtime));
+    }
+    let began = std::time::Instant::now();
+    let run = containers[0]
+        .1
+        .start(sluice_runtime::StartRequest {
+            application: app.name.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for (container, _) in &containers {
+        container.clients.requests.reset();
+    }
+    let done = Arc::new(AtomicBool::new(false));
+    let mut handles = Vec::new();
+    for (container, runtime) in &containers {
+        let (sqs, runtime, queue, done) = (
+            container.queue.clone(),
+            runtime.clone(),
+            queue.clone(),
+            done.clone(),
+        );
+        handles.push(tokio::spawn(async move {
+            while !done.load(Ordering::Relaxed) {
+                let deliveries = sqs
+                    .receive(
+                        &queue,
+                        10,
+                        Duration::from_secs(60),
+                        Duration::from_millis(200),
+                    )
+                    .await
+                    .unwrap();
+                for d in deliveries {
+                    match runtime.handle_delivery(&queue, &d, false).await.disposition {
+                        sluice_runtime::Disposition::Ack => sqs.ack(&queue, &d.receipt).await,
+                        sluice_runtime::Disposition::RetryAfter(delay) => {
+                            sqs.release(&queue, &d.receipt, delay).await
+                        }
+                    }
+                    .unwrap();
+                }
+            }
+        }));
+    }
+    let deadline = began + Duration::from_secs(1800);
+    let state = loop {
+        let state = env.store.get_run(&run.id).await.unwrap().unwrap().state;
+        if state.is_terminal() {
+            break state;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} did not finish",
+            app.name
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    done.store(true, Ordering::Relaxed);
+    for handle in handles {
+        handle.await.unwrap();
+    }
+    let seconds = began.elapsed().as_secs_f64();
+    assert_eq!(state, sluice_core::model::RunState::Success, "{}", app.name);
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    for (container, _) in &containers {
+        for (op, n) in container.clients.requests.snapshot() {
+            // The event source mapping's receives and deletes are priced apart.
+            if !matches!(op.as_str(), "sqs:ReceiveMessage" | "sqs:DeleteMessage") {
+                *counts.entry(op).or_default() += n;
+            }
+        }
+    }
+    // Superseded parts stay until the run expires: a large run's partition is pages.
+    let mut items = Vec::new();
+    let mut start = None;
+    loop {
+        let page = env
+            .clients
+            .dynamodb
+            .query()
+            .table_name(&env.settings.runs_table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(
+                ":pk",
+                aws_sdk_dynamodb::types::AttributeValue::S(run.id.clone()),
+            )
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .unwrap();
+        items.extend(page.items.unwrap_or_default());
+        start = page.last_evaluated_key;
+        if start.is_none() {
+            break;
+        }
+    }
+    let size = |item: &std::collections::HashMap<_, _>| sluice_aws::capacity::item_size(item);
+    let largest_item = items.iter().map(size).max().unwrap_or(0);
+    let run_item = items
+        .iter()
+        .find(|i| i.get("sk").and_then(|s| s.as_s().ok()).map(String::as_str) == Some("RUN"))
+        .map(size)
+        .unwrap();
+    let steps = env
+        .store
+        .get_run(&run.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .steps
+        .iter()
+        .map(|s| s.units.len().max(1))
+        .sum();
+    Wide {
+        steps,
+        counts,
+        largest_item,
+        run_item,
+        seconds,
+    }
+}
+
+/// Issue-13 scale on moto: a `for_each` over many items and a wide fan-out into a join
+/// complete with no item near DynamoDB's 400 KB; DynamoDB requests and write units per
+/// step stay flat as the run grows tenfold (one worker, so that nothing but the size
+/// differs); and with four workers of their own (as Lambda containers are) writing one
+/// run at once, lost compare-and-swaps stay below one per worker per step. Scaled for
+/// the suite; `SLUICE_MOTO_FOR_EACH=10000 SLUICE_MOTO_FAN_OUT=5000` runs the issue's
+/// sizes (docs/benchmarks.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wide_runs_stay_small_per_item_and_flat_per_step() {
+    use sluice_aws::capacity::{CONDITIONAL_FAILURES, READ_UNITS, WRITE_UNITS};
+    let size = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let items = size("SLUICE_MOTO_FOR_EACH", 300);
+    let fan = size("SLUICE_MOTO_FAN_OUT", 200);
+    let workers = size("SLUICE_MOTO_WORKERS", 4);
+    let env = env().await;
+    // The same window (max_concurrency) for both, below a tenth of the items: each
+    // item's end queues the next, as in every long for_each.
+    let window = (items / 20).max(1);
+    let small = wide_run(&env, wide("each_small", items / 10, window), 1).await;
+    let large = wide_run(&env, wide("each_large", items, window), 1).await;
+    let fan_out = wide_run(&env, wide("fan_out", fan, fan), workers).await;
+    let mut report = String::new();
+    for (name, wide) in [
+        (format!("for_each over {}, 1 worker", items / 10), &small),
+        (format!("for_each over {items}, 1 worker"), &large),
+        (
+            format!("{fan}-way fan-out into a join, {workers} workers"),
+            &fan_out,
+        ),
+    ] {
+        report.push_str(&format!(
+            "{name}: {:.1} s, {} steps; per step: dynamodb requests {:.2}, write units {:.2}, read units {:.2}, lost swaps {:.3}; largest item {} B, RUN item {} B\n",
+            wide.seconds,
+            wide.steps,
+            wide.dynamodb_requests_per_step(),
+            wide.per_step(WRITE_UNITS),
+            wide.per_step(READ_UNITS),
+            wide.per_step(CONDITIONAL_FAILURES),
+            wide.largest_item,
+            wide.run_item,
+        ));
+    }
+    println!("{report}");
+    for wide in [&small, &large, &fan_out] {
+        assert!(wide.largest_item < 64 * 1024, "{report}");
+        assert!(wide.run_item < 8 * 1024, "{report}");
+    }
+    assert_eq!(small.per_step(CONDITIONAL_FAILURES), 0.0, "{report}");
+    assert!(
+        fan_out.per_step(CONDITIONAL_FAILURES) <= workers as f64,
+        "{report}"
+    );
+    // Ten times the items, the same cost per step (within a quarter).
+    let flat = |key: &dyn Fn(&Wide) -> f64| key(&large) <= key(&small) * 1.25;
+    assert!(flat(&|w| w.dynamodb_requests_per_step()), "{report}");
+    assert!(flat(&|w| w.per_step(WRITE_UNITS)), "{report}");
+    assert!(flat(&|w| w.per_step(READ_UNITS)), "{report}");
 }

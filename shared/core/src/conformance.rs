@@ -74,6 +74,7 @@ macro_rules! store_conformance {
             update_run_is_compare_and_swap,
             concurrent_transitions_of_one_version_have_one_winner,
             transitions_stored_as_deltas_read_back_whole,
+            long_runs_stored_as_deltas_read_back_whole,
             unfinished_runs_are_the_non_terminal_ones,
             list_runs_filters_orders_and_pages,
             list_runs_default_limit_is_50,
@@ -548,9 +549,7 @@ pub async fn concurrent_transitions_of_one_version_have_one_winner(f: &impl Stor
 /// (the whole run, or only the parts the delta names), and a delta against an older
 /// version is a conflict that changes nothing.
 pub async fn transitions_stored_as_deltas_read_back_whole(f: &impl StoreFactory) {
-    use crate::engine::{self, AttemptResult, Decision, Effect, Event, Plan};
     let s = f.fresh().await;
-    let r = &s.runs;
     let app: Application = serde_json::from_value(json!({
         "name": "fan", "author": "conformance", "steps": [
             {"id": "Source", "type": "echo"},
@@ -559,10 +558,50 @@ pub async fn transitions_stored_as_deltas_read_back_whole(f: &impl StoreFactory)
             {"id": "Join", "type": "echo", "depends_on": ["Fan"]}]
     }))
     .expect("application");
+    let current = drive_stored_as_deltas(&s, &app, 120).await;
+    let stored = s.runs.get_run(&current.id).await.unwrap().unwrap();
+    assert_eq!(stored.step("Fan").unwrap().units.len(), 120);
+    assert_eq!(
+        stored.step("Fan").unwrap().units[119].output,
+        Some(json!(119))
+    );
+}
+
+/// As [`transitions_stored_as_deltas_read_back_whole`], for a run of 70 steps with a
+/// fan-out of 300 units half-way (more than a store may keep in one record).
+pub async fn long_runs_stored_as_deltas_read_back_whole(f: &impl StoreFactory) {
+    let s = f.fresh().await;
+    let steps: Vec<Value> = (0..70)
+        .map(|i| {
+            let mut step = json!({"id": format!("S{i}"), "type": "echo"});
+            if i > 0 {
+                step["depends_on"] = json!([format!("S{}", i - 1)]);
+            }
+            if i == 35 {
+                step["for_each"] = json!({"items": "${S34}", "max_concurrency": 40});
+            }
+            step
+        })
+        .collect();
+    let app: Application =
+        serde_json::from_value(json!({"name": "long", "author": "conformance", "steps": steps}))
+            .expect("application");
+    let current = drive_stored_as_deltas(&s, &app, 300).await;
+    assert_eq!(current.steps.len(), 70);
+    assert_eq!(current.step("S35").unwrap().units.len(), 300);
+}
+
+/// Drives a run of `app` to its end through the engine (every fan-out over `units`
+/// units), storing each transition with `update_run_delta` and checking along the way
+/// that the stored run is the engine's and that a stale writer loses. Returns the run.
+async fn drive_stored_as_deltas(s: &Stores, app: &Application, units: u32) -> Run {
+    use crate::engine::{self, AttemptResult, Decision, Effect, Event, Plan};
+    let r = &s.runs;
     let plan = Plan::new(app.clone());
-    let at = now(&s);
-    let mut current = plan.new_run("isapp-delta".into(), at, at + ChronoDuration::days(7));
-    r.create_run(&current, &app).await.unwrap();
+    let at = now(s);
+    let id = format!("isapp-delta-{}", app.name);
+    let mut current = plan.new_run(id, at, at + ChronoDuration::days(7));
+    r.create_run(&current, app).await.unwrap();
 
     let mut pending = vec![Event::Start];
     let mut transitions = 0u32;
@@ -599,7 +638,7 @@ pub async fn transitions_stored_as_deltas_read_back_whole(f: &impl StoreFactory)
             match effect {
                 Effect::Evaluate { step } => pending.push(Event::Evaluated {
                     step,
-                    decision: Decision::Run { units: Some(120) },
+                    decision: Decision::Run { units: Some(units) },
                 }),
                 Effect::Dispatch {
                     step,
@@ -627,19 +666,15 @@ pub async fn transitions_stored_as_deltas_read_back_whole(f: &impl StoreFactory)
     assert_eq!(current.state, RunState::Success);
     let stored = r.get_run(&current.id).await.unwrap().unwrap();
     assert_eq!(stored, current);
-    assert_eq!(stored.step("Fan").unwrap().units.len(), 120);
-    assert_eq!(
-        stored.step("Fan").unwrap().units[119].output,
-        Some(json!(119))
-    );
     let listed = r
         .list_runs(&RunQuery {
-            application: Some("fan".into()),
+            application: Some(app.name.clone()),
             ..RunQuery::default()
         })
         .await
         .unwrap();
-    assert_eq!(listed, vec![current]);
+    assert_eq!(listed, vec![current.clone()]);
+    current
 }
 
 pub async fn unfinished_runs_are_the_non_terminal_ones(f: &impl StoreFactory) {
@@ -1226,6 +1261,7 @@ fn task(step: &str) -> TaskMessage {
         step_id: step.into(),
         unit: 0,
         attempt: 1,
+        lane: Some("conformance".into()),
     }
 }
 

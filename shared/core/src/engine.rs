@@ -598,11 +598,11 @@ impl Machine<'_> {
     fn queue_unit(&mut self, i: usize, u: usize, attempt: u32, delay_ms: u64) {
         self.touch_unit(i, u);
         self.run.steps[i].set_unit_state(u, UnitState::Queued);
+        self.run.steps[i].set_unit_output(u, None);
         let unit = &mut self.run.steps[i].units[u];
         unit.attempt = attempt;
         unit.claimed_at = None;
         unit.finished_at = None;
-        unit.output = None;
         unit.not_before =
             (delay_ms > 0).then(|| self.now + Duration::milliseconds(delay_ms as i64));
         self.effects.push(Effect::Dispatch {
@@ -725,10 +725,10 @@ impl Machine<'_> {
         match result {
             AttemptResult::Success { warnings } => {
                 self.run.steps[i].set_unit_state(u, UnitState::Done);
+                self.run.steps[i].set_unit_output(u, output.clone());
                 let unit = &mut self.run.steps[i].units[u];
                 // `claimed_at` stays: with `finished_at` it dates the attempt's log.
                 unit.finished_at = Some(self.now);
-                unit.output = output.clone();
                 unit.error = None;
                 unit.warnings = warnings.clone();
                 self.queue_next_item(i);

@@ -152,6 +152,13 @@ pub trait RunStore: Send + Sync {
         let _ = delta;
         self.update_run(run, expected_version).await
     }
+    /// Whether this process is normally the only writer of the runs it changes, so that
+    /// a runtime may start a run's next transition from its own copy of the run instead
+    /// of reading it (the compare-and-swap still decides: a stale copy costs a failed
+    /// write and a read). `false`, the default: every transition reads the run first.
+    fn sole_writer(&self) -> bool {
+        false
+    }
     /// The application document as it was when the run was created.
     async fn get_snapshot(&self, run_id: &str) -> Result<Option<Application>, StoreError>;
     async fn list_runs(&self, query: &RunQuery) -> Result<Vec<Run>, StoreError>;
@@ -242,6 +249,39 @@ pub struct TaskMessage {
     pub step_id: String,
     pub unit: u32,
     pub attempt: u32,
+    /// The run's lane ([`run_lane`]): what the queues share their turns between. Absent
+    /// in messages queued before lanes existed; a queue serves those as a lane of their
+    /// run's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lane: Option<String>,
+}
+
+/// The lanes served before every other lane of a queue (a PowerFlow-style high-priority
+/// queue): a run started with `queue` set to one of these.
+pub const PRIORITY_LANES: [&str; 2] = ["high", "priority.high"];
+
+/// Longest lane in bytes; a longer `queue` label is cut to it (at a character boundary).
+pub const MAX_LANE_BYTES: usize = 128;
+
+/// The lane of a run's messages: its `queue` label when it has a non-empty one, else its
+/// application's name, at most [`MAX_LANE_BYTES`].
+pub fn lane_of(queue: Option<&str>, application: &str) -> String {
+    let lane = queue.filter(|q| !q.is_empty()).unwrap_or(application);
+    let mut end = lane.len().min(MAX_LANE_BYTES);
+    while !lane.is_char_boundary(end) {
+        end -= 1;
+    }
+    lane[..end].to_string()
+}
+
+/// The lane of `run`'s messages ([`lane_of`] its `queue` and application).
+pub fn run_lane(run: &Run) -> String {
+    lane_of(run.queue.as_deref(), &run.application)
+}
+
+/// Whether `lane` is one of the [`PRIORITY_LANES`].
+pub fn is_priority_lane(lane: &str) -> bool {
+    PRIORITY_LANES.contains(&lane)
 }
 
 /// A received message and the handle to acknowledge it.

@@ -19,7 +19,7 @@ pub const OUTPUTS_DIR: &str = "outputs";
 
 /// Schema version written to `PRAGMA user_version`; bump it and add a step to
 /// `MIGRATIONS` for every schema change.
-pub const SCHEMA_VERSION: i64 = 8;
+pub const SCHEMA_VERSION: i64 = 9;
 
 /// `MIGRATIONS[n]` brings a database from `user_version` n to n + 1.
 const MIGRATIONS: &[&str] = &[
@@ -31,6 +31,7 @@ const MIGRATIONS: &[&str] = &[
     crate::queue::SCHEMA_FAIR_QUEUE,
     crate::reports::SCHEMA_REPORTS,
     crate::run_rows::SCHEMA_RUN_ROWS,
+    crate::queue::SCHEMA_QUEUE_LANES,
 ];
 
 /// Every filtered or purged column is indexed. Times are nanoseconds since the Unix epoch

@@ -3,12 +3,29 @@
 //! When a message becomes visible is judged by the store's [`Clock`] (tests move it);
 //! a `receive`'s long-poll wait is real time.
 //!
-//! Visible messages are served in *fair* order across runs, not oldest first: each
-//! message gets a fair key when sent — one more than the latest key of its run's messages
-//! still queued, but never below the smallest key queued (start-time fair queuing, with
-//! the smallest queued key as the virtual clock). A run with 100,000 queued steps thus
-//! takes one turn in each round like any other run, and a short run started behind it
-//! has its steps served next instead of after the whole backlog.
+//! Visible messages are served in *fair* order across **lanes**, not oldest first. A
+//! message's lane is its run's `queue` label, else its application
+//! ([`lane_of`](sluice_core::ports::lane_of)); a message queued before lanes existed is
+//! a lane of its run's own.
+//!
+//! - *Across lanes*, start-time fair queuing: each message gets a fair key when sent —
+//!   one more than the latest key of its lane still queued, but never below the key of
+//!   its tier's next turn (the tier's virtual clock). A lane with 100,000 queued steps
+//!   thus takes one turn in each round like any other lane, and a run of another lane
+//!   has its steps served next instead of after the whole backlog.
+//! - *Priority*: the [`PRIORITY_LANES`](sluice_core::ports::PRIORITY_LANES) (`high`,
+//!   `priority.high`) are a tier of their own, served before every other lane whenever
+//!   they have a visible message (fair among themselves).
+//! - *Within a lane*, the oldest run first: a lane's turn goes to the visible message of
+//!   its oldest run (run ids are time-ordered, so the smallest run id), in the order sent
+//!   within that run — unless that run has [`RUN_SHARE`] steps in flight already, then to
+//!   the next-oldest run below its share (the oldest again when there is none, so no
+//!   worker idles while a step waits). A lane's backlog thus drains a few runs at a time
+//!   instead of all its runs advancing in lockstep, and a fresh run does not overtake
+//!   the runs queued before it in its lane while they can use the workers (like a
+//!   PowerFlow queue, first in first out by run; an urgent run takes another lane, or
+//!   `high`). The turn's key is swapped onto the message served, so a lane keeps exactly
+//!   one key per queued message.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -18,7 +35,8 @@ use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension};
 use sluice_core::clock::Clock;
 use sluice_core::ports::{
-    dead_letter_queue, Delivery, Queue, QueueError, TaskMessage, MAX_RECEIVE_COUNT,
+    dead_letter_queue, is_priority_lane, Delivery, Queue, QueueError, TaskMessage,
+    MAX_RECEIVE_COUNT,
 };
 use tokio::time::Instant;
 
@@ -87,7 +105,7 @@ impl EmbeddedQueue {
             .shared
             .write(|conn| {
                 conn.prepare_cached(
-                    "UPDATE messages SET visible_at = ?1, receipt = NULL \
+                    "UPDATE messages SET visible_at = ?1, receipt = NULL, tier = tier % 2 \
                      WHERE receipt IS NOT NULL AND visible_at > ?1",
                 )?
                 .execute([now])
@@ -100,8 +118,8 @@ impl EmbeddedQueue {
         Ok(released as u64)
     }
 
-    /// One non-blocking pass: claims up to `max` visible messages, oldest visible first,
-    /// dead-lettering those received too often.
+    /// One non-blocking pass: claims up to `max` visible messages in fair order (see the
+    /// module), dead-lettering those received too often.
     async fn receive_now(
         &self,
         queue: &str,
@@ -119,75 +137,57 @@ impl EmbeddedQueue {
                 // still visible, and must not be delivered twice in one batch.
                 let mut handled = HashSet::new();
                 loop {
-                    let want = max - deliveries.len();
-                    let candidates: Vec<(i64, String, u32)> = conn
-                        .prepare_cached(
-                            "SELECT id, body, receive_count FROM messages \
-                             WHERE queue = ?1 AND visible_at <= ?2 \
-                             ORDER BY fair_key, id LIMIT ?3",
-                        )?
-                        .query_map(params![queue, now, (want + handled.len()) as i64], |row| {
-                            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-                        })?
-                        .collect::<Result<_, _>>()?;
-                    let mut dead_this_round = 0;
-                    let mut fresh = 0;
-                    for (id, body, receive_count) in candidates {
-                        if deliveries.len() >= max {
-                            break;
+                    let Some((id, body, receive_count)) = next_turn(conn, queue, now, &handled)?
+                    else {
+                        break;
+                    };
+                    handled.insert(id);
+                    let message = match serde_json::from_str::<TaskMessage>(&body) {
+                        Ok(message) if receive_count < MAX_RECEIVE_COUNT => Some(message),
+                        Ok(_) => None,
+                        Err(e) => {
+                            tracing::error!(queue, id, error = %e, "undecodable queue message");
+                            None
                         }
-                        if !handled.insert(id) {
-                            continue;
-                        }
-                        fresh += 1;
-                        let message = match serde_json::from_str::<TaskMessage>(&body) {
-                            Ok(message) if receive_count < MAX_RECEIVE_COUNT => Some(message),
-                            Ok(_) => None,
-                            Err(e) => {
-                                tracing::error!(queue, id, error = %e, "undecodable queue message");
-                                None
-                            }
-                        };
-                        let Some(message) = message else {
-                            conn.prepare_cached(
-                                "UPDATE messages SET queue = ?1, receive_count = 0, \
-                                 receipt = NULL, visible_at = ?2 WHERE id = ?3",
-                            )?
-                            .execute(params![dlq, now, id])?;
-                            tracing::warn!(
-                                queue,
-                                dead_letter_queue = %dlq,
-                                id,
-                                receive_count,
-                                "message moved to the dead-letter queue"
-                            );
-                            dead_this_round += 1;
-                            continue;
-                        };
-                        let receipt = format!(
-                            "{id}.{:016x}{:016x}",
-                            rand::random::<u64>(),
-                            rand::random::<u64>()
-                        );
+                    };
+                    let Some(message) = message else {
                         conn.prepare_cached(
-                            "UPDATE messages SET visible_at = ?1, receive_count = ?2, \
-                             receipt = ?3 WHERE id = ?4",
+                            "UPDATE messages SET queue = ?1, receive_count = 0, \
+                             receipt = NULL, visible_at = ?2, tier = tier % 2 WHERE id = ?3",
                         )?
-                        .execute(params![
-                            invisible_until,
-                            receive_count + 1,
-                            receipt,
-                            id
-                        ])?;
-                        deliveries.push(Delivery {
-                            message,
-                            receipt,
-                            receive_count: receive_count + 1,
-                        });
-                    }
-                    dead_lettered += dead_this_round;
-                    // Another round only when dead letters took places in this batch.
-                    if deliveries.len() >= max || dead_this_round == 0 || fresh == 0 {
+                        .execute(params![dlq, now, id])?;
+                        tracing::warn!(
+                            queue,
+                            dead_letter_queue = %dlq,
+                            id,
+                            receive_count,
+                            "message moved to the dead-letter queue"
+                        );
+                        dead_lettered += 1;
+                        continue;
+                    };
+                    let receipt = format!(
+                        "{id}.{:016x}{:016x}",
+                        rand::random::<u64>(),
+                        rand::random::<u64>()
+                    );
+                    conn.prepare_cached(
+                        "UPDATE messages SET visible_at = ?1, receive_count = ?2, \
+                         receipt = ?3, tier = tier % 2 + ?5 WHERE id = ?4",
+                    )?
+                    .execute(params![
+                        invisible_until,
+                        receive_count + 1,
+                        receipt,
+                        id,
+                        IN_FLIGHT
+                    ])?;
+                    deliveries.push(Delivery {
+                        message,
+                        receipt,
+                        receive_count: receive_count + 1,
+                    });
+                    if deliveries.len() >= max {
                         break;
                     }
                 }
@@ -212,18 +212,220 @@ impl EmbeddedQueue {
     }
 }
 
-/// The fair key of a new message of `run_id` on `queue` (see the module): after the
-/// run's own queued messages, and no earlier than the smallest key queued, so that a run
-/// idle for a while does not come back with credit. Two indexed lookups.
-fn next_fair_key(conn: &rusqlite::Connection, queue: &str, run_id: &str) -> rusqlite::Result<i64> {
-    let virtual_now: Option<i64> = conn
-        .prepare_cached("SELECT MIN(fair_key) FROM messages WHERE queue = ?1")?
-        .query_row(params![queue], |row| row.get(0))?;
-    let run_latest: Option<i64> = conn
-        .prepare_cached("SELECT MAX(fair_key) FROM messages WHERE run_id = ?1 AND queue = ?2")?
-        .query_row(params![run_id, queue], |row| row.get(0))?;
+/// What a message's tier gains while it is in flight (received, its receipt current):
+/// tiers 2 and 3 hold the messages in flight, out of the way of the turns, which look at
+/// tiers 0 and 1 only. A message whose visibility ran out is found by
+/// `messages_inflight` instead, and served before any turn (it had its turn).
+const IN_FLIGHT: i64 = 2;
+
+/// Where a message is queued: its lane, and that lane's tier (0 for the
+/// [`PRIORITY_LANES`](sluice_core::ports::PRIORITY_LANES), served first; 1 for every other lane).
+fn lane_and_tier(message: &TaskMessage) -> (&str, i64) {
+    match message.lane.as_deref().filter(|l| !l.is_empty()) {
+        Some(lane) => (lane, if is_priority_lane(lane) { 0 } else { 1 }),
+        // Queued before lanes existed: the run is its own lane, as it was its own
+        // tenant then.
+        None => (&message.run_id, 1),
+    }
+}
+
+/// The fair key of a new message of `lane` in `tier` on `queue` (see the module): after
+/// the lane's own queued messages, and no earlier than the tier's virtual clock — the key
+/// of its next turn, the smallest key of a visible message (when none is visible, of
+/// those in flight, else of those delayed) — so that a lane idle for a
+/// while does not come back with credit. Messages in flight or delayed do not hold the
+/// clock back while others are visible: they hold the smallest keys, and a new lane
+/// keyed at theirs would be served before every lane until it caught up. Two to four
+/// indexed lookups.
+fn next_fair_key(
+    conn: &rusqlite::Connection,
+    queue: &str,
+    lane: &str,
+    tier: i64,
+    now: i64,
+) -> rusqlite::Result<i64> {
+    let next_turn: Option<i64> = conn
+        .prepare_cached(
+            "SELECT fair_key FROM messages INDEXED BY messages_turns \
+             WHERE queue = ?1 AND tier = ?2 AND visible_at <= ?3 \
+             ORDER BY fair_key LIMIT 1",
+        )?
+        .query_row(params![queue, tier, now], |row| row.get(0))
+        .optional()?;
+    let smallest = |tier: i64| -> rusqlite::Result<Option<i64>> {
+        conn.prepare_cached(
+            "SELECT MIN(fair_key) FROM messages INDEXED BY messages_turns \
+             WHERE queue = ?1 AND tier = ?2",
+        )?
+        .query_row(params![queue, tier], |row| row.get(0))
+    };
+    // Nothing visible: the keys served last (in flight), else those delayed.
+    let virtual_now = match next_turn {
+        Some(key) => Some(key),
+        None => match smallest(tier + IN_FLIGHT)? {
+            Some(key) => Some(key),
+            None => smallest(tier)?,
+        },
+    };
+    let lane_latest: Option<i64> = conn
+        .prepare_cached("SELECT MAX(fair_key) FROM messages WHERE queue = ?1 AND lane = ?2")?
+        .query_row(params![queue, lane], |row| row.get(0))?;
     let virtual_now = virtual_now.unwrap_or(0);
-    Ok(run_latest.map_or(virtual_now, |latest| (latest + 1).max(virtual_now)))
+    Ok(lane_latest.map_or(virtual_now, |latest| (latest + 1).max(virtual_now)))
+}
+
+/// How many steps of one run may be in flight before a turn of its lane passes to the
+/// next-oldest run with a visible step (when there is none, the turn stays with the
+/// oldest). The runtime takes the transitions of one run one at a time: every worker on
+/// the oldest run of a backlog would wait on that run's turn, so that a lane's backlog
+/// drains a few runs at a time instead of one.
+pub(crate) const RUN_SHARE: i64 = 2;
+
+/// How many runs of a lane a turn looks at, at most, for one below [`RUN_SHARE`].
+const RUNS_PASSED: usize = 16;
+
+/// The next visible message to serve on `queue`, not among `handled` (with a zero
+/// visibility a delivered message stays visible, and must not be served twice in one
+/// batch). A message whose visibility ran out goes first; otherwise the turn is the
+/// visible message with the smallest (tier, fair key), and it goes to the first visible
+/// message of the oldest run of the turn's lane with fewer than [`RUN_SHARE`] steps in
+/// flight (of the oldest run when none has), which takes the turn's key in exchange for
+/// its own (see the module). Returns its id, body and receive count.
+///
+/// The lookups name their index: left to itself SQLite picks `messages_visible` and
+/// sorts every visible message, which at 100,000 queued is most of a receive's cost.
+/// Messages in flight are out of their way ([`IN_FLIGHT`]); the indexes end with
+/// `visible_at`, so delayed messages are skipped without reading their rows.
+fn next_turn(
+    conn: &rusqlite::Connection,
+    queue: &str,
+    now: i64,
+    handled: &HashSet<i64>,
+) -> rusqlite::Result<Option<(i64, String, u32)>> {
+    let skip = handled.len() as i64 + 1;
+    let body_of = |id: i64| -> rusqlite::Result<(String, u32)> {
+        conn.prepare_cached("SELECT body, receive_count FROM messages WHERE id = ?1")?
+            .query_row(params![id], |row| Ok((row.get(0)?, row.get(1)?)))
+    };
+    // Overdue: received, its visibility run out (a worker died or gave up on it).
+    let overdue: Option<i64> = conn
+        .prepare_cached(
+            "SELECT id FROM messages INDEXED BY messages_inflight \
+             WHERE receipt IS NOT NULL AND visible_at <= ?2 AND queue = ?1 \
+             ORDER BY visible_at LIMIT ?3",
+        )?
+        .query_map(params![queue, now, skip], |row| row.get::<_, i64>(0))?
+        .find(|row| !matches!(row, Ok(id) if handled.contains(id)))
+        .transpose()?;
+    if let Some(id) = overdue {
+        let (body, receive_count) = body_of(id)?;
+        return Ok(Some((id, body, receive_count)));
+    }
+    let turn = conn
+        .prepare_cached(
+            "SELECT id, lane, tier, fair_key FROM messages INDEXED BY messages_turns \
+             WHERE queue = ?1 AND tier < ?2 AND visible_at <= ?3 \
+             ORDER BY tier, fair_key, id LIMIT ?4",
+        )?
+        .query_map(params![queue, IN_FLIGHT, now, skip], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, i64>(2)?,
+                row.get::<_, i64>(3)?,
+            ))
+        })?
+        .find(|row| !matches!(row, Ok((id, ..)) if handled.contains(id)))
+        .transpose()?;
+    let Some((turn_id, lane, tier, turn_key)) = turn else {
+        return Ok(None);
+    };
+    // The chosen message, and the oldest run's.
+    let mut chosen = None;
+    let mut oldest = None;
+    let mut passed: Option<String> = None;
+    for _ in 0..RUNS_PASSED {
+        let lane = (lane.as_str(), tier);
+        let Some(head) = lane_head(conn, queue, lane, passed.as_deref(), now, handled)? else {
+            break;
+        };
+        let in_flight: i64 = conn
+            .prepare_cached(
+                // Counted only up to the share: a run may hold thousands in flight.
+                "SELECT COUNT(*) FROM (SELECT 1 FROM messages \
+                 INDEXED BY messages_run_in_flight \
+                 WHERE queue = ?1 AND run_id = ?2 AND visible_at > ?3 \
+                 AND receipt IS NOT NULL LIMIT ?4)",
+            )?
+            .query_row(params![queue, head.run_id, now, RUN_SHARE], |row| {
+                row.get(0)
+            })?;
+        if in_flight < RUN_SHARE {
+            chosen = Some(head);
+            break;
+        }
+        passed = Some(head.run_id.clone());
+        oldest.get_or_insert(head);
+    }
+    // The turn itself is a visible message of the lane, so the lane has a head.
+    let Some(head) = chosen.or(oldest) else {
+        return Ok(None);
+    };
+    if head.id != turn_id && head.fair_key != turn_key {
+        let mut swap = conn.prepare_cached("UPDATE messages SET fair_key = ?1 WHERE id = ?2")?;
+        swap.execute(params![head.fair_key, turn_id])?;
+        swap.execute(params![turn_key, head.id])?;
+    }
+    let (body, receive_count) = body_of(head.id)?;
+    Ok(Some((head.id, body, receive_count)))
+}
+
+/// A visible message of a lane, as [`next_turn`] weighs it.
+struct Head {
+    id: i64,
+    run_id: String,
+    fair_key: i64,
+}
+
+/// The first visible message not among `handled` and not in flight of the oldest run of
+/// `lane` (of a run after `passed`, when given), with the lane's tier.
+fn lane_head(
+    conn: &rusqlite::Connection,
+    queue: &str,
+    (lane, tier): (&str, i64),
+    passed: Option<&str>,
+    now: i64,
+    handled: &HashSet<i64>,
+) -> rusqlite::Result<Option<Head>> {
+    let skip = handled.len() as i64 + 1;
+    let head = |row: &rusqlite::Row<'_>| {
+        Ok(Head {
+            id: row.get(0)?,
+            run_id: row.get(1)?,
+            fair_key: row.get(2)?,
+        })
+    };
+    let unhandled = |row: &rusqlite::Result<Head>| !matches!(row, Ok(h) if handled.contains(&h.id));
+    match passed {
+        None => conn
+            .prepare_cached(
+                "SELECT id, run_id, fair_key FROM messages INDEXED BY messages_lane_heads \
+                 WHERE queue = ?1 AND lane = ?2 AND tier = ?3 AND visible_at <= ?4 \
+                 ORDER BY run_id, id LIMIT ?5",
+            )?
+            .query_map(params![queue, lane, tier, now, skip], head)?
+            .find(unhandled)
+            .transpose(),
+        Some(run) => conn
+            .prepare_cached(
+                "SELECT id, run_id, fair_key FROM messages INDEXED BY messages_lane_heads \
+                 WHERE queue = ?1 AND lane = ?2 AND tier = ?3 AND run_id > ?4 \
+                 AND visible_at <= ?5 ORDER BY run_id, id LIMIT ?6",
+            )?
+            .query_map(params![queue, lane, tier, run, now, skip], head)?
+            .find(unhandled)
+            .transpose(),
+    }
 }
 
 /// Schema step: the columns and indexes of fair order (existing messages keep key 0,
@@ -233,6 +435,41 @@ ALTER TABLE messages ADD COLUMN run_id TEXT NOT NULL DEFAULT '';
 ALTER TABLE messages ADD COLUMN fair_key INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX messages_fair ON messages (queue, fair_key, id);
 CREATE INDEX messages_run  ON messages (run_id, queue, fair_key);
+"#;
+
+/// Schema step: lanes. A message queued before it is a lane of its run's own (its fair
+/// key, counted per run until now, stays valid as a key of that lane) in the ordinary
+/// tier (or its in-flight tier, 3, when it has a receipt); the per-run indexes give way to those of turns, lane keys, lane heads and the
+/// steps of a run in flight. The table is rebuilt rather than altered, so the step also
+/// applies to a table that has the columns already.
+pub(crate) const SCHEMA_QUEUE_LANES: &str = r#"
+CREATE TABLE messages_with_lanes (
+    id            INTEGER PRIMARY KEY,
+    queue         TEXT NOT NULL,
+    body          TEXT NOT NULL,
+    visible_at    INTEGER NOT NULL,
+    receive_count INTEGER NOT NULL DEFAULT 0,
+    receipt       TEXT,
+    sent_at       INTEGER NOT NULL,
+    run_id        TEXT NOT NULL DEFAULT '',
+    fair_key      INTEGER NOT NULL DEFAULT 0,
+    lane          TEXT NOT NULL DEFAULT '',
+    tier          INTEGER NOT NULL DEFAULT 1
+);
+INSERT INTO messages_with_lanes
+    (id, queue, body, visible_at, receive_count, receipt, sent_at, run_id, fair_key, lane, tier)
+    SELECT id, queue, body, visible_at, receive_count, receipt, sent_at, run_id, fair_key,
+           run_id, CASE WHEN receipt IS NULL THEN 1 ELSE 3 END
+    FROM messages;
+DROP TABLE messages;
+ALTER TABLE messages_with_lanes RENAME TO messages;
+CREATE INDEX messages_visible    ON messages (queue, visible_at, id);
+CREATE INDEX messages_inflight   ON messages (visible_at) WHERE receipt IS NOT NULL;
+CREATE INDEX messages_turns      ON messages (queue, tier, fair_key, id, visible_at);
+CREATE INDEX messages_lane_keys  ON messages (queue, lane, fair_key);
+CREATE INDEX messages_lane_heads ON messages (queue, lane, tier, run_id, id, visible_at);
+CREATE INDEX messages_run_in_flight ON messages (queue, run_id, visible_at)
+    WHERE receipt IS NOT NULL;
 "#;
 
 #[async_trait]
@@ -257,10 +494,12 @@ impl Queue for EmbeddedQueue {
         let now = self.now_nanos();
         self.shared
             .write(|conn| {
-                let fair_key = next_fair_key(conn, queue, &message.run_id)?;
+                let (lane, tier) = lane_and_tier(message);
+                let fair_key = next_fair_key(conn, queue, lane, tier, now)?;
                 conn.prepare_cached(
                     "INSERT INTO messages (queue, body, visible_at, receive_count, receipt, \
-                     sent_at, run_id, fair_key) VALUES (?1, ?2, ?3, 0, NULL, ?4, ?5, ?6)",
+                     sent_at, run_id, fair_key, lane, tier) \
+                     VALUES (?1, ?2, ?3, 0, NULL, ?4, ?5, ?6, ?7, ?8)",
                 )?
                 .execute(params![
                     queue,
@@ -268,7 +507,9 @@ impl Queue for EmbeddedQueue {
                     add_duration(now, delay),
                     now,
                     message.run_id,
-                    fair_key
+                    fair_key,
+                    lane,
+                    tier
                 ])
             })
             .await
@@ -350,7 +591,7 @@ impl Queue for EmbeddedQueue {
             .shared
             .write(|conn| {
                 conn.prepare_cached(
-                    "UPDATE messages SET visible_at = ?1, receipt = NULL \
+                    "UPDATE messages SET visible_at = ?1, receipt = NULL, tier = tier % 2 \
                      WHERE id = ?2 AND queue = ?3 AND receipt = ?4",
                 )?
                 .execute(params![visible_at, id, queue, receipt])

@@ -807,6 +807,12 @@ impl RunStore for EmbeddedStore {
         self.write_run(run, expected_version, Some(delta)).await
     }
 
+    /// One process drives a data directory's runs (others, such as a CLI command beside
+    /// `sluice serve`, write one now and then).
+    fn sole_writer(&self) -> bool {
+        true
+    }
+
     async fn get_snapshot(&self, run_id: &str) -> Result<Option<Application>, StoreError> {
         self.get_doc(
             "SELECT s.doc FROM run_snapshots s JOIN runs r ON r.id = s.run_id \

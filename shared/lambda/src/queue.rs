@@ -126,7 +126,7 @@ async fn handle_record(
             Disposition::RetryAfter(delay) if delay > MAX_DELAY => {
                 // A long wait: a fresh message with the longest delay, this one done.
                 match queue
-                    .send_body(&queue_name, &body, MAX_DELAY, &delivery.message.run_id)
+                    .send_body(&queue_name, &body, MAX_DELAY, &delivery.message)
                     .await
                 {
                     Ok(()) => None,

@@ -95,6 +95,7 @@ async fn lambda_batches_duplicates_and_dead_letters() {
         step_id: "A".into(),
         unit: 0,
         attempt: 1,
+        lane: None,
     };
     // The same message twice in one batch, as at-least-once delivery allows.
     let mut event = SqsEvent::default();
@@ -132,6 +133,7 @@ async fn lambda_batches_duplicates_and_dead_letters() {
         step_id: "B".into(),
         unit: 0,
         attempt: 1,
+        lane: None,
     };
     let mut event = SqsEvent::default();
     event.records = vec![record(&b, "m3", &format!("{arn}-dlq"))];

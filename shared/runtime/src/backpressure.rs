@@ -9,6 +9,12 @@
 //! `trigger_application` step creates and the alert runs of ended runs are part of work
 //! already accepted, and refusing them mid-run would fail runs that were admitted.
 //!
+//! A start in a priority lane (`queue` set to one of
+//! [`PRIORITY_LANES`](sluice_core::ports::PRIORITY_LANES)) has
+//! [`PRIORITY_HEADROOM_PERCENT`] more room: it is refused only beyond the bound plus that
+//! share, so urgent runs still start while other work holds the queue at its bound — and
+//! are still bounded.
+//!
 //! The depth is read at most once per
 //! [`queued_steps_refresh`](crate::RuntimeConfig::queued_steps_refresh), so a start costs
 //! no `COUNT(*)` of its own; the bound is therefore soft by the starts of one refresh
@@ -17,7 +23,9 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::create::StartError;
+use sluice_core::ports::is_priority_lane;
+
+use crate::create::{StartError, StartRequest};
 use crate::runtime::{Runtime, RuntimeError};
 
 /// The default [`RuntimeConfig::max_queued_steps`](crate::RuntimeConfig::max_queued_steps)
@@ -32,6 +40,10 @@ pub const DEFAULT_QUEUED_STEPS_REFRESH: Duration = Duration::from_millis(250);
 /// workers to serve a good part of a short burst, short enough that a drained queue is
 /// not left idle.
 pub const OVERLOADED_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// How much more room (in percent of the bound, at least one step) a start in a
+/// priority lane has.
+pub const PRIORITY_HEADROOM_PERCENT: u64 = 10;
 
 /// The queue depth read last, and when.
 #[derive(Default)]
@@ -74,13 +86,23 @@ impl Runtime {
 
     /// Refuses new work while the queues hold more than the bound (see the module doc).
     /// A start of `run_id` that exists already is no new work: it is answered.
-    pub(crate) async fn admit(&self, run_id: Option<&str>) -> Result<(), StartError> {
-        let Some(limit) = self.config.max_queued_steps else {
+    pub(crate) async fn admit(&self, request: &StartRequest) -> Result<(), StartError> {
+        let Some(bound) = self.config.max_queued_steps else {
             return Ok(());
+        };
+        let priority = request
+            .params
+            .get("queue")
+            .and_then(|q| q.as_str())
+            .is_some_and(is_priority_lane);
+        let limit = if priority {
+            bound.saturating_add((bound.saturating_mul(PRIORITY_HEADROOM_PERCENT) / 100).max(1))
+        } else {
+            bound
         };
         let queued = self.queued_steps().await?;
         if queued >= limit {
-            if let Some(id) = run_id {
+            if let Some(id) = request.run_id.as_deref() {
                 if self.backend.runs.get_run(id).await?.is_some() {
                     return Ok(());
                 }

@@ -8,7 +8,7 @@
 //! the logs, and returns the events that report it. An inline operator or a
 //! `trigger_application` child re-enters the loop within this file, never a layer above.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -24,15 +24,15 @@ use sluice_core::step::{StepContext, StepError, StepLogger, StepOutput};
 
 use crate::create::{StartError, StartRequest};
 use crate::render;
+use crate::resolve::visible_steps;
 use crate::runtime::{Runtime, RuntimeError};
-use crate::transitions::FollowUp;
+use crate::transitions::{view, FollowUp};
 
 /// What became of a message.
 #[derive(Debug)]
 pub(crate) enum Outcome {
-    /// Executed: apply these events (the output is already stored), starting from the
-    /// run as the claim stored it.
-    Done(Vec<Event>, Box<Run>),
+    /// Executed: apply these events (the output is already stored).
+    Done(Vec<Event>),
     /// Nothing to do: drop the message.
     Duplicate,
     /// Try again after this many milliseconds.
@@ -43,27 +43,29 @@ impl Runtime {
     /// Applies an event and carries out every effect, including the events effects lead
     /// to (evaluations, inline operators, parent notifications), until none is left.
     pub async fn process(&self, run_id: &str, event: Event) -> Result<(), RuntimeError> {
-        self.process_from(run_id, event, None).await
+        let mut touched = Vec::new();
+        let processed = self.process_within(run_id, event, &mut touched).await;
+        self.end_of_work(&touched);
+        processed
     }
 
-    /// Like [`Runtime::process`], starting from `hint`, the run as this process last
-    /// stored it.
-    pub(crate) async fn process_from(
+    /// Like [`Runtime::process`], keeping the copies of the runs it changed
+    /// ([`Runtime::end_of_work`] lets them go) and naming those runs in `touched`.
+    pub(crate) async fn process_within(
         &self,
         run_id: &str,
         event: Event,
-        hint: Option<Run>,
+        touched: &mut Vec<String>,
     ) -> Result<(), RuntimeError> {
-        let mut latest: HashMap<String, Run> = HashMap::new();
-        if let Some(run) = hint {
-            latest.insert(run.id.clone(), run);
-        }
         let mut work = VecDeque::from([(run_id.to_string(), event)]);
         while let Some((run_id, event)) = work.pop_front() {
-            let hint = latest.remove(&run_id);
-            let (run, applied) = self.transition_from(&run_id, &event, hint).await?;
+            let (run, applied) = self.transition(&run_id, &event).await?;
+            if !touched.contains(&run_id) {
+                touched.push(run_id);
+            }
+            // Only what the effects read is kept while they are carried out.
+            let run = self.run_for_effects(run, &applied.effects).await?;
             self.carry_out(&run, applied.effects, &mut work).await?;
-            latest.insert(run_id, run);
         }
         Ok(())
     }
@@ -106,7 +108,7 @@ impl Runtime {
         work: &mut VecDeque<(String, Event)>,
     ) -> Result<(), RuntimeError> {
         match Box::pin(self.execute(message)).await? {
-            Outcome::Done(events, _) => {
+            Outcome::Done(events) => {
                 work.extend(events.into_iter().map(|e| (message.run_id.clone(), e)));
             }
             Outcome::Duplicate => {}
@@ -141,6 +143,7 @@ impl Runtime {
                 // A redelivery of an attempt that ended long ago: the worker that ended it
                 // may have died before sending what its end caused; re-send what is still
                 // outstanding (the engine picks only that attempt's neighbourhood).
+                let run = self.run_for_effects(run, &applied.effects).await?;
                 let mut work = VecDeque::new();
                 self.carry_out(&run, applied.effects, &mut work).await?;
                 for (run_id, event) in work {
@@ -154,11 +157,31 @@ impl Runtime {
             .app
             .step(&message.step_id)
             .ok_or_else(|| RuntimeError::NotFound(format!("step {}", message.step_id)))?;
+        // What the attempt needs of the run, taken now: the run itself is let go (other
+        // units' transitions change it in place meanwhile), and a unit of a fan-out
+        // indexes the item list evaluated before rather than resolving it again.
+        let items = spec
+            .for_each
+            .as_ref()
+            .and_then(|_| self.step_items(&run.id, &spec.id));
+        let inline_bytes = run.inline_output_bytes_now();
+        let claimed_at = run
+            .step(&spec.id)
+            .and_then(|s| s.units.get(message.unit as usize))
+            .and_then(|u| u.claimed_at);
+        let stored = run;
+        let run = view(&stored, &plan, &visible_steps(&plan, spec, items.is_none()));
+        drop(stored);
+        let claimed = Claimed {
+            message,
+            items,
+            claimed_at,
+        };
 
         let started = Instant::now();
         let flow = StepLogger::new(&spec.id, message.attempt, run.loglevel, Redactor::default());
         flow.log(LogLevel::Flow, logs::start_message(&spec.id));
-        let (result, logger) = self.attempt(&run, &plan, spec, message).await;
+        let (result, logger) = self.attempt(&run, &plan, spec, claimed).await;
         let logger = logger.unwrap_or_else(|| flow.clone().into());
         let mut events = Vec::new();
         let mut inline_output = None;
@@ -185,7 +208,7 @@ impl Runtime {
                         .await?;
                 }
                 if let Some(value) = output.value_to_store {
-                    if output.result.is_some() && self.keeps_inline(&run, &value) {
+                    if output.result.is_some() && self.keeps_inline(inline_bytes, &value) {
                         inline_output = Some(value);
                     } else {
                         let key = OutputKey {
@@ -238,7 +261,7 @@ impl Runtime {
                 output: inline_output,
             });
         }
-        Ok(Outcome::Done(events, Box::new(run)))
+        Ok(Outcome::Done(events))
     }
 
     /// One attempt: resolve, run, redact. Returns the logger that saw the secrets.
@@ -247,11 +270,12 @@ impl Runtime {
         run: &Run,
         plan: &Plan,
         spec: &StepSpec,
-        message: &TaskMessage,
+        claimed: Claimed<'_>,
     ) -> (
         Result<(AttemptOutput, Vec<Event>), StepError>,
         Option<LoggerHandle>,
     ) {
+        let message = claimed.message;
         // Validation refuses these; an application stored before that rule must not
         // splice a value into a field such as a SQL query either.
         let path = format!(
@@ -261,11 +285,13 @@ impl Runtime {
         if let Some(refused) = self.catalog.refused_references(spec, &path) {
             return (Err(StepError::Fatal(refused)), None);
         }
-        let (params, scope, redactor) =
-            match self.resolve_parameters(run, plan, spec, message.unit).await {
-                Ok(done) => done,
-                Err(e) => return (Err(e), None),
-            };
+        let (params, scope, redactor) = match self
+            .resolve_parameters(run, plan, spec, message.unit, claimed.items)
+            .await
+        {
+            Ok(done) => done,
+            Err(e) => return (Err(e), None),
+        };
         let logger = LoggerHandle {
             logger: StepLogger::new(&spec.id, message.attempt, run.loglevel, redactor.clone()),
             redactor: redactor.clone(),
@@ -290,7 +316,10 @@ impl Runtime {
                             )
                         })
                 }
-                operators::TRIGGER_APPLICATION => self.trigger(run, spec, message, params).await,
+                operators::TRIGGER_APPLICATION => {
+                    self.trigger(run, spec, message, claimed.claimed_at, params)
+                        .await
+                }
                 operators::REPORT => {
                     let section = report::section_from_parameters(params)
                         .map_err(StepError::InvalidParameters)?;
@@ -358,15 +387,12 @@ impl Runtime {
         run: &Run,
         spec: &StepSpec,
         message: &TaskMessage,
+        claimed_at: Option<chrono::DateTime<Utc>>,
         params: Value,
     ) -> Result<(AttemptOutput, Vec<Event>), StepError> {
         let params: TriggerParams = sluice_core::json::from_value(params)
             .map_err(|e| StepError::InvalidParameters(e.to_string()))?;
-        let claimed_at = run
-            .step(&spec.id)
-            .and_then(|s| s.units.get(message.unit as usize))
-            .and_then(|u| u.claimed_at)
-            .unwrap_or_else(Utc::now);
+        let claimed_at = claimed_at.unwrap_or_else(Utc::now);
         // The same attempt always names the same child, so a redelivery cannot start two.
         let child_id = sluice_core::model::deterministic_run_id(
             claimed_at,
@@ -421,6 +447,15 @@ impl Runtime {
             ))
         }
     }
+}
+
+/// A granted claim, with what its attempt needs besides the run's view.
+struct Claimed<'a> {
+    message: &'a TaskMessage,
+    /// The fan-out's item list as evaluated before, when this process kept it.
+    items: Option<crate::resolve::Items>,
+    /// When the claim was granted (a triggered child's id derives from it).
+    claimed_at: Option<chrono::DateTime<Utc>>,
 }
 
 /// A step's logger and the redactor of the secrets it may have seen.

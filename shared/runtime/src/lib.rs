@@ -51,6 +51,7 @@ mod worker;
 
 pub use backpressure::{
     DEFAULT_MAX_QUEUED_STEPS, DEFAULT_QUEUED_STEPS_REFRESH, OVERLOADED_RETRY_AFTER,
+    PRIORITY_HEADROOM_PERCENT,
 };
 pub use create::{StartError, StartRequest};
 pub use runtime::{

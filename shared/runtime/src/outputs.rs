@@ -61,25 +61,14 @@ impl Runtime {
     }
 
     /// Whether a successful attempt's `output` goes into the run record (see
-    /// [`RuntimeConfig::inline_output_bytes`]) rather than to the output store.
-    pub(crate) fn keeps_inline(&self, run: &Run, output: &Value) -> bool {
+    /// [`RuntimeConfig::inline_output_bytes`]) rather than to the output store, given
+    /// the bytes the run's inline outputs already take (`Run::inline_output_bytes`).
+    pub(crate) fn keeps_inline(&self, inline_bytes: u64, output: &Value) -> bool {
         let Some(own) = json_len_within(output, self.config.inline_output_bytes) else {
             return false;
         };
-        let budget = self.config.inline_outputs_per_run_bytes;
-        let mut kept = own;
-        for inline in run
-            .steps
-            .iter()
-            .flat_map(|s| &s.units)
-            .filter_map(|u| u.output.as_ref())
-        {
-            match json_len_within(inline, budget - kept.min(budget)) {
-                Some(len) => kept += len,
-                None => return false,
-            }
-        }
-        kept <= budget
+        let budget = self.config.inline_outputs_per_run_bytes as u64;
+        inline_bytes.saturating_add(own as u64) <= budget
     }
 
     /// Every step's output, by id (for `--output json` and the API).
@@ -94,7 +83,10 @@ impl Runtime {
 
 /// The length of `value` as compact JSON, or `None` once it exceeds `limit`: a large
 /// output is not serialized whole just to learn that it is too large to keep inline.
-fn json_len_within(value: &Value, limit: usize) -> Option<usize> {
+pub(crate) fn json_len_within<T: serde::Serialize + ?Sized>(
+    value: &T,
+    limit: usize,
+) -> Option<usize> {
     struct Bounded {
         len: usize,
         limit: usize,

@@ -4,7 +4,7 @@
 //! and the template renderer only.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -27,13 +27,15 @@ struct Prepared {
 }
 
 impl Runtime {
-    /// Builds the scope a step resolves in. Secrets are read only when `with_secrets`.
+    /// Builds the scope a step resolves in. Secrets are read only when `with_secrets`;
+    /// the steps only `for_each.items` names are left out unless `with_items`.
     async fn scope(
         &self,
         run: &Run,
         plan: &Plan,
         spec: &StepSpec,
         with_secrets: bool,
+        with_items: bool,
     ) -> Result<Prepared, StepError> {
         let mut config = ConfigValues::default();
         let mut redactor = Redactor::default();
@@ -71,7 +73,7 @@ impl Runtime {
             }
         }
         let mut steps = BTreeMap::new();
-        for id in visible_steps(plan, spec) {
+        for id in visible_steps(plan, spec, with_items) {
             let output = self
                 .read_output(run, &id)
                 .await
@@ -127,15 +129,15 @@ impl Runtime {
         run: &Run,
         plan: &Plan,
         spec: &StepSpec,
-        offload: bool,
+        (with_items, offload): (bool, bool),
         resolve: Resolver<T>,
     ) -> Result<(T, Prepared), StepError> {
-        let prepared = self.scope(run, plan, spec, false).await?;
+        let prepared = self.scope(run, plan, spec, false, with_items).await?;
         let (result, prepared) = resolve_in(resolve.clone(), prepared, offload).await?;
         match result {
             Ok(value) => Ok((value, prepared)),
             Err(ResolveFailure::Withheld) => {
-                let prepared = self.scope(run, plan, spec, true).await?;
+                let prepared = self.scope(run, plan, spec, true, with_items).await?;
                 let (result, prepared) = resolve_in(resolve, prepared, offload).await?;
                 match result {
                     Ok(value) => Ok((value, prepared)),
@@ -160,37 +162,45 @@ impl Runtime {
         let owned = Arc::new(spec.clone());
         let time = Duration::from_secs(spec.timeout_seconds());
         let offload = spec.when.as_ref().is_some_and(Condition::uses_template);
-        let resolver: Resolver<Decision> = Arc::new(move |scope: &mut RunScope| {
-            let scope: &RunScope = scope;
-            let spec = &owned;
-            if let Some(when) = &spec.when {
-                let holds = condition::evaluate(when, scope, &|expression| {
-                    template_condition(expression, scope, &predecessors, time)
-                })
-                .map_err(ResolveFailure::from)?;
-                if !holds {
-                    return Ok(Decision::Skip);
+        let resolver: Resolver<(Decision, Option<Items>)> =
+            Arc::new(move |scope: &mut RunScope| {
+                let scope: &RunScope = scope;
+                let spec = &owned;
+                if let Some(when) = &spec.when {
+                    let holds = condition::evaluate(when, scope, &|expression| {
+                        template_condition(expression, scope, &predecessors, time)
+                    })
+                    .map_err(ResolveFailure::from)?;
+                    if !holds {
+                        return Ok((Decision::Skip, None));
+                    }
                 }
-            }
-            match &spec.for_each {
-                None => Ok(Decision::Run { units: None }),
-                Some(for_each) => {
-                    let items = for_each_items(spec, scope)?;
-                    let batches = items.len().div_ceil(for_each.batch_size.max(1));
-                    Ok(Decision::Run {
-                        units: Some(u32::try_from(batches).map_err(|_| {
+                match &spec.for_each {
+                    None => Ok((Decision::Run { units: None }, None)),
+                    Some(for_each) => {
+                        let items = for_each_items(spec, scope)?;
+                        let batches = items.len().div_ceil(for_each.batch_size.max(1));
+                        let units = u32::try_from(batches).map_err(|_| {
                             ResolveFailure::Error(format!(
                                 "for_each.items: {} batches are too many",
                                 batches
                             ))
-                        })?),
-                    })
+                        })?;
+                        let items = shareable(scope).then(|| Arc::new(items));
+                        Ok((Decision::Run { units: Some(units) }, items))
+                    }
                 }
-            }
-        });
-        let decided = self.resolve_with(run, &plan, spec, offload, resolver).await;
+            });
+        let decided = self
+            .resolve_with(run, &plan, spec, (true, offload), resolver)
+            .await;
         Ok(match decided {
-            Ok((decision, _)) => decision,
+            Ok(((decision, items), _)) => {
+                if let Some(items) = items {
+                    self.items.insert(&run.id, step_id, items);
+                }
+                decision
+            }
             Err(e) => Decision::Fail(e.message().to_string()),
         })
     }
@@ -198,41 +208,53 @@ impl Runtime {
     /// Resolves an attempt's parameters (with `item` set for a unit of a fan-out) and
     /// returns them with the scope they resolved in and the redactor of the secrets that
     /// went into them. An operator's `template` stays text: it is bound when it renders.
+    /// `items` is the fan-out's item list as evaluated before ([`Runtime::step_items`]);
+    /// without it the list is resolved here (and kept for the next units).
     pub(crate) async fn resolve_parameters(
         &self,
         run: &Run,
         plan: &Plan,
         spec: &StepSpec,
         unit: u32,
+        items: Option<Items>,
     ) -> Result<(Value, RunScope, Redactor), StepError> {
         let unit = unit as usize;
         let owned = Arc::new(spec.clone());
+        let with_items = items.is_none();
+        let resolved_items = Arc::new(Mutex::new(None));
+        let kept_items = resolved_items.clone();
         // The scope is completed in place (its `item`), never copied: it holds the
         // predecessors' outputs, which may be large.
         let resolver: Resolver<Value> = Arc::new(move |scope: &mut RunScope| {
             let spec = &owned;
             let templated = operators::renders_template(&spec.step_type);
             if spec.for_each.is_some() {
-                // A template's `item` comes from the scope without secrets, like the rest
-                // of what it sees.
-                let items = if templated {
-                    for_each_items(spec, &scope.public()).map_err(|e| match e {
-                        ResolveFailure::Withheld => ResolveFailure::Error(
-                            "for_each.items: encrypted configuration values cannot be the items of a template step".into(),
-                        ),
-                        other => other,
-                    })?
-                } else {
-                    for_each_items(spec, scope)?
+                let items = match &items {
+                    Some(items) => items.clone(),
+                    // A template's `item` comes from the scope without secrets, like the
+                    // rest of what it sees.
+                    None if templated => {
+                        let public = scope.public();
+                        let items = for_each_items(spec, &public).map_err(|e| match e {
+                            ResolveFailure::Withheld => ResolveFailure::Error(
+                                "for_each.items: encrypted configuration values cannot be the items of a template step".into(),
+                            ),
+                            other => other,
+                        })?;
+                        let items = Arc::new(items);
+                        *kept_items.lock().unwrap_or_else(|p| p.into_inner()) = Some(items.clone());
+                        items
+                    }
+                    None => {
+                        let items = Arc::new(for_each_items(spec, scope)?);
+                        if shareable(scope) {
+                            *kept_items.lock().unwrap_or_else(|p| p.into_inner()) =
+                                Some(items.clone());
+                        }
+                        items
+                    }
                 };
-                let batch = spec.for_each.as_ref().map_or(1, |f| f.batch_size.max(1));
-                let start = unit.saturating_mul(batch);
-                let item = if batch == 1 {
-                    items.get(start).cloned().unwrap_or(Value::Null)
-                } else {
-                    Value::Array(items.iter().skip(start).take(batch).cloned().collect())
-                };
-                scope.item = Some(item);
+                scope.item = Some(item_of(spec, &items, unit));
             }
             let params = if templated {
                 // The template's references are bound as values when it renders.
@@ -243,8 +265,87 @@ impl Runtime {
             };
             Ok(params)
         });
-        let (params, prepared) = self.resolve_with(run, plan, spec, false, resolver).await?;
+        let (params, prepared) = self
+            .resolve_with(run, plan, spec, (with_items, false), resolver)
+            .await?;
+        let resolved = resolved_items
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(items) = resolved {
+            self.items.insert(&run.id, &spec.id, items);
+        }
         Ok((params, prepared.scope, prepared.redactor))
+    }
+
+    /// The item list of a fan-out as evaluated before, if this process kept it.
+    pub(crate) fn step_items(&self, run_id: &str, step_id: &str) -> Option<Items> {
+        self.items.get(run_id, step_id)
+    }
+}
+
+/// A fan-out's evaluated item list, shared by its units.
+pub(crate) type Items = Arc<Vec<Value>>;
+
+/// Whether items resolved in `scope` may be kept for the other units: not when a
+/// decrypted secret may be in them (then each unit resolves them again, with the
+/// redactor of the secrets it read).
+fn shareable(scope: &RunScope) -> bool {
+    scope.config.decrypted.is_empty()
+}
+
+/// The `item` of unit `unit`: its item, or its batch of items.
+fn item_of(spec: &StepSpec, items: &[Value], unit: usize) -> Value {
+    let batch = spec.for_each.as_ref().map_or(1, |f| f.batch_size.max(1));
+    let start = unit.saturating_mul(batch);
+    if batch == 1 {
+        items.get(start).cloned().unwrap_or(Value::Null)
+    } else {
+        Value::Array(items.iter().skip(start).take(batch).cloned().collect())
+    }
+}
+
+/// Most item lists an [`ItemsCache`] keeps, and the largest it keeps (JSON bytes).
+const ITEMS_CACHE_ENTRIES: usize = 16;
+const ITEMS_CACHE_BYTES: usize = 8 * 1024 * 1024;
+
+/// The evaluated `for_each` lists of recent fan-outs, by run and step: each unit takes
+/// its own item (or batch) from the list instead of resolving the whole list again,
+/// which made a unit's cost grow with the number of items. The list is what the step's
+/// evaluation decided the units from (its predecessors had ended): units of one
+/// fan-out see the same items. A list evicted early only costs a resolution.
+pub(crate) struct ItemsCache {
+    lists: Mutex<lru::LruCache<(String, String), Items>>,
+}
+
+impl Default for ItemsCache {
+    fn default() -> Self {
+        let limit =
+            std::num::NonZeroUsize::new(ITEMS_CACHE_ENTRIES).unwrap_or(std::num::NonZeroUsize::MIN);
+        Self {
+            lists: Mutex::new(lru::LruCache::new(limit)),
+        }
+    }
+}
+
+impl ItemsCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, lru::LruCache<(String, String), Items>> {
+        // A panic while holding it leaves a consistent map: take it over.
+        self.lists.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, run_id: &str, step_id: &str) -> Option<Items> {
+        self.lock()
+            .get(&(run_id.to_string(), step_id.to_string()))
+            .cloned()
+    }
+
+    fn insert(&self, run_id: &str, step_id: &str, items: Items) {
+        if crate::outputs::json_len_within(items.as_slice(), ITEMS_CACHE_BYTES).is_none() {
+            return;
+        }
+        self.lock()
+            .put((run_id.to_string(), step_id.to_string()), items);
     }
 }
 
@@ -283,8 +384,9 @@ impl From<RefError> for ResolveFailure {
 }
 
 /// The steps whose outputs a step can see: its direct predecessors and every step it
-/// references.
-fn visible_steps(plan: &Plan, spec: &StepSpec) -> BTreeSet<String> {
+/// references (in `for_each.items` only when `with_items`: a unit given its item list
+/// does not read them).
+pub(crate) fn visible_steps(plan: &Plan, spec: &StepSpec, with_items: bool) -> BTreeSet<String> {
     // Templates see every predecessor; step types only what their references name.
     let templated = operators::renders_template(&spec.step_type)
         || spec.when.as_ref().is_some_and(Condition::uses_template);
@@ -294,7 +396,7 @@ fn visible_steps(plan: &Plan, spec: &StepSpec) -> BTreeSet<String> {
         BTreeSet::new()
     };
     let mut values = vec![Value::Object(spec.parameters.clone())];
-    if let Some(f) = &spec.for_each {
+    if let Some(f) = spec.for_each.as_ref().filter(|_| with_items) {
         values.push(f.items.clone());
     }
     if let Some(w) = &spec.when {

@@ -133,6 +133,10 @@ pub struct Runtime {
     pub(crate) outputs: crate::outputs::OutputCache,
     /// Transitions of one run take turns in this process (`transitions.rs`).
     pub(crate) run_turns: crate::transitions::RunTurns,
+    /// The runs this process stored last, which their next transitions start from.
+    pub(crate) copies: crate::transitions::RunCopies,
+    /// Evaluated `for_each` item lists, which each unit indexes (`resolve.rs`).
+    pub(crate) items: crate::resolve::ItemsCache,
     pub(crate) secret_cache: Mutex<HashMap<String, (Instant, Secrets)>>,
     pub(crate) progress: broadcast::Sender<Progress>,
     /// The queue depth read last, for backpressure (`backpressure.rs`).
@@ -192,6 +196,8 @@ impl Runtime {
             plans: PlanCache::new(PLAN_CACHE_LIMIT),
             outputs: Default::default(),
             run_turns: Default::default(),
+            copies: Default::default(),
+            items: Default::default(),
             secret_cache: Mutex::default(),
             progress,
             queued: Default::default(),

@@ -26,7 +26,7 @@ impl Runtime {
     /// fixed `run_id`: the existing run is returned. A new run is refused with
     /// [`StartError::Overloaded`] while the step queues are full (`backpressure.rs`).
     pub async fn start(&self, request: StartRequest) -> Result<Run, StartError> {
-        self.admit(request.run_id.as_deref()).await?;
+        self.admit(&request).await?;
         let id = self.create_run(request).await?;
         self.process(&id, Event::Start).await?;
         Ok(self.get_run(&id).await?)

@@ -1,11 +1,13 @@
-//! Transitions, the lowest layer that acts: load a run and its plan, apply an engine
-//! event, store the result with a compare-and-swap, publish it, and carry out the
+//! Transitions, the lowest layer that acts: load a run (or take this process's copy of
+//! it) and its plan, apply an engine event, store the result with a compare-and-swap,
+//! keep it as the run's copy, publish it, and carry out the
 //! effects that need no step execution (queue sends, child revocations, a blocking
 //! child's end). Effects that do need execution (evaluating `when` / `for_each`, an
 //! inline operator) are handed back as a [`FollowUp`] to the caller, which drives them
 //! (`execute.rs`): nothing here calls a layer above.
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::SubsecRound;
@@ -33,6 +35,101 @@ pub(crate) enum FollowUp {
         events: Vec<(String, Event)>,
         alert: Option<Box<AlertStart>>,
     },
+}
+
+/// A run's own fields with only the named steps (whole, units included): what an
+/// attempt or an evaluation reads, without copying the rest of a large run. A view
+/// lacks the other steps, so it is only ever read (by step id), never applied to or
+/// stored.
+pub(crate) fn view(run: &Run, plan: &Plan, steps: &BTreeSet<String>) -> Run {
+    let mut view = run.header();
+    view.steps = steps
+        .iter()
+        .filter_map(|id| plan.index_of(id).and_then(|i| run.steps.get(i)))
+        .cloned()
+        .collect();
+    view
+}
+
+/// Most runs a [`RunCopies`] keeps, and most steps plus units over all of them.
+const COPIES_RUNS: usize = 256;
+const COPIES_PARTS: usize = 400_000;
+
+/// The runs this process stored last, as stored, by id: the next transition of a run
+/// starts from its copy and changes it in place, instead of reading (and copying) the
+/// whole run from the store. A transition takes the copy out and puts the result back
+/// once stored, so a failed or conflicting write leaves no copy behind; a stale copy
+/// (another process wrote the run) costs a compare-and-swap conflict and a fresh read.
+/// Ended runs are not kept; memory is bounded in runs and in steps plus units.
+pub(crate) struct RunCopies {
+    inner: Mutex<CopiesInner>,
+}
+
+struct CopiesInner {
+    runs: lru::LruCache<String, Arc<Run>>,
+    parts: usize,
+}
+
+fn parts_of(run: &Run) -> usize {
+    run.steps.len() + run.steps.iter().map(|s| s.units.len()).sum::<usize>()
+}
+
+impl Default for RunCopies {
+    fn default() -> Self {
+        let limit = std::num::NonZeroUsize::new(COPIES_RUNS).unwrap_or(std::num::NonZeroUsize::MIN);
+        Self {
+            inner: Mutex::new(CopiesInner {
+                runs: lru::LruCache::new(limit),
+                parts: 0,
+            }),
+        }
+    }
+}
+
+impl RunCopies {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CopiesInner> {
+        // A panic while holding it leaves a consistent map: take it over.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes the copy of a run out (the caller puts back what it stored).
+    pub(crate) fn take(&self, run_id: &str) -> Option<Arc<Run>> {
+        let mut inner = self.lock();
+        let run = inner.runs.pop(run_id)?;
+        inner.parts -= parts_of(&run);
+        Some(run)
+    }
+
+    /// The copy of a run, left in place (to read; a transition takes it).
+    pub(crate) fn peek(&self, run_id: &str) -> Option<Arc<Run>> {
+        self.lock().runs.peek(run_id).cloned()
+    }
+
+    /// Forgets the copy of a run (created again, or changed elsewhere).
+    pub(crate) fn forget(&self, run_id: &str) {
+        drop(self.take(run_id));
+    }
+
+    /// Keeps `run`, as stored, for its next transition.
+    pub(crate) fn put(&self, run: Arc<Run>) {
+        let mut inner = self.lock();
+        if let Some(old) = inner.runs.pop(&run.id) {
+            inner.parts -= parts_of(&old);
+        }
+        if run.state.is_terminal() {
+            return;
+        }
+        inner.parts += parts_of(&run);
+        if let Some((_, evicted)) = inner.runs.push(run.id.clone(), run) {
+            inner.parts -= parts_of(&evicted);
+        }
+        while inner.parts > COPIES_PARTS {
+            let Some((_, evicted)) = inner.runs.pop_lru() else {
+                break;
+            };
+            inner.parts -= parts_of(&evicted);
+        }
+    }
 }
 
 /// Stripes of turns: a run's transitions in this process take turns on the stripe of its
@@ -66,6 +163,20 @@ impl RunTurns {
     }
 }
 
+/// Waits a random time before a transition that lost a compare-and-swap tries again:
+/// up to 4 ms after the first loss, doubling to at most 128 ms. Workers of other
+/// processes (Lambda containers of a wide fan-out) write the same run; retrying at once
+/// would have them collide again and again, each collision a wasted read and write.
+async fn conflict_backoff(lost: u32) {
+    use std::hash::{BuildHasher, Hasher};
+    let ceiling_ms = 4u64 << lost.saturating_sub(1).min(5);
+    // A fresh `RandomState` is randomly keyed: jitter without a random-number crate.
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    tokio::time::sleep(Duration::from_micros(random % (ceiling_ms * 1000))).await;
+}
+
 impl Runtime {
     /// The plan (application snapshot and graph) a run executes.
     pub(crate) async fn plan(&self, run_id: &str) -> Result<Arc<Plan>, RuntimeError> {
@@ -91,6 +202,8 @@ impl Runtime {
     }
 
     pub(crate) fn remember_plan(&self, run_id: &str, plan: Arc<Plan>) {
+        // A new run: a copy kept under its id (an earlier run of the same id) is not it.
+        self.copies.forget(run_id);
         self.plans.insert(run_id, plan);
     }
 
@@ -109,44 +222,44 @@ impl Runtime {
     }
 
     /// Loads a run, applies an event and stores the result with a compare-and-swap,
-    /// retrying on conflicts with concurrent transitions.
+    /// retrying on conflicts with concurrent transitions. Starts from this process's
+    /// copy of the run when it holds one ([`RunCopies`]; kept across pieces of work only
+    /// on a store this process is normally the only writer of, see
+    /// [`Runtime::end_of_work`]); the stored version decides whether that copy was
+    /// current. Returns the run as stored, shared
+    /// with the copy: drop it soon, or the next transition has to copy the run to change
+    /// it.
     pub(crate) async fn transition(
         &self,
         run_id: &str,
         event: &Event,
-    ) -> Result<(Run, Applied), RuntimeError> {
-        self.transition_from(run_id, event, None).await
-    }
-
-    /// Like [`Runtime::transition`], starting from `hint`, the run as this process last
-    /// stored it: it saves a read when nobody else changed the run since, and a stale
-    /// hint only costs a compare-and-swap conflict and a fresh read.
-    pub(crate) async fn transition_from(
-        &self,
-        run_id: &str,
-        event: &Event,
-        mut hint: Option<Run>,
-    ) -> Result<(Run, Applied), RuntimeError> {
+    ) -> Result<(Arc<Run>, Applied), RuntimeError> {
         let _turn = self.run_turns.take(run_id).await;
+        let mut copy = self.copies.take(run_id);
+        let mut lost = 0;
         loop {
-            let (mut run, from_hint) = match hint.take() {
+            let (mut run, from_copy) = match copy.take() {
                 Some(run) => (run, true),
-                None => (self.get_run(run_id).await?, false),
+                None => (Arc::new(self.get_run(run_id).await?), false),
             };
             let plan = self.plan(run_id).await?;
             let expected = run.version;
             // Microseconds are all the logs need (`sluice_core::logs::sequence`), and
             // fewer random digits keep the compressed record small.
             let now = (self.config.clock)().trunc_subsecs(6);
-            let applied = engine::apply(&plan, &mut run, event, now);
-            if !applied.changed && from_hint {
-                // A stale hint can make a real event look like a duplicate (e.g. the
-                // finish of an inline operator claimed after the hint was taken); no
-                // compare-and-swap catches that, so decide "no change" on a fresh read.
+            // In place unless someone still holds the run (a watcher, an attempt).
+            let changing = Arc::make_mut(&mut run);
+            let applied = engine::apply(&plan, changing, event, now);
+            if !applied.changed && from_copy {
+                // A stale copy (another process changed the run) can make a real event
+                // look like a duplicate; no compare-and-swap catches that, so decide
+                // "no change" on a fresh read.
                 continue;
             }
             if applied.changed {
-                run.version = expected + 1;
+                changing.version = expected + 1;
+                // Computed (and kept in the steps' tallies) while the run can change.
+                changing.inline_output_bytes();
                 let stored = self
                     .backend
                     .runs
@@ -157,12 +270,19 @@ impl Runtime {
                         if run.state.is_terminal() {
                             self.plans.forget(run_id);
                         }
-                        self.publish(&run)
+                        self.publish_shared(&run)
                     }
-                    Err(StoreError::Conflict) => continue,
+                    // A stale copy is no contention: read again at once.
+                    Err(StoreError::Conflict) if from_copy => continue,
+                    Err(StoreError::Conflict) => {
+                        lost += 1;
+                        conflict_backoff(lost).await;
+                        continue;
+                    }
                     Err(e) => return Err(e.into()),
                 }
             }
+            self.copies.put(run.clone());
             return Ok((run, applied));
         }
     }
@@ -173,6 +293,56 @@ impl Runtime {
                 run: Arc::new(run.clone()),
             });
         }
+    }
+
+    /// Ends a piece of work (a delivery, an event from outside) that changed these
+    /// runs: on a store that other processes write as well (`RunStore::sole_writer` is
+    /// false: Lambda containers), the copies this work kept are let go, since by the
+    /// next piece of work another process has likely changed the run, and a stale copy
+    /// costs a failed conditional write where a read is cheaper. Within one piece of
+    /// work (a claim, the attempt, its end) the copy saves a read per transition.
+    pub(crate) fn end_of_work(&self, runs: &[String]) {
+        if !self.backend.runs.sole_writer() {
+            for run_id in runs {
+                self.copies.forget(run_id);
+            }
+        }
+    }
+
+    /// Like [`Runtime::publish`] without a copy (a watcher that keeps it makes the next
+    /// transition copy the run instead).
+    fn publish_shared(&self, run: &Arc<Run>) {
+        if self.progress.receiver_count() > 0 {
+            let _ = self.progress.send(Progress { run: run.clone() });
+        }
+    }
+
+    /// What carrying out `effects` reads of `run`: the whole run when it ended (its
+    /// end notice and alert read every step), otherwise a [`view`] with the steps the
+    /// evaluations among them see. Taken so that the stored run can be let go before
+    /// the effects' I/O, while other transitions of the run change the copy in place.
+    pub(crate) async fn run_for_effects(
+        &self,
+        run: Arc<Run>,
+        effects: &[Effect],
+    ) -> Result<Run, RuntimeError> {
+        if run.state.is_terminal()
+            || effects
+                .iter()
+                .any(|e| matches!(e, Effect::RunFinished { .. }))
+        {
+            return Ok(Arc::unwrap_or_clone(run));
+        }
+        let plan = self.plan(&run.id).await?;
+        let mut steps = BTreeSet::new();
+        for effect in effects {
+            if let Effect::Evaluate { step } = effect {
+                if let Some(spec) = plan.app.step(step) {
+                    steps.extend(crate::resolve::visible_steps(&plan, spec, true));
+                }
+            }
+        }
+        Ok(view(&run, &plan, &steps))
     }
 
     /// Carries out one effect of a stored transition as far as it needs no execution.
@@ -200,6 +370,7 @@ impl Runtime {
                     step_id: step,
                     unit,
                     attempt,
+                    lane: Some(sluice_core::ports::run_lane(run)),
                 };
                 if operators::is_operator(&step_type) && delay_ms == 0 {
                     // Operators run here, not as a function; no message needed.
@@ -345,6 +516,49 @@ mod tests {
         async fn execute(&self, _: Value, _: &StepContext) -> Result<StepOutput, StepError> {
             Ok(StepOutput::value(Value::Null))
         }
+    }
+
+    /// The copies of runs stay within their bound, hand a run out once, and never keep
+    /// an ended run.
+    #[test]
+    fn run_copies_are_bounded_taken_once_and_drop_ended_runs() {
+        use std::sync::Arc;
+
+        use sluice_core::engine::Plan;
+        use sluice_core::model::RunState;
+
+        use super::{RunCopies, COPIES_RUNS};
+
+        let app: Application = serde_json::from_value(json!({
+            "name": "app", "author": "tests", "steps": [{"id": "N", "type": "noop"}]}))
+        .unwrap();
+        let plan = Plan::new(app);
+        let now = chrono::Utc::now();
+        let run = |i: usize| Arc::new(plan.new_run(format!("run-{i}"), now, now));
+        let copies = RunCopies::default();
+        for i in 0..COPIES_RUNS + 10 {
+            copies.put(run(i));
+        }
+        assert_eq!(copies.lock().runs.len(), COPIES_RUNS);
+        assert!(copies.take("run-0").is_none(), "the oldest were evicted");
+        let last = format!("run-{}", COPIES_RUNS + 9);
+        assert!(copies.take(&last).is_some());
+        assert!(copies.take(&last).is_none(), "taken out, not copied");
+        let mut ended = plan.new_run("ended".into(), now, now);
+        ended.state = RunState::Success;
+        copies.put(Arc::new(ended));
+        assert!(copies.take("ended").is_none());
+        let parts: usize = copies
+            .lock()
+            .runs
+            .iter()
+            .map(|(_, r)| super::parts_of(r))
+            .sum();
+        assert_eq!(
+            copies.lock().parts,
+            parts,
+            "the parts count is kept exactly"
+        );
     }
 
     /// Transitions carry out what needs no execution and hand the rest back: an inline

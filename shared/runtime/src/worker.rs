@@ -4,8 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_core::engine::{self, AttemptResult, Event};
-use sluice_core::model::Run;
+use sluice_core::engine::{AttemptResult, Event};
 use sluice_core::ports::{dead_letter_queue, Delivery, TaskMessage};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
@@ -310,25 +309,35 @@ impl Runtime {
             }
             processed.map(|_| Outcome::Duplicate)
         } else {
-            match self.execute(message).await {
-                Ok(Outcome::Done(events, run)) => {
-                    let outcome = self.outcome_of(message, &run, &events).await;
+            // The claim, the attempt and its end are one piece of work: each transition
+            // starts from the run as the one before stored it.
+            let mut touched = vec![message.run_id.clone()];
+            let handled = match self.execute(message).await {
+                Ok(Outcome::Done(events)) => {
+                    let outcome = outcome_of(message, &events);
                     let mut result = Ok(Outcome::Duplicate);
-                    let mut hint = Some(*run);
                     for event in events {
-                        if let Err(e) = self.process_from(&message.run_id, event, hint.take()).await
+                        if let Err(e) = self
+                            .process_within(&message.run_id, event, &mut touched)
+                            .await
                         {
                             result = Err(e);
                             break;
                         }
                     }
                     if result.is_ok() {
+                        let outcome = match outcome {
+                            Some(outcome) => outcome,
+                            None => self.failure_outcome(message).await,
+                        };
                         attempt = self.report(message, outcome, started.elapsed()).await;
                     }
                     result
                 }
                 other => other,
-            }
+            };
+            self.end_of_work(&touched);
+            handled
         };
         let disposition = match outcome {
             Ok(Outcome::Busy(ms)) => Disposition::RetryAfter(Duration::from_millis(ms)),
@@ -345,30 +354,18 @@ impl Runtime {
         }
     }
 
-    /// What the engine makes of an executed attempt's events: applied to a copy of the
-    /// run as claimed, so that "retried" is the engine's own decision.
-    async fn outcome_of(
-        &self,
-        message: &TaskMessage,
-        run: &Run,
-        events: &[Event],
-    ) -> AttemptOutcome {
-        let finished = events.iter().find(|e| {
-            matches!(e, Event::Finished { step, unit, attempt, .. }
-                if *step == message.step_id && *unit == message.unit && *attempt == message.attempt)
-        });
-        let Some(finished @ Event::Finished { result, .. }) = finished else {
-            return AttemptOutcome::Waiting;
+    /// A failed attempt's outcome once its events were applied: retried when the
+    /// engine queued a later attempt of the unit, so that "retried" is the engine's own
+    /// decision.
+    async fn failure_outcome(&self, message: &TaskMessage) -> AttemptOutcome {
+        let run = match self.copies.peek(&message.run_id) {
+            Some(run) => run,
+            None => match self.get_run(&message.run_id).await {
+                Ok(run) => std::sync::Arc::new(run),
+                Err(_) => return AttemptOutcome::Failed,
+            },
         };
-        if matches!(result, AttemptResult::Success { .. }) {
-            return AttemptOutcome::Succeeded;
-        }
-        let Ok(plan) = self.plan(&message.run_id).await else {
-            return AttemptOutcome::Failed;
-        };
-        let mut after = run.clone();
-        engine::apply(&plan, &mut after, finished, (self.config.clock)());
-        let retried = after
+        let retried = run
             .step(&message.step_id)
             .and_then(|s| s.units.get(message.unit as usize))
             .is_some_and(|u| u.attempt > message.attempt);
@@ -392,5 +389,22 @@ impl Runtime {
             outcome,
             duration,
         })
+    }
+}
+
+/// What an executed attempt's events say of it, `None` for a failure (retried or not is
+/// known once they were applied: [`Runtime::failure_outcome`]).
+fn outcome_of(message: &TaskMessage, events: &[Event]) -> Option<AttemptOutcome> {
+    let finished = events.iter().find(|e| {
+        matches!(e, Event::Finished { step, unit, attempt, .. }
+            if *step == message.step_id && *unit == message.unit && *attempt == message.attempt)
+    });
+    match finished {
+        Some(Event::Finished {
+            result: AttemptResult::Success { .. },
+            ..
+        }) => Some(AttemptOutcome::Succeeded),
+        Some(_) => None,
+        None => Some(AttemptOutcome::Waiting),
     }
 }

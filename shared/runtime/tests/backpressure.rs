@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{json, Value};
-use sluice_core::model::{Application, RunState};
-use sluice_core::ports::RunQuery;
+use sluice_core::model::{Application, Run, RunState};
+use sluice_core::ports::{Queue, RunQuery};
 use sluice_core::step::{StepContext, StepError, StepOutput, StepRegistry, StepType};
 use sluice_embedded::EmbeddedStore;
 use sluice_runtime::{
     Disposition, Runtime, RuntimeConfig, StartError, StartRequest, OVERLOADED_RETRY_AFTER,
+    PRIORITY_HEADROOM_PERCENT,
 };
 
 struct Noop;
@@ -191,4 +192,64 @@ async fn the_depth_is_read_once_per_refresh_period_not_per_start() {
         "the depth read first"
     );
     assert_eq!(f.store.queue().depth("steps").await.unwrap(), 2);
+}
+
+impl Fixture {
+    async fn start_in(&self, application: &str, queue: &str) -> Result<Run, StartError> {
+        let mut params = serde_json::Map::new();
+        params.insert("queue".into(), json!(queue));
+        self.runtime
+            .start(StartRequest {
+                application: application.into(),
+                params,
+                ..StartRequest::default()
+            })
+            .await
+    }
+}
+
+#[tokio::test]
+async fn a_priority_run_has_headroom_past_the_bound_and_is_still_bounded() {
+    let f = fixture(2).await;
+    f.start("leaf").await.unwrap();
+    f.start("leaf").await.unwrap();
+    assert!(matches!(
+        f.start_in("leaf", "nightly").await,
+        Err(StartError::Overloaded { .. })
+    ));
+    // 10 % of 2, at least one step: one priority start more.
+    assert_eq!(PRIORITY_HEADROOM_PERCENT, 10);
+    f.start_in("leaf", "high").await.unwrap();
+    match f.start_in("leaf", "priority.high").await {
+        Err(StartError::Overloaded { queued, limit, .. }) => assert_eq!((queued, limit), (3, 3)),
+        other => panic!("expected Overloaded, got {other:?}"),
+    }
+}
+
+/// The runtime puts each message in its run's lane: the `queue` label, else the
+/// application; the queue serves a priority lane first.
+#[tokio::test]
+async fn messages_carry_the_lane_of_their_run_and_priority_lanes_go_first() {
+    let f = fixture(100).await;
+    let plain = f.start("leaf").await.unwrap();
+    let labelled = f.start_in("leaf", "nightly").await.unwrap();
+    let urgent = f.start_in("leaf", "high").await.unwrap();
+    let got = f
+        .store
+        .queue()
+        .receive("steps", 10, Duration::from_secs(60), Duration::ZERO)
+        .await
+        .unwrap();
+    let lanes: Vec<_> = got
+        .iter()
+        .map(|d| (d.message.run_id.as_str(), d.message.lane.as_deref()))
+        .collect();
+    assert_eq!(
+        lanes,
+        [
+            (urgent.id.as_str(), Some("high")),
+            (plain.id.as_str(), Some("leaf")),
+            (labelled.id.as_str(), Some("nightly")),
+        ]
+    );
 }

@@ -173,6 +173,9 @@ pub struct UnitTally {
     pub running: u32,
     pub done: u32,
     pub failed: u32,
+    /// Bytes of the outputs kept in the units themselves (compact JSON), which the
+    /// runtime bounds per run.
+    pub inline_output_bytes: u64,
 }
 
 impl UnitTally {
@@ -181,6 +184,7 @@ impl UnitTally {
         let mut tally = Self::default();
         for unit in units {
             *tally.slot(unit.state) += 1;
+            tally.inline_output_bytes += inline_len(&unit.output);
         }
         tally
     }
@@ -194,6 +198,27 @@ impl UnitTally {
             UnitState::Failed => &mut self.failed,
         }
     }
+}
+
+/// The length of an inline output as compact JSON (0 when there is none).
+fn inline_len(output: &Option<Value>) -> u64 {
+    struct Counter(u64);
+    impl std::io::Write for Counter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len() as u64;
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let Some(output) = output else {
+        return 0;
+    };
+    let mut counter = Counter(0);
+    // Writing a `Value` to a counter cannot fail.
+    let _ = serde_json::to_writer(&mut counter, output);
+    counter.0
 }
 
 /// A step's [`UnitTally`] once computed: derived from its units, never stored (a run read
@@ -305,6 +330,15 @@ impl StepRun {
         if let Some(tally) = self.tally.0.as_mut() {
             *tally.slot(old) -= 1;
             *tally.slot(state) += 1;
+        }
+    }
+
+    /// Sets unit `u`'s inline output, keeping the tally.
+    pub fn set_unit_output(&mut self, u: usize, output: Option<Value>) {
+        let new = inline_len(&output);
+        let old = std::mem::replace(&mut self.units[u].output, output);
+        if let Some(tally) = self.tally.0.as_mut() {
+            tally.inline_output_bytes = tally.inline_output_bytes - inline_len(&old) + new;
         }
     }
 
@@ -456,6 +490,29 @@ impl Run {
             version: *version,
             application_version: *application_version,
         }
+    }
+
+    /// Bytes of the outputs kept inline in all of the run's units (compact JSON), from
+    /// the steps' tallies (computed once, then kept).
+    pub fn inline_output_bytes(&mut self) -> u64 {
+        self.steps
+            .iter_mut()
+            .map(|s| s.tally().inline_output_bytes)
+            .sum()
+    }
+
+    /// Like [`Run::inline_output_bytes`] for a run that cannot change here: a step
+    /// whose tally was never computed is counted now, and not kept.
+    pub fn inline_output_bytes_now(&self) -> u64 {
+        self.steps
+            .iter()
+            .map(|s| {
+                s.tally
+                    .0
+                    .unwrap_or_else(|| UnitTally::of(&s.units))
+                    .inline_output_bytes
+            })
+            .sum()
     }
 
     /// Takes `other`'s own fields, keeping this run's steps.

@@ -32,6 +32,7 @@ async fn step_overhead() {
             step_id: "S0".into(),
             unit: 0,
             attempt: 1,
+            lane: None,
         };
         q.send("steps", &message, Duration::ZERO).await.unwrap();
     }
@@ -111,6 +112,7 @@ async fn op_costs() {
         step_id: "S0".into(),
         unit: 0,
         attempt: 1,
+        lane: None,
     };
 
     let t = Instant::now();

@@ -17,6 +17,7 @@ fn message(step: &str) -> TaskMessage {
         step_id: step.into(),
         unit: 0,
         attempt: 1,
+        lane: None,
     }
 }
 
@@ -141,6 +142,7 @@ fn message_of(run: &str, unit: u32) -> TaskMessage {
         step_id: "Step".into(),
         unit,
         attempt: 1,
+        lane: None,
     }
 }
 
@@ -205,6 +207,376 @@ async fn a_run_that_was_idle_gets_no_credit_over_the_runs_queued() {
     let got = q.receive("steps", 6, LONG, NO_WAIT).await.unwrap();
     let runs: Vec<_> = got.iter().map(|d| d.message.run_id.as_str()).collect();
     assert_eq!(runs, ["other", "late", "other", "late", "other", "late"]);
+}
+
+/// A message of `run` in `lane`. Run ids are time-ordered: a smaller one is an older run.
+fn in_lane(lane: &str, run: &str, unit: u32) -> TaskMessage {
+    TaskMessage {
+        lane: Some(lane.into()),
+        ..message_of(run, unit)
+    }
+}
+
+/// (lane, run, unit) of each delivery.
+fn served(deliveries: &[sluice_core::ports::Delivery]) -> Vec<(String, String, u32)> {
+    deliveries
+        .iter()
+        .map(|d| {
+            let m = &d.message;
+            let lane = m.lane.clone().unwrap_or_default();
+            (lane, m.run_id.clone(), m.unit)
+        })
+        .collect()
+}
+
+fn row(lane: &str, run: &str, unit: u32) -> (String, String, u32) {
+    (lane.into(), run.into(), unit)
+}
+
+/// Serves `n` messages one at a time, each acknowledged before the next is received (a
+/// single worker), so that no run has a step in flight when a turn is decided.
+async fn one_at_a_time(q: &EmbeddedQueue, n: usize) -> Vec<(String, String, u32)> {
+    let mut rows = Vec::new();
+    for _ in 0..n {
+        let got = q.receive("steps", 1, LONG, NO_WAIT).await.unwrap();
+        let Some(delivery) = got.first() else { break };
+        q.ack("steps", &delivery.receipt).await.unwrap();
+        rows.extend(served(&got));
+    }
+    rows
+}
+
+#[tokio::test]
+async fn lanes_take_turns_and_a_lane_drains_its_oldest_run_first() {
+    let (_dir, _clock, q) = driven_queue();
+    // Two runs of one application interleave their sends, the older run second.
+    for unit in 0..3 {
+        for run in ["isapp-0002", "isapp-0001"] {
+            q.send("steps", &in_lane("bulk", run, unit), NO_WAIT)
+                .await
+                .unwrap();
+        }
+    }
+    // A run of another lane, started behind all six.
+    for unit in 0..3 {
+        q.send("steps", &in_lane("other", "isapp-0003", unit), NO_WAIT)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        one_at_a_time(&q, 10).await,
+        [
+            row("bulk", "isapp-0001", 0),
+            row("other", "isapp-0003", 0),
+            row("bulk", "isapp-0001", 1),
+            row("other", "isapp-0003", 1),
+            row("bulk", "isapp-0001", 2),
+            row("other", "isapp-0003", 2),
+            row("bulk", "isapp-0002", 0),
+            row("bulk", "isapp-0002", 1),
+            row("bulk", "isapp-0002", 2),
+        ],
+        "the lanes alternate; within one, the older run first, each in the order sent"
+    );
+}
+
+#[tokio::test]
+async fn a_fresh_run_waits_behind_the_runs_of_its_lane_but_not_behind_other_lanes() {
+    let (_dir, _clock, q) = driven_queue();
+    for unit in 0..4 {
+        q.send("steps", &in_lane("sync", "isapp-0001", unit), NO_WAIT)
+            .await
+            .unwrap();
+    }
+    q.send("steps", &in_lane("sync", "isapp-0002", 0), NO_WAIT)
+        .await
+        .unwrap();
+    q.send("steps", &in_lane("report", "isapp-0003", 0), NO_WAIT)
+        .await
+        .unwrap();
+    assert_eq!(
+        one_at_a_time(&q, 3).await,
+        [
+            row("sync", "isapp-0001", 0),
+            row("report", "isapp-0003", 0),
+            row("sync", "isapp-0001", 1),
+        ]
+    );
+    // The older run's next step, sent now, still goes before the fresh run of its lane.
+    q.send("steps", &in_lane("sync", "isapp-0001", 4), NO_WAIT)
+        .await
+        .unwrap();
+    assert_eq!(
+        one_at_a_time(&q, 10).await,
+        [
+            row("sync", "isapp-0001", 2),
+            row("sync", "isapp-0001", 3),
+            row("sync", "isapp-0001", 4),
+            row("sync", "isapp-0002", 0),
+        ]
+    );
+}
+
+/// While the oldest run of a lane has `RUN_SHARE` steps in flight, its lane's turns go
+/// to the next-oldest run; with no other run to serve, to the oldest again.
+#[tokio::test]
+async fn a_run_with_its_share_in_flight_passes_its_lane_turns_on() {
+    assert_eq!(crate::queue::RUN_SHARE, 2);
+    let (_dir, _clock, q) = driven_queue();
+    for unit in 0..4 {
+        q.send("steps", &in_lane("sync", "isapp-0001", unit), NO_WAIT)
+            .await
+            .unwrap();
+    }
+    for unit in 0..2 {
+        q.send("steps", &in_lane("sync", "isapp-0002", unit), NO_WAIT)
+            .await
+            .unwrap();
+    }
+    let got = q.receive("steps", 5, LONG, NO_WAIT).await.unwrap();
+    assert_eq!(
+        served(&got),
+        [
+            row("sync", "isapp-0001", 0),
+            row("sync", "isapp-0001", 1),
+            row("sync", "isapp-0002", 0),
+            row("sync", "isapp-0002", 1),
+            row("sync", "isapp-0001", 2),
+        ]
+    );
+    // Every run with a visible step has its share in flight: a fresh run is served
+    // rather than leave a worker idle.
+    q.send("steps", &in_lane("sync", "isapp-0003", 0), NO_WAIT)
+        .await
+        .unwrap();
+    let fresh = q.receive("steps", 1, LONG, NO_WAIT).await.unwrap();
+    assert_eq!(served(&fresh), [row("sync", "isapp-0003", 0)]);
+    // Two of the oldest run's steps done: its next one goes first again.
+    q.send("steps", &in_lane("sync", "isapp-0003", 1), NO_WAIT)
+        .await
+        .unwrap();
+    for done in &got[..2] {
+        q.ack("steps", &done.receipt).await.unwrap();
+    }
+    let next = q.receive("steps", 1, LONG, NO_WAIT).await.unwrap();
+    assert_eq!(served(&next), [row("sync", "isapp-0001", 3)]);
+}
+
+#[tokio::test]
+async fn the_priority_lanes_go_before_every_other_lane() {
+    let (_dir, clock, q) = driven_queue();
+    for unit in 0..5 {
+        q.send("steps", &in_lane("bulk", "isapp-0001", unit), NO_WAIT)
+            .await
+            .unwrap();
+    }
+    let first = q.receive("steps", 1, LONG, NO_WAIT).await.unwrap();
+    assert_eq!(served(&first), [row("bulk", "isapp-0001", 0)]);
+    for unit in 0..2 {
+        q.send("steps", &in_lane("high", "isapp-0002", unit), NO_WAIT)
+            .await
+            .unwrap();
+    }
+    q.send("steps", &in_lane("priority.high", "isapp-0003", 0), NO_WAIT)
+        .await
+        .unwrap();
+    let got = q.receive("steps", 4, LONG, NO_WAIT).await.unwrap();
+    assert_eq!(
+        served(&got),
+        [
+            row("high", "isapp-0002", 0),
+            row("priority.high", "isapp-0003", 0),
+            row("high", "isapp-0002", 1),
+            row("bulk", "isapp-0001", 1),
+        ],
+        "both priority lanes first, fair between them, then the rest"
+    );
+    // A delayed priority step waits out its delay, then goes first again.
+    q.send(
+        "steps",
+        &in_lane("high", "isapp-0002", 2),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        served(&q.receive("steps", 1, LONG, NO_WAIT).await.unwrap()),
+        [row("bulk", "isapp-0001", 2)]
+    );
+    clock.advance(ChronoDuration::seconds(5));
+    assert_eq!(
+        served(&q.receive("steps", 1, LONG, NO_WAIT).await.unwrap()),
+        [row("high", "isapp-0002", 2)]
+    );
+}
+
+/// A step held long in flight keeps the smallest key of its lane; a lane arriving
+/// meanwhile is keyed from the next turn on, not from that key, so it alternates with
+/// the busy lane instead of going first until it catches up.
+#[tokio::test]
+async fn a_message_in_flight_gives_a_new_lane_no_credit() {
+    let (_dir, _clock, q) = driven_queue();
+    for unit in 0..6 {
+        q.send("steps", &in_lane("busy", "isapp-0001", unit), NO_WAIT)
+            .await
+            .unwrap();
+    }
+    let first = q.receive("steps", 3, LONG, NO_WAIT).await.unwrap();
+    for done in &first[1..] {
+        q.ack("steps", &done.receipt).await.unwrap();
+    }
+    for unit in 0..3 {
+        q.send("steps", &in_lane("new", "isapp-0002", unit), NO_WAIT)
+            .await
+            .unwrap();
+    }
+    let got = q.receive("steps", 10, LONG, NO_WAIT).await.unwrap();
+    let lanes: Vec<_> = served(&got).into_iter().map(|(lane, ..)| lane).collect();
+    assert_eq!(lanes, ["busy", "new", "busy", "new", "busy", "new"]);
+}
+
+/// A message whose visibility ran out (its worker died) had its turn: it goes before the
+/// turns of every lane, priority lanes included.
+#[tokio::test]
+async fn an_overdue_message_goes_before_the_turns() {
+    let (_dir, clock, q) = driven_queue();
+    for unit in 0..3 {
+        q.send("steps", &in_lane("bulk", "isapp-0001", unit), NO_WAIT)
+            .await
+            .unwrap();
+    }
+    let taken = q
+        .receive("steps", 1, Duration::from_millis(300), NO_WAIT)
+        .await
+        .unwrap();
+    assert_eq!(served(&taken), [row("bulk", "isapp-0001", 0)]);
+    q.send("steps", &in_lane("high", "isapp-0002", 0), NO_WAIT)
+        .await
+        .unwrap();
+    clock.advance(millis(300));
+    let got = q.receive("steps", 3, LONG, NO_WAIT).await.unwrap();
+    assert_eq!(
+        served(&got),
+        [
+            row("bulk", "isapp-0001", 0),
+            row("high", "isapp-0002", 0),
+            row("bulk", "isapp-0001", 1),
+        ]
+    );
+    assert_eq!(got[0].receive_count, 2);
+}
+
+#[tokio::test]
+async fn a_message_without_a_lane_is_a_lane_of_its_run() {
+    let (_dir, _clock, q) = driven_queue();
+    for unit in 0..2 {
+        q.send("steps", &in_lane("app", "isapp-0001", unit), NO_WAIT)
+            .await
+            .unwrap();
+        q.send("steps", &in_lane("app", "isapp-0002", unit), NO_WAIT)
+            .await
+            .unwrap();
+    }
+    // No lane (or an empty one): not in the lane "app", but one of its own.
+    q.send("steps", &message_of("isapp-0003", 0), NO_WAIT)
+        .await
+        .unwrap();
+    q.send("steps", &in_lane("", "isapp-0004", 0), NO_WAIT)
+        .await
+        .unwrap();
+    let got = q.receive("steps", 10, LONG, NO_WAIT).await.unwrap();
+    let runs: Vec<_> = got.iter().map(|d| d.message.run_id.as_str()).collect();
+    assert_eq!(
+        runs,
+        [
+            "isapp-0001",
+            "isapp-0003",
+            "isapp-0004",
+            "isapp-0001",
+            "isapp-0002",
+            "isapp-0002"
+        ]
+    );
+}
+
+#[test]
+fn a_run_lane_is_its_queue_label_else_its_application() {
+    use sluice_core::ports::{is_priority_lane, lane_of, MAX_LANE_BYTES};
+    assert_eq!(lane_of(Some("nightly"), "device_sync"), "nightly");
+    assert_eq!(lane_of(Some(""), "device_sync"), "device_sync");
+    assert_eq!(lane_of(None, "device_sync"), "device_sync");
+    let long = "é".repeat(100);
+    let cut = lane_of(Some(&long), "app");
+    assert!(cut.len() <= MAX_LANE_BYTES && long.starts_with(&cut) && !cut.is_empty());
+    assert!(is_priority_lane("high") && is_priority_lane("priority.high"));
+    assert!(!is_priority_lane("High") && !is_priority_lane("device_sync"));
+}
+
+/// A data directory of schema 8 (fair order by run, bodies without a lane), upgraded:
+/// its queued messages are served, in their old order among themselves, and share their
+/// turns with the lanes of new messages.
+#[tokio::test]
+async fn messages_queued_before_lanes_are_served_after_the_upgrade() {
+    let (dir, clock, q) = driven_queue();
+    drop(q);
+    let conn = rusqlite::Connection::open(dir.path().join("sluice.db")).unwrap();
+    conn.execute_batch(
+        "DROP TABLE messages;
+         CREATE TABLE messages (
+             id INTEGER PRIMARY KEY, queue TEXT NOT NULL, body TEXT NOT NULL,
+             visible_at INTEGER NOT NULL, receive_count INTEGER NOT NULL DEFAULT 0,
+             receipt TEXT, sent_at INTEGER NOT NULL,
+             run_id TEXT NOT NULL DEFAULT '', fair_key INTEGER NOT NULL DEFAULT 0);
+         CREATE INDEX messages_visible  ON messages (queue, visible_at, id);
+         CREATE INDEX messages_inflight ON messages (visible_at) WHERE receipt IS NOT NULL;
+         CREATE INDEX messages_fair ON messages (queue, fair_key, id);
+         CREATE INDEX messages_run  ON messages (run_id, queue, fair_key);",
+    )
+    .unwrap();
+    // Keys as the per-run fair order gave them: old-1 twice, old-2 once.
+    for (unit, run, key) in [
+        (0, "isapp-old-1", 0),
+        (1, "isapp-old-2", 0),
+        (2, "isapp-old-1", 1),
+    ] {
+        let body = serde_json::json!({"run_id": run, "step_id": "Old", "unit": unit, "attempt": 1});
+        conn.execute(
+            "INSERT INTO messages (queue, body, visible_at, sent_at, run_id, fair_key) \
+             VALUES ('steps', ?1, 0, 0, ?2, ?3)",
+            rusqlite::params![body.to_string(), run, key],
+        )
+        .unwrap();
+    }
+    conn.pragma_update(None, "user_version", 8).unwrap();
+    drop(conn);
+
+    let q = EmbeddedStore::open(dir.path())
+        .unwrap()
+        .with_clock(clock.clone())
+        .queue();
+    q.send("steps", &in_lane("app", "isapp-new", 3), NO_WAIT)
+        .await
+        .unwrap();
+    let got = q.receive("steps", 10, LONG, NO_WAIT).await.unwrap();
+    let order: Vec<_> = got
+        .iter()
+        .map(|d| {
+            (
+                d.message.run_id.as_str(),
+                d.message.unit,
+                d.message.lane.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        order,
+        [
+            ("isapp-old-1", 0, None),
+            ("isapp-old-2", 1, None),
+            ("isapp-new", 3, Some("app")),
+            ("isapp-old-1", 2, None),
+        ]
+    );
 }
 
 #[tokio::test]

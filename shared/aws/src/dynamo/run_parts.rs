@@ -1,0 +1,735 @@
+//! How a run is kept in the runs table so that what a transition reads and writes does
+//! not grow with the run.
+//!
+//! The `RUN` item holds the run's own fields, its steps when it has at most
+//! [`STEPS_INLINE_MAX`] of them, and a *manifest*: where each *part* of the run kept
+//! apart is stored. A part is a group of [`STEPS_PER_PART`] step records (`s<k>`, for a
+//! run of more steps) or a group of [`UNITS_PER_PART`] units of a fan-out wider than
+//! [`UNITS_INLINE`] (`u<step>.<group>`); a narrower fan-out keeps its units in its step
+//! record. A run of up to 40 steps and small fan-outs is thus one item, exactly as before
+//! parts existed (and a `RUN` item written before is read as it is). A step part is
+//! stored apart only while it is *settled* (none of its steps under way: all ended, or
+//! none started); one with a step under way rides in the `RUN` item, in its place among
+//! the steps. Each `RUN` item says what it holds (its manifest and inline steps), so
+//! writers need not agree on a layout: each stores the one its run's state gives.
+//!
+//! What it costs: a transition of a one-item run writes one item, whose size grows with
+//! the run (a write unit per started KiB; 40 finished steps deflate to about 1 KiB); a
+//! transition of a larger run writes its `RUN` item (the header, the manifest and the
+//! step parts under way: one unit up to about 1,000 steps or 5,000 units, two at
+//! 10,000), plus a step part each time one settles (once per [`STEPS_PER_PART`] steps of
+//! a chain) and the unit part a fan-out's unit transition changed (one or two units).
+//!
+//! Parts are immutable. A transition writes each part it changed under a fresh sort key,
+//! `PART#<name>#<nonce>`, then compare-and-swaps the `RUN` item with the new
+//! manifest; a writer that loses the swap leaves parts nobody references. Superseded and
+//! orphaned parts stay until the run expires, when TTL deletes them free of charge
+//! (deleting each at once would cost a write unit apiece). Since no part ever changes
+//! under its key, any process may keep the parts it read or wrote ([`PartCache`]): a
+//! transition reads the `RUN` item and only the parts other processes wrote since.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::{AttributeValue as A, KeysAndAttributes, PutRequest, WriteRequest};
+use serde::{Deserialize, Serialize};
+use sluice_core::engine::RunDelta;
+use sluice_core::model::{Run, StepRun, StepState, Unit};
+use sluice_core::ports::StoreError;
+
+use super::{expiry_attributes, get_s, DynamoStore};
+use crate::error::{backend, sdk};
+
+/// Most steps a run may have to keep them in its `RUN` item (more go to step parts, all
+/// of them: finished steps would otherwise make every write of the header dearer).
+pub(crate) const STEPS_INLINE_MAX: usize = 40;
+/// Step records per step part (about 1 KiB deflated once finished).
+pub(crate) const STEPS_PER_PART: usize = 16;
+/// The widest fan-out whose units ride in its step record.
+pub(crate) const UNITS_INLINE: usize = 16;
+/// Units per unit part (a part of small units is one or two write units once deflated).
+pub(crate) const UNITS_PER_PART: usize = 64;
+
+const PART_SK_PREFIX: &str = "PART#";
+/// Most step records and units the [`PartCache`] of one process holds (about 300 bytes
+/// each): the parts of a few 10,000-unit fan-outs.
+const PART_CACHE_ENTRIES: usize = 60_000;
+/// Most runs whose manifest the [`PartCache`] remembers.
+const MANIFEST_CACHE_RUNS: usize = 4096;
+
+/// A part of a run apart from its `RUN` item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum PartName {
+    /// Step records from `k * STEPS_PER_PART`.
+    Steps(usize),
+    /// Units from `group * UNITS_PER_PART` of step `step`.
+    Units { step: usize, group: usize },
+}
+
+impl PartName {
+    /// Zero-padded, so that names sort as the parts do.
+    pub(crate) fn encode(self) -> String {
+        match self {
+            Self::Steps(k) => format!("s{k:05}"),
+            Self::Units { step, group } => format!("u{step:05}.{group:05}"),
+        }
+    }
+
+    fn decode(text: &str) -> Option<Self> {
+        if let Some(k) = text.strip_prefix('s') {
+            return k.parse().ok().map(Self::Steps);
+        }
+        let (step, group) = text.strip_prefix('u')?.split_once('.')?;
+        Some(Self::Units {
+            step: step.parse().ok()?,
+            group: group.parse().ok()?,
+        })
+    }
+}
+
+/// The manifest: part name (encoded) → the key suffix it is stored under.
+pub(crate) type Manifest = BTreeMap<String, String>;
+
+/// The document of a `RUN` item: the run with its inline steps only, and the manifest
+/// of the rest (empty, and absent from the JSON, for a run that is one item).
+#[derive(Serialize, Deserialize)]
+pub(crate) struct RunDoc {
+    #[serde(flatten)]
+    pub(crate) run: Run,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) parts: Manifest,
+}
+
+/// What a part holds.
+#[derive(Debug)]
+pub(crate) enum PartValue {
+    Steps(Vec<StepRun>),
+    Units(Vec<Unit>),
+}
+
+impl PartValue {
+    fn len(&self) -> usize {
+        match self {
+            Self::Steps(steps) => steps.len(),
+            Self::Units(units) => units.len(),
+        }
+    }
+}
+
+/// Whether a step's units are parts of their own rather than riding in its record.
+fn units_apart(step: &StepRun) -> bool {
+    step.fan_out.is_some_and(|n| n as usize > UNITS_INLINE)
+}
+
+/// Whether a run of `steps` steps keeps them in step parts rather than its `RUN` item.
+fn steps_apart(steps: usize) -> bool {
+    steps > STEPS_INLINE_MAX
+}
+
+/// The steps of step part `k` of `run`.
+fn part_steps(run: &Run, k: usize) -> &[StepRun] {
+    let end = ((k + 1) * STEPS_PER_PART).min(run.steps.len());
+    let start = (k * STEPS_PER_PART).min(end);
+    &run.steps[start..end]
+}
+
+/// Whether step part `k` of a run with steps apart is stored apart now: when none of
+/// its steps is under way (all of them ended, or none started), so that it changes
+/// seldom. A part with a step under way rides in the `RUN` item, which the transitions
+/// of that step rewrite anyway: a chain's step costs the `RUN` item's writes, plus one
+/// part write per [`STEPS_PER_PART`] steps once they all ended.
+fn settled(run: &Run, k: usize) -> bool {
+    let steps = part_steps(run, k);
+    steps.iter().all(|s| s.state.is_terminal())
+        || steps.iter().all(|s| s.state == StepState::Pending)
+}
+
+/// The part holding step `i`'s record in `run`, `None` when it is in the `RUN` item.
+fn step_part(run: &Run, i: usize) -> Option<PartName> {
+    let k = i / STEPS_PER_PART;
+    (steps_apart(run.steps.len()) && settled(run, k)).then_some(PartName::Steps(k))
+}
+
+/// A step as its record keeps it: without its units when they are parts of their own.
+fn stored_step(step: &StepRun) -> StepRun {
+    if units_apart(step) {
+        step.record()
+    } else {
+        step.clone()
+    }
+}
+
+/// Every part `run` consists of.
+pub(crate) fn all_parts(run: &Run) -> BTreeSet<PartName> {
+    let mut parts: BTreeSet<PartName> = (0..run.steps.len())
+        .step_by(STEPS_PER_PART)
+        .filter_map(|i| step_part(run, i))
+        .collect();
+    for (i, step) in run.steps.iter().enumerate() {
+        if units_apart(step) {
+            for group in 0..step.units.len().div_ceil(UNITS_PER_PART) {
+                parts.insert(PartName::Units { step: i, group });
+            }
+        }
+    }
+    parts
+}
+
+/// The parts a transition that changed what `delta` names must rewrite (besides the
+/// `RUN` item, which every transition rewrites).
+pub(crate) fn touched_parts(run: &Run, delta: &RunDelta) -> BTreeSet<PartName> {
+    let mut parts: BTreeSet<PartName> = delta
+        .steps
+        .iter()
+        .filter_map(|&i| step_part(run, i))
+        .collect();
+    for &(i, u) in &delta.units {
+        match run.steps.get(i) {
+            Some(step) if units_apart(step) => {
+                parts.insert(PartName::Units {
+                    step: i,
+                    group: u / UNITS_PER_PART,
+                });
+            }
+            Some(_) => parts.extend(step_part(run, i)),
+            None => {}
+        }
+    }
+    parts
+}
+
+/// The content of part `name` of `run`.
+fn part_value(run: &Run, name: PartName) -> PartValue {
+    match name {
+        PartName::Steps(k) => {
+            PartValue::Steps(part_steps(run, k).iter().map(stored_step).collect())
+        }
+        PartName::Units { step, group } => {
+            let units = &run.steps[step].units;
+            let start = (group * UNITS_PER_PART).min(units.len());
+            let end = (start + UNITS_PER_PART).min(units.len());
+            PartValue::Units(units[start..end].to_vec())
+        }
+    }
+}
+
+/// The `RUN` item's document for `run` with `parts` as its manifest.
+pub(crate) fn run_doc(run: &Run, parts: Manifest) -> RunDoc {
+    let mut header = run.header();
+    header.steps = run
+        .steps
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| step_part(run, i).is_none())
+        .map(|(_, step)| stored_step(step))
+        .collect();
+    RunDoc { run: header, parts }
+}
+
+/// The whole run from its `RUN` document and every part its manifest names.
+pub(crate) fn assemble(
+    doc: RunDoc,
+    parts: &BTreeMap<PartName, Arc<PartValue>>,
+) -> Result<Run, StoreError> {
+    let mut run = doc.run;
+    let id = run.id.clone();
+    let corrupt = |what: String| backend(format!("run {id}: {what}"));
+    // The `RUN` item holds the step parts not stored apart, in order; each but the last
+    // has `STEPS_PER_PART` steps.
+    let mut inline = std::mem::take(&mut run.steps).into_iter().peekable();
+    let mut step_parts: BTreeMap<usize, &PartValue> = BTreeMap::new();
+    let mut unit_groups: BTreeMap<usize, Vec<Unit>> = BTreeMap::new();
+    for (name, value) in parts {
+        if let (PartName::Steps(k), value) = (name, value.as_ref()) {
+            step_parts.insert(*k, value);
+        }
+    }
+    let mut k = 0;
+    while inline.peek().is_some() || step_parts.range(k..).next().is_some() {
+        match step_parts.get(&k) {
+            Some(PartValue::Steps(steps)) => run.steps.extend(steps.iter().cloned()),
+            Some(PartValue::Units(_)) => {
+                return Err(corrupt(format!(
+                    "part {} does not fit",
+                    PartName::Steps(k).encode()
+                )))
+            }
+            None if inline.peek().is_none() => {
+                return Err(corrupt(format!("step part {k} is missing")));
+            }
+            None => run.steps.extend(inline.by_ref().take(STEPS_PER_PART)),
+        }
+        k += 1;
+    }
+    // Names sort steps parts first (in order), then unit groups by step and group.
+    for (name, value) in parts {
+        match (name, value.as_ref()) {
+            (PartName::Steps(_), _) => {}
+            (PartName::Units { step, group }, PartValue::Units(units)) => {
+                let all = unit_groups.entry(*step).or_default();
+                if all.len() != group * UNITS_PER_PART {
+                    return Err(corrupt(format!("unit part {} out of order", name.encode())));
+                }
+                all.extend(units.iter().cloned());
+            }
+            _ => return Err(corrupt(format!("part {} does not fit", name.encode()))),
+        }
+    }
+    for (i, units) in unit_groups {
+        let step = run
+            .steps
+            .get_mut(i)
+            .ok_or_else(|| corrupt(format!("a unit part names step {i}, which is not there")))?;
+        if step.fan_out.map(|n| n as usize) != Some(units.len()) {
+            return Err(corrupt(format!(
+                "step {} has {} stored units for a fan-out of {:?}",
+                step.id,
+                units.len(),
+                step.fan_out
+            )));
+        }
+        step.set_units(units);
+    }
+    Ok(run)
+}
+
+fn part_sk(name: &str, suffix: &str) -> String {
+    format!("{PART_SK_PREFIX}{name}#{suffix}")
+}
+
+/// A fresh suffix for the parts one write stores: 40 random bits, so two writers racing
+/// for the same version never store under one key (and the manifest, which holds one
+/// suffix per part, stays small: about 2 KiB deflated for a 10,000-unit fan-out).
+fn fresh_suffix() -> String {
+    // The tail of a v7 uuid is random (its head is the time).
+    let nonce = uuid::Uuid::now_v7().simple().to_string();
+    nonce[20..30].to_string()
+}
+
+/// The parts (immutable, so never stale) and manifests this process last read or wrote,
+/// bounded: the oldest go first.
+#[derive(Default)]
+pub(crate) struct PartCache {
+    inner: Mutex<CacheInner>,
+}
+
+#[derive(Default)]
+struct CacheInner {
+    parts: HashMap<String, Arc<PartValue>>,
+    order: VecDeque<(String, usize)>,
+    entries: usize,
+    manifests: HashMap<String, (u64, Manifest)>,
+}
+
+impl PartCache {
+    fn key(run_id: &str, sk: &str) -> String {
+        format!("{run_id}/{sk}")
+    }
+
+    fn get(&self, run_id: &str, sk: &str) -> Option<Arc<PartValue>> {
+        let inner = self.inner.lock().expect("part cache lock");
+        inner.parts.get(&Self::key(run_id, sk)).cloned()
+    }
+
+    fn put(&self, run_id: &str, sk: &str, value: Arc<PartValue>) {
+        let mut inner = self.inner.lock().expect("part cache lock");
+        let key = Self::key(run_id, sk);
+        let weight = value.len().max(1);
+        if inner.parts.insert(key.clone(), value).is_none() {
+            inner.order.push_back((key, weight));
+            inner.entries += weight;
+        }
+        while inner.entries > PART_CACHE_ENTRIES {
+            let Some((old, weight)) = inner.order.pop_front() else {
+                break;
+            };
+            inner.parts.remove(&old);
+            inner.entries -= weight;
+        }
+    }
+
+    /// The manifest of `run_id` at `version`, if this process knows it.
+    fn manifest(&self, run_id: &str, version: u64) -> Option<Manifest> {
+        let inner = self.inner.lock().expect("part cache lock");
+        inner
+            .manifests
+            .get(run_id)
+            .filter(|(v, _)| *v == version)
+            .map(|(_, m)| m.clone())
+    }
+
+    fn remember_manifest(&self, run_id: &str, version: u64, manifest: &Manifest) {
+        let mut inner = self.inner.lock().expect("part cache lock");
+        if inner.manifests.len() >= MANIFEST_CACHE_RUNS && !inner.manifests.contains_key(run_id) {
+            // Manifests are small and cheap to read again: forgetting them all at once
+            // keeps the bound without bookkeeping.
+            inner.manifests.clear();
+        }
+        inner
+            .manifests
+            .insert(run_id.to_string(), (version, manifest.clone()));
+    }
+}
+
+impl DynamoStore {
+    /// The whole run a live `RUN` item describes: its parts come from this process's
+    /// cache, the others from one strongly consistent `BatchGetItem` per 100.
+    pub(crate) async fn run_from_item(&self, item: &HashMap<String, A>) -> Result<Run, StoreError> {
+        let doc: RunDoc = self.read_document(item).await?;
+        let id = doc.run.id.clone();
+        self.parts
+            .remember_manifest(&id, doc.run.version, &doc.parts);
+        if doc.parts.is_empty() {
+            return Ok(doc.run);
+        }
+        let mut found = BTreeMap::new();
+        let mut missing: HashMap<String, PartName> = HashMap::new();
+        for (name, suffix) in &doc.parts {
+            let part = PartName::decode(name)
+                .ok_or_else(|| backend(format!("run {id}: unknown part name {name:?}")))?;
+            let sk = part_sk(name, suffix);
+            match self.parts.get(&id, &sk) {
+                Some(value) => {
+                    found.insert(part, value);
+                }
+                None => {
+                    missing.insert(sk, part);
+                }
+            }
+        }
+        let wanted: Vec<String> = missing.keys().cloned().collect();
+        for chunk in wanted.chunks(100) {
+            let keys: Vec<_> = chunk.iter().map(|sk| Self::run_key(&id, sk)).collect();
+            let mut request = Some(
+                KeysAndAttributes::builder()
+                    .set_keys(Some(keys))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| backend(e.to_string()))?,
+            );
+            while let Some(keys) = request.take() {
+                let out = self
+                    .db
+                    .batch_get_item()
+                    .request_items(&self.settings.runs_table, keys)
+                    .send()
+                    .await
+                    .map_err(|e| sdk("dynamodb BatchGetItem", e))?;
+                for part_item in out
+                    .responses
+                    .unwrap_or_default()
+                    .remove(&self.settings.runs_table)
+                    .unwrap_or_default()
+                {
+                    let Some(sk) = get_s(&part_item, "sk") else {
+                        continue;
+                    };
+                    let Some(&part) = missing.get(sk) else {
+                        continue;
+                    };
+                    let value = Arc::new(match part {
+                        PartName::Steps(_) => {
+                            PartValue::Steps(self.read_document(&part_item).await?)
+                        }
+                        PartName::Units { .. } => {
+                            PartValue::Units(self.read_document(&part_item).await?)
+                        }
+                    });
+                    self.parts.put(&id, sk, value.clone());
+                    found.insert(part, value);
+                }
+                request = out
+                    .unprocessed_keys
+                    .and_then(|mut u| u.remove(&self.settings.runs_table))
+                    .filter(|k| !k.keys().is_empty());
+                if request.is_some() {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+        if found.len() != doc.parts.len() {
+            return Err(backend(format!(
+                "run {id}: {} of its {} parts are missing",
+                doc.parts.len() - found.len(),
+                doc.parts.len()
+            )));
+        }
+        assemble(doc, &found)
+    }
+
+    /// The manifest of the stored `RUN` item at `version`: this process's copy, or the
+    /// item's. `Conflict` when the stored run is at another version (or gone).
+    pub(crate) async fn manifest_at(
+        &self,
+        run_id: &str,
+        version: u64,
+    ) -> Result<Manifest, StoreError> {
+        if let Some(manifest) = self.parts.manifest(run_id, version) {
+            return Ok(manifest);
+        }
+        let item = self
+            .get_item(
+                &self.settings.runs_table,
+                Self::run_key(run_id, super::RUN_SK),
+            )
+            .await?
+            .filter(|item| super::live(item, self.now_ms()))
+            .ok_or(StoreError::Conflict)?;
+        let doc: RunDoc = self.read_document(&item).await?;
+        if doc.run.version != version {
+            return Err(StoreError::Conflict);
+        }
+        Ok(doc.parts)
+    }
+
+    /// Writes parts `names` of `run` under fresh keys and enters them in `manifest`;
+    /// returns what to cache once the `RUN` item that references them is stored.
+    pub(crate) async fn write_parts(
+        &self,
+        run: &Run,
+        names: &BTreeSet<PartName>,
+        manifest: &mut Manifest,
+    ) -> Result<Vec<(String, Arc<PartValue>)>, StoreError> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let suffix = fresh_suffix();
+        let mut items = Vec::with_capacity(names.len());
+        let mut written = Vec::with_capacity(names.len());
+        for &name in names {
+            let encoded = name.encode();
+            let sk = part_sk(&encoded, &suffix);
+            let value = part_value(run, name);
+            let mut item = Self::run_key(&run.id, &sk);
+            expiry_attributes(&mut item, run.expires_at);
+            let s3_key = || format!("runs/{}/parts/{encoded}", run.id);
+            match &value {
+                PartValue::Steps(steps) => self.put_document(&mut item, s3_key, steps).await?,
+                PartValue::Units(units) => self.put_document(&mut item, s3_key, units).await?,
+            }
+            manifest.insert(encoded, suffix.clone());
+            items.push(item);
+            written.push((sk, Arc::new(value)));
+        }
+        if let [item] = items.as_slice() {
+            self.db
+                .put_item()
+                .table_name(&self.settings.runs_table)
+                .set_item(Some(item.clone()))
+                .send()
+                .await
+                .map_err(|e| sdk("dynamodb PutItem", e))?;
+            return Ok(written);
+        }
+        for chunk in items.chunks(25) {
+            let mut requests = chunk
+                .iter()
+                .map(|item| {
+                    PutRequest::builder()
+                        .set_item(Some(item.clone()))
+                        .build()
+                        .map(|put| WriteRequest::builder().put_request(put).build())
+                        .map_err(|e| backend(e.to_string()))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            loop {
+                let out = self
+                    .db
+                    .batch_write_item()
+                    .request_items(&self.settings.runs_table, requests)
+                    .send()
+                    .await
+                    .map_err(|e| sdk("dynamodb BatchWriteItem", e))?;
+                match out
+                    .unprocessed_items
+                    .and_then(|mut u| u.remove(&self.settings.runs_table))
+                    .filter(|rest| !rest.is_empty())
+                {
+                    Some(rest) => {
+                        requests = rest;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    None => break,
+                }
+            }
+        }
+        Ok(written)
+    }
+
+    /// Remembers what a stored `RUN` item at `version` references.
+    pub(crate) fn remember_written(
+        &self,
+        run_id: &str,
+        version: u64,
+        manifest: &Manifest,
+        written: Vec<(String, Arc<PartValue>)>,
+    ) {
+        for (sk, value) in written {
+            self.parts.put(run_id, &sk, value);
+        }
+        self.parts.remember_manifest(run_id, version, manifest);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+    use sluice_core::model::{RunState, UnitState};
+
+    fn run_of(steps: usize, fan_out_at: Option<(usize, usize)>) -> Run {
+        let now = Utc::now();
+        let mut run = Run {
+            id: "isapp-1".into(),
+            application: "a".into(),
+            configuration: None,
+            queue: None,
+            loglevel: 20,
+            params: Default::default(),
+            state: RunState::Running,
+            created_at: now,
+            started_at: None,
+            finished_at: None,
+            parent: None,
+            replay_of: None,
+            alert_of: None,
+            expires_at: now,
+            steps: (0..steps).map(|i| StepRun::new(&format!("S{i}"))).collect(),
+            version: 3,
+            application_version: None,
+        };
+        if let Some((i, n)) = fan_out_at {
+            run.steps[i].fan_out = Some(n as u32);
+            let units = (0..n)
+                .map(|k| Unit {
+                    attempt: k as u32,
+                    state: UnitState::Queued,
+                    ..Unit::pending()
+                })
+                .collect();
+            run.steps[i].set_units(units);
+        }
+        run
+    }
+
+    fn round_trip(run: &Run) -> Run {
+        let parts: BTreeMap<PartName, Arc<PartValue>> = all_parts(run)
+            .into_iter()
+            .map(|name| (name, Arc::new(part_value(run, name))))
+            .collect();
+        let manifest = parts.keys().map(|n| (n.encode(), "x".into())).collect();
+        let doc = run_doc(run, manifest);
+        // Through JSON, as stored.
+        let doc: RunDoc = serde_json::from_slice(&serde_json::to_vec(&doc).unwrap()).unwrap();
+        assemble(doc, &parts).unwrap()
+    }
+
+    #[test]
+    fn a_small_run_is_one_item() {
+        let run = run_of(STEPS_INLINE_MAX, Some((3, UNITS_INLINE)));
+        assert!(all_parts(&run).is_empty());
+        let doc = serde_json::to_value(run_doc(&run, Manifest::new())).unwrap();
+        assert!(doc.get("parts").is_none(), "same JSON as before parts");
+        assert_eq!(round_trip(&run), run);
+    }
+
+    #[test]
+    fn a_large_run_splits_into_parts_and_assembles_again() {
+        let run = run_of(1000, Some((40, 10_000)));
+        let parts = all_parts(&run);
+        let step_parts = 1000usize.div_ceil(STEPS_PER_PART);
+        assert_eq!(
+            parts.len(),
+            step_parts + 10_000usize.div_ceil(UNITS_PER_PART)
+        );
+        assert_eq!(round_trip(&run), run);
+        let header = run_doc(&run, Manifest::new());
+        assert!(header.run.steps.is_empty());
+    }
+
+    #[test]
+    fn a_step_part_under_way_rides_in_the_run_item_in_its_place() {
+        let mut run = run_of(100, None);
+        // Part 0 ended, part 1 under way, parts 2 to 6 not started.
+        for step in &mut run.steps[..STEPS_PER_PART] {
+            step.state = StepState::Success;
+        }
+        for step in &mut run.steps[STEPS_PER_PART..STEPS_PER_PART + 3] {
+            step.state = StepState::Success;
+        }
+        run.steps[STEPS_PER_PART + 3].state = StepState::Running;
+        let parts = all_parts(&run);
+        assert!(parts.contains(&PartName::Steps(0)));
+        assert!(!parts.contains(&PartName::Steps(1)));
+        assert_eq!(parts.len(), 100usize.div_ceil(STEPS_PER_PART) - 1);
+        let header = run_doc(&run, Manifest::new());
+        assert_eq!(header.run.steps.len(), STEPS_PER_PART);
+        assert_eq!(header.run.steps[3].state, StepState::Running);
+        assert_eq!(round_trip(&run), run);
+
+        // The last, shorter part under way.
+        let mut run = run_of(100, None);
+        run.steps[99].state = StepState::Queued;
+        assert_eq!(
+            run_doc(&run, Manifest::new()).run.steps.len(),
+            100 % STEPS_PER_PART
+        );
+        assert_eq!(round_trip(&run), run);
+    }
+
+    #[test]
+    fn a_transition_touches_the_parts_of_what_it_changed() {
+        let run = run_of(100, Some((1, 1000)));
+        let delta = RunDelta {
+            header: true,
+            steps: BTreeSet::from([1, 33, 99]),
+            units: BTreeSet::from([(1, 0), (1, 63), (1, 64), (2, 0), (70, 0)]),
+        };
+        let touched: Vec<String> = touched_parts(&run, &delta)
+            .into_iter()
+            .map(PartName::encode)
+            .collect();
+        assert_eq!(
+            touched,
+            [
+                "s00000",
+                "s00002",
+                "s00004",
+                "s00006",
+                "u00001.00000",
+                "u00001.00001"
+            ]
+        );
+    }
+
+    #[test]
+    fn part_names_round_trip_and_sort_as_parts() {
+        for name in [
+            PartName::Steps(1),
+            PartName::Steps(31),
+            PartName::Units { step: 0, group: 0 },
+            PartName::Units {
+                step: 4,
+                group: 156,
+            },
+        ] {
+            assert_eq!(PartName::decode(&name.encode()), Some(name));
+        }
+        assert_eq!(PartName::decode("s"), None);
+        assert_eq!(PartName::decode("x1"), None);
+        assert!(PartName::Steps(2).encode() < PartName::Steps(10).encode());
+    }
+
+    #[test]
+    fn a_missing_or_misplaced_part_is_an_error_not_a_short_run() {
+        let run = run_of(10, Some((2, 200)));
+        let mut parts: BTreeMap<PartName, Arc<PartValue>> = all_parts(&run)
+            .into_iter()
+            .map(|name| (name, Arc::new(part_value(&run, name))))
+            .collect();
+        parts.remove(&PartName::Units { step: 2, group: 1 });
+        let doc = run_doc(&run, Manifest::new());
+        assert!(assemble(doc, &parts).is_err());
+    }
+}
