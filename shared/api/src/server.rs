@@ -37,7 +37,8 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves `router` on `listener` until `shutdown` completes (then lets requests in
 /// flight finish), with the client address as `ConnectInfo<SocketAddr>`, hyper's own
-/// refusals rewritten as JSON errors, and [`HEADER_READ_TIMEOUT`] on every request head.
+/// refusals rewritten as JSON errors, and a 30-second limit on every request head
+/// (`HEADER_READ_TIMEOUT`).
 pub async fn serve(
     listener: TcpListener,
     router: Router,

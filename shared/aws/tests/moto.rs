@@ -310,7 +310,12 @@ async fn wide_run(env: &AwsEnvironment, app: Application, workers: usize) -> Wid
             }
         }));
     }
-    let deadline = began + Duration::from_secs(1800);
+    // Moto serves some 100 requests a second: the full sizes take longer.
+    let limit = std::env::var("SLUICE_MOTO_DEADLINE_S")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1800);
+    let deadline = began + Duration::from_secs(limit);
     let state = loop {
         let state = env.store.get_run(&run.id).await.unwrap().unwrap().state;
         if state.is_terminal() {
@@ -394,7 +399,8 @@ async fn wide_run(env: &AwsEnvironment, app: Application, workers: usize) -> Wid
 /// differs); and with four workers of their own (as Lambda containers are) writing one
 /// run at once, lost compare-and-swaps stay below one per worker per step. Scaled for
 /// the suite; `SLUICE_MOTO_FOR_EACH=10000 SLUICE_MOTO_FAN_OUT=5000` runs the issue's
-/// sizes (docs/benchmarks.md).
+/// sizes (docs/benchmarks.md), with `SLUICE_MOTO_DEADLINE_S` for a run's time limit
+/// (30 minutes unless set).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn wide_runs_stay_small_per_item_and_flat_per_step() {
     use sluice_aws::capacity::{CONDITIONAL_FAILURES, READ_UNITS, WRITE_UNITS};
@@ -412,7 +418,9 @@ async fn wide_runs_stay_small_per_item_and_flat_per_step() {
     // item's end queues the next, as in every long for_each.
     let window = (items / 20).max(1);
     let small = wide_run(&env, wide("each_small", items / 10, window), 1).await;
+    eprintln!("for_each over {}: {small:?}", items / 10);
     let large = wide_run(&env, wide("each_large", items, window), 1).await;
+    eprintln!("for_each over {items}: {large:?}");
     let fan_out = wide_run(&env, wide("fan_out", fan, fan), workers).await;
     let mut report = String::new();
     for (name, wide) in [

@@ -159,6 +159,23 @@ pub trait RunStore: Send + Sync {
     fn sole_writer(&self) -> bool {
         false
     }
+    /// Runs `work`, one piece of work of this task (a delivery: its claim, the attempt's
+    /// end, the successor's message, the acknowledgement), with this task's writes to
+    /// this store's database *staged*: each is applied at once (its conditions checked,
+    /// its result returned) but committed later, together with the others, by
+    /// [`RunStore::commit_staged`] or when `work` ends. Nothing staged is visible to
+    /// other processes until then, and a crash loses all of it at once, as if the work
+    /// had not happened. The default (a store whose writes are requests, DynamoDB) runs
+    /// `work` as it is: every write is durable when it returns.
+    fn stage_writes<'a>(&'a self, work: StagedWork<'a>) -> StagedWork<'a> {
+        work
+    }
+    /// Commits what this task staged so far ([`RunStore::stage_writes`]): called before
+    /// anything outside the store may act on it (an attempt is executed once its claim
+    /// is durable). `Ok` when nothing is staged.
+    fn commit_staged(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// The application document as it was when the run was created.
     async fn get_snapshot(&self, run_id: &str) -> Result<Option<Application>, StoreError>;
     async fn list_runs(&self, query: &RunQuery) -> Result<Vec<Run>, StoreError>;
@@ -255,6 +272,9 @@ pub struct TaskMessage {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lane: Option<String>,
 }
+
+/// A piece of work whose writes a store may stage ([`RunStore::stage_writes`]).
+pub type StagedWork<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
 
 /// The lanes served before every other lane of a queue (a PowerFlow-style high-priority
 /// queue): a run started with `queue` set to one of these.

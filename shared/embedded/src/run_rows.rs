@@ -292,9 +292,10 @@ impl RunCache {
             return;
         };
         if cached.version != expected_version {
-            if cached.version != run.version {
-                inner.remove(&run.id);
-            }
+            // Not the run this write started from (another process wrote it, or a write
+            // whose commit failed advanced it): a copy at `run.version` could hold that
+            // failed write's content, so none is kept.
+            inner.remove(&run.id);
             return;
         }
         let cached = Arc::make_mut(cached);

@@ -813,6 +813,19 @@ impl RunStore for EmbeddedStore {
         true
     }
 
+    /// Every port of a data directory writes to its one database: the queue's and the
+    /// logs' writes are staged with the runs'.
+    fn stage_writes<'a>(
+        &'a self,
+        work: sluice_core::ports::StagedWork<'a>,
+    ) -> sluice_core::ports::StagedWork<'a> {
+        self.shared.stage(work)
+    }
+
+    fn commit_staged(&self) -> Result<(), StoreError> {
+        self.shared.commit_staged().map_err(crate::db::sql)
+    }
+
     async fn get_snapshot(&self, run_id: &str) -> Result<Option<Application>, StoreError> {
         self.get_doc(
             "SELECT s.doc FROM run_snapshots s JOIN runs r ON r.id = s.run_id \

@@ -172,6 +172,11 @@ impl Runtime {
         let stored = run;
         let run = view(&stored, &plan, &visible_steps(&plan, spec, items.is_none()));
         drop(stored);
+        // The attempt acts on the world: its claim must be stored first (after a yield,
+        // so that the writes of other ready tasks join the same commit; the run was let
+        // go before, or their transitions would copy it to change it).
+        tokio::task::yield_now().await;
+        self.backend.runs.commit_staged()?;
         let claimed = Claimed {
             message,
             items,

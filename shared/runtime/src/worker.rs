@@ -117,19 +117,36 @@ async fn poll(
 
 /// Handles one delivery from a local poller: acknowledged once its result is stored,
 /// released for a retry otherwise.
+///
+/// The delivery is one piece of work whose writes the store may stage
+/// (`RunStore::stage_writes`): on the embedded store, the hold and the claim are one
+/// commit, and the attempt's end, what it queues and the acknowledgement another.
 pub(crate) async fn handle(runtime: &Runtime, queue: &str, delivery: Delivery, dead_letter: bool) {
-    let queue_api = &runtime.backend().queue;
-    let acked = match runtime
-        .handle_delivery(queue, &delivery, dead_letter)
-        .await
-        .disposition
-    {
-        Disposition::Ack => queue_api.ack(queue, &delivery.receipt).await,
-        Disposition::RetryAfter(delay) => queue_api.release(queue, &delivery.receipt, delay).await,
+    let runs = runtime.backend().runs.clone();
+    let work = async {
+        let queue_api = &runtime.backend().queue;
+        let acked = match runtime
+            .handle_delivery(queue, &delivery, dead_letter)
+            .await
+            .disposition
+        {
+            Disposition::Ack => queue_api.ack(queue, &delivery.receipt).await,
+            Disposition::RetryAfter(delay) => {
+                queue_api.release(queue, &delivery.receipt, delay).await
+            }
+        };
+        if let Err(e) = acked {
+            tracing::error!(queue, error = %e, "cannot acknowledge a message");
+        }
+        // After a yield, so that the writes of other ready deliveries join the commit.
+        tokio::task::yield_now().await;
+        if let Err(e) = runtime.backend().runs.commit_staged() {
+            // What the delivery did after its claim is not stored: it is received
+            // again once its hold ends, and the claim decides what then runs.
+            tracing::error!(queue, error = %e, "cannot store what a delivery did");
+        }
     };
-    if let Err(e) = acked {
-        tracing::error!(queue, error = %e, "cannot acknowledge a message");
-    }
+    runs.stage_writes(Box::pin(work)).await;
 }
 
 /// What to do with a message once it has been handled.
@@ -228,6 +245,10 @@ impl Runtime {
                 at = renew.tick(), if tokio::time::Instant::now() < last_renewal => {
                     if at < last_renewal {
                         extend().await;
+                        // Renewed while the attempt runs: stored now, not with its end.
+                        if let Err(e) = self.backend.runs.commit_staged() {
+                            tracing::warn!(queue, error = %e, "cannot renew the message's hold");
+                        }
                     }
                 }
             }

@@ -169,3 +169,50 @@ fn a_data_directory_created_wider_is_made_private_on_open() {
     assert_eq!(mode(&dir.join(crate::OUTPUTS_DIR)), 0o700);
     assert_eq!(mode(&dir.join(crate::DATABASE_FILE)), 0o600);
 }
+
+/// Staged writes (`RunStore::stage_writes`) are applied at once, seen by this process,
+/// invisible to others until committed, and committed when their work ends even if it
+/// never says so; writes to another database are not staged.
+#[tokio::test]
+async fn staged_writes_commit_together_and_never_outlive_their_work() {
+    let (dir, store) = temp_store();
+    let (other_dir, other_store) = temp_store();
+    let shared = store.shared.clone();
+    let other = other_connection(&dir);
+    let work = {
+        let shared = shared.clone();
+        let other_shared = other_store.shared.clone();
+        let dir = &dir;
+        let other_dir = &other_dir;
+        async move {
+            shared.write(|conn| insert(conn, "a")).await.unwrap();
+            shared.write(|conn| insert(conn, "b")).await.unwrap();
+            // This process reads its staged writes; another process sees none yet.
+            let mine = shared.read(|conn| Ok(cache_keys(conn))).unwrap();
+            assert_eq!(mine, ["a", "b"]);
+            assert!(cache_keys(&other_connection(dir)).is_empty());
+            // Another data directory's writes are committed as usual.
+            other_shared.write(|conn| insert(conn, "x")).await.unwrap();
+            assert_eq!(cache_keys(&other_connection(other_dir)), ["x"]);
+            shared.commit_staged().unwrap();
+            assert_eq!(cache_keys(&other_connection(dir)), ["a", "b"]);
+            // Staged again, and left for the end of the work to commit.
+            shared.write(|conn| insert(conn, "c")).await.unwrap();
+        }
+    };
+    shared.stage(Box::pin(work)).await;
+    assert_eq!(cache_keys(&other), ["a", "b", "c"]);
+    // Nor may abandoned work keep the write lock: dropping it commits what it staged.
+    let abandoned = {
+        let shared = shared.clone();
+        async move {
+            shared.write(|conn| insert(conn, "d")).await.unwrap();
+            std::future::pending::<()>().await;
+        }
+    };
+    let staged = shared.stage(Box::pin(abandoned));
+    let timed_out = tokio::time::timeout(Duration::from_millis(20), staged).await;
+    assert!(timed_out.is_err());
+    assert_eq!(cache_keys(&other), ["a", "b", "c", "d"]);
+    insert(&other, "e").expect("the write lock is free");
+}
