@@ -28,7 +28,7 @@
 //! under its key, any process may keep the parts it read or wrote ([`PartCache`]): a
 //! transition reads the `RUN` item and only the parts other processes wrote since.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -308,18 +308,33 @@ fn fresh_suffix() -> String {
 }
 
 /// The parts (immutable, so never stale) and manifests this process last read or wrote,
-/// bounded: the oldest go first.
+/// bounded: the parts used least recently go first. Every read of a run touches each
+/// part its manifest names, so a long run's current parts stay while the versions they
+/// superseded, never read again, age out.
 #[derive(Default)]
 pub(crate) struct PartCache {
     inner: Mutex<CacheInner>,
 }
 
-#[derive(Default)]
 struct CacheInner {
-    parts: HashMap<String, Arc<PartValue>>,
-    order: VecDeque<(String, usize)>,
+    parts: lru::LruCache<String, Arc<PartValue>>,
+    /// Step records and units in `parts`.
     entries: usize,
     manifests: HashMap<String, (u64, Manifest)>,
+}
+
+impl Default for CacheInner {
+    fn default() -> Self {
+        Self {
+            parts: lru::LruCache::unbounded(),
+            entries: 0,
+            manifests: HashMap::new(),
+        }
+    }
+}
+
+fn weight(value: &PartValue) -> usize {
+    value.len().max(1)
 }
 
 impl PartCache {
@@ -328,24 +343,21 @@ impl PartCache {
     }
 
     fn get(&self, run_id: &str, sk: &str) -> Option<Arc<PartValue>> {
-        let inner = self.inner.lock().expect("part cache lock");
+        let mut inner = self.inner.lock().expect("part cache lock");
         inner.parts.get(&Self::key(run_id, sk)).cloned()
     }
 
     fn put(&self, run_id: &str, sk: &str, value: Arc<PartValue>) {
         let mut inner = self.inner.lock().expect("part cache lock");
-        let key = Self::key(run_id, sk);
-        let weight = value.len().max(1);
-        if inner.parts.insert(key.clone(), value).is_none() {
-            inner.order.push_back((key, weight));
-            inner.entries += weight;
+        inner.entries += weight(&value);
+        if let Some(old) = inner.parts.put(Self::key(run_id, sk), value) {
+            inner.entries -= weight(&old);
         }
         while inner.entries > PART_CACHE_ENTRIES {
-            let Some((old, weight)) = inner.order.pop_front() else {
+            let Some((_, old)) = inner.parts.pop_lru() else {
                 break;
             };
-            inner.parts.remove(&old);
-            inner.entries -= weight;
+            inner.entries -= weight(&old);
         }
     }
 
@@ -701,6 +713,31 @@ mod tests {
                 "u00001.00001"
             ]
         );
+    }
+
+    /// A long run's parts in use stay cached while the many versions they superseded
+    /// go, as each read touches every part the manifest names.
+    #[test]
+    fn the_part_cache_keeps_the_parts_in_use() {
+        let cache = PartCache::default();
+        let part = |n: usize| Arc::new(PartValue::Units(vec![Unit::pending(); n]));
+        cache.put("run", "PART#u00000.00000#current", part(UNITS_PER_PART));
+        for version in 0..PART_CACHE_ENTRIES {
+            cache.put(
+                "run",
+                &format!("PART#u00000.00001#{version}"),
+                part(UNITS_PER_PART),
+            );
+            if version % 100 == 0 {
+                assert!(cache.get("run", "PART#u00000.00000#current").is_some());
+            }
+        }
+        assert!(cache.get("run", "PART#u00000.00000#current").is_some());
+        assert!(cache.get("run", "PART#u00000.00001#0").is_none());
+        let inner = cache.inner.lock().unwrap();
+        assert!(inner.entries <= PART_CACHE_ENTRIES);
+        let held: usize = inner.parts.iter().map(|(_, v)| weight(v)).sum();
+        assert_eq!(inner.entries, held, "the weight is kept exactly");
     }
 
     #[test]
