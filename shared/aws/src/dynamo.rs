@@ -501,15 +501,18 @@ impl DynamoStore {
         }
     }
 
-    /// Fetches `RUN` records by id (BatchGetItem, 100 keys a request), in the given
-    /// order, skipping missing and expired ones.
-    async fn get_runs(&self, ids: &[String]) -> Result<Vec<Run>, StoreError> {
-        let mut found: HashMap<String, HashMap<String, A>> = HashMap::new();
-        for chunk in ids.chunks(100) {
-            let keys: Vec<_> = chunk.iter().map(|id| Self::run_key(id, RUN_SK)).collect();
+    /// Strongly consistent reads of items of the runs table by key: `BatchGetItem`, 100
+    /// keys a request, asking again for what DynamoDB left unprocessed. Missing items
+    /// are simply not returned; the order is DynamoDB's.
+    pub(crate) async fn batch_get_run_items(
+        &self,
+        keys: Vec<HashMap<String, A>>,
+    ) -> Result<Vec<HashMap<String, A>>, StoreError> {
+        let mut items = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(100) {
             let mut request = Some(
                 KeysAndAttributes::builder()
-                    .set_keys(Some(keys))
+                    .set_keys(Some(chunk.to_vec()))
                     .consistent_read(true)
                     .build()
                     .map_err(|e| backend(e.to_string()))?,
@@ -522,16 +525,12 @@ impl DynamoStore {
                     .send()
                     .await
                     .map_err(|e| sdk("dynamodb BatchGetItem", e))?;
-                for item in out
-                    .responses
-                    .unwrap_or_default()
-                    .remove(&self.settings.runs_table)
-                    .unwrap_or_default()
-                {
-                    if let Some(id) = get_s(&item, "pk") {
-                        found.insert(id.to_string(), item);
-                    }
-                }
+                items.extend(
+                    out.responses
+                        .unwrap_or_default()
+                        .remove(&self.settings.runs_table)
+                        .unwrap_or_default(),
+                );
                 request = out
                     .unprocessed_keys
                     .and_then(|mut u| u.remove(&self.settings.runs_table))
@@ -539,6 +538,19 @@ impl DynamoStore {
                 if request.is_some() {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
+            }
+        }
+        Ok(items)
+    }
+
+    /// Fetches `RUN` records by id, in the given order, skipping missing and expired
+    /// ones.
+    async fn get_runs(&self, ids: &[String]) -> Result<Vec<Run>, StoreError> {
+        let keys = ids.iter().map(|id| Self::run_key(id, RUN_SK)).collect();
+        let mut found: HashMap<String, HashMap<String, A>> = HashMap::new();
+        for item in self.batch_get_run_items(keys).await? {
+            if let Some(id) = get_s(&item, "pk") {
+                found.insert(id.to_string(), item);
             }
         }
         let now = self.now_ms();

@@ -32,7 +32,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{AttributeValue as A, KeysAndAttributes, PutRequest, WriteRequest};
+use aws_sdk_dynamodb::types::{AttributeValue as A, PutRequest, WriteRequest};
 use serde::{Deserialize, Serialize};
 use sluice_core::engine::RunDelta;
 use sluice_core::model::{Run, StepRun, StepState, Unit};
@@ -410,55 +410,20 @@ impl DynamoStore {
                 }
             }
         }
-        let wanted: Vec<String> = missing.keys().cloned().collect();
-        for chunk in wanted.chunks(100) {
-            let keys: Vec<_> = chunk.iter().map(|sk| Self::run_key(&id, sk)).collect();
-            let mut request = Some(
-                KeysAndAttributes::builder()
-                    .set_keys(Some(keys))
-                    .consistent_read(true)
-                    .build()
-                    .map_err(|e| backend(e.to_string()))?,
-            );
-            while let Some(keys) = request.take() {
-                let out = self
-                    .db
-                    .batch_get_item()
-                    .request_items(&self.settings.runs_table, keys)
-                    .send()
-                    .await
-                    .map_err(|e| sdk("dynamodb BatchGetItem", e))?;
-                for part_item in out
-                    .responses
-                    .unwrap_or_default()
-                    .remove(&self.settings.runs_table)
-                    .unwrap_or_default()
-                {
-                    let Some(sk) = get_s(&part_item, "sk") else {
-                        continue;
-                    };
-                    let Some(&part) = missing.get(sk) else {
-                        continue;
-                    };
-                    let value = Arc::new(match part {
-                        PartName::Steps(_) => {
-                            PartValue::Steps(self.read_document(&part_item).await?)
-                        }
-                        PartName::Units { .. } => {
-                            PartValue::Units(self.read_document(&part_item).await?)
-                        }
-                    });
-                    self.parts.put(&id, sk, value.clone());
-                    found.insert(part, value);
-                }
-                request = out
-                    .unprocessed_keys
-                    .and_then(|mut u| u.remove(&self.settings.runs_table))
-                    .filter(|k| !k.keys().is_empty());
-                if request.is_some() {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
+        let keys = missing.keys().map(|sk| Self::run_key(&id, sk)).collect();
+        for part_item in self.batch_get_run_items(keys).await? {
+            let Some(sk) = get_s(&part_item, "sk") else {
+                continue;
+            };
+            let Some(&part) = missing.get(sk) else {
+                continue;
+            };
+            let value = Arc::new(match part {
+                PartName::Steps(_) => PartValue::Steps(self.read_document(&part_item).await?),
+                PartName::Units { .. } => PartValue::Units(self.read_document(&part_item).await?),
+            });
+            self.parts.put(&id, sk, value.clone());
+            found.insert(part, value);
         }
         if found.len() != doc.parts.len() {
             return Err(backend(format!(
