@@ -5,11 +5,9 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode};
 use axum::Router;
 use chrono::Utc;
@@ -19,7 +17,6 @@ use sluice_api::schedules::LocalScheduler;
 use sluice_api::{AdminCredentials, ApiPorts, ApiState};
 use sluice_core::model::{ApiToken, Role, RunState};
 use sluice_runtime::{Runtime, StartRequest};
-use tower::ServiceExt;
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -102,23 +99,13 @@ impl Fixture {
     }
 
     async fn send(&self, method: &str, uri: &str, role: Role) -> (StatusCode, Value) {
-        let mut request = Request::builder()
+        let request = Request::builder()
             .method(method)
             .uri(uri)
             .header("authorization", format!("Bearer {}", self.token(role)))
             .body(Body::empty())
             .unwrap();
-        let address: SocketAddr = "127.0.0.1:40000".parse().unwrap();
-        request.extensions_mut().insert(ConnectInfo(address));
-        let response = self.router.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
+        support::call(&self.router, request).await
     }
 }
 

@@ -3,11 +3,8 @@
 
 mod support;
 
-use std::net::SocketAddr;
-
 use async_trait::async_trait;
 use axum::body::Body;
-use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode};
 use axum::Router;
 use base64::Engine;
@@ -17,7 +14,6 @@ use sluice_api::{AdminCredentials, ApiState};
 use sluice_core::model::RunState;
 use sluice_core::step::{StepContext, StepError, StepOutput, StepRegistry, StepType};
 use sluice_runtime::{Runtime, RuntimeConfig, StartRequest};
-use tower::ServiceExt;
 
 /// Fails, for good, every item whose `n` is odd.
 struct FailOdd;
@@ -43,22 +39,12 @@ impl StepType for FailOdd {
 
 async fn get(router: &Router, uri: &str) -> (StatusCode, Value) {
     let credentials = base64::engine::general_purpose::STANDARD.encode("admin:pw-units");
-    let mut request = Request::builder()
+    let request = Request::builder()
         .uri(uri)
         .header("authorization", format!("Basic {credentials}"))
         .body(Body::empty())
         .unwrap();
-    let address: SocketAddr = "127.0.0.1:40000".parse().unwrap();
-    request.extensions_mut().insert(ConnectInfo(address));
-    let response = router.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .unwrap();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
+    support::call(router, request).await
 }
 
 #[tokio::test]

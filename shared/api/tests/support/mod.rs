@@ -4,6 +4,7 @@
 // Each test file uses a part of this module.
 #![allow(dead_code)]
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -64,4 +65,26 @@ pub fn api_ports(store: &EmbeddedStore) -> ApiPorts {
         scheduler: Arc::new(LocalScheduler::default()),
         access: store.access(),
     }
+}
+
+/// Sends `request` to `router` from 127.0.0.1:40000 (the client address the rate limits
+/// see) and returns the status and the body as JSON (`null` when it is not JSON).
+pub async fn call(
+    router: &axum::Router,
+    mut request: axum::http::Request<axum::body::Body>,
+) -> (axum::http::StatusCode, Value) {
+    use tower::ServiceExt;
+    let address: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    request
+        .extensions_mut()
+        .insert(axum::extract::ConnectInfo(address));
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
 }
