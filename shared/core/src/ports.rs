@@ -326,6 +326,20 @@ pub trait Queue: Send + Sync {
         message: &TaskMessage,
         delay: Duration,
     ) -> Result<(), QueueError>;
+    /// Sends `message` and receives it at once for the caller, invisible for
+    /// `visibility` with a receive count of 1 (as `send` then a `receive` that got it),
+    /// without waking a waiting receiver: a local worker that queues a ready successor
+    /// hands it to itself instead of through a poll. `None` where the adapter cannot
+    /// (SQS: nothing was sent, the caller sends as usual).
+    async fn send_received(
+        &self,
+        _queue: &str,
+        _message: &TaskMessage,
+        _visibility: Duration,
+    ) -> Result<Option<Delivery>, QueueError> {
+        Ok(None)
+    }
+
     /// Whether a [`Queue::receive`] may be abandoned mid-flight without losing messages.
     /// An SQS long poll may not: the server can still hand it a message after the client
     /// gave up, hiding that message for the whole visibility timeout.

@@ -166,11 +166,7 @@ impl EmbeddedQueue {
                         dead_lettered += 1;
                         continue;
                     };
-                    let receipt = format!(
-                        "{id}.{:016x}{:016x}",
-                        rand::random::<u64>(),
-                        rand::random::<u64>()
-                    );
+                    let receipt = format!("{id}.{}", new_receipt_token());
                     conn.prepare_cached(
                         "UPDATE messages SET visible_at = ?1, receive_count = ?2, \
                          receipt = ?3, tier = tier % 2 + ?5 WHERE id = ?4",
@@ -210,6 +206,62 @@ impl EmbeddedQueue {
             .await
             .map_err(queue_error)
     }
+}
+
+/// The random part of a receipt (`<id>.<token>`): a receipt is valid for one receive.
+fn new_receipt_token() -> String {
+    format!(
+        "{:016x}{:016x}",
+        rand::random::<u64>(),
+        rand::random::<u64>()
+    )
+}
+
+/// Inserts a message of `queue` in fair order (see the module): queued, visible at
+/// `visible_at`, or, `in_flight`, already received once, and then returns its receipt.
+fn insert_message(
+    conn: &rusqlite::Connection,
+    queue: &str,
+    message: &TaskMessage,
+    body: &str,
+    now: i64,
+    visible_at: i64,
+    in_flight: bool,
+) -> rusqlite::Result<Option<String>> {
+    let (lane, tier) = lane_and_tier(message);
+    let fair_key = next_fair_key(conn, queue, lane, tier, now)?;
+    // The id a receipt names, taken as SQLite would (inside the write transaction).
+    let id: i64 = conn
+        .prepare_cached("SELECT IFNULL(MAX(id), 0) + 1 FROM messages")?
+        .query_row([], |row| row.get(0))?;
+    let (receive_count, tier, receipt) = if in_flight {
+        (
+            1,
+            tier + IN_FLIGHT,
+            Some(format!("{id}.{}", new_receipt_token())),
+        )
+    } else {
+        (0, tier, None)
+    };
+    conn.prepare_cached(
+        "INSERT INTO messages (id, queue, body, visible_at, receive_count, receipt, \
+         sent_at, run_id, fair_key, lane, tier) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?
+    .execute(params![
+        id,
+        queue,
+        body,
+        visible_at,
+        receive_count,
+        receipt,
+        now,
+        message.run_id,
+        fair_key,
+        lane,
+        tier
+    ])?;
+    Ok(receipt)
 }
 
 /// What a message's tier gains while it is in flight (received, its receipt current):
@@ -494,29 +546,40 @@ impl Queue for EmbeddedQueue {
         let now = self.now_nanos();
         self.shared
             .write(|conn| {
-                let (lane, tier) = lane_and_tier(message);
-                let fair_key = next_fair_key(conn, queue, lane, tier, now)?;
-                conn.prepare_cached(
-                    "INSERT INTO messages (queue, body, visible_at, receive_count, receipt, \
-                     sent_at, run_id, fair_key, lane, tier) \
-                     VALUES (?1, ?2, ?3, 0, NULL, ?4, ?5, ?6, ?7, ?8)",
-                )?
-                .execute(params![
-                    queue,
-                    body,
-                    add_duration(now, delay),
-                    now,
-                    message.run_id,
-                    fair_key,
-                    lane,
-                    tier
-                ])
+                let visible_at = add_duration(now, delay);
+                insert_message(conn, queue, message, &body, now, visible_at, false).map(drop)
             })
             .await
             .map_err(queue_error)?;
         // Wakes one waiter: it takes the message, or (delayed) re-arms its sleep for it.
         self.shared.notifier(queue).notify_one();
         Ok(())
+    }
+
+    /// Inserts the message in flight, with a receipt of its own; no waiter is woken
+    /// (none could take it). Should the caller die, it comes back when its visibility
+    /// runs out, or at once when the data directory is opened again (`release_inflight`).
+    async fn send_received(
+        &self,
+        queue: &str,
+        message: &TaskMessage,
+        visibility: Duration,
+    ) -> Result<Option<Delivery>, QueueError> {
+        let body = serde_json::to_string(message).map_err(|e| QueueError(format!("json: {e}")))?;
+        let now = self.now_nanos();
+        let receipt = self
+            .shared
+            .write(|conn| {
+                let visible_at = add_duration(now, visibility);
+                insert_message(conn, queue, message, &body, now, visible_at, true)
+            })
+            .await
+            .map_err(queue_error)?;
+        Ok(receipt.map(|receipt| Delivery {
+            message: message.clone(),
+            receipt,
+            receive_count: 1,
+        }))
     }
 
     /// Waits for the first message on an in-process [`tokio::sync::Notify`] (woken by
@@ -628,8 +691,12 @@ impl Queue for EmbeddedQueue {
             .await
             .map_err(queue_error)?;
         if changed > 0 {
-            // A waiter sleeping until the old visibility re-arms for the new one.
-            self.shared.notifier(queue).notify_one();
+            // A waiter sleeping until the old visibility re-arms for the new one. A
+            // visibility longer than a waiter's own re-read interval is found by that
+            // re-read: no wake-up (a worker holds every message for its step's timeout).
+            if visibility < CROSS_PROCESS_POLL {
+                self.shared.notifier(queue).notify_one();
+            }
         } else {
             tracing::debug!(
                 queue,

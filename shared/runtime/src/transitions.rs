@@ -383,10 +383,15 @@ impl Runtime {
                 } else {
                     (self.config.queue_for)(&step_type)
                 };
-                self.backend
-                    .queue
-                    .send(&queue, &message, Duration::from_millis(delay_ms))
-                    .await?;
+                if delay_ms == 0 && self.registry.get(&step_type).is_some() {
+                    // A step type this process executes: a local worker may take it itself.
+                    self.send_or_hand_off(&queue, &message).await?;
+                } else {
+                    self.backend
+                        .queue
+                        .send(&queue, &message, Duration::from_millis(delay_ms))
+                        .await?;
+                }
                 Ok(FollowUp::Apply(Vec::new()))
             }
             Effect::RevokeChild { run_id } => Ok(FollowUp::Apply(vec![(run_id, Event::Revoke)])),

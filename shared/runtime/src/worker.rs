@@ -115,28 +115,113 @@ async fn poll(
     while in_flight.join_next().await.is_some() {}
 }
 
+/// How many ready successors in a row a local worker executes itself before the next
+/// goes through the queue ([`HandOff`]): enough for a chain to skip the poll almost
+/// always, few enough that other runs' messages wait for a worker only briefly.
+const HAND_OFFS_IN_A_ROW: u32 = 32;
+
+tokio::task_local! {
+    /// The slot of the delivery a local worker is handling ([`handle`]).
+    static HAND_OFF: std::cell::RefCell<HandOff>;
+}
+
+/// A local worker's slot for one ready successor of its delivery, which it then handles
+/// itself instead of through a poll: the message is sent already received
+/// (`Queue::send_received`), in the same commit as the end of the step before it, and
+/// its claim joins that commit. A step of a chain thus costs one commit and no wake-up
+/// of a poller. Durability is the queue's as before: the message is stored, in flight,
+/// and comes back should the worker die.
+#[derive(Default)]
+struct HandOff {
+    /// Whether the slot takes a message (once per delivery).
+    open: bool,
+    /// The message taken: its queue and delivery.
+    taken: Option<(String, Delivery)>,
+}
+
+impl Runtime {
+    /// Sends a ready message of a step type this process executes: handed to the local
+    /// worker whose delivery queued it when its slot is open, to `queue` otherwise.
+    pub(crate) async fn send_or_hand_off(
+        &self,
+        queue: &str,
+        message: &TaskMessage,
+    ) -> Result<(), RuntimeError> {
+        // Taken before any await: effects carried out concurrently share the slot.
+        let open = HAND_OFF
+            .try_with(|slot| std::mem::take(&mut slot.borrow_mut().open))
+            .unwrap_or(false);
+        if open {
+            if let Some(hold) = self.attempt_visibility(message).await {
+                let delivery = self
+                    .backend
+                    .queue
+                    .send_received(queue, message, hold)
+                    .await?;
+                if let Some(delivery) = delivery {
+                    let taken = Some((queue.to_string(), delivery));
+                    let _ = HAND_OFF.try_with(|slot| slot.borrow_mut().taken = taken);
+                    return Ok(());
+                }
+            }
+        }
+        self.backend
+            .queue
+            .send(queue, message, Duration::ZERO)
+            .await?;
+        Ok(())
+    }
+}
+
 /// Handles one delivery from a local poller: acknowledged once its result is stored,
-/// released for a retry otherwise.
+/// released for a retry otherwise; then the successor it handed to this worker, if any
+/// ([`HandOff`]), up to [`HAND_OFFS_IN_A_ROW`].
 ///
-/// The delivery is one piece of work whose writes the store may stage
+/// The deliveries are one piece of work whose writes the store may stage
 /// (`RunStore::stage_writes`): on the embedded store, the hold and the claim are one
-/// commit, and the attempt's end, what it queues and the acknowledgement another.
+/// commit, and the attempt's end, what it queues, the acknowledgement and the claim of
+/// the successor handed over another.
 pub(crate) async fn handle(runtime: &Runtime, queue: &str, delivery: Delivery, dead_letter: bool) {
     let runs = runtime.backend().runs.clone();
     let work = async {
         let queue_api = &runtime.backend().queue;
-        let acked = match runtime
-            .handle_delivery(queue, &delivery, dead_letter)
-            .await
-            .disposition
-        {
-            Disposition::Ack => queue_api.ack(queue, &delivery.receipt).await,
-            Disposition::RetryAfter(delay) => {
-                queue_api.release(queue, &delivery.receipt, delay).await
+        let mut next = Some((queue.to_string(), delivery, dead_letter, false));
+        let mut hand_offs = 0;
+        while let Some((queue, delivery, dead_letter, held)) = next.take() {
+            let slot = std::cell::RefCell::new(HandOff {
+                open: !dead_letter && hand_offs < HAND_OFFS_IN_A_ROW,
+                taken: None,
+            });
+            let (disposition, taken) = HAND_OFF
+                .scope(slot, async {
+                    let handled = runtime
+                        .handle_held(&queue, &delivery, dead_letter, held)
+                        .await;
+                    let taken = HAND_OFF.with(|slot| slot.borrow_mut().taken.take());
+                    (handled.disposition, taken)
+                })
+                .await;
+            let acked = match disposition {
+                Disposition::Ack => queue_api.ack(&queue, &delivery.receipt).await,
+                Disposition::RetryAfter(delay) => {
+                    queue_api.release(&queue, &delivery.receipt, delay).await
+                }
+            };
+            if let Err(e) = acked {
+                tracing::error!(queue, error = %e, "cannot acknowledge a message");
             }
-        };
-        if let Err(e) = acked {
-            tracing::error!(queue, error = %e, "cannot acknowledge a message");
+            if let Some((queue, taken)) = taken {
+                if disposition == Disposition::Ack {
+                    hand_offs += 1;
+                    next = Some((queue, taken, false, true));
+                } else if let Err(e) = queue_api
+                    .release(&queue, &taken.receipt, Duration::ZERO)
+                    .await
+                {
+                    // Not lost: it comes back when its hold ends.
+                    tracing::warn!(queue, error = %e, "cannot release a message handed over");
+                }
+            }
         }
         // After a yield, so that the writes of other ready deliveries join the commit.
         tokio::task::yield_now().await;
@@ -210,6 +295,18 @@ impl Runtime {
         delivery: &Delivery,
         dead_letter: bool,
     ) -> Handled {
+        self.handle_held(queue, delivery, dead_letter, false).await
+    }
+
+    /// [`Runtime::handle_delivery`] of a message that may be `held` for its step's
+    /// timeout already (sent received with that hold: no first renewal needed).
+    async fn handle_held(
+        &self,
+        queue: &str,
+        delivery: &Delivery,
+        dead_letter: bool,
+        held: bool,
+    ) -> Handled {
         let hold = if dead_letter {
             None
         } else {
@@ -228,7 +325,9 @@ impl Runtime {
                 tracing::warn!(queue, error = %e, "cannot set the message's visibility; a crash is retried after the receive's");
             }
         };
-        extend().await;
+        if !held {
+            extend().await;
+        }
         // The attempt itself ends within its timeout; what follows (recording it, inline
         // operators) is covered by renewing the hold every half margin past that, up to
         // three holds in all, so that a handler stuck for good still lets the message go.

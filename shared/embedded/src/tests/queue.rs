@@ -769,3 +769,54 @@ async fn extend_visibility_keeps_the_receipt_and_moves_the_redelivery() {
     q.ack("steps", &again[0].receipt).await.unwrap();
     assert_eq!(q.depth("steps").await.unwrap(), 0);
 }
+
+#[tokio::test]
+async fn a_message_sent_received_is_in_flight_until_acknowledged_or_its_hold_ends() {
+    let (_dir, clock, q) = driven_queue();
+    let held = q
+        .send_received("steps", &message("A"), Duration::from_secs(30))
+        .await
+        .unwrap()
+        .expect("the embedded queue hands messages over");
+    assert_eq!(held.receive_count, 1);
+    assert_eq!(held.message, message("A"));
+    assert_eq!(q.depth("steps").await.unwrap(), 1, "stored");
+    assert!(visible(&q, "steps").await.is_empty(), "in flight");
+
+    // Its hold ran out (the worker died): received again, with a fresh receipt.
+    clock.advance(millis(30_000));
+    let again = visible(&q, "steps").await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].receive_count, 2);
+    assert_ne!(again[0].receipt, held.receipt);
+    q.ack("steps", &held.receipt).await.unwrap();
+    assert_eq!(
+        q.depth("steps").await.unwrap(),
+        1,
+        "a stale receipt acks nothing"
+    );
+    q.ack("steps", &again[0].receipt).await.unwrap();
+    assert_eq!(q.depth("steps").await.unwrap(), 0);
+
+    // Acknowledged by its own receipt; released like any received message; and let go
+    // when the data directory is opened again.
+    let held = q
+        .send_received("steps", &message("B"), LONG)
+        .await
+        .unwrap()
+        .unwrap();
+    q.ack("steps", &held.receipt).await.unwrap();
+    assert_eq!(q.depth("steps").await.unwrap(), 0);
+    let held = q
+        .send_received("steps", &message("C"), LONG)
+        .await
+        .unwrap()
+        .unwrap();
+    q.release("steps", &held.receipt, NO_WAIT).await.unwrap();
+    assert_eq!(visible(&q, "steps").await.len(), 1);
+    q.send_received("steps", &message("D"), LONG)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(q.release_inflight().await.unwrap(), 2, "C again, and D");
+}
