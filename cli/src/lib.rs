@@ -399,10 +399,15 @@ pub fn main(registry: StepRegistry) -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // One worker thread beside the main one: the embedded store serialises its writes
+    // on one connection, so a second worker mostly adds cross-thread wake-ups (a third
+    // less throughput, docs/benchmarks.md); blocking work (renderings, files) has its
+    // own threads. Tokio's `TOKIO_WORKER_THREADS` still decides when set.
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        builder.worker_threads(1);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
