@@ -331,26 +331,38 @@ impl crate::store::EmbeddedStore {
         let changed = self
             .shared
             .write(|conn| {
-                let changed = conn
-                    .prepare_cached(
-                        "UPDATE runs SET state = ?1, terminal = ?2, expires_at = ?3, \
-                         version = ?4, doc = coalesce(?5, doc) \
-                         WHERE id = ?6 AND version = ?7 AND expires_at > ?8",
-                    )?
-                    .execute(params![
-                        run.state.as_str(),
-                        run.state.is_terminal(),
-                        crate::db::nanos(run.expires_at),
-                        run.version as i64,
-                        // Unchanged run fields are not rewritten.
-                        match delta {
-                            Some(delta) if !delta.header => None,
-                            _ => Some(header_doc(run)?),
-                        },
-                        run.id,
-                        expected_version as i64,
-                        now,
-                    ])?;
+                let changed = match delta {
+                    // Only the version: the indexed columns (state, terminal, expiry) are
+                    // not set, so their indexes' pages are not rewritten (most
+                    // transitions change a step or a unit and nothing of the run's own).
+                    Some(delta) if !delta.header => conn
+                        .prepare_cached(
+                            "UPDATE runs SET version = ?1 \
+                             WHERE id = ?2 AND version = ?3 AND expires_at > ?4",
+                        )?
+                        .execute(params![
+                            run.version as i64,
+                            run.id,
+                            expected_version as i64,
+                            now,
+                        ])?,
+                    _ => conn
+                        .prepare_cached(
+                            "UPDATE runs SET state = ?1, terminal = ?2, expires_at = ?3, \
+                             version = ?4, doc = ?5 \
+                             WHERE id = ?6 AND version = ?7 AND expires_at > ?8",
+                        )?
+                        .execute(params![
+                            run.state.as_str(),
+                            run.state.is_terminal(),
+                            crate::db::nanos(run.expires_at),
+                            run.version as i64,
+                            header_doc(run)?,
+                            run.id,
+                            expected_version as i64,
+                            now,
+                        ])?,
+                };
                 if changed == 1 {
                     match delta {
                         Some(delta) => put_delta_rows(conn, run, delta)?,
