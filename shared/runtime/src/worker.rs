@@ -131,7 +131,6 @@ tokio::task_local! {
 /// its claim joins that commit. A step of a chain thus costs one commit and no wake-up
 /// of a poller. Durability is the queue's as before: the message is stored, in flight,
 /// and comes back should the worker die.
-#[derive(Default)]
 struct HandOff {
     /// Whether the slot takes a message (once per delivery).
     open: bool,
