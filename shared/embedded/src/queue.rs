@@ -230,18 +230,16 @@ fn insert_message(
 ) -> rusqlite::Result<Option<String>> {
     let (lane, tier) = lane_and_tier(message);
     let fair_key = next_fair_key(conn, queue, lane, tier, now)?;
-    // The id a receipt names, taken as SQLite would (inside the write transaction).
-    let id: i64 = conn
-        .prepare_cached("SELECT IFNULL(MAX(id), 0) + 1 FROM messages")?
-        .query_row([], |row| row.get(0))?;
-    let (receive_count, tier, receipt) = if in_flight {
-        (
-            1,
-            tier + IN_FLIGHT,
-            Some(format!("{id}.{}", new_receipt_token())),
-        )
+    let (id, receive_count, tier, receipt) = if in_flight {
+        // The id its receipt names, taken as SQLite would (inside the write transaction).
+        let id: i64 = conn
+            .prepare_cached("SELECT IFNULL(MAX(id), 0) + 1 FROM messages")?
+            .query_row([], |row| row.get(0))?;
+        let receipt = format!("{id}.{}", new_receipt_token());
+        (Some(id), 1, tier + IN_FLIGHT, Some(receipt))
     } else {
-        (0, tier, None)
+        // No receipt yet: SQLite picks the id.
+        (None, 0, tier, None)
     };
     conn.prepare_cached(
         "INSERT INTO messages (id, queue, body, visible_at, receive_count, receipt, \
