@@ -12,14 +12,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
 dir=$(mktemp -d /tmp/sluice-moto.XXXXXX)
-.venv/bin/moto_server -H 127.0.0.1 -p "$port" >"$dir/moto.log" 2>&1 &
+# moto's server with its DynamoDB writes made atomic, as DynamoDB's are (see the script).
+.venv/bin/python scripts/moto_server.py -H 127.0.0.1 -p "$port" >"$dir/moto.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 100); do
     if python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/moto-api/')" 2>/dev/null; then
         break
     fi
     if ! kill -0 "$pid" 2>/dev/null; then
-        echo "start-moto: moto_server exited; its log:" >&2
+        echo "start-moto: the moto server exited; its log:" >&2
         cat "$dir/moto.log" >&2
         exit 1
     fi

@@ -463,9 +463,10 @@ impl DynamoStore {
             )));
         }
         let all = run_parts::all_parts(run);
-        let (mut manifest, names) = match delta {
+        let (manifest, names, indexes) = match delta {
             Some(delta) => {
-                let mut manifest = self.manifest_at(&run.id, expected_version).await?;
+                let stored = self.manifest_at(&run.id, expected_version).await?;
+                let (mut manifest, indexes) = self.expand(&run.id, &stored).await?;
                 // A step part with a step now under way goes back into the `RUN` item.
                 let now_apart: std::collections::BTreeSet<String> =
                     all.iter().map(|p| p.encode()).collect();
@@ -474,11 +475,11 @@ impl DynamoStore {
                 // Parts the stored run lacks: a fan-out's new units, or a run stored as
                 // one item before it grew beyond one.
                 names.extend(all.iter().filter(|p| !manifest.contains_key(&p.encode())));
-                (manifest, names)
+                (manifest, names, indexes)
             }
-            None => (run_parts::Manifest::new(), all),
+            None => (run_parts::Manifest::new(), all, Default::default()),
         };
-        let written = self.write_parts(run, &names, &mut manifest).await?;
+        let (manifest, written) = self.write_parts(run, &names, manifest, &indexes).await?;
         let item = self.run_item(run, manifest.clone()).await?;
         let result = self
             .db
@@ -1220,9 +1221,13 @@ impl RunStore for DynamoStore {
     /// snapshot, so neither exists without the other.
     /// Parts of a run too large for one item (`dynamo/run_parts.rs`) are written first.
     async fn create_run(&self, run: &Run, app: &Application) -> Result<bool, StoreError> {
-        let mut manifest = run_parts::Manifest::new();
-        let written = self
-            .write_parts(run, &run_parts::all_parts(run), &mut manifest)
+        let (manifest, written) = self
+            .write_parts(
+                run,
+                &run_parts::all_parts(run),
+                run_parts::Manifest::new(),
+                &Default::default(),
+            )
             .await?;
         let run_item = self.run_item(run, manifest.clone()).await?;
         let mut snapshot = Self::run_key(&run.id, SNAPSHOT_SK);

@@ -289,11 +289,14 @@ async fn wide_run(env: &AwsEnvironment, app: Application, workers: usize) -> Wid
         );
         handles.push(tokio::spawn(async move {
             while !done.load(Ordering::Relaxed) {
+                // The deployed queues' visibility timeout (the function's timeout × 6,
+                // `template.yaml`): a batch of ten must not come back while moto, much
+                // slower than SQS with thousands of messages queued, is still serving it.
                 let deliveries = sqs
                     .receive(
                         &queue,
                         10,
-                        Duration::from_secs(60),
+                        Duration::from_secs(5400),
                         Duration::from_millis(200),
                     )
                     .await
@@ -398,9 +401,10 @@ async fn wide_run(env: &AwsEnvironment, app: Application, workers: usize) -> Wid
 /// step stay flat as the run grows tenfold (one worker, so that nothing but the size
 /// differs); and with four workers of their own (as Lambda containers are) writing one
 /// run at once, lost compare-and-swaps stay below one per worker per step. Scaled for
-/// the suite; `SLUICE_MOTO_FOR_EACH=10000 SLUICE_MOTO_FAN_OUT=5000` runs the issue's
-/// sizes (docs/benchmarks.md), with `SLUICE_MOTO_DEADLINE_S` for a run's time limit
-/// (30 minutes unless set).
+/// the suite; `SLUICE_MOTO_FOR_EACH=10000` and `SLUICE_MOTO_FAN_OUT=5000` run the
+/// issue's sizes (docs/cost.md; each on a fresh moto server, whose SQS slows with every
+/// message queued), with `SLUICE_MOTO_DEADLINE_S` for a run's time limit (30 minutes
+/// unless set).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn wide_runs_stay_small_per_item_and_flat_per_step() {
     use sluice_aws::capacity::{CONDITIONAL_FAILURES, READ_UNITS, WRITE_UNITS};

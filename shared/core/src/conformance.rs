@@ -568,7 +568,9 @@ pub async fn transitions_stored_as_deltas_read_back_whole(f: &impl StoreFactory)
 }
 
 /// As [`transitions_stored_as_deltas_read_back_whole`], for a run of 70 steps with a
-/// fan-out of 300 units half-way (more than a store may keep in one record).
+/// fan-out of 1,100 units half-way, 40 at a time: more than a store may keep in one
+/// record, and wide enough that a store may keep the units not under way (ended, or not
+/// started) in a form of their own while the window moves through them.
 pub async fn long_runs_stored_as_deltas_read_back_whole(f: &impl StoreFactory) {
     let s = f.fresh().await;
     let steps: Vec<Value> = (0..70)
@@ -586,9 +588,9 @@ pub async fn long_runs_stored_as_deltas_read_back_whole(f: &impl StoreFactory) {
     let app: Application =
         serde_json::from_value(json!({"name": "long", "author": "conformance", "steps": steps}))
             .expect("application");
-    let current = drive_stored_as_deltas(&s, &app, 300).await;
+    let current = drive_stored_as_deltas(&s, &app, 1100).await;
     assert_eq!(current.steps.len(), 70);
-    assert_eq!(current.step("S35").unwrap().units.len(), 300);
+    assert_eq!(current.step("S35").unwrap().units.len(), 1100);
 }
 
 /// Drives a run of `app` to its end through the engine (every fan-out over `units`

@@ -6,19 +6,29 @@
 //! apart is stored. A part is a group of [`STEPS_PER_PART`] step records (`s<k>`, for a
 //! run of more steps) or a group of [`UNITS_PER_PART`] units of a fan-out wider than
 //! [`UNITS_INLINE`] (`u<step>.<group>`); a narrower fan-out keeps its units in its step
-//! record. A run of up to 40 steps and small fan-outs is thus one item, exactly as before
+//! record. A run of up to 24 steps and small fan-outs is thus one item, exactly as before
 //! parts existed (and a `RUN` item written before is read as it is). A step part is
 //! stored apart only while it is *settled* (none of its steps under way: all ended, or
 //! none started); one with a step under way rides in the `RUN` item, in its place among
 //! the steps. Each `RUN` item says what it holds (its manifest and inline steps), so
 //! writers need not agree on a layout: each stores the one its run's state gives.
 //!
+//! The manifest would grow by one entry per unit part (157 for 10,000 units, 2 KiB of
+//! `RUN` item, 3 write units a transition), so the entries of each [`GROUPS_PER_INDEX`]
+//! unit parts none of whose units is under way (all ended, or none started) are folded
+//! into an *index* part (`i<step>.<block>`) holding them; the manifest names the index
+//! instead ([`fold`]). A wide run's manifest thus holds one entry per 1,024 units plus the
+//! unit parts of the blocks under way. A transition that touches a folded block's unit
+//! expands the index (a cached read) and folds the block again once it is quiet: one
+//! index write per block each time the run moves through it.
+//!
 //! What it costs: a transition of a one-item run writes one item, whose size grows with
-//! the run (a write unit per started KiB; 40 finished steps deflate to about 1 KiB); a
+//! the run (a write unit per started KiB; 24 finished steps deflate to about 600 B); a
 //! transition of a larger run writes its `RUN` item (the header, the manifest and the
-//! step parts under way: one unit up to about 1,000 steps or 5,000 units, two at
-//! 10,000), plus a step part each time one settles (once per [`STEPS_PER_PART`] steps of
-//! a chain) and the unit part a fan-out's unit transition changed (one or two units).
+//! step parts under way: one unit for a `for_each` over 10,000 items), plus a step part
+//! each time one settles (once per [`STEPS_PER_PART`] steps of a chain), the unit part a
+//! fan-out's unit transition changed (one or two units), and an index part once per
+//! 1,024 units.
 //!
 //! Parts are immutable. A transition writes each part it changed under a fresh sort key,
 //! `PART#<name>#<nonce>`, then compare-and-swaps the `RUN` item with the new
@@ -35,21 +45,26 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::{AttributeValue as A, PutRequest, WriteRequest};
 use serde::{Deserialize, Serialize};
 use sluice_core::engine::RunDelta;
-use sluice_core::model::{Run, StepRun, StepState, Unit};
+use sluice_core::model::{Run, StepRun, StepState, Unit, UnitState};
 use sluice_core::ports::StoreError;
 
 use super::{expiry_attributes, get_s, DynamoStore};
 use crate::error::{backend, sdk};
 
 /// Most steps a run may have to keep them in its `RUN` item (more go to step parts, all
-/// of them: finished steps would otherwise make every write of the header dearer).
-pub(crate) const STEPS_INLINE_MAX: usize = 40;
+/// of them: finished steps would otherwise make every write of the header dearer). 24
+/// finished steps deflate to about 600 bytes, so the item stays one write unit; at 40
+/// (the first bound) a 31-step chain's last writes crossed 1 KiB, and it cost 2.23 to
+/// 2.27 write units per step, where a run in parts costs 2.13.
+pub(crate) const STEPS_INLINE_MAX: usize = 24;
 /// Step records per step part (about 1 KiB deflated once finished).
 pub(crate) const STEPS_PER_PART: usize = 16;
 /// The widest fan-out whose units ride in its step record.
 pub(crate) const UNITS_INLINE: usize = 16;
 /// Units per unit part (a part of small units is one or two write units once deflated).
 pub(crate) const UNITS_PER_PART: usize = 64;
+/// Unit parts one index part stands for in the manifest (1,024 units).
+pub(crate) const GROUPS_PER_INDEX: usize = 16;
 
 const PART_SK_PREFIX: &str = "PART#";
 /// Most step records and units the [`PartCache`] of one process holds (about 300 bytes
@@ -65,6 +80,9 @@ pub(crate) enum PartName {
     Steps(usize),
     /// Units from `group * UNITS_PER_PART` of step `step`.
     Units { step: usize, group: usize },
+    /// The manifest entries of unit parts `block * GROUPS_PER_INDEX` onwards of step
+    /// `step`, while none of their units is under way (see [`fold`]).
+    Index { step: usize, block: usize },
 }
 
 impl PartName {
@@ -73,12 +91,20 @@ impl PartName {
         match self {
             Self::Steps(k) => format!("s{k:05}"),
             Self::Units { step, group } => format!("u{step:05}.{group:05}"),
+            Self::Index { step, block } => format!("i{step:05}.{block:05}"),
         }
     }
 
     fn decode(text: &str) -> Option<Self> {
         if let Some(k) = text.strip_prefix('s') {
             return k.parse().ok().map(Self::Steps);
+        }
+        if let Some(rest) = text.strip_prefix('i') {
+            let (step, block) = rest.split_once('.')?;
+            return Some(Self::Index {
+                step: step.parse().ok()?,
+                block: block.parse().ok()?,
+            });
         }
         let (step, group) = text.strip_prefix('u')?.split_once('.')?;
         Some(Self::Units {
@@ -106,6 +132,7 @@ pub(crate) struct RunDoc {
 pub(crate) enum PartValue {
     Steps(Vec<StepRun>),
     Units(Vec<Unit>),
+    Index(Manifest),
 }
 
 impl PartValue {
@@ -113,6 +140,7 @@ impl PartValue {
         match self {
             Self::Steps(steps) => steps.len(),
             Self::Units(units) => units.len(),
+            Self::Index(entries) => entries.len(),
         }
     }
 }
@@ -176,6 +204,84 @@ pub(crate) fn all_parts(run: &Run) -> BTreeSet<PartName> {
     parts
 }
 
+/// The unit parts of step `step` that index part `block` stands for.
+fn index_groups(run: &Run, step: usize, block: usize) -> std::ops::Range<usize> {
+    let groups = run.steps[step].units.len().div_ceil(UNITS_PER_PART);
+    let start = (block * GROUPS_PER_INDEX).min(groups);
+    start..((block + 1) * GROUPS_PER_INDEX).min(groups)
+}
+
+/// Whether none of the units of `groups` of step `step` is under way, so that none of
+/// those parts will change until the run moves on to them (or retries them).
+fn quiet(run: &Run, step: usize, groups: &std::ops::Range<usize>) -> bool {
+    let units = &run.steps[step].units;
+    let end = (groups.end * UNITS_PER_PART).min(units.len());
+    let start = (groups.start * UNITS_PER_PART).min(end);
+    units[start..end]
+        .iter()
+        .all(|u| !matches!(u.state, UnitState::Queued | UnitState::Running))
+}
+
+/// The `RUN` item's manifest for a run whose parts are all named in `direct`: the
+/// entries of each [`GROUPS_PER_INDEX`] unit parts none of whose units is under way
+/// (all ended, say, or none started) are replaced by one index part's. A wide run's
+/// `RUN` item then holds about one entry per 1,024 units plus the entries of the
+/// blocks under way, rather than one per 64 units, so its size (and the write units of
+/// every transition) stops growing with the fan-out. An index already in `previous`
+/// with the same entries is kept; the new ones are entered under `suffix` and returned,
+/// to be written.
+pub(crate) fn fold(
+    run: &Run,
+    mut direct: Manifest,
+    previous: &BTreeMap<String, (String, Manifest)>,
+    suffix: &str,
+) -> (Manifest, Vec<(PartName, Manifest)>) {
+    let mut new_indexes = Vec::new();
+    for (step, record) in run.steps.iter().enumerate() {
+        if !units_apart(record) {
+            continue;
+        }
+        let blocks = record
+            .units
+            .len()
+            .div_ceil(UNITS_PER_PART)
+            .div_ceil(GROUPS_PER_INDEX);
+        for block in 0..blocks {
+            let groups = index_groups(run, step, block);
+            if groups.len() < 2 || !quiet(run, step, &groups) {
+                continue;
+            }
+            let names: Vec<String> = groups
+                .map(|group| PartName::Units { step, group }.encode())
+                .collect();
+            let entries: Option<Manifest> = names
+                .iter()
+                .map(|name| {
+                    direct
+                        .get(name)
+                        .map(|suffix| (name.clone(), suffix.clone()))
+                })
+                .collect();
+            let Some(entries) = entries else { continue };
+            for name in &names {
+                direct.remove(name);
+            }
+            let index = PartName::Index { step, block };
+            let encoded = index.encode();
+            match previous.get(&encoded) {
+                Some((kept_suffix, kept)) if *kept == entries => {
+                    direct.insert(encoded, kept_suffix.clone());
+                }
+                _ => {
+                    direct.insert(encoded, suffix.to_string());
+                    new_indexes.push((index, entries));
+                }
+            }
+        }
+    }
+    (direct, new_indexes)
+}
+
 /// The parts a transition that changed what `delta` names must rewrite (besides the
 /// `RUN` item, which every transition rewrites).
 pub(crate) fn touched_parts(run: &Run, delta: &RunDelta) -> BTreeSet<PartName> {
@@ -199,9 +305,10 @@ pub(crate) fn touched_parts(run: &Run, delta: &RunDelta) -> BTreeSet<PartName> {
     parts
 }
 
-/// The content of part `name` of `run`.
+/// The content of part `name` of `run` (an index part's comes from [`fold`]).
 fn part_value(run: &Run, name: PartName) -> PartValue {
     match name {
+        PartName::Index { .. } => PartValue::Index(Manifest::new()),
         PartName::Steps(k) => {
             PartValue::Steps(part_steps(run, k).iter().map(stored_step).collect())
         }
@@ -249,7 +356,7 @@ pub(crate) fn assemble(
     while inline.peek().is_some() || step_parts.range(k..).next().is_some() {
         match step_parts.get(&k) {
             Some(PartValue::Steps(steps)) => run.steps.extend(steps.iter().cloned()),
-            Some(PartValue::Units(_)) => {
+            Some(PartValue::Units(_) | PartValue::Index(_)) => {
                 return Err(corrupt(format!(
                     "part {} does not fit",
                     PartName::Steps(k).encode()
@@ -300,7 +407,7 @@ fn part_sk(name: &str, suffix: &str) -> String {
 
 /// A fresh suffix for the parts one write stores: 40 random bits, so two writers racing
 /// for the same version never store under one key (and the manifest, which holds one
-/// suffix per part, stays small: about 2 KiB deflated for a 10,000-unit fan-out).
+/// suffix per part or index, stays small).
 fn fresh_suffix() -> String {
     // The tail of a v7 uuid is random (its head is the time).
     let nonce = uuid::Uuid::now_v7().simple().to_string();
@@ -395,13 +502,36 @@ impl DynamoStore {
         if doc.parts.is_empty() {
             return Ok(doc.run);
         }
+        let (direct, _) = self.expand(&id, &doc.parts).await?;
+        let found = self.fetch_parts(&id, &direct).await?;
+        if found.len() != direct.len() {
+            return Err(backend(format!(
+                "run {id}: {} of its {} parts are missing",
+                direct.len() - found.len(),
+                direct.len()
+            )));
+        }
+        let found = found
+            .into_iter()
+            .filter(|(name, _)| !matches!(name, PartName::Index { .. }))
+            .collect();
+        assemble(doc, &found)
+    }
+
+    /// The parts `manifest` names, from this process's cache or the table (those
+    /// missing from both are left out).
+    async fn fetch_parts(
+        &self,
+        id: &str,
+        manifest: &Manifest,
+    ) -> Result<BTreeMap<PartName, Arc<PartValue>>, StoreError> {
         let mut found = BTreeMap::new();
         let mut missing: HashMap<String, PartName> = HashMap::new();
-        for (name, suffix) in &doc.parts {
+        for (name, suffix) in manifest {
             let part = PartName::decode(name)
                 .ok_or_else(|| backend(format!("run {id}: unknown part name {name:?}")))?;
             let sk = part_sk(name, suffix);
-            match self.parts.get(&id, &sk) {
+            match self.parts.get(id, &sk) {
                 Some(value) => {
                     found.insert(part, value);
                 }
@@ -410,7 +540,10 @@ impl DynamoStore {
                 }
             }
         }
-        let keys = missing.keys().map(|sk| Self::run_key(&id, sk)).collect();
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        let keys = missing.keys().map(|sk| Self::run_key(id, sk)).collect();
         for part_item in self.batch_get_run_items(keys).await? {
             let Some(sk) = get_s(&part_item, "sk") else {
                 continue;
@@ -421,18 +554,42 @@ impl DynamoStore {
             let value = Arc::new(match part {
                 PartName::Steps(_) => PartValue::Steps(self.read_document(&part_item).await?),
                 PartName::Units { .. } => PartValue::Units(self.read_document(&part_item).await?),
+                PartName::Index { .. } => PartValue::Index(self.read_document(&part_item).await?),
             });
-            self.parts.put(&id, sk, value.clone());
+            self.parts.put(id, sk, value.clone());
             found.insert(part, value);
         }
-        if found.len() != doc.parts.len() {
-            return Err(backend(format!(
-                "run {id}: {} of its {} parts are missing",
-                doc.parts.len() - found.len(),
-                doc.parts.len()
-            )));
+        Ok(found)
+    }
+
+    /// `compact` (a `RUN` item's manifest) with each index entry replaced by the
+    /// entries it stands for; and those indexes (name → suffix and entries).
+    pub(crate) async fn expand(
+        &self,
+        id: &str,
+        compact: &Manifest,
+    ) -> Result<(Manifest, BTreeMap<String, (String, Manifest)>), StoreError> {
+        let (index_entries, mut direct): (Manifest, Manifest) = compact
+            .clone()
+            .into_iter()
+            .partition(|(name, _)| name.starts_with('i'));
+        if index_entries.is_empty() {
+            return Ok((direct, BTreeMap::new()));
         }
-        assemble(doc, &found)
+        let values = self.fetch_parts(id, &index_entries).await?;
+        let mut indexes = BTreeMap::new();
+        for (name, suffix) in index_entries {
+            let entries = match PartName::decode(&name).and_then(|part| values.get(&part)) {
+                Some(value) => match value.as_ref() {
+                    PartValue::Index(entries) => entries.clone(),
+                    _ => return Err(backend(format!("run {id}: part {name} is no index"))),
+                },
+                None => return Err(backend(format!("run {id}: index part {name} is missing"))),
+            };
+            direct.extend(entries.clone());
+            indexes.insert(name, (suffix, entries));
+        }
+        Ok((direct, indexes))
     }
 
     /// The manifest of the stored `RUN` item at `version`: this process's copy, or the
@@ -460,32 +617,48 @@ impl DynamoStore {
         Ok(doc.parts)
     }
 
-    /// Writes parts `names` of `run` under fresh keys and enters them in `manifest`;
-    /// returns what to cache once the `RUN` item that references them is stored.
+    /// Writes parts `names` of `run` under one fresh suffix and enters them in
+    /// `direct` (the manifest of every part, expanded), then folds it ([`fold`], against
+    /// the index parts the stored `RUN` item had, `previous`), writing the new index
+    /// parts with the others. Returns the `RUN` item's manifest and what to cache once
+    /// the `RUN` item that references them is stored.
     pub(crate) async fn write_parts(
         &self,
         run: &Run,
         names: &BTreeSet<PartName>,
-        manifest: &mut Manifest,
-    ) -> Result<Vec<(String, Arc<PartValue>)>, StoreError> {
-        if names.is_empty() {
-            return Ok(Vec::new());
-        }
+        mut direct: Manifest,
+        previous: &BTreeMap<String, (String, Manifest)>,
+    ) -> Result<(Manifest, Vec<(String, Arc<PartValue>)>), StoreError> {
         let suffix = fresh_suffix();
-        let mut items = Vec::with_capacity(names.len());
-        let mut written = Vec::with_capacity(names.len());
-        for &name in names {
+        let mut values: Vec<(PartName, PartValue)> = names
+            .iter()
+            .map(|&name| (name, part_value(run, name)))
+            .collect();
+        for (name, _) in &values {
+            direct.insert(name.encode(), suffix.clone());
+        }
+        let (manifest, new_indexes) = fold(run, direct, previous, &suffix);
+        values.extend(
+            new_indexes
+                .into_iter()
+                .map(|(name, entries)| (name, PartValue::Index(entries))),
+        );
+        if values.is_empty() {
+            return Ok((manifest, Vec::new()));
+        }
+        let mut items = Vec::with_capacity(values.len());
+        let mut written = Vec::with_capacity(values.len());
+        for (name, value) in values {
             let encoded = name.encode();
             let sk = part_sk(&encoded, &suffix);
-            let value = part_value(run, name);
             let mut item = Self::run_key(&run.id, &sk);
             expiry_attributes(&mut item, run.expires_at);
             let s3_key = || format!("runs/{}/parts/{encoded}", run.id);
             match &value {
                 PartValue::Steps(steps) => self.put_document(&mut item, s3_key, steps).await?,
                 PartValue::Units(units) => self.put_document(&mut item, s3_key, units).await?,
+                PartValue::Index(entries) => self.put_document(&mut item, s3_key, entries).await?,
             }
-            manifest.insert(encoded, suffix.clone());
             items.push(item);
             written.push((sk, Arc::new(value)));
         }
@@ -497,7 +670,7 @@ impl DynamoStore {
                 .send()
                 .await
                 .map_err(|e| sdk("dynamodb PutItem", e))?;
-            return Ok(written);
+            return Ok((manifest, written));
         }
         for chunk in items.chunks(25) {
             let mut requests = chunk
@@ -531,7 +704,7 @@ impl DynamoStore {
                 }
             }
         }
-        Ok(written)
+        Ok((manifest, written))
     }
 
     /// Remembers what a stored `RUN` item at `version` references.
@@ -715,12 +888,87 @@ mod tests {
                 step: 4,
                 group: 156,
             },
+            PartName::Index { step: 4, block: 9 },
         ] {
             assert_eq!(PartName::decode(&name.encode()), Some(name));
         }
         assert_eq!(PartName::decode("s"), None);
         assert_eq!(PartName::decode("x1"), None);
         assert!(PartName::Steps(2).encode() < PartName::Steps(10).encode());
+    }
+
+    fn direct_manifest(run: &Run, suffix: &str) -> Manifest {
+        all_parts(run)
+            .into_iter()
+            .map(|name| (name.encode(), suffix.to_string()))
+            .collect()
+    }
+
+    /// A wide run's `RUN` item names an index part per 1,024 units at rest and the unit
+    /// parts of the blocks under way, so its manifest stays small however wide the run.
+    #[test]
+    fn quiet_unit_parts_fold_into_index_parts() {
+        let items: usize = 10_000;
+        let groups = items.div_ceil(UNITS_PER_PART);
+        let blocks = groups.div_ceil(GROUPS_PER_INDEX);
+        let mut run = run_of(3, Some((1, items)));
+        // All queued: nothing folds.
+        let (manifest, new) = fold(&run, direct_manifest(&run, "a"), &BTreeMap::new(), "n");
+        assert!(new.is_empty());
+        assert_eq!(manifest.len(), groups);
+
+        // A for_each: the units of blocks 0 to 2 ended, a window under way in block 3,
+        // the rest not started.
+        let under_way = 3 * GROUPS_PER_INDEX * UNITS_PER_PART + 10;
+        for (k, unit) in run.steps[1].units.iter_mut().enumerate() {
+            unit.state = match k {
+                k if k < under_way => UnitState::Done,
+                k if k < under_way + 500 => UnitState::Running,
+                _ => UnitState::Pending,
+            };
+        }
+        let direct = direct_manifest(&run, "a");
+        let (manifest, new) = fold(&run, direct.clone(), &BTreeMap::new(), "n");
+        assert_eq!(new.len(), blocks - 1, "every block but the one under way");
+        assert_eq!(manifest.len(), blocks - 1 + GROUPS_PER_INDEX);
+        assert!(manifest.contains_key("u00001.00048"));
+        assert!(manifest.contains_key("i00001.00000"));
+        assert!(!manifest.contains_key("i00001.00003"));
+        // Expanding it gives every entry back.
+        let mut expanded: Manifest = manifest
+            .iter()
+            .filter(|(name, _)| !name.starts_with('i'))
+            .map(|(n, s)| (n.clone(), s.clone()))
+            .collect();
+        for (_, entries) in &new {
+            expanded.extend(entries.clone());
+        }
+        assert_eq!(expanded, direct);
+
+        // The next transition, with those indexes stored: they are kept, nothing new.
+        let previous: BTreeMap<String, (String, Manifest)> = new
+            .iter()
+            .map(|(name, entries)| (name.encode(), ("b".to_string(), entries.clone())))
+            .collect();
+        let (again, new) = fold(&run, direct.clone(), &previous, "n");
+        assert!(new.is_empty());
+        assert_eq!(again["i00001.00000"], "b");
+
+        // A unit part of an indexed block rewritten (a retry, say): that index anew.
+        let mut changed = direct;
+        changed.insert("u00001.00002".into(), "c".into());
+        let (_, new) = fold(&run, changed, &previous, "n");
+        assert_eq!(
+            new.iter().map(|(n, _)| n.encode()).collect::<Vec<_>>(),
+            ["i00001.00000"]
+        );
+
+        // All ended: one entry per block.
+        for unit in &mut run.steps[1].units {
+            unit.state = UnitState::Done;
+        }
+        let (manifest, _) = fold(&run, direct_manifest(&run, "a"), &BTreeMap::new(), "n");
+        assert_eq!(manifest.len(), blocks);
     }
 
     #[test]
