@@ -19,7 +19,7 @@ pub const OUTPUTS_DIR: &str = "outputs";
 
 /// Schema version written to `PRAGMA user_version`; bump it and add a step to
 /// `MIGRATIONS` for every schema change.
-pub const SCHEMA_VERSION: i64 = 9;
+pub const SCHEMA_VERSION: i64 = 11;
 
 /// `MIGRATIONS[n]` brings a database from `user_version` n to n + 1.
 const MIGRATIONS: &[&str] = &[
@@ -32,7 +32,27 @@ const MIGRATIONS: &[&str] = &[
     crate::reports::SCHEMA_REPORTS,
     crate::run_rows::SCHEMA_RUN_ROWS,
     crate::queue::SCHEMA_QUEUE_LANES,
+    SCHEMA_LOGS_PLAIN_SEQ,
+    crate::queue::SCHEMA_HELD_MESSAGES,
 ];
+
+/// `logs` without `AUTOINCREMENT`: every append sets `seq` itself (time-based and above
+/// the last one, `append_logs`), so `AUTOINCREMENT` only rewrote `sqlite_sequence` at
+/// every insert, one more page in the commit of every step that logs.
+const SCHEMA_LOGS_PLAIN_SEQ: &str = r#"
+CREATE TABLE logs_plain_seq (
+    seq        INTEGER PRIMARY KEY,
+    run_id     TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    entry      TEXT NOT NULL
+);
+INSERT INTO logs_plain_seq (seq, run_id, expires_at, entry)
+    SELECT seq, run_id, expires_at, entry FROM logs;
+DROP TABLE logs;
+ALTER TABLE logs_plain_seq RENAME TO logs;
+CREATE INDEX logs_run     ON logs (run_id, seq);
+CREATE INDEX logs_expires ON logs (expires_at);
+"#;
 
 /// Every filtered or purged column is indexed. Times are nanoseconds since the Unix epoch
 /// (exact for `since`/`until` comparisons, clamped outside 1677..2262).
@@ -92,7 +112,8 @@ CREATE INDEX outputs_expires ON outputs (expires_at);
 CREATE INDEX outputs_file    ON outputs (file) WHERE file IS NOT NULL;
 
 -- AUTOINCREMENT: sequence numbers are never reused, even after a purge, so a
--- `--follow` cursor never skips a new entry.
+-- `--follow` cursor never skips a new entry. (Dropped by SCHEMA_LOGS_PLAIN_SEQ, since
+-- every append now numbers its entries itself.)
 CREATE TABLE logs (
     seq        INTEGER PRIMARY KEY AUTOINCREMENT,
     run_id     TEXT NOT NULL,

@@ -59,13 +59,26 @@ fn queue_error(error: DbError) -> QueueError {
     QueueError(error.to_string())
 }
 
-/// Splits a receipt `<id>.<random>` into the message id (so acks are primary-key
+/// Where the message a receipt names is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Receipted {
+    /// `<id>.<random>`: row `id` of `messages`.
+    Queued(i64),
+    /// `h<id>.<random>`: row `id` of `held_messages` (sent already received).
+    Held(i64),
+}
+
+/// Splits a receipt into where its message is and its id (so acks are primary-key
 /// lookups) and checks its shape.
-fn parse_receipt(receipt: &str) -> Result<i64, QueueError> {
-    receipt
+fn parse_receipt(receipt: &str) -> Result<Receipted, QueueError> {
+    let (id, _) = receipt
         .split_once('.')
-        .and_then(|(id, _)| id.parse().ok())
-        .ok_or_else(|| QueueError(format!("malformed receipt {receipt:?}")))
+        .ok_or_else(|| QueueError(format!("malformed receipt {receipt:?}")))?;
+    let parsed = match id.strip_prefix('h') {
+        Some(held) => held.parse().ok().map(Receipted::Held),
+        None => id.parse().ok().map(Receipted::Queued),
+    };
+    parsed.ok_or_else(|| QueueError(format!("malformed receipt {receipt:?}")))
 }
 
 /// What one pass over the table found.
@@ -88,8 +101,11 @@ impl EmbeddedQueue {
         let count: i64 = self
             .shared
             .read(|conn| {
-                conn.prepare_cached("SELECT COUNT(*) FROM messages WHERE queue = ?1")?
-                    .query_row([queue], |row| row.get(0))
+                conn.prepare_cached(
+                    "SELECT (SELECT COUNT(*) FROM messages WHERE queue = ?1) \
+                          + (SELECT COUNT(*) FROM held_messages WHERE queue = ?1)",
+                )?
+                .query_row([queue], |row| row.get(0))
             })
             .map_err(queue_error)?;
         Ok(count as u64)
@@ -104,11 +120,18 @@ impl EmbeddedQueue {
         let released = self
             .shared
             .write(|conn| {
-                conn.prepare_cached(
-                    "UPDATE messages SET visible_at = ?1, receipt = NULL, tier = tier % 2 \
-                     WHERE receipt IS NOT NULL AND visible_at > ?1",
-                )?
-                .execute([now])
+                let queued = conn
+                    .prepare_cached(
+                        "UPDATE messages SET visible_at = ?1, receipt = NULL, tier = tier % 2 \
+                         WHERE receipt IS NOT NULL AND visible_at > ?1",
+                    )?
+                    .execute([now])?;
+                let held = held_rows(conn, "SELECT * FROM held_messages", [])?;
+                let count = held.len();
+                for row in held {
+                    requeue_held(conn, row, now, Requeue::Visible(now))?;
+                }
+                Ok(queued + count)
             })
             .await
             .map_err(queue_error)?;
@@ -131,6 +154,15 @@ impl EmbeddedQueue {
         let dlq = dead_letter_queue(queue);
         self.shared
             .write(|conn| {
+                // Held messages whose hold ran out join the overdue ones in `messages`.
+                let overdue = held_rows(
+                    conn,
+                    "SELECT * FROM held_messages WHERE queue = ?1 AND visible_at <= ?2",
+                    params![queue, now],
+                )?;
+                for row in overdue {
+                    requeue_held(conn, row, now, Requeue::Overdue)?;
+                }
                 let mut deliveries = Vec::new();
                 let mut dead_lettered = 0;
                 // Ids handled in this pass: with a zero visibility a delivered message is
@@ -189,7 +221,11 @@ impl EmbeddedQueue {
                 }
                 let next_visible_at = if deliveries.is_empty() {
                     conn.prepare_cached(
-                        "SELECT MIN(visible_at) FROM messages WHERE queue = ?1 AND visible_at > ?2",
+                        "SELECT MIN(visible_at) FROM (\
+                         SELECT MIN(visible_at) AS visible_at FROM messages \
+                         WHERE queue = ?1 AND visible_at > ?2 UNION ALL \
+                         SELECT MIN(visible_at) FROM held_messages \
+                         WHERE queue = ?1 AND visible_at > ?2)",
                     )?
                     .query_row(params![queue, now], |row| row.get(0))
                     .optional()?
@@ -217,8 +253,8 @@ fn new_receipt_token() -> String {
     )
 }
 
-/// Inserts a message of `queue` in fair order (see the module): queued, visible at
-/// `visible_at`, or, `in_flight`, already received once, and then returns its receipt.
+/// Inserts a message of `queue` in fair order (see the module), visible at
+/// `visible_at`.
 fn insert_message(
     conn: &rusqlite::Connection,
     queue: &str,
@@ -226,40 +262,127 @@ fn insert_message(
     body: &str,
     now: i64,
     visible_at: i64,
-    in_flight: bool,
-) -> rusqlite::Result<Option<String>> {
+) -> rusqlite::Result<()> {
     let (lane, tier) = lane_and_tier(message);
     let fair_key = next_fair_key(conn, queue, lane, tier, now)?;
-    let (id, receive_count, tier, receipt) = if in_flight {
-        // The id its receipt names, taken as SQLite would (inside the write transaction).
-        let id: i64 = conn
-            .prepare_cached("SELECT IFNULL(MAX(id), 0) + 1 FROM messages")?
-            .query_row([], |row| row.get(0))?;
-        let receipt = format!("{id}.{}", new_receipt_token());
-        (Some(id), 1, tier + IN_FLIGHT, Some(receipt))
-    } else {
-        // No receipt yet: SQLite picks the id.
-        (None, 0, tier, None)
-    };
     conn.prepare_cached(
-        "INSERT INTO messages (id, queue, body, visible_at, receive_count, receipt, \
-         sent_at, run_id, fair_key, lane, tier) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        "INSERT INTO messages (queue, body, visible_at, sent_at, run_id, fair_key, lane, tier) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
     .execute(params![
-        id,
         queue,
         body,
         visible_at,
-        receive_count,
-        receipt,
         now,
         message.run_id,
         fair_key,
         lane,
         tier
     ])?;
-    Ok(receipt)
+    Ok(())
+}
+
+/// Schema step: messages sent already received (`Queue::send_received`: the ready
+/// successor a worker handles itself) are kept in a table of their own, without
+/// indexes. A worker holds at most one at a time, so the table stays a page or two, its
+/// lookups scan it, and the hand-off that every step of a chain does writes one row in
+/// one B-tree rather than in `messages` and its six indexes. A held message goes into
+/// `messages` when it is released, when its hold runs out, or when the data directory
+/// is taken over (`release_inflight`).
+pub(crate) const SCHEMA_HELD_MESSAGES: &str = r#"
+CREATE TABLE IF NOT EXISTS held_messages (
+    id            INTEGER PRIMARY KEY,
+    queue         TEXT NOT NULL,
+    body          TEXT NOT NULL,
+    visible_at    INTEGER NOT NULL,
+    receive_count INTEGER NOT NULL,
+    receipt       TEXT NOT NULL,
+    sent_at       INTEGER NOT NULL,
+    run_id        TEXT NOT NULL,
+    lane          TEXT NOT NULL,
+    tier          INTEGER NOT NULL
+);
+"#;
+
+/// A row of `held_messages`.
+struct HeldRow {
+    id: i64,
+    queue: String,
+    body: String,
+    visible_at: i64,
+    receive_count: i64,
+    receipt: String,
+    sent_at: i64,
+    run_id: String,
+    lane: String,
+    tier: i64,
+}
+
+/// The rows of `held_messages` that `sql` (a `SELECT *`) selects.
+fn held_rows(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> rusqlite::Result<Vec<HeldRow>> {
+    conn.prepare_cached(sql)?
+        .query_map(params, |row| {
+            Ok(HeldRow {
+                id: row.get("id")?,
+                queue: row.get("queue")?,
+                body: row.get("body")?,
+                visible_at: row.get("visible_at")?,
+                receive_count: row.get("receive_count")?,
+                receipt: row.get("receipt")?,
+                sent_at: row.get("sent_at")?,
+                run_id: row.get("run_id")?,
+                lane: row.get("lane")?,
+                tier: row.get("tier")?,
+            })
+        })?
+        .collect()
+}
+
+/// How a held message goes into `messages`.
+#[derive(Debug, Clone, Copy)]
+enum Requeue {
+    /// Released: queued, visible at this time, its receipt void.
+    Visible(i64),
+    /// Its hold ran out: in flight as it was, so that it is served before any turn, as
+    /// every overdue message is (its receipt, naming the held row, acks nothing).
+    Overdue,
+}
+
+/// Moves a held message into `messages`, in fair order, its receive count kept.
+fn requeue_held(
+    conn: &rusqlite::Connection,
+    row: HeldRow,
+    now: i64,
+    how: Requeue,
+) -> rusqlite::Result<()> {
+    let fair_key = next_fair_key(conn, &row.queue, &row.lane, row.tier, now)?;
+    let (visible_at, receipt, tier) = match how {
+        Requeue::Visible(at) => (at, None, row.tier),
+        Requeue::Overdue => (row.visible_at, Some(&row.receipt), row.tier + IN_FLIGHT),
+    };
+    conn.prepare_cached(
+        "INSERT INTO messages (queue, body, visible_at, receive_count, receipt, sent_at, \
+         run_id, fair_key, lane, tier) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        row.queue,
+        row.body,
+        visible_at,
+        row.receive_count,
+        receipt,
+        row.sent_at,
+        row.run_id,
+        fair_key,
+        row.lane,
+        tier
+    ])?;
+    conn.prepare_cached("DELETE FROM held_messages WHERE id = ?1")?
+        .execute([row.id])?;
+    Ok(())
 }
 
 /// What a message's tier gains while it is in flight (received, its receipt current):
@@ -402,10 +525,12 @@ fn next_turn(
         let in_flight: i64 = conn
             .prepare_cached(
                 // Counted only up to the share: a run may hold thousands in flight.
-                "SELECT COUNT(*) FROM (SELECT 1 FROM messages \
+                "SELECT (SELECT COUNT(*) FROM (SELECT 1 FROM messages \
                  INDEXED BY messages_run_in_flight \
                  WHERE queue = ?1 AND run_id = ?2 AND visible_at > ?3 \
-                 AND receipt IS NOT NULL LIMIT ?4)",
+                 AND receipt IS NOT NULL LIMIT ?4)) \
+                 + (SELECT COUNT(*) FROM held_messages \
+                 WHERE queue = ?1 AND run_id = ?2 AND visible_at > ?3)",
             )?
             .query_row(params![queue, head.run_id, now, RUN_SHARE], |row| {
                 row.get(0)
@@ -545,7 +670,7 @@ impl Queue for EmbeddedQueue {
         self.shared
             .write(|conn| {
                 let visible_at = add_duration(now, delay);
-                insert_message(conn, queue, message, &body, now, visible_at, false).map(drop)
+                insert_message(conn, queue, message, &body, now, visible_at)
             })
             .await
             .map_err(queue_error)?;
@@ -554,9 +679,10 @@ impl Queue for EmbeddedQueue {
         Ok(())
     }
 
-    /// Inserts the message in flight, with a receipt of its own; no waiter is woken
-    /// (none could take it). Should the caller die, it comes back when its visibility
-    /// runs out, or at once when the data directory is opened again (`release_inflight`).
+    /// Stores the message in flight, with a receipt of its own, in `held_messages`
+    /// (see `SCHEMA_HELD_MESSAGES`); no waiter is woken (none could take it). Should the
+    /// caller die, it comes back when its visibility runs out, or at once when the data
+    /// directory is opened again (`release_inflight`).
     async fn send_received(
         &self,
         queue: &str,
@@ -569,11 +695,32 @@ impl Queue for EmbeddedQueue {
             .shared
             .write(|conn| {
                 let visible_at = add_duration(now, visibility);
-                insert_message(conn, queue, message, &body, now, visible_at, true)
+                let (lane, tier) = lane_and_tier(message);
+                let id: i64 = conn
+                    .prepare_cached("SELECT IFNULL(MAX(id), 0) + 1 FROM held_messages")?
+                    .query_row([], |row| row.get(0))?;
+                let receipt = format!("h{id}.{}", new_receipt_token());
+                conn.prepare_cached(
+                    "INSERT INTO held_messages (id, queue, body, visible_at, receive_count, \
+                     receipt, sent_at, run_id, lane, tier) \
+                     VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7, ?8, ?9)",
+                )?
+                .execute(params![
+                    id,
+                    queue,
+                    body,
+                    visible_at,
+                    receipt,
+                    now,
+                    message.run_id,
+                    lane,
+                    tier
+                ])?;
+                Ok(receipt)
             })
             .await
             .map_err(queue_error)?;
-        Ok(receipt.map(|receipt| Delivery {
+        Ok(Some(Delivery {
             message: message.clone(),
             receipt,
             receive_count: 1,
@@ -626,14 +773,22 @@ impl Queue for EmbeddedQueue {
     /// message was received again, or released) deletes nothing and is not an error, as
     /// on SQS where a late ack must not fail the worker.
     async fn ack(&self, queue: &str, receipt: &str) -> Result<(), QueueError> {
-        let id = parse_receipt(receipt)?;
+        let receipted = parse_receipt(receipt)?;
         let deleted = self
             .shared
             .write(|conn| {
-                conn.prepare_cached(
-                    "DELETE FROM messages WHERE id = ?1 AND queue = ?2 AND receipt = ?3",
-                )?
-                .execute(params![id, queue, receipt])
+                let (sql, id) = match receipted {
+                    Receipted::Queued(id) => (
+                        "DELETE FROM messages WHERE id = ?1 AND queue = ?2 AND receipt = ?3",
+                        id,
+                    ),
+                    Receipted::Held(id) => (
+                        "DELETE FROM held_messages WHERE id = ?1 AND queue = ?2 AND receipt = ?3",
+                        id,
+                    ),
+                };
+                conn.prepare_cached(sql)?
+                    .execute(params![id, queue, receipt])
             })
             .await
             .map_err(queue_error)?;
@@ -646,16 +801,30 @@ impl Queue for EmbeddedQueue {
     /// Makes the message visible after `delay` and invalidates `receipt`. A stale receipt
     /// changes nothing.
     async fn release(&self, queue: &str, receipt: &str, delay: Duration) -> Result<(), QueueError> {
-        let id = parse_receipt(receipt)?;
-        let visible_at = add_duration(self.now_nanos(), delay);
+        let receipted = parse_receipt(receipt)?;
+        let now = self.now_nanos();
+        let visible_at = add_duration(now, delay);
         let changed = self
             .shared
-            .write(|conn| {
-                conn.prepare_cached(
-                    "UPDATE messages SET visible_at = ?1, receipt = NULL, tier = tier % 2 \
-                     WHERE id = ?2 AND queue = ?3 AND receipt = ?4",
-                )?
-                .execute(params![visible_at, id, queue, receipt])
+            .write(|conn| match receipted {
+                Receipted::Queued(id) => conn
+                    .prepare_cached(
+                        "UPDATE messages SET visible_at = ?1, receipt = NULL, tier = tier % 2 \
+                         WHERE id = ?2 AND queue = ?3 AND receipt = ?4",
+                    )?
+                    .execute(params![visible_at, id, queue, receipt]),
+                Receipted::Held(id) => {
+                    let rows = held_rows(
+                        conn,
+                        "SELECT * FROM held_messages WHERE id = ?1 AND queue = ?2 AND receipt = ?3",
+                        params![id, queue, receipt],
+                    )?;
+                    let count = rows.len();
+                    for row in rows {
+                        requeue_held(conn, row, now, Requeue::Visible(visible_at))?;
+                    }
+                    Ok(count)
+                }
             })
             .await
             .map_err(queue_error)?;
@@ -675,16 +844,25 @@ impl Queue for EmbeddedQueue {
         receipt: &str,
         visibility: Duration,
     ) -> Result<(), QueueError> {
-        let id = parse_receipt(receipt)?;
+        let receipted = parse_receipt(receipt)?;
         let visible_at = add_duration(self.now_nanos(), visibility);
         let changed = self
             .shared
             .write(|conn| {
-                conn.prepare_cached(
-                    "UPDATE messages SET visible_at = ?1 \
-                     WHERE id = ?2 AND queue = ?3 AND receipt = ?4",
-                )?
-                .execute(params![visible_at, id, queue, receipt])
+                let (sql, id) = match receipted {
+                    Receipted::Queued(id) => (
+                        "UPDATE messages SET visible_at = ?1 \
+                         WHERE id = ?2 AND queue = ?3 AND receipt = ?4",
+                        id,
+                    ),
+                    Receipted::Held(id) => (
+                        "UPDATE held_messages SET visible_at = ?1 \
+                         WHERE id = ?2 AND queue = ?3 AND receipt = ?4",
+                        id,
+                    ),
+                };
+                conn.prepare_cached(sql)?
+                    .execute(params![visible_at, id, queue, receipt])
             })
             .await
             .map_err(queue_error)?;

@@ -362,6 +362,28 @@ async fn a_run_with_its_share_in_flight_passes_its_lane_turns_on() {
     assert_eq!(served(&next), [row("sync", "isapp-0001", 3)]);
 }
 
+/// A message sent already received (kept apart from the queued ones) is one of its
+/// run's steps in flight like any other.
+#[tokio::test]
+async fn held_messages_count_toward_their_runs_share() {
+    let (_dir, _clock, q) = driven_queue();
+    for unit in 0..2 {
+        q.send_received("steps", &in_lane("sync", "isapp-0001", unit), LONG)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    q.send("steps", &in_lane("sync", "isapp-0001", 2), NO_WAIT)
+        .await
+        .unwrap();
+    q.send("steps", &in_lane("sync", "isapp-0002", 0), NO_WAIT)
+        .await
+        .unwrap();
+    let got = q.receive("steps", 1, LONG, NO_WAIT).await.unwrap();
+    assert_eq!(served(&got), [row("sync", "isapp-0002", 0)]);
+    assert_eq!(q.depth("steps").await.unwrap(), 4);
+}
+
 #[tokio::test]
 async fn the_priority_lanes_go_before_every_other_lane() {
     let (_dir, clock, q) = driven_queue();
@@ -782,6 +804,15 @@ async fn a_message_sent_received_is_in_flight_until_acknowledged_or_its_hold_end
     assert_eq!(held.message, message("A"));
     assert_eq!(q.depth("steps").await.unwrap(), 1, "stored");
     assert!(visible(&q, "steps").await.is_empty(), "in flight");
+    assert!(
+        held.receipt.starts_with('h'),
+        "kept apart: {}",
+        held.receipt
+    );
+    // A later hold, and an extension, are the held row's.
+    q.extend_visibility("steps", &held.receipt, Duration::from_secs(30))
+        .await
+        .unwrap();
 
     // Its hold ran out (the worker died): received again, with a fresh receipt.
     clock.advance(millis(30_000));

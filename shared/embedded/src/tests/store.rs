@@ -269,3 +269,49 @@ async fn reopening_keeps_schema_and_rejects_newer_versions() {
     };
     assert!(error.to_string().contains("newer"), "{error}");
 }
+
+/// A database of the schema whose `logs` had `AUTOINCREMENT` keeps its entries, and
+/// the entries appended after the upgrade come after them.
+#[tokio::test]
+async fn logs_keep_their_numbers_across_dropping_autoincrement() {
+    let (dir, store) = temp_store();
+    let expires = Utc::now() + ChronoDuration::days(7);
+    store
+        .append_logs("isapp-1", &[entry("before")], expires)
+        .await
+        .unwrap();
+    drop(store);
+    // Back to the table as schema 9 had it, entry and number unchanged.
+    let conn = rusqlite::Connection::open(dir.path().join("sluice.db")).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE logs_v9 (seq INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL,
+                               expires_at INTEGER NOT NULL, entry TEXT NOT NULL);
+         INSERT INTO logs_v9 SELECT seq, run_id, expires_at, entry FROM logs;
+         DROP TABLE logs;
+         ALTER TABLE logs_v9 RENAME TO logs;
+         CREATE INDEX logs_run ON logs (run_id, seq);
+         CREATE INDEX logs_expires ON logs (expires_at);",
+    )
+    .unwrap();
+    conn.pragma_update(None, "user_version", 9).unwrap();
+    drop(conn);
+
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    store
+        .append_logs("isapp-1", &[entry("after")], expires)
+        .await
+        .unwrap();
+    let logs = store.get_logs("isapp-1", 0, 0).await.unwrap();
+    let messages: Vec<&str> = logs.iter().map(|(_, e)| e.message.as_str()).collect();
+    assert_eq!(messages, ["before", "after"]);
+    assert!(logs[0].0 < logs[1].0);
+    let conn = rusqlite::Connection::open(dir.path().join("sluice.db")).unwrap();
+    let sql: String = conn
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE name = 'logs'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(!sql.contains("AUTOINCREMENT"), "{sql}");
+}
