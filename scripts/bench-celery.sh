@@ -71,7 +71,13 @@ echo "loopback_users.guest = true" >"$work/rabbitmq.conf"
 "$rabbitmq_bin/rabbitmq-server" >"$work/rabbitmq.out" 2>&1 &
 pids+=($!)
 log "waiting for RabbitMQ on 127.0.0.1:$amqp_port"
-"$rabbitmq_bin/rabbitmqctl" -q wait --timeout 120 "$RABBITMQ_PID_FILE" >&2
+# The CLI's own Erlang node fails to start ("nodistribution") while the server's port
+# mapper is not up yet, as on a cold first start: try again for a while.
+for attempt in $(seq 1 30); do
+    "$rabbitmq_bin/rabbitmqctl" -q wait --timeout 120 "$RABBITMQ_PID_FILE" >&2 && break
+    [ "$attempt" -lt 30 ] || { log "RabbitMQ did not start; its output:"; cat "$work/rabbitmq.out" >&2; exit 1; }
+    sleep 2
+done
 
 export BENCH_BROKER_URL="amqp://guest:guest@127.0.0.1:$amqp_port//"
 export BENCH_RESULT_BACKEND="redis://127.0.0.1:$redis_port/0"
