@@ -511,10 +511,6 @@ impl DynamoStore {
                 direct.len()
             )));
         }
-        let found = found
-            .into_iter()
-            .filter(|(name, _)| !matches!(name, PartName::Index { .. }))
-            .collect();
         assemble(doc, &found)
     }
 
