@@ -288,7 +288,8 @@ fn insert_message(
 /// lookups scan it, and the hand-off that every step of a chain does writes one row in
 /// one B-tree rather than in `messages` and its six indexes. A held message goes into
 /// `messages` when it is released, when its hold runs out, or when the data directory
-/// is taken over (`release_inflight`).
+/// is taken over (`release_inflight`). `IF NOT EXISTS`, so that the step also applies to
+/// a database that has the table already, as the other steps do.
 pub(crate) const SCHEMA_HELD_MESSAGES: &str = r#"
 CREATE TABLE IF NOT EXISTS held_messages (
     id            INTEGER PRIMARY KEY,

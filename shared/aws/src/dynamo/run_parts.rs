@@ -305,7 +305,8 @@ pub(crate) fn touched_parts(run: &Run, delta: &RunDelta) -> BTreeSet<PartName> {
     parts
 }
 
-/// The content of part `name` of `run` (an index part's comes from [`fold`]).
+/// The content of part `name` of `run`. Index parts are never asked for: their entries
+/// come from the manifest, and [`fold`] returns them with their names.
 fn part_value(run: &Run, name: PartName) -> PartValue {
     match name {
         PartName::Index { .. } => PartValue::Index(Manifest::new()),
@@ -568,7 +569,7 @@ impl DynamoStore {
         let (index_entries, mut direct): (Manifest, Manifest) = compact
             .clone()
             .into_iter()
-            .partition(|(name, _)| name.starts_with('i'));
+            .partition(|(name, _)| matches!(PartName::decode(name), Some(PartName::Index { .. })));
         if index_entries.is_empty() {
             return Ok((direct, BTreeMap::new()));
         }
