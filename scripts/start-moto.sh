@@ -12,7 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
 dir=$(mktemp -d /tmp/sluice-moto.XXXXXX)
-# moto's server with its DynamoDB writes made atomic, as DynamoDB's are (see the script).
+# moto's server with its DynamoDB writes and SQS queue operations made atomic, as AWS's are
+# (see the script).
 .venv/bin/python scripts/moto_server.py -H 127.0.0.1 -p "$port" >"$dir/moto.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 100); do

@@ -402,9 +402,9 @@ async fn wide_run(env: &AwsEnvironment, app: Application, workers: usize) -> Wid
 /// differs); and with four workers of their own (as Lambda containers are) writing one
 /// run at once, lost compare-and-swaps stay below one per worker per step. Scaled for
 /// the suite; `SLUICE_MOTO_FOR_EACH=10000` and `SLUICE_MOTO_FAN_OUT=5000` run the
-/// issue's sizes (docs/cost.md; each on a fresh moto server, whose SQS slows with every
-/// message queued), with `SLUICE_MOTO_DEADLINE_S` for a run's time limit (30 minutes
-/// unless set).
+/// issue's sizes (docs/cost.md: 15 and 10–22 minutes here, each on a fresh moto server,
+/// whose SQS still walks its messages at every send and receive), with
+/// `SLUICE_MOTO_DEADLINE_S` for a run's time limit (30 minutes unless set).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn wide_runs_stay_small_per_item_and_flat_per_step() {
     use sluice_aws::capacity::{CONDITIONAL_FAILURES, READ_UNITS, WRITE_UNITS};
