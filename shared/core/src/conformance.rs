@@ -1240,6 +1240,7 @@ macro_rules! queue_conformance {
             queue_hides_a_received_message_from_every_receiver,
             queue_ack_deletes_and_a_second_ack_is_harmless,
             queue_receive_returns_at_most_max,
+            queue_send_many_delivers_each_message_once,
             queue_zero_visibility_delivers_once_per_batch,
             queue_release_without_delay_redelivers_with_a_higher_count,
             queue_extend_visibility_keeps_the_message_hidden_and_its_receipt,
@@ -1376,6 +1377,24 @@ pub async fn queue_receive_returns_at_most_max(f: &impl QueueFactory) {
     assert_eq!(steps(&got), ["A", "B", "C"], "every message, each once");
     assert!(got.iter().all(|d| d.receive_count == 1));
     assert_empty(&q, &q.name).await;
+    for d in got {
+        q.queue.ack(&q.name, &d.receipt).await.unwrap();
+    }
+}
+
+pub async fn queue_send_many_delivers_each_message_once(f: &impl QueueFactory) {
+    let q = f.fresh().await;
+    // More than two of SQS's batches of ten.
+    let names: Vec<String> = (0..23).map(|i| format!("S{i:02}")).collect();
+    let messages: Vec<_> = names.iter().map(|n| task(n)).collect();
+    q.queue
+        .send_many(&q.name, &messages, NO_WAIT)
+        .await
+        .unwrap();
+    let got = receive_all(&q, &q.name, names.len(), 10, HIDDEN).await;
+    assert_eq!(steps(&got), names, "every message, each once");
+    assert_empty(&q, &q.name).await;
+    assert_empty(&q, &q.other).await;
     for d in got {
         q.queue.ack(&q.name, &d.receipt).await.unwrap();
     }

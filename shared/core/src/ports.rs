@@ -326,6 +326,21 @@ pub trait Queue: Send + Sync {
         message: &TaskMessage,
         delay: Duration,
     ) -> Result<(), QueueError>;
+    /// Sends `messages` to `queue`, each after `delay`: what one transition queued (a
+    /// fan-out's thousands). As `send` of each, in any order; an adapter that can sends
+    /// them in batches (SQS: ten a request, several requests at once). On an error some
+    /// may have been sent, as when a `send` of a series fails.
+    async fn send_many(
+        &self,
+        queue: &str,
+        messages: &[TaskMessage],
+        delay: Duration,
+    ) -> Result<(), QueueError> {
+        for message in messages {
+            self.send(queue, message, delay).await?;
+        }
+        Ok(())
+    }
     /// Sends `message` and receives it at once for the caller, invisible for
     /// `visibility` with a receive count of 1 (as `send` then a `receive` that got it),
     /// without waking a waiting receiver: a local worker that queues a ready successor

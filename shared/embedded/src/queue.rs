@@ -680,6 +680,36 @@ impl Queue for EmbeddedQueue {
         Ok(())
     }
 
+    /// All in one write (one commit, or the staged one), then a waiter woken for each.
+    async fn send_many(
+        &self,
+        queue: &str,
+        messages: &[TaskMessage],
+        delay: Duration,
+    ) -> Result<(), QueueError> {
+        let bodies = messages
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| QueueError(format!("json: {e}")))?;
+        let now = self.now_nanos();
+        self.shared
+            .write(|conn| {
+                let visible_at = add_duration(now, delay);
+                for (message, body) in messages.iter().zip(&bodies) {
+                    insert_message(conn, queue, message, body, now, visible_at)?;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(queue_error)?;
+        let notifier = self.shared.notifier(queue);
+        for _ in messages {
+            notifier.notify_one();
+        }
+        Ok(())
+    }
+
     /// Stores the message in flight, with a receipt of its own, in `held_messages`
     /// (see `SCHEMA_HELD_MESSAGES`); no waiter is woken (none could take it). Should the
     /// caller die, it comes back when its visibility runs out, or at once when the data

@@ -39,6 +39,21 @@ pub(crate) enum Outcome {
     Busy(u64),
 }
 
+/// The messages a transition's effects queue, by queue and delay (a fan-out's thousands
+/// go in batches), in the order first queued.
+#[derive(Default)]
+struct Sends(Vec<((String, Duration), Vec<TaskMessage>)>);
+
+impl Sends {
+    fn add(&mut self, queue: String, delay: Duration, message: TaskMessage) {
+        let key = (queue, delay);
+        match self.0.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, messages)) => messages.push(message),
+            None => self.0.push((key, vec![message])),
+        }
+    }
+}
+
 impl Runtime {
     /// Applies an event and carries out every effect, including the events effects lead
     /// to (evaluations, inline operators, parent notifications), until none is left.
@@ -79,14 +94,24 @@ impl Runtime {
         effects: Vec<Effect>,
         work: &mut VecDeque<(String, Event)>,
     ) -> Result<(), RuntimeError> {
+        let mut sends = Sends::default();
         for effect in effects {
             match self.carry_out_effect(run, effect).await? {
                 FollowUp::Apply(events) => work.extend(events),
+                FollowUp::Send {
+                    queue,
+                    message,
+                    delay,
+                } => sends.add(queue, delay, message),
                 FollowUp::Evaluate { step } => {
                     let decision = self.evaluate(run, &step).await?;
                     work.push_back((run.id.clone(), Event::Evaluated { step, decision }));
                 }
-                FollowUp::Inline(message) => self.run_inline(&message, work).await?,
+                FollowUp::Inline(message) => {
+                    // What was queued goes first: an inline operator may take a while.
+                    self.send_all(std::mem::take(&mut sends)).await?;
+                    self.run_inline(&message, work).await?
+                }
                 FollowUp::Ended { events, alert } => {
                     work.extend(events);
                     if let Some(alert) = alert {
@@ -96,6 +121,16 @@ impl Runtime {
                     }
                 }
             }
+        }
+        self.send_all(sends).await
+    }
+
+    async fn send_all(&self, sends: Sends) -> Result<(), RuntimeError> {
+        for ((queue, delay), messages) in sends.0 {
+            self.backend
+                .queue
+                .send_many(&queue, &messages, delay)
+                .await?;
         }
         Ok(())
     }

@@ -29,6 +29,12 @@ pub(crate) enum FollowUp {
     Evaluate { step: String },
     /// Execute this operator attempt here and now, with no queue hop.
     Inline(TaskMessage),
+    /// Send this message to `queue` after `delay`, with the transition's other sends.
+    Send {
+        queue: String,
+        message: TaskMessage,
+        delay: Duration,
+    },
     /// The run ended: apply these events (a blocking parent's), then start this alert
     /// run (`on_failure` / `on_warning`), which needs run creation, a layer above.
     Ended {
@@ -383,16 +389,18 @@ impl Runtime {
                 } else {
                     (self.config.queue_for)(&step_type)
                 };
-                if delay_ms == 0 && self.registry.get(&step_type).is_some() {
-                    // A step type this process executes: a local worker may take it itself.
-                    self.send_or_hand_off(&queue, &message).await?;
-                } else {
-                    self.backend
-                        .queue
-                        .send(&queue, &message, Duration::from_millis(delay_ms))
-                        .await?;
+                // A step type this process executes: a local worker may take it itself.
+                if delay_ms == 0
+                    && self.registry.get(&step_type).is_some()
+                    && self.hand_off(&queue, &message).await?
+                {
+                    return Ok(FollowUp::Apply(Vec::new()));
                 }
-                Ok(FollowUp::Apply(Vec::new()))
+                Ok(FollowUp::Send {
+                    queue,
+                    message,
+                    delay: Duration::from_millis(delay_ms),
+                })
             }
             Effect::RevokeChild { run_id } => Ok(FollowUp::Apply(vec![(run_id, Event::Revoke)])),
             Effect::RunFinished { state } => {
@@ -494,8 +502,6 @@ impl Runtime {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use async_trait::async_trait;
     use serde_json::{json, Value};
     use sluice_core::engine::Event;
@@ -503,7 +509,7 @@ mod tests {
     use sluice_core::step::{StepContext, StepError, StepOutput, StepRegistry, StepType};
 
     use super::FollowUp;
-    use crate::{Runtime, RuntimeConfig, StartRequest, VISIBILITY};
+    use crate::{Runtime, RuntimeConfig, StartRequest};
 
     struct Noop;
 
@@ -567,7 +573,8 @@ mod tests {
     }
 
     /// Transitions carry out what needs no execution and hand the rest back: an inline
-    /// operator is not executed, a `for_each` is not evaluated, a step type is queued.
+    /// operator is not executed, a `for_each` is not evaluated, a step type's message is
+    /// handed back to be sent with the others.
     #[tokio::test]
     async fn effects_that_need_execution_are_handed_back_not_executed() {
         let dir = tempfile::tempdir().unwrap();
@@ -617,13 +624,13 @@ mod tests {
             "the operator was not claimed"
         );
         assert!(unit.claimed_at.is_none());
-        let queued = runtime
-            .backend
-            .queue
-            .receive("steps", 10, VISIBILITY, Duration::ZERO)
-            .await
-            .unwrap();
-        let queued: Vec<_> = queued.iter().map(|d| d.message.step_id.as_str()).collect();
-        assert_eq!(queued, ["N"], "only the step type went to the queue");
+        let sends: Vec<_> = follow_ups
+            .iter()
+            .filter_map(|f| match f {
+                FollowUp::Send { message, .. } => Some(message.step_id.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sends, ["N"], "only the step type goes to the queue");
     }
 }

@@ -139,36 +139,35 @@ struct HandOff {
 }
 
 impl Runtime {
-    /// Sends a ready message of a step type this process executes: handed to the local
-    /// worker whose delivery queued it when its slot is open, to `queue` otherwise.
-    pub(crate) async fn send_or_hand_off(
+    /// Hands a ready message of a step type this process executes to the local worker
+    /// whose delivery queued it, when its slot is open: whether it was taken (sent
+    /// already received). Not taken, the caller sends it.
+    pub(crate) async fn hand_off(
         &self,
         queue: &str,
         message: &TaskMessage,
-    ) -> Result<(), RuntimeError> {
+    ) -> Result<bool, RuntimeError> {
         // Taken before any await: effects carried out concurrently share the slot.
         let open = HAND_OFF
             .try_with(|slot| std::mem::take(&mut slot.borrow_mut().open))
             .unwrap_or(false);
-        if open {
-            if let Some(hold) = self.attempt_visibility(message).await {
-                let delivery = self
-                    .backend
-                    .queue
-                    .send_received(queue, message, hold)
-                    .await?;
-                if let Some(delivery) = delivery {
-                    let taken = Some((queue.to_string(), delivery));
-                    let _ = HAND_OFF.try_with(|slot| slot.borrow_mut().taken = taken);
-                    return Ok(());
-                }
-            }
+        if !open {
+            return Ok(false);
         }
-        self.backend
+        let Some(hold) = self.attempt_visibility(message).await else {
+            return Ok(false);
+        };
+        let delivery = self
+            .backend
             .queue
-            .send(queue, message, Duration::ZERO)
+            .send_received(queue, message, hold)
             .await?;
-        Ok(())
+        let Some(delivery) = delivery else {
+            return Ok(false);
+        };
+        let taken = Some((queue.to_string(), delivery));
+        let _ = HAND_OFF.try_with(|slot| slot.borrow_mut().taken = taken);
+        Ok(true)
     }
 }
 
