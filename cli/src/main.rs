@@ -3,6 +3,9 @@
 
 use std::process::ExitCode;
 
+#[global_allocator]
+static ALLOCATOR: sluice_cli::Allocator = sluice_cli::Allocator;
+
 fn main() -> ExitCode {
     sluice_cli::main(sluice_steps::builtin_registry())
 }
