@@ -666,21 +666,12 @@ impl Queue for EmbeddedQueue {
         message: &TaskMessage,
         delay: Duration,
     ) -> Result<(), QueueError> {
-        let body = serde_json::to_string(message).map_err(|e| QueueError(format!("json: {e}")))?;
-        let now = self.now_nanos();
-        self.shared
-            .write(|conn| {
-                let visible_at = add_duration(now, delay);
-                insert_message(conn, queue, message, &body, now, visible_at)
-            })
+        self.send_many(queue, std::slice::from_ref(message), delay)
             .await
-            .map_err(queue_error)?;
-        // Wakes one waiter: it takes the message, or (delayed) re-arms its sleep for it.
-        self.shared.notifier(queue).notify_one();
-        Ok(())
     }
 
-    /// All in one write (one commit, or the staged one), then a waiter woken for each.
+    /// All in one write (one commit, or the staged one), then a waiter woken for each: it
+    /// takes a message, or (delayed) re-arms its sleep for it.
     async fn send_many(
         &self,
         queue: &str,
